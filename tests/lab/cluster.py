@@ -1,0 +1,290 @@
+"""Bringing the lab up and down: network, service containers, node containers, OpenBao, and the
+state folder. `up` is idempotent: it creates what is missing and starts what is stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import configs, images, labapi, statefiles
+from .dockerctl import LabError, docker, ensure_engine, inspect, node_exec
+from .topology import (
+    BUILD_SIZE,
+    BUILDER_IMAGE,
+    MONIT_IP,
+    NETWORK,
+    OPENSTACK_IP,
+    REGISTRY_IP,
+    STATE,
+    SUBNET,
+    Node,
+    Topology,
+    topology,
+)
+
+EMULATORS = Path(__file__).resolve().parent / "emulators"
+LABEL = "alicelab.lab"
+REGISTRY_PORT = 5443  # published on 127.0.0.1 only, for the host to push the builder image
+# What systemd as PID 1 needs in a container on a machine where --privileged is refused.
+SYSTEMD_ARGS = [
+    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host", "--stop-signal", "SIGRTMIN+3",
+]
+
+
+def wait_for(what: str, ok: Callable[[], bool], timeout: float, interval: float = 1.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        time.sleep(interval)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def saved_agents() -> int:
+    path = STATE / "topology.json"
+    return int(json.loads(path.read_text())["vm_agents"]) if path.exists() else 2
+
+
+def current() -> Topology:
+    return topology(saved_agents())
+
+
+def _network() -> None:
+    if docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$", timeout=30).strip():
+        return
+    docker("network", "create", "--subnet", SUBNET, "--label", f"{LABEL}=1", NETWORK, timeout=60)
+
+
+def _ensure_running(name: str, create: list[str]) -> None:
+    info = inspect(name)
+    if info is None:
+        docker("run", "-d", "--name", name, "--label", f"{LABEL}=1", *create, timeout=120)
+    elif not info["State"]["Running"]:
+        docker("start", name, timeout=120)
+
+
+def _services(rootfs: str) -> None:
+    dirs = configs.write_services(current())
+    net = ["--network", NETWORK, "--init"]
+    _ensure_running("alicelab-registry", [
+        *net, "--ip", REGISTRY_IP, "--hostname", "registry", "-p", f"127.0.0.1:{REGISTRY_PORT}:443",
+        "-v", f"{dirs['registry']}:/etc/alicelab:ro", rootfs,
+        "/usr/bin/docker-registry", "serve", "/etc/alicelab/registry.yml",
+    ])
+    _ensure_running("alicelab-openstack", [
+        *net, "--ip", OPENSTACK_IP, "--hostname", "openstack", "-e", "PYTHONPATH=/opt/alicelab",
+        "-v", f"{dirs['openstack']}:/etc/alicelab:ro", "-v", f"{EMULATORS}:/opt/alicelab/emulators:ro",
+        "-v", "/var/run/docker.sock:/var/run/docker.sock", rootfs,
+        "python3", "-m", "emulators.openstack", "/etc/alicelab/openstack.json",
+    ])
+    _ensure_running("alicelab-monit", [
+        *net, "--ip", MONIT_IP, "--hostname", "monit", "-v", f"{dirs['monit']}:/etc/alicelab:ro", rootfs,
+        "/usr/bin/prometheus", "--config.file=/etc/alicelab/monit.yml", "--storage.tsdb.path=/tmp/monit",
+        "--web.enable-remote-write-receiver", "--web.listen-address=:9090",
+    ])
+
+
+def _push_builder() -> None:
+    local = f"127.0.0.1:{REGISTRY_PORT}/alisw/slc9-builder:latest"
+    images.builder_image("alicelab/builder:latest")
+    docker("tag", "alicelab/builder:latest", local, timeout=30)
+
+    def pushed() -> bool:
+        return "error" not in docker("push", local, timeout=120, check=False).lower()
+
+    wait_for("the builder image to reach the lab registry", pushed, 60, 2)
+
+
+def node_run_args(node: Node, image: str) -> list[str]:
+    d = configs.node_dir(node)
+    args = [
+        "--name", node.name, "--hostname", node.name, "--network", NETWORK, "--ip", node.ip,
+        *SYSTEMD_ARGS,
+        "--add-host", f"registry.cern.ch:{REGISTRY_IP}",
+        "--label", f"{LABEL}=1", "--label", f"alicelab.role={node.role}",
+        "--label", f"alicelab.server={configs.server_label(node)}",
+        "-v", f"{d}:/etc/alicelab:ro",
+        "-v", f"{d}/ssh/ssh_host_ed25519_key:/etc/ssh/ssh_host_ed25519_key:ro",
+        "-v", f"{d}/ssh/ssh_host_ed25519_key.pub:/etc/ssh/ssh_host_ed25519_key.pub:ro",
+        "-v", f"{STATE / 'id_ed25519.pub'}:/root/.ssh/authorized_keys:ro",
+        "-v", f"{EMULATORS}:/opt/alicelab/emulators:ro",
+        "-v", f"{STATE / 'ca.pem'}:/etc/docker/certs.d/registry.cern.ch/ca.crt:ro",
+    ]
+    if node.has_vdb:
+        # The `vdb` volume: a separate filesystem on /build that outlives a rebuild, as a Cinder volume does.
+        args += ["--mount", f"type=volume,src=alicelab-{node.name}-vdb,dst=/build,volume-opt=type=tmpfs,"
+                 f"volume-opt=device=tmpfs,volume-opt=o=size={BUILD_SIZE}"]
+    return [*args, image]
+
+
+def _node(node: Node, image: str) -> None:
+    info = inspect(node.name)
+    if info is not None and info["Config"]["Image"] != image:
+        docker("rm", "-f", node.name, timeout=120)  # its definition changed: recreate it
+        info = None
+    if info is None:
+        docker("run", "-d", *node_run_args(node, image), timeout=180)
+    elif not info["State"]["Running"]:
+        docker("start", node.name, timeout=120)
+
+
+def ssh_port_open(ip: str) -> bool:
+    try:
+        with socket.create_connection((ip, 22), timeout=2) as s:
+            return s.recv(4).startswith(b"SSH")
+    except OSError:
+        return False
+
+
+def unseal_all(topo: Topology) -> None:
+    """Initialises OpenBao once (keys and root token into .lab/ only) and unseals every master."""
+    init = labapi.vault_init()
+    first = topo.masters[0].ip
+
+    def answering(ip: str) -> bool:
+        return labapi.vault("GET", ip, "/v1/sys/seal-status")[0] == 200
+
+    for m in topo.masters:
+        wait_for(f"OpenBao on {m.name}", lambda ip=m.ip: answering(ip), 120)
+    if init is None:
+        status, body = labapi.vault("PUT", first, "/v1/sys/init", {"secret_shares": 3, "secret_threshold": 2}, timeout=60)
+        if status != 200:
+            raise LabError(f"OpenBao init on {topo.masters[0].name} failed with HTTP {status}")
+        init = {"keys": body["keys_base64"], "root_token": body["root_token"]}
+        configs.write(STATE / "vault-init.json", json.dumps(init), 0o600)
+    keys = init["keys"][:2]
+
+    def unsealed(ip: str) -> bool:
+        status, body = labapi.vault("GET", ip, "/v1/sys/seal-status")
+        if status == 200 and not body["sealed"]:
+            return True
+        if status == 200 and body.get("initialized", True):
+            for k in keys:
+                labapi.vault("PUT", ip, "/v1/sys/unseal", {"key": k}, timeout=30)
+        elif status == 200:
+            labapi.vault("PUT", ip, "/v1/sys/unseal", {"reset": True})  # not joined yet: retry_join needs time
+        return False
+
+    for m in topo.masters:
+        wait_for(f"OpenBao unsealed on {m.name}", lambda ip=m.ip: unsealed(ip), 180, 3)
+
+
+def _pull_builder(node: Node) -> None:
+    node_exec(node.name, f"docker image inspect {BUILDER_IMAGE} >/dev/null 2>&1 || docker pull -q {BUILDER_IMAGE}",
+              timeout=300)
+
+
+def _first_puppet_run(node: Node) -> None:
+    node_exec(node.name, "test -s /opt/puppetlabs/puppet/public/last_run_summary.yaml || puppet agent -t -v "
+              ">/var/log/puppetlabs/first-run.log 2>&1; true", timeout=600)
+
+
+def up(vm_agents: int | None = None) -> Topology:
+    ensure_engine()
+    STATE.mkdir(exist_ok=True)
+    n = vm_agents if vm_agents is not None else saved_agents()
+    topo = topology(n)
+    configs.write(STATE / "topology.json", json.dumps({"vm_agents": n}))
+    configs.ssh_keys()
+    statefiles.client_cert()
+    configs.write(STATE / "ca.pem", configs.ca()[0].read_text())
+    tags = images.node_images()
+    rootfs = images.rootfs()
+    _network()
+    _services(rootfs)
+    _push_builder()
+    for node in topo.nodes:
+        configs.write_node(node, topo)
+    statefiles.write_all(topo)
+    for node in topo.nodes:
+        _node(node, tags[node.role])
+    _remove_extra_agents(topo)
+    for node in topo.nodes:
+        wait_for(f"sshd on {node.name}", lambda ip=node.ip: ssh_port_open(ip), 240, 2)
+    unseal_all(topo)
+    statefiles.write_all(topo)  # now with VAULT_TOKEN
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(_pull_builder, topo.agents))
+        list(pool.map(_first_puppet_run, topo.nodes))
+    wait_healthy(topo)
+    return topo
+
+
+def _remove_extra_agents(topo: Topology) -> None:
+    """Agents of an earlier, larger `up --agents N` that the new topology does not have."""
+    wanted = {n.name for n in topo.nodes}
+    names = docker("ps", "-a", "--filter", "label=alicelab.role", "--format", "{{.Names}}", timeout=30).split()
+    extra = [n for n in names if n not in wanted]
+    if extra:
+        docker("rm", "-f", *extra, timeout=300)
+
+
+def wait_healthy(topo: Topology, timeout: float = 240) -> None:
+    """Leaders elected, every agent a ready Nomad node, every master unsealed."""
+    m = topo.masters[0].ip
+
+    def nomad_ready() -> bool:
+        status, nodes = labapi.nomad("GET", m, "/v1/nodes")
+        if status != 200:
+            return False
+        ready = {n["Name"] for n in nodes if n["Status"] == "ready"}
+        return all(a.name in ready for a in topo.agents)
+
+    def consul_leader() -> bool:
+        return bool(labapi.consul("GET", m, "/v1/status/leader")[1])
+
+    wait_for("a Consul leader", consul_leader, timeout)
+    wait_for("every agent ready in Nomad", nomad_ready, timeout)
+
+
+def down() -> None:
+    ensure_engine()
+    names = docker("ps", "-aq", "--filter", f"label={LABEL}", timeout=30).split()
+    if names:
+        docker("rm", "-f", "-v", *names, timeout=600)
+    vols = [v for v in docker("volume", "ls", "-q", timeout=30).split() if v.startswith("alicelab-")]
+    if vols:
+        docker("volume", "rm", "-f", *vols, timeout=120)
+    if docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$", timeout=30).strip():
+        docker("network", "rm", NETWORK, timeout=60)
+    for name in ("inventory.yaml", "env", "vault-init.json"):
+        (STATE / name).unlink(missing_ok=True)
+
+
+def status() -> list[str]:
+    topo = current()
+    lines = []
+    for name in ["alicelab-registry", "alicelab-openstack", "alicelab-monit", *[n.name for n in topo.nodes]]:
+        info = inspect(name)
+        state = info["State"]["Status"] if info else "absent"
+        lines.append(f"{name:20} {state}")
+    m = topo.masters[0].ip
+    lines.append(f"nomad leader:  {labapi.nomad('GET', m, '/v1/status/leader')[1]!r}")
+    lines.append(f"consul leader: {labapi.consul('GET', m, '/v1/status/leader')[1]!r}")
+    for mm in topo.masters:
+        st, body = labapi.vault("GET", mm.ip, "/v1/sys/health")
+        lines.append(f"vault {mm.name}: HTTP {st} sealed={body.get('sealed') if isinstance(body, dict) else '?'}")
+    mem = docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", timeout=120)
+    total = 0.0
+    for row in mem.splitlines():
+        used = row.split()[1]
+        num = float(used.rstrip("KMGiB"))
+        total += num * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(used.lstrip("0123456789."), 1)
+    lines.append(f"memory of the lab's containers: {total:.0f} MiB")
+    return lines
+
+
+def env() -> dict[str, str]:
+    """The variables of .lab/env, for processes started by the lab's own tests."""
+    out = dict(os.environ)
+    for line in (STATE / "env").read_text().splitlines():
+        k, _, v = line.removeprefix("export ").partition("=")
+        out[k] = v.strip("'")
+    return out
