@@ -1,0 +1,17 @@
+"""Hooks the plugin adds to pytest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_acceptance_make_prober(config: pytest.Config, inventory: Any, control_dir: Path) -> Any:
+    """Return the object that pings nodes and gathers their facts (see acceptance.probe.ProberProtocol).
+
+    The plugin's own implementation (ssh, one connection per node) runs last; a conftest or plugin may
+    return another one (tests use a fake).
+    """
