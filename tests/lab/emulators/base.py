@@ -272,14 +272,22 @@ class Election:
     def on_message(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A peer tells us its term and leader (and, from a leader, the state)."""
         with self.lock:
-            if msg["term"] > self.term or (msg["term"] == self.term and msg.get("leader") == msg["from"]):
-                if msg["term"] > self.term or not self.leader_id or self.leader_id == msg["from"]:
-                    self.term = msg["term"]
-                    self.leader_id = msg.get("leader", "")
-                    if self.leader_id == msg["from"]:
-                        self.last_heard = time.monotonic()
-                        if "state" in msg:
-                            self.put_state(msg["state"])
+            sender = self._peer(msg.get("from", ""))
+            if (sender is not None and sender.id != self.me.id and msg.get("leader") == sender.id
+                    and msg["term"] == self.term and self.leader_id == self.me.id and sender.name < self.me.name):
+                # Two servers that stood at the same moment (each seeing a different majority) lead the same
+                # term; as terms only go up, that would last: the lower-named one keeps the leadership.
+                self.leader_id = sender.id
+                self.last_heard = time.monotonic()
+            newer = msg["term"] > self.term
+            leads_this_term = msg["term"] == self.term and msg.get("leader") == msg["from"]
+            if newer or (leads_this_term and (not self.leader_id or self.leader_id == msg["from"])):
+                self.term = msg["term"]
+                self.leader_id = msg.get("leader", "")
+                if self.leader_id == msg["from"]:
+                    self.last_heard = time.monotonic()
+                    if "state" in msg:
+                        self.put_state(msg["state"])
             if msg.get("handoff") == self.me.id and msg.get("leader") == msg["from"]:
                 # The leader asks us to take over: a new term with us as leader.
                 self.term = max(self.term, msg["term"]) + 1

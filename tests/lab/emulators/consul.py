@@ -1,0 +1,1524 @@
+"""Consul server emulator: the HTTP API (catalog, health, agent services and TTL checks, KV, sessions,
+status, operator raft, metrics) and the DNS interface, as `reference/api/consul/` documents them.
+
+Test equipment for the lab (no Consul binary can be installed there): three of these run on the
+masters, `python3 -m emulators.consul /etc/alicelab/node.json`, standard library only.
+
+Model:
+- `base.Election` elects a leader among the three servers only with a quorum. The leader owns the
+  state (catalog, checks, KV, sessions) and applies every write ("op"); followers forward writes to it
+  over the RPC port (8300) and receive the whole state after each write (synchronously, as a raft
+  commit would) and on every heartbeat. Reads default to Consul's `default` consistency: they need a
+  known leader (else 500 "No cluster leader"); `?stale` reads any server's copy, as does DNS.
+- Serf is not emulated. The servers' `serfHealth` follows the election's liveness view. Nodes that
+  register through `/v1/catalog/register` (the lab's Nomad clients, every 5 s) stand in for agents:
+  a catalog-registered check not refreshed for ALICELAB_CONSUL_REFRESH_TIMEOUT_S (default 15) seconds
+  turns critical with serf's output, as a node whose agent stopped gossiping would.
+- Sessions expire after TTL x ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER (default 2, as Consul does) and
+  are invalidated when one of their node checks turns critical; timers are reset on a leader change.
+- Agent services (OpenBao's registration) belong to the server node that received the call; their
+  TTL checks expire on the leader's clock; TCP/HTTP checks are run by the owning server.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import ipaddress
+import os
+import random
+import re
+import signal
+import socket
+import ssl
+import struct
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import base
+
+VERSION = "1.20.5"
+REVISION = "74efe419"
+API_PORT, RPC_PORT, DNS_PORT, SERF_PORT = 8500, 8300, 8600, 8301
+REFRESH_TIMEOUT_S = float(os.environ.get("ALICELAB_CONSUL_REFRESH_TIMEOUT_S", "15"))
+SESSION_TTL_MULTIPLIER = float(os.environ.get("ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER", "2"))
+ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
+STATES = ("passing", "warning", "critical")
+UDP_ANSWER_LIMIT = 3  # Consul's dns_config.udp_answer_limit default
+
+
+def log(msg: str) -> None:
+    print(f"consul-emulator: {msg}", file=sys.stderr, flush=True)
+
+
+class OpError(Exception):
+    """A write refused by the state machine: HTTP status and Consul's plain-text message."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+def parse_duration(text: Any, default: float = 0.0) -> float:
+    """Go durations as Consul accepts them ("15s", "1m30s", "500ms"); a bare number is seconds
+    (LockDelay also accepts nanoseconds as a number, see session_create)."""
+    if text is None or text == "":
+        return default
+    if isinstance(text, (int, float)):
+        return float(text)
+    total, pos = 0.0, 0
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for m in re.finditer(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * units[m.group(2)]
+        pos = m.end()
+    if pos != len(text):
+        raise ValueError(f"time: invalid duration {text!r}")
+    return total
+
+
+def go_duration(seconds: float) -> str:
+    """How Go prints a time.Duration (enough for TTLs and intervals)."""
+    if seconds == int(seconds):
+        s = int(seconds)
+        h, rest = divmod(s, 3600)
+        m, s = divmod(rest, 60)
+        return (f"{h}h" if h else "") + (f"{m}m" if h or m else "") + f"{s}s"
+    return f"{seconds}s"
+
+
+# ---------------------------------------------------------------------------------------------
+# The state machine: a plain JSON document, so that it can be pushed whole to followers.
+
+
+def empty_state() -> dict[str, Any]:
+    return {
+        "Term": 0,
+        "Index": 1,
+        "Nodes": {},  # name -> node
+        "Services": {},  # node -> service id -> service
+        "Checks": {},  # node -> check id -> check
+        "CheckMeta": {},  # "node/check" -> {source: catalog|agent|server, refreshed, ttl, def, expired}
+        "KV": {},  # key -> entry (Value base64 or None)
+        "LockDelay": {},  # key -> wall-clock time until which acquire is refused
+        "Sessions": {},  # id -> session
+        "SessionExpiry": {},  # id -> wall-clock expiry (TTL sessions only)
+    }
+
+
+class Store:
+    """The replicated state and the operations that change it. Every method named `op_*` runs on
+    the leader only, under `lock`, and returns a JSON result or raises OpError."""
+
+    def __init__(self, datacenter: str) -> None:
+        self.dc = datacenter
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # blocking queries wait on it
+        self.s = empty_state()
+
+    # --- replication
+    def snapshot(self, term: int) -> dict[str, Any]:
+        with self.lock:
+            self.s["Term"] = max(self.s["Term"], term)
+            return copy.deepcopy(self.s)
+
+    def install(self, state: dict[str, Any]) -> None:
+        with self.lock:
+            if (state.get("Term", 0), state.get("Index", 0)) >= (self.s["Term"], self.s["Index"]):
+                self.s = state
+                self.changed.notify_all()
+
+    def index(self) -> int:
+        with self.lock:
+            return int(self.s["Index"])
+
+    def bump(self) -> int:
+        self.s["Index"] += 1
+        self.changed.notify_all()
+        return int(self.s["Index"])
+
+    def apply(self, op: dict[str, Any]) -> Any:
+        with self.lock:
+            fn: Callable[[dict[str, Any]], Any] = getattr(self, "op_" + op["op"])
+            return fn(op)
+
+    # --- catalog
+    def _node(self, name: str, node_id: str, address: str, meta: dict[str, str] | None, idx: int) -> None:
+        old = self.s["Nodes"].get(name)
+        node = {
+            "ID": node_id or (old or {}).get("ID", ""),
+            "Node": name,
+            "Address": address,
+            "Datacenter": self.dc,
+            "TaggedAddresses": {"lan": address, "lan_ipv4": address, "wan": address, "wan_ipv4": address},
+            "Meta": meta if meta is not None else (old or {}).get("Meta", {}),
+            "CreateIndex": (old or {}).get("CreateIndex", idx),
+            "ModifyIndex": idx,
+        }
+        if old and all(old[k] == node[k] for k in ("ID", "Address", "Meta")):
+            return  # an unchanged node keeps its ModifyIndex, as in Consul's state store
+        self.s["Nodes"][name] = node
+        self.s["Services"].setdefault(name, {})
+        self.s["Checks"].setdefault(name, {})
+
+    def _service(self, node: str, svc: dict[str, Any], idx: int) -> str:
+        name = svc.get("Service") or svc.get("Name") or ""
+        if not name:
+            raise OpError(400, "Must provide service name (Service.Service) with the registration")
+        sid = svc.get("ID") or name
+        old = self.s["Services"].get(node, {}).get(sid)
+        addr = svc.get("Address") or ""
+        port = int(svc.get("Port") or 0)
+        tagged = {}
+        if addr:
+            tagged = {k: {"address": addr, "port": port} for k in ("lan", "lan_ipv4", "wan", "wan_ipv4")}
+        weights = svc.get("Weights") or {"Passing": 1, "Warning": 1}
+        entry = {
+            "Kind": svc.get("Kind") or "",
+            "ID": sid,
+            "Service": name,
+            "Tags": list(svc.get("Tags") or []),
+            "Address": addr,
+            "TaggedAddresses": tagged,
+            "Meta": dict(svc.get("Meta") or {}),
+            "Port": port,
+            "Weights": weights,
+            "EnableTagOverride": bool(svc.get("EnableTagOverride", False)),
+            "Datacenter": self.dc,
+            "CreateIndex": (old or {}).get("CreateIndex", idx),
+            "ModifyIndex": idx,
+        }
+        if old and all(old[k] == entry[k] for k in entry if k not in ("CreateIndex", "ModifyIndex")):
+            entry["ModifyIndex"] = old["ModifyIndex"]
+        self.s["Services"].setdefault(node, {})[sid] = entry
+        return sid
+
+    def _check(self, node: str, chk: dict[str, Any], idx: int, source: str, now: float) -> str:
+        cid = chk.get("CheckID") or chk.get("ID") or chk.get("Name") or ""
+        if not cid:
+            raise OpError(400, "Missing check ID")
+        sid = chk.get("ServiceID") or ""
+        svc = self.s["Services"].get(node, {}).get(sid) if sid else None
+        if sid and svc is None:
+            raise OpError(500, f'Unknown service ID "{sid}" for check ID "{cid}"')
+        status = chk.get("Status") or "critical"
+        if status not in STATES:
+            raise OpError(400, f"Invalid check status: {status!r}")
+        ttl = parse_duration(chk.get("TTL"))
+        old = self.s["Checks"].get(node, {}).get(cid)
+        entry = {
+            "Node": node,
+            "CheckID": cid,
+            "Name": chk.get("Name") or cid,
+            "Status": status,
+            "Notes": chk.get("Notes") or "",
+            "Output": chk.get("Output") or "",
+            "ServiceID": sid,
+            "ServiceName": svc["Service"] if svc else "",
+            "ServiceTags": list(svc["Tags"]) if svc else [],
+            "Type": "ttl" if ttl else ("http" if chk.get("HTTP") else ("tcp" if chk.get("TCP") else "")),
+            "Interval": chk.get("Interval") or "",
+            "Timeout": chk.get("Timeout") or "",
+            "ExposedPort": 0,
+            "Definition": {},
+            "CreateIndex": (old or {}).get("CreateIndex", idx),
+            "ModifyIndex": idx,
+        }
+        self.s["Checks"].setdefault(node, {})[cid] = entry
+        self.s["CheckMeta"][f"{node}/{cid}"] = {
+            "source": source,
+            "refreshed": now,
+            "ttl": ttl,
+            "def": {k: chk[k] for k in ("HTTP", "TCP", "Interval", "Timeout", "Method", "Header") if k in chk},
+        }
+        return cid
+
+    def _drop_check(self, node: str, cid: str) -> None:
+        self.s["Checks"].get(node, {}).pop(cid, None)
+        self.s["CheckMeta"].pop(f"{node}/{cid}", None)
+
+    def _drop_service(self, node: str, sid: str) -> None:
+        self.s["Services"].get(node, {}).pop(sid, None)
+        for cid, chk in list(self.s["Checks"].get(node, {}).items()):
+            if chk["ServiceID"] == sid:
+                self._drop_check(node, cid)
+
+    def _set_status(self, node: str, cid: str, status: str, output: str, idx: int) -> bool:
+        chk = self.s["Checks"].get(node, {}).get(cid)
+        if chk is None or (chk["Status"] == status and chk["Output"] == output):
+            return False
+        chk["Status"], chk["Output"], chk["ModifyIndex"] = status, output, idx
+        return True
+
+    def op_catalog_register(self, op: dict[str, Any]) -> Any:
+        body, now = op["body"], op["now"]
+        node = body.get("Node") or ""
+        if not node:
+            raise OpError(400, "Must supply node")
+        if not body.get("Address"):
+            raise OpError(400, "Must supply address")
+        idx = self.bump()
+        if not body.get("SkipNodeUpdate") or node not in self.s["Nodes"]:
+            self._node(node, body.get("ID") or "", body["Address"], body.get("NodeMeta"), idx)
+        if body.get("Service"):
+            self._service(node, body["Service"], idx)
+        checks = list(body.get("Checks") or []) + ([body["Check"]] if body.get("Check") else [])
+        for chk in checks:
+            self._check(node, chk, idx, "catalog", now)
+        return True
+
+    def op_catalog_deregister(self, op: dict[str, Any]) -> Any:
+        body = op["body"]
+        node = body.get("Node") or ""
+        if not node:
+            raise OpError(400, "Must supply node")
+        self.bump()
+        if body.get("ServiceID"):
+            self._drop_service(node, body["ServiceID"])
+        elif body.get("CheckID"):
+            self._drop_check(node, body["CheckID"])
+        else:
+            for cid in list(self.s["Checks"].get(node, {})):
+                self._drop_check(node, cid)
+            for table in ("Nodes", "Services", "Checks"):
+                self.s[table].pop(node, None)
+            self._invalidate_sessions(lambda sess: sess["Node"] == node)
+        return True
+
+    # --- agent API (services and checks owned by the server node that received the call)
+    def op_agent_service_register(self, op: dict[str, Any]) -> Any:
+        node, body, now = op["node"], op["body"], op["now"]
+        if node not in self.s["Nodes"]:
+            raise OpError(500, f"Unknown node {node!r}: the server has not joined the catalog yet")
+        idx = self.bump()
+        sid = self._service(node, {**body, "Service": body.get("Name") or body.get("Service")}, idx)
+        name = self.s["Services"][node][sid]["Service"]
+        defs = list(body.get("Checks") or []) + ([body["Check"]] if body.get("Check") else [])
+        for i, chk in enumerate(defs):
+            default_id = f"service:{sid}" if len(defs) == 1 else f"service:{sid}:{i + 1}"
+            chk = {**chk, "ServiceID": sid, "CheckID": chk.get("CheckID") or chk.get("ID") or default_id}
+            chk.setdefault("Name", f"Service '{name}' check")
+            self._check(node, chk, idx, "agent", now)
+        return None
+
+    def op_agent_service_deregister(self, op: dict[str, Any]) -> Any:
+        node, sid = op["node"], op["id"]
+        if sid not in self.s["Services"].get(node, {}):
+            raise OpError(404, f'Unknown service ID "{sid}". Ensure that the service ID is passed, '
+                               "not the service name.")
+        self.bump()
+        self._drop_service(node, sid)
+        return None
+
+    def op_agent_check_register(self, op: dict[str, Any]) -> Any:
+        idx = self.bump()
+        self._check(op["node"], op["body"], idx, "agent", op["now"])
+        return None
+
+    def op_agent_check_deregister(self, op: dict[str, Any]) -> Any:
+        if op["id"] not in self.s["Checks"].get(op["node"], {}):
+            raise OpError(404, f'Unknown check ID "{op["id"]}". Ensure that the check ID is passed, '
+                               "not the check name.")
+        self.bump()
+        self._drop_check(op["node"], op["id"])
+        return None
+
+    def op_agent_check_update(self, op: dict[str, Any]) -> Any:
+        node, cid = op["node"], op["id"]
+        chk = self.s["Checks"].get(node, {}).get(cid)
+        meta = self.s["CheckMeta"].get(f"{node}/{cid}")
+        if chk is None or meta is None:
+            raise OpError(404, f'Unknown check ID "{cid}". Ensure that the check ID is passed, not the check name.')
+        if op.get("ttl_only", True) and not meta["ttl"]:
+            raise OpError(500, f'CheckID "{cid}" does not have associated TTL')
+        if op["status"] not in STATES:
+            raise OpError(400, f"Invalid check status: \"{op['status']}\"")
+        meta["refreshed"] = op["now"]
+        meta.pop("expired", None)
+        if self._set_status(node, cid, op["status"], op.get("output") or "", self.s["Index"] + 1):
+            self.bump()
+        return None
+
+    # --- sessions
+    def op_session_create(self, op: dict[str, Any]) -> Any:
+        body, node, now = op["body"] or {}, op["node"], op["now"]
+        node = body.get("Node") or node
+        if node not in self.s["Nodes"]:
+            raise OpError(500, f"Missing node registration: {node!r}")
+        behavior = body.get("Behavior") or "release"
+        if behavior not in ("release", "delete"):
+            raise OpError(400, f"Invalid Behavior setting '{behavior}'")
+        ttl_text = body.get("TTL") or ""
+        ttl = parse_duration(ttl_text)
+        if ttl and not 10 <= ttl <= 86400:
+            raise OpError(400, f"Invalid Session TTL '{ttl_text}', must be between [10s=24h0m0s]")
+        lock_delay = body.get("LockDelay", "15s")
+        # A number is nanoseconds (Go's time.Duration), a string a Go duration.
+        delay = lock_delay / 1e9 if isinstance(lock_delay, (int, float)) else parse_duration(lock_delay)
+        node_checks = body.get("NodeChecks", body.get("Checks"))
+        if node_checks is None:
+            node_checks = ["serfHealth"]
+        for cid in node_checks:
+            chk = self.s["Checks"].get(node, {}).get(cid)
+            if chk is None:
+                raise OpError(500, f"Missing check '{cid}' registration")
+            if chk["Status"] == "critical":
+                raise OpError(500, f"Check '{cid}' is in critical state")
+        idx = self.bump()
+        sid = str(uuid.uuid4())
+        self.s["Sessions"][sid] = {
+            "ID": sid,
+            "Name": body.get("Name") or "",
+            "Node": node,
+            "LockDelay": int(delay * 1e9),
+            "Behavior": behavior,
+            "TTL": ttl_text,
+            "Checks": list(node_checks),
+            "NodeChecks": list(node_checks),
+            "ServiceChecks": body.get("ServiceChecks"),
+            "CreateIndex": idx,
+            "ModifyIndex": idx,
+        }
+        if ttl:
+            self.s["SessionExpiry"][sid] = now + ttl * SESSION_TTL_MULTIPLIER
+        return {"ID": sid}
+
+    def op_session_destroy(self, op: dict[str, Any]) -> Any:
+        if op["id"] in self.s["Sessions"]:
+            self.bump()
+            self._invalidate(op["id"], op["now"], lock_delay=False)
+        return True
+
+    def op_session_renew(self, op: dict[str, Any]) -> Any:
+        sess = self.s["Sessions"].get(op["id"])
+        if sess is None:
+            raise OpError(404, f"Session id '{op['id']}' not found")
+        ttl = parse_duration(sess["TTL"])
+        if ttl:
+            self.s["SessionExpiry"][op["id"]] = op["now"] + ttl * SESSION_TTL_MULTIPLIER
+        return [sess]
+
+    def _invalidate(self, sid: str, now: float, lock_delay: bool = True) -> None:
+        sess = self.s["Sessions"].pop(sid, None)
+        self.s["SessionExpiry"].pop(sid, None)
+        if sess is None:
+            return
+        idx = self.s["Index"]
+        for key, ent in list(self.s["KV"].items()):
+            if ent["Session"] != sid:
+                continue
+            if sess["Behavior"] == "delete":
+                del self.s["KV"][key]
+            else:
+                ent["Session"], ent["ModifyIndex"] = "", idx
+            if lock_delay and sess["LockDelay"]:
+                self.s["LockDelay"][key] = now + sess["LockDelay"] / 1e9
+
+    def _invalidate_sessions(self, pred: Callable[[dict[str, Any]], bool], now: float | None = None) -> bool:
+        victims = [sid for sid, sess in self.s["Sessions"].items() if pred(sess)]
+        for sid in victims:
+            self._invalidate(sid, now if now is not None else time.time())
+        return bool(victims)
+
+    # --- KV
+    def op_kv_put(self, op: dict[str, Any]) -> Any:
+        key, now = op["key"], op["now"]
+        ent = self.s["KV"].get(key)
+        if op.get("cas") is not None:
+            cas = int(op["cas"])
+            if (cas == 0 and ent is not None) or (cas != 0 and (ent is None or ent["ModifyIndex"] != cas)):
+                return False
+        acquire, release = op.get("acquire"), op.get("release")
+        held_by = ent["Session"] if ent else ""
+        lock_index = ent["LockIndex"] if ent else 0
+        if acquire:
+            if acquire not in self.s["Sessions"]:
+                raise OpError(500, f'invalid session "{acquire}"')
+            if held_by and held_by != acquire:
+                return False
+            if not held_by and self.s["LockDelay"].get(key, 0) > now:
+                return False  # lock-delay after an invalidation, as Consul enforces
+            if not held_by:
+                lock_index += 1
+            held_by = acquire
+        elif release:
+            if held_by != release:
+                return False
+            held_by = ""
+        idx = self.bump()
+        self.s["KV"][key] = {
+            "LockIndex": lock_index,
+            "Key": key,
+            "Flags": int(op["flags"] if op.get("flags") is not None else (ent or {}).get("Flags", 0)),
+            "Value": op.get("value"),
+            "Session": held_by,
+            "CreateIndex": (ent or {}).get("CreateIndex", idx),
+            "ModifyIndex": idx,
+        }
+        return True
+
+    def op_kv_delete(self, op: dict[str, Any]) -> Any:
+        key = op["key"]
+        if op.get("recurse"):
+            victims = [k for k in self.s["KV"] if k.startswith(key)]
+        else:
+            ent = self.s["KV"].get(key)
+            if op.get("cas") is not None and (ent is None or ent["ModifyIndex"] != int(op["cas"])):
+                return False
+            victims = [key] if ent else []
+        self.bump()
+        for k in victims:
+            self.s["KV"].pop(k, None)
+        return True
+
+    # --- the leader's housekeeping (serf health, check refresh/TTL expiry, session expiry)
+    def op_reap(self, op: dict[str, Any]) -> Any:
+        now, servers, alive = op["now"], op["servers"], op["alive"]
+        idx = self.s["Index"] + 1
+        dirty = False
+        for srv in servers:
+            name = srv["name"]
+            if name not in self.s["Nodes"] or self.s["Nodes"][name]["Address"] != srv["ip"]:
+                meta = {"consul-network-segment": "", "consul-version": VERSION}
+                self._node(name, srv["id"], srv["ip"], meta, idx)
+                self._service(name, {"ID": "consul", "Service": "consul", "Port": RPC_PORT}, idx)
+                dirty = True
+            if "serfHealth" not in self.s["Checks"].get(name, {}):
+                chk = {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"}
+                self._check(name, chk, idx, "server", now)
+                dirty = True
+            ok = alive.get(srv["id"], False)
+            output = "Agent alive and reachable" if ok else "Agent not live or unreachable"
+            dirty |= self._set_status(name, "serfHealth", "passing" if ok else "critical", output, idx)
+        for key, meta in self.s["CheckMeta"].items():
+            node, cid = key.split("/", 1)
+            if meta["source"] == "catalog" and now - meta["refreshed"] > REFRESH_TIMEOUT_S:
+                # No refresh: the node's agent would have stopped gossiping, serf marks it failed.
+                dirty |= self._set_status(node, cid, "critical", "Agent not live or unreachable", idx)
+            elif meta["ttl"] and not meta.get("expired") and now - meta["refreshed"] > meta["ttl"]:
+                meta["expired"] = True
+                dirty |= self._set_status(node, cid, "critical", "TTL expired", idx)
+        expired = {sid for sid, t in self.s["SessionExpiry"].items() if t < now}
+
+        def doomed(sess: dict[str, Any]) -> bool:
+            checks = self.s["Checks"].get(sess["Node"], {})
+            failed = any(checks.get(c, {}).get("Status", "critical") == "critical" for c in sess["NodeChecks"])
+            return sess["ID"] in expired or failed
+
+        dirty |= self._invalidate_sessions(doomed, now)
+        for key in [k for k, t in self.s["LockDelay"].items() if t < now]:
+            del self.s["LockDelay"][key]
+        if dirty:
+            self.bump()
+        return dirty
+
+    def op_reset_session_timers(self, op: dict[str, Any]) -> Any:
+        """A new leader gives every TTL session a full TTL again, as Consul's leader does."""
+        for sid, sess in self.s["Sessions"].items():
+            ttl = parse_duration(sess["TTL"])
+            if ttl:
+                self.s["SessionExpiry"][sid] = op["now"] + ttl * SESSION_TTL_MULTIPLIER
+        return None
+
+    # --- read helpers (callers hold the lock)
+    def instances(self, name: str, tag: str = "") -> list[tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]]:
+        """(node, service, checks) of every instance of a service, checks including the node's."""
+        out = []
+        for node_name, services in sorted(self.s["Services"].items()):
+            node = self.s["Nodes"].get(node_name)
+            if node is None:
+                continue
+            for svc in services.values():
+                if svc["Service"].lower() != name.lower() or (tag and tag.lower() not in map(str.lower, svc["Tags"])):
+                    continue
+                checks = [
+                    c for c in self.s["Checks"].get(node_name, {}).values() if c["ServiceID"] in ("", svc["ID"])
+                ]
+                out.append((node, svc, sorted(checks, key=lambda c: c["CheckID"])))
+        return out
+
+    def all_checks(self) -> list[dict[str, Any]]:
+        return [c for node in sorted(self.s["Checks"]) for _, c in sorted(self.s["Checks"][node].items())]
+
+
+FIELDS = [
+    "Address", "Behavior", "Check", "CheckID", "Checks", "Datacenter", "DeregisterCriticalServiceAfter",
+    "EnableTagOverride", "Header", "HTTP", "ID", "Interval", "Kind", "LockDelay", "Meta", "Method", "Name", "Node",
+    "NodeChecks", "NodeMeta", "Notes", "Output", "Passing", "Port", "Service", "ServiceChecks", "ServiceID",
+    "SkipNodeUpdate", "Status", "Tags", "TaggedAddresses", "TCP", "Timeout", "TLSSkipVerify", "TTL", "Warning",
+    "Weights",
+]
+_CANON = {f.lower(): f for f in FIELDS}
+USER_MAPS = {"Meta", "NodeMeta", "Header", "TaggedAddresses"}  # keyed by user data: left as they are
+
+
+def canon(body: Any) -> Any:
+    """Request keys as Consul's decoder reads them: Go's JSON matching is case-insensitive and the agent
+    endpoints also accept snake_case (`service_id`, `tagged_addresses`), which py-consul sends."""
+    if isinstance(body, list):
+        return [canon(v) for v in body]
+    if not isinstance(body, dict):
+        return body
+    out: dict[str, Any] = {}
+    for k, v in body.items():
+        key: str = _CANON.get(str(k).replace("_", "").lower(), str(k))
+        out[key] = v if key in USER_MAPS else canon(v)
+    return out
+
+
+def guarded(fn: base.Handler) -> base.Handler:
+    """A handler that answers 500 (and logs) on any unexpected exception instead of dropping the
+    connection; base._safe already turns KeyError/ValueError/TypeError into 400."""
+
+    def run(req: base.Request) -> base.Response:
+        try:
+            return fn(req)
+        except (KeyError, ValueError, TypeError):
+            raise
+        except Exception as exc:
+            log(f"{req.method} {req.path}: " + traceback.format_exc())
+            return base.error(500, f"internal error: {exc}")
+
+    return run
+
+
+def _kv_public(ent: dict[str, Any]) -> dict[str, Any]:
+    """A KV entry as Consul shows it: `Session` only while a session holds the key."""
+    return {k: v for k, v in ent.items() if k != "Session" or v}
+
+
+def public_check(chk: dict[str, Any]) -> dict[str, Any]:
+    return dict(chk)
+
+
+# ---------------------------------------------------------------------------------------------
+# The server: HTTP API, RPC, housekeeping, DNS.
+
+
+class ConsulServer:
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        self.cfg = cfg
+        self.name: str = cfg["name"]
+        self.ip: str = cfg["ip"]
+        self.dc: str = cfg.get("datacenter") or "dc1"
+        self.token: str = cfg["tokens"]["consul"]
+        self.tls = base.Tls.from_config(cfg["tls"])
+        self.masters: list[dict[str, Any]] = cfg["masters"]
+        me = next(m for m in self.masters if m["name"] == self.name)
+        self.node_id: str = me["consul_id"]
+        peers = [base.Peer(m["consul_id"], m["name"], f"{m['ip']}:{RPC_PORT}") for m in self.masters]
+        self.store = Store(self.dc)
+        self.election = base.Election(
+            next(p for p in peers if p.id == self.node_id),
+            peers,
+            self.tls,
+            lambda p: f"https://{p.address}/internal/election",
+            lambda: self.store.snapshot(self._term()),
+            self._install,
+        )
+        self.started = time.time()
+        self.last_contact = time.monotonic()
+        self.applied = 0  # raft apply counter, for metrics
+        self.check_runs: dict[str, float] = {}
+        self.api = base.Router()
+        self.rpc = base.Router()
+        self._routes()
+        for router in (self.api, self.rpc):
+            router._routes = [(m, rx, guarded(fn), acl) for m, rx, fn, acl in router._routes]
+
+    # --- election glue
+    def _term(self) -> int:
+        with self.election.lock:
+            return self.election.term
+
+    def _install(self, state: Any) -> None:
+        self.last_contact = time.monotonic()
+        self.store.install(state)
+
+    def _rpc_url(self, peer: base.Peer, path: str) -> str:
+        return f"https://{peer.address}{path}"
+
+    def replicate(self) -> None:
+        """Pushes the state to every peer in parallel and waits (briefly) for them, as a raft commit
+        waits for its followers: a write acknowledged to a client survives a leader change."""
+        with self.election.lock:
+            if self.election.leader_id != self.node_id:
+                return
+            msg: dict[str, Any] = {"term": self.election.term, "leader": self.node_id, "from": self.node_id}
+        msg["state"] = self.store.snapshot(msg["term"])
+        threads = [
+            threading.Thread(
+                target=base.call, args=(self._rpc_url(p, "/internal/election"), self.tls, "POST", msg), daemon=True
+            )
+            for p in self.election.peers
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 1.0
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+
+    def submit(self, op: dict[str, Any]) -> base.Response:
+        """A write: applied here when leading, else forwarded to the leader."""
+        op.setdefault("now", time.time())
+        leader = self.election.leader()
+        if leader is None:
+            return base.error(500, "No cluster leader")
+        if leader.id == self.node_id:
+            try:
+                return self._result(self.apply_local(op))
+            except OpError as exc:
+                return base.error(exc.status, exc.text)
+        status, reply = base.call(self._rpc_url(leader, "/internal/apply"), self.tls, "POST", op, timeout=3.0)
+        if status == 200 and isinstance(reply, dict):
+            return self._result(reply.get("result"))
+        if status == 0:
+            return base.error(500, f"rpc error making call: failed to reach leader {leader.address}")
+        return base.error(status, str(reply).rstrip("\n"))
+
+    def apply_local(self, op: dict[str, Any]) -> Any:
+        result = self.store.apply(op)
+        self.applied += 1
+        self.replicate()
+        return result
+
+    def _result(self, result: Any) -> base.Response:
+        if result is None:
+            return base.Response(200, raw=b"", headers={"Content-Type": "text/plain"})
+        return base.Response(200, result)
+
+    # --- reads
+    def meta_headers(self) -> dict[str, str]:
+        leader = self.election.leader()
+        leading = leader is not None and leader.id == self.node_id
+        contact = 0 if leading else int((time.monotonic() - self.last_contact) * 1000)
+        return {
+            "X-Consul-Index": str(self.store.index()),
+            "X-Consul-Knownleader": "true" if leader else "false",
+            "X-Consul-Lastcontact": str(contact),
+            "X-Consul-Effective-Consistency": "stale" if not leading else "leader",
+            "X-Consul-Default-Acl-Policy": "deny",
+        }
+
+    def read(self, req: base.Request, fn: Callable[[], Any], consistent: bool = True) -> base.Response:
+        """A catalog read: needs a leader unless `?stale`, honours blocking queries (`?index`)."""
+        if consistent and not req.flag("stale") and self.election.leader() is None:
+            return base.error(500, "No cluster leader")
+        if "index" in req.query:
+            min_index = int(req.query["index"] or 0)
+            wait = min(parse_duration(req.query.get("wait"), 300.0) or 300.0, 600.0)
+            wait += random.uniform(0, wait / 16)  # Consul adds jitter too
+            deadline = time.monotonic() + wait
+            with self.store.changed:
+                while self.store.s["Index"] <= min_index and time.monotonic() < deadline:
+                    self.store.changed.wait(min(1.0, deadline - time.monotonic()))
+        with self.store.lock:
+            body = fn()
+        if isinstance(body, base.Response):
+            body.headers.update(self.meta_headers())
+            return body
+        return base.Response(200, body, headers=self.meta_headers())
+
+    # --- ACL
+    def token_check(self, req: base.Request) -> base.Response | None:
+        token = base.bearer_token(req, "x-consul-token")
+        if not token:
+            # Anonymous token under default-deny ACLs.
+            text = f"Permission denied: token with AccessorID '{ANONYMOUS_ACCESSOR}' lacks permission for this request"
+            return base.error(403, text)
+        if token != self.token:
+            return base.error(403, "ACL not found")
+        return None
+
+    # --- views
+    def _member(self, m: dict[str, Any], alive: bool) -> dict[str, Any]:
+        return {
+            "Name": m["name"],
+            "Addr": m["ip"],
+            "Port": SERF_PORT,
+            "Tags": {
+                "acls": "1",
+                "build": f"{VERSION}:{REVISION}",
+                "dc": self.dc,
+                "expect": str(len(self.masters)),
+                "ft_fs": "1",
+                "ft_si": "1",
+                "grpc_tls_port": "8503",
+                "id": m["consul_id"],
+                "port": str(RPC_PORT),
+                "raft_vsn": "3",
+                "role": "consul",
+                "segment": "",
+                "use_tls": "1",
+                "vsn": "2",
+                "vsn_max": "3",
+                "vsn_min": "2",
+                "wan_join_port": "8302",
+            },
+            "Status": 1 if alive else 4,
+            "ProtocolMin": 1,
+            "ProtocolMax": 5,
+            "ProtocolCur": 2,
+            "DelegateMin": 2,
+            "DelegateMax": 5,
+            "DelegateCur": 4,
+        }
+
+    def _alive(self, m: dict[str, Any]) -> bool:
+        if m["consul_id"] == self.node_id:
+            return True
+        with self.election.lock:
+            return self.election.alive.get(m["consul_id"], False)
+
+    def _catalog_service_entry(self, node: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ID": node["ID"],
+            "Node": node["Node"],
+            "Address": node["Address"],
+            "Datacenter": node["Datacenter"],
+            "TaggedAddresses": node["TaggedAddresses"],
+            "NodeMeta": node["Meta"],
+            "ServiceKind": svc["Kind"],
+            "ServiceID": svc["ID"],
+            "ServiceName": svc["Service"],
+            "ServiceTags": svc["Tags"],
+            "ServiceAddress": svc["Address"],
+            "ServiceTaggedAddresses": svc["TaggedAddresses"],
+            "ServiceWeights": svc["Weights"],
+            "ServiceMeta": svc["Meta"],
+            "ServicePort": svc["Port"],
+            "ServiceEnableTagOverride": svc["EnableTagOverride"],
+            "ServiceProxy": {"Mode": "", "MeshGateway": {}, "Expose": {}},
+            "ServiceConnect": {},
+            "CreateIndex": svc["CreateIndex"],
+            "ModifyIndex": svc["ModifyIndex"],
+        }
+
+    @staticmethod
+    def _public_service(svc: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in svc.items() if k != "Datacenter"}
+
+    def metrics_gauges(self) -> list[tuple[str, str, float, str]]:
+        """(name, type, value, help) of the metrics Prometheus scrapes."""
+        leader = self.election.leader()
+        alive = sum(self._alive(m) for m in self.masters)
+        with self.store.lock:
+            st = self.store.s
+            services = {s["Service"] for svcs in st["Services"].values() for s in svcs.values()}
+            instances = sum(len(svcs) for svcs in st["Services"].values())
+            crit = sum(c["Status"] == "critical" for c in self.store.all_checks())
+            counts = (len(st["Nodes"]), len(services), instances, len(st["KV"]), len(st["Sessions"]), crit)
+        healthy = 1.0 if leader is not None and alive == len(self.masters) else 0.0
+        tolerance = max(0, alive - (len(self.masters) // 2 + 1)) if leader is not None else 0
+        return [
+            ("consul_server_isLeader", "gauge", float(leader is not None and leader.id == self.node_id),
+             "Tracks if the server is a leader."),
+            ("consul_raft_leader", "gauge", float(leader is not None), "1 when this server knows a raft leader."),
+            ("consul_raft_peers", "gauge", float(len(self.masters)), "Number of raft peers."),
+            ("consul_autopilot_healthy", "gauge", healthy, "Tracks the overall health of the local server cluster."),
+            ("consul_autopilot_failure_tolerance", "gauge", float(tolerance),
+             "Tracks the number of voting servers that the cluster can lose while continuing to function."),
+            ("consul_serf_lan_members", "gauge", float(alive), "Number of alive LAN serf members (servers)."),
+            ("consul_state_nodes", "gauge", float(counts[0]), "Number of nodes in the catalog."),
+            ("consul_catalog_services", "gauge", float(counts[1]), "Number of services in the catalog."),
+            ("consul_state_services", "gauge", float(counts[1]), "Number of unique services in the state store."),
+            ("consul_state_service_instances", "gauge", float(counts[2]), "Number of service instances."),
+            ("consul_state_kv_entries", "gauge", float(counts[3]), "Number of KV entries."),
+            ("consul_session_ttl_active", "gauge", float(counts[4]), "Number of active sessions."),
+            ("consul_health_checks_critical", "gauge", float(counts[5]), "Number of critical health checks."),
+            ("consul_raft_apply", "counter", float(self.applied), "Number of raft transactions applied."),
+            ("consul_runtime_num_goroutines", "gauge", float(threading.active_count()), "Number of goroutines."),
+        ]
+
+    # --- routes
+    def _routes(self) -> None:
+        api, rpc = self.api, self.rpc
+
+        @rpc.route("POST", "/internal/election")
+        def _election(req: base.Request) -> base.Response:
+            return base.Response(200, self.election.on_message(req.json()))
+
+        @rpc.route("POST", "/internal/apply")
+        def _apply(req: base.Request) -> base.Response:
+            if not self.election.is_leader():
+                return base.error(500, "No cluster leader")
+            try:
+                return base.Response(200, {"result": self.apply_local(req.json())})
+            except OpError as exc:
+                return base.error(exc.status, exc.text)
+
+        @rpc.route("POST", "/internal/transfer-leader")
+        def _transfer(req: base.Request) -> base.Response:
+            return self._transfer_leader(req.json().get("id", ""))
+
+        # status: no ACL, as in Consul
+        @api.route("GET", "/v1/status/leader", acl=False)
+        def _leader(req: base.Request) -> base.Response:
+            leader = self.election.leader()
+            return base.Response(200, leader.address if leader else "", headers=self.meta_headers())
+
+        @api.route("GET", "/v1/status/peers", acl=False)
+        def _peers(req: base.Request) -> base.Response:
+            return base.Response(200, [p.address for p in self.election.all_peers()])
+
+        # agent
+        @api.route("GET", "/v1/agent/members")
+        def _members(req: base.Request) -> base.Response:
+            return base.Response(200, [self._member(m, self._alive(m)) for m in self.masters])
+
+        @api.route("GET", "/v1/agent/self")
+        def _self(req: base.Request) -> base.Response:
+            me = next(m for m in self.masters if m["name"] == self.name)
+            leader = self.election.leader()
+            return base.Response(200, {
+                "Config": {
+                    "Datacenter": self.dc,
+                    "PrimaryDatacenter": self.dc,
+                    "NodeName": self.name,
+                    "NodeID": self.node_id,
+                    "Partition": "",
+                    "Server": True,
+                    "Revision": REVISION,
+                    "Version": VERSION,
+                    "BuildDate": "2025-03-11T11:54:42Z",
+                },
+                "DebugConfig": {"ACLsEnabled": True, "BootstrapExpect": len(self.masters), "DNSPort": DNS_PORT,
+                                "HTTPSPort": API_PORT, "ServerPort": RPC_PORT, "DataDir": "/build/consul"},
+                "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
+                "Member": self._member(me, True),
+                "Stats": {
+                    "consul": {
+                        "server": "true",
+                        "leader": str(leader is not None and leader.id == self.node_id).lower(),
+                        "leader_addr": leader.address if leader else "",
+                        "bootstrap": "false",
+                        "known_datacenters": "1",
+                        "acl": "enabled",
+                    },
+                    "raft": {"state": "Leader" if self.election.is_leader() else "Follower",
+                             "num_peers": str(len(self.masters) - 1), "protocol_version": "3",
+                             "term": str(self._term()), "applied_index": str(self.store.index())},
+                    "runtime": {"arch": "amd64", "os": "linux", "version": "go1.22.12",
+                                "goroutines": str(threading.active_count())},
+                },
+                "Meta": {"consul-network-segment": "", "consul-version": VERSION},
+            })
+
+        @api.route("GET", "/v1/agent/services")
+        def _agent_services(req: base.Request) -> base.Response:
+            with self.store.lock:
+                svcs = self.store.s["Services"].get(self.name, {})
+                # The leader-managed "consul" service and serfHealth are not the agent's local state.
+                return base.Response(200, {sid: self._public_service(s) for sid, s in sorted(svcs.items())
+                                           if sid != "consul"})
+
+        @api.route("GET", "/v1/agent/service/{sid}")
+        def _agent_service(req: base.Request) -> base.Response:
+            with self.store.lock:
+                svc = self.store.s["Services"].get(self.name, {}).get(req.params["sid"])
+                if svc is None:
+                    return base.error(404, f"unknown service ID: {req.params['sid']}")
+                return base.Response(200, self._public_service(svc))
+
+        @api.route("GET", "/v1/agent/checks")
+        def _agent_checks(req: base.Request) -> base.Response:
+            with self.store.lock:
+                checks = self.store.s["Checks"].get(self.name, {})
+                return base.Response(200, {cid: public_check(c) for cid, c in sorted(checks.items())
+                                           if cid != "serfHealth"})
+
+        @api.route("PUT", "/v1/agent/service/register")
+        def _svc_register(req: base.Request) -> base.Response:
+            return self.submit({"op": "agent_service_register", "node": self.name, "body": canon(req.json() or {})})
+
+        @api.route("PUT", "/v1/agent/service/deregister/{sid}")
+        def _svc_deregister(req: base.Request) -> base.Response:
+            return self.submit({"op": "agent_service_deregister", "node": self.name, "id": req.params["sid"]})
+
+        @api.route("PUT", "/v1/agent/check/register")
+        def _chk_register(req: base.Request) -> base.Response:
+            return self.submit({"op": "agent_check_register", "node": self.name, "body": canon(req.json() or {})})
+
+        @api.route("PUT", "/v1/agent/check/deregister/{cid}")
+        def _chk_deregister(req: base.Request) -> base.Response:
+            return self.submit({"op": "agent_check_deregister", "node": self.name, "id": req.params["cid"]})
+
+        @api.route("PUT", "/v1/agent/check/update/{cid}")
+        def _chk_update(req: base.Request) -> base.Response:
+            body = canon(req.json() or {})
+            return self.submit({"op": "agent_check_update", "node": self.name, "id": req.params["cid"],
+                                "status": body.get("Status", ""), "output": body.get("Output", "")})
+
+        for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
+
+            def _chk_verb(req: base.Request, status: str = status) -> base.Response:
+                return self.submit({"op": "agent_check_update", "node": self.name, "id": req.params["cid"],
+                                    "status": status, "output": req.query.get("note", "")})
+
+            api.route("PUT", f"/v1/agent/check/{verb}/{{cid}}")(_chk_verb)
+
+        @api.route("GET", "/v1/agent/metrics")
+        def _metrics(req: base.Request) -> base.Response:
+            gauges = self.metrics_gauges()
+            if req.query.get("format") == "prometheus":
+                lines = []
+                for name, kind, value, text in gauges:
+                    lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+                raw = ("\n".join(lines) + "\n").encode()
+                return base.Response(200, raw=raw, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S +0000 UTC", time.gmtime())
+            return base.Response(200, {
+                "Timestamp": stamp,
+                "Gauges": [{"Name": n.replace("_", "."), "Value": v, "Labels": {}} for n, k, v, _ in gauges
+                           if k == "gauge"],
+                "Points": [],
+                "Counters": [{"Name": n.replace("_", "."), "Count": int(v), "Rate": 0.0, "Sum": v, "Min": 1,
+                              "Max": 1, "Mean": 1, "Stddev": 0, "Labels": {}}
+                             for n, k, v, _ in gauges if k == "counter"],
+                "Samples": [],
+            })
+
+        # catalog
+        @api.route("PUT", "/v1/catalog/register")
+        def _cat_register(req: base.Request) -> base.Response:
+            return self.submit({"op": "catalog_register", "body": canon(req.json() or {})})
+
+        @api.route("PUT", "/v1/catalog/deregister")
+        def _cat_deregister(req: base.Request) -> base.Response:
+            return self.submit({"op": "catalog_deregister", "body": canon(req.json() or {})})
+
+        @api.route("GET", "/v1/catalog/nodes")
+        def _cat_nodes(req: base.Request) -> base.Response:
+            return self.read(req, lambda: [dict(n) for _, n in sorted(self.store.s["Nodes"].items())])
+
+        @api.route("GET", "/v1/catalog/node/{node}")
+        def _cat_node(req: base.Request) -> base.Response:
+            def view() -> Any:
+                node = self.store.s["Nodes"].get(req.params["node"])
+                if node is None:
+                    return base.Response(200, raw=b"null")
+                svcs = self.store.s["Services"].get(node["Node"], {})
+                return {"Node": node, "Services": {k: self._public_service(v) for k, v in svcs.items()}}
+
+            return self.read(req, view)
+
+        @api.route("GET", "/v1/catalog/services")
+        def _cat_services(req: base.Request) -> base.Response:
+            def view() -> Any:
+                out: dict[str, list[str]] = {}
+                for svcs in self.store.s["Services"].values():
+                    for svc in svcs.values():
+                        tags = out.setdefault(svc["Service"], [])
+                        tags += [t for t in svc["Tags"] if t not in tags]
+                return {k: sorted(v) for k, v in sorted(out.items())}
+
+            return self.read(req, view)
+
+        @api.route("GET", "/v1/catalog/service/{service}")
+        def _cat_service(req: base.Request) -> base.Response:
+            return self.read(req, lambda: [
+                self._catalog_service_entry(node, svc)
+                for node, svc, _ in self.store.instances(req.params["service"], req.query.get("tag", ""))
+            ])
+
+        # health
+        @api.route("GET", "/v1/health/service/{service}")
+        def _health_service(req: base.Request) -> base.Response:
+            def view() -> Any:
+                out = []
+                for node, svc, checks in self.store.instances(req.params["service"], req.query.get("tag", "")):
+                    if req.flag("passing") and any(c["Status"] != "passing" for c in checks):
+                        continue
+                    out.append({"Node": node, "Service": self._public_service(svc),
+                                "Checks": [public_check(c) for c in checks]})
+                return out
+
+            return self.read(req, view)
+
+        @api.route("GET", "/v1/health/state/{state}")
+        def _health_state(req: base.Request) -> base.Response:
+            state = req.params["state"]
+            if state not in ("any", *STATES):
+                return base.error(400, "Bad request: invalid state")
+            return self.read(req, lambda: [public_check(c) for c in self.store.all_checks()
+                                           if state == "any" or c["Status"] == state])
+
+        @api.route("GET", "/v1/health/checks/{service}")
+        def _health_checks(req: base.Request) -> base.Response:
+            name = req.params["service"]
+            return self.read(req, lambda: [public_check(c) for c in self.store.all_checks()
+                                           if c["ServiceName"] == name])
+
+        @api.route("GET", "/v1/health/node/{node}")
+        def _health_node(req: base.Request) -> base.Response:
+            node = req.params["node"]
+            return self.read(req, lambda: [public_check(c) for _, c in
+                                           sorted(self.store.s["Checks"].get(node, {}).items())])
+
+        # operator
+        @api.route("GET", "/v1/operator/raft/configuration")
+        def _raft_config(req: base.Request) -> base.Response:
+            leader = self.election.leader()
+
+            def view() -> Any:
+                servers = [{"ID": p.id, "Node": p.name, "Address": p.address,
+                            "Leader": leader is not None and p.id == leader.id, "ProtocolVersion": "3", "Voter": True}
+                           for p in self.election.all_peers()]
+                return {"Servers": servers, "Index": self.store.s["Index"]}
+
+            return self.read(req, view)
+
+        @api.route("POST|PUT", "/v1/operator/raft/transfer-leader")
+        def _raft_transfer(req: base.Request) -> base.Response:
+            leader = self.election.leader()
+            if leader is None:
+                return base.error(500, "No cluster leader")
+            if leader.id == self.node_id:
+                return self._transfer_leader(req.query.get("id", ""))
+            status, reply = base.call(self._rpc_url(leader, "/internal/transfer-leader"), self.tls, "POST",
+                                      {"id": req.query.get("id", "")}, timeout=5.0)
+            if status == 200:
+                return base.Response(200, reply)
+            return base.error(status or 500, str(reply).rstrip("\n") if status else "rpc error: leader unreachable")
+
+        # sessions
+        @api.route("PUT", "/v1/session/create")
+        def _session_create(req: base.Request) -> base.Response:
+            return self.submit({"op": "session_create", "node": self.name, "body": canon(req.json() or {})})
+
+        @api.route("PUT", "/v1/session/destroy/{sid}")
+        def _session_destroy(req: base.Request) -> base.Response:
+            return self.submit({"op": "session_destroy", "id": req.params["sid"]})
+
+        @api.route("PUT", "/v1/session/renew/{sid}")
+        def _session_renew(req: base.Request) -> base.Response:
+            return self.submit({"op": "session_renew", "id": req.params["sid"]})
+
+        @api.route("GET", "/v1/session/info/{sid}")
+        def _session_info(req: base.Request) -> base.Response:
+            sid = req.params["sid"]
+            return self.read(req, lambda: [dict(s) for s in [self.store.s["Sessions"].get(sid)] if s])
+
+        @api.route("GET", "/v1/session/list")
+        def _session_list(req: base.Request) -> base.Response:
+            return self.read(req, lambda: [dict(s) for _, s in sorted(self.store.s["Sessions"].items())])
+
+        @api.route("GET", "/v1/session/node/{node}")
+        def _session_node(req: base.Request) -> base.Response:
+            node = req.params["node"]
+            return self.read(req, lambda: [dict(s) for _, s in sorted(self.store.s["Sessions"].items())
+                                           if s["Node"] == node])
+
+        # KV
+        @api.route("GET", "/v1/kv/{key*}")
+        def _kv_get(req: base.Request) -> base.Response:
+            return self.read(req, lambda: self._kv_view(req))
+
+        @api.route("PUT", "/v1/kv/{key*}")
+        def _kv_put(req: base.Request) -> base.Response:
+            key = req.params["key"]
+            if not key:
+                return base.error(400, "Missing key name")
+            if len(req.body) > 512 * 1024:
+                return base.error(413, f"Request body({len(req.body)} bytes) too large, max size: 524288 bytes")
+            if req.query.get("acquire") and req.query.get("release"):
+                return base.error(400, "Conflicting flags: acquire=&release=")
+            op = {"op": "kv_put", "key": key,
+                  "value": base64.b64encode(req.body).decode() if req.body else None,
+                  "flags": int(req.query["flags"]) if req.query.get("flags") else None,
+                  "cas": int(req.query["cas"]) if req.query.get("cas") else None,
+                  "acquire": req.query.get("acquire") or None, "release": req.query.get("release") or None}
+            return self.submit(op)
+
+        @api.route("DELETE", "/v1/kv/{key*}")
+        def _kv_delete(req: base.Request) -> base.Response:
+            return self.submit({"op": "kv_delete", "key": req.params["key"], "recurse": req.flag("recurse"),
+                                "cas": int(req.query["cas"]) if req.query.get("cas") else None})
+
+    def _kv_view(self, req: base.Request) -> Any:
+        key = req.params["key"]
+        kv = self.store.s["KV"]
+        if req.flag("keys"):
+            sep = req.query.get("separator", "")
+            keys: list[str] = []
+            for k in sorted(kv):
+                if not k.startswith(key):
+                    continue
+                if sep and sep in k[len(key):]:
+                    k = k[: len(key) + k[len(key):].index(sep) + len(sep)]
+                if k not in keys:
+                    keys.append(k)
+            return keys if keys else base.Response(404, raw=b"")
+        if req.flag("recurse"):
+            found = [_kv_public(kv[k]) for k in sorted(kv) if k.startswith(key)]
+        else:
+            found = [_kv_public(kv[key])] if key in kv else []
+        if not found:
+            return base.Response(404, raw=b"")
+        if req.flag("raw"):
+            value = found[0]["Value"]
+            return base.Response(200, raw=base64.b64decode(value) if value else b"",
+                                 headers={"Content-Type": "text/plain; charset=utf-8"})
+        return found
+
+    def _transfer_leader(self, target_id: str) -> base.Response:
+        if not self.election.is_leader():
+            return base.error(500, "No cluster leader")
+        peers = self.election.peers
+        if target_id:
+            target = next((p for p in self.election.all_peers() if p.id == target_id), None)
+            if target is None:
+                return base.error(500, f"Failed to transfer Leader: cannot find peer with ID {target_id!r}")
+            if target.id == self.node_id:
+                return base.error(500, "Failed to transfer Leader: cannot transfer leadership to itself")
+        else:
+            with self.election.lock:
+                live = [p for p in peers if self.election.alive.get(p.id)]
+            if not live:
+                return base.error(404, "Failed to transfer Leader: no live server to transfer to")
+            target = random.choice(live)
+        self.replicate()  # the new leader starts from the latest state
+        if self.election.transfer_to(target):
+            return base.Response(200, {"Success": True})
+        return base.error(404, f"Failed to transfer Leader: {target.name} did not take over")
+
+    # --- background work
+    def housekeeping(self) -> None:
+        term_led = -1
+        while True:
+            try:
+                time.sleep(0.25)
+                if self.election.is_leader():
+                    now = time.time()
+                    term = self._term()
+                    if term != term_led:
+                        term_led = term
+                        self.store.apply({"op": "reset_session_timers", "now": now})
+                    with self.election.lock:
+                        alive = dict(self.election.alive)
+                    alive[self.node_id] = True
+                    servers = [{"name": m["name"], "ip": m["ip"], "id": m["consul_id"]} for m in self.masters]
+                    if self.store.apply({"op": "reap", "now": now, "servers": servers, "alive": alive}):
+                        self.replicate()
+                else:
+                    term_led = -1
+                self.run_checks()
+            except Exception:
+                log("housekeeping: " + traceback.format_exc())
+
+    def run_checks(self) -> None:
+        """TCP and HTTP checks of services registered on this server (script checks are not run)."""
+        with self.store.lock:
+            due = []
+            for cid, chk in self.store.s["Checks"].get(self.name, {}).items():
+                d = self.store.s["CheckMeta"].get(f"{self.name}/{cid}", {}).get("def", {})
+                if ("TCP" in d or "HTTP" in d) and time.monotonic() >= self.check_runs.get(cid, 0):
+                    due.append((cid, dict(d), chk["Status"]))
+        for cid, d, old in due:
+            self.check_runs[cid] = time.monotonic() + (parse_duration(d.get("Interval"), 10.0) or 10.0)
+            timeout = parse_duration(d.get("Timeout"), 10.0) or 10.0
+            status, output = probe(d, timeout, self.tls)
+            if status != old:
+                self.submit({"op": "agent_check_update", "node": self.name, "id": cid, "status": status,
+                             "output": output, "ttl_only": False})
+
+    def _election_loop(self) -> None:
+        """Election.run's loop, but one that survives an unexpected reply from a peer."""
+        while True:
+            try:
+                self.election._tick()
+            except Exception:
+                log("election: " + traceback.format_exc())
+            time.sleep(self.election.HEARTBEAT_S)
+
+    def run(self) -> None:
+        base.serve(self.ip, RPC_PORT, self.rpc, self.tls, name="consul-rpc")
+        base.serve(self.ip, API_PORT, self.api, self.tls, self.token_check, name="consul")
+        threading.Thread(target=self._election_loop, name="election", daemon=True).start()
+        threading.Thread(target=self.housekeeping, name="housekeeping", daemon=True).start()
+        DnsServer(self).start()
+        log(f"{self.name} serving https://{self.ip}:{API_PORT}, dns {self.ip}:{DNS_PORT}")
+
+
+def probe(d: dict[str, Any], timeout: float, tls: base.Tls) -> tuple[str, str]:
+    """One TCP or HTTP check, with Consul's status mapping (2xx passing, 429 warning)."""
+    if "TCP" in d:
+        host, _, port = str(d["TCP"]).rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout):
+                return "passing", f"TCP connect {d['TCP']}: Success"
+        except OSError as exc:
+            return "critical", f"dial tcp {d['TCP']}: {exc}"
+    url = str(d["HTTP"])
+    try:
+        req = urllib.request.Request(url, method=d.get("Method") or "GET")
+        ctx = ssl.create_default_context(cafile=tls.ca)
+        ctx.check_hostname = False
+        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:
+            return "passing", f"HTTP {req.method} {url}: {r.status} OK Output: {r.read(4096).decode(errors='replace')}"
+    except urllib.error.HTTPError as exc:
+        return ("warning" if exc.code == 429 else "critical"), f"HTTP {req.method} {url}: {exc.code}"
+    except (OSError, ValueError) as exc:
+        return "critical", f"Get {url!r}: {exc}"
+
+
+# ---------------------------------------------------------------------------------------------
+# DNS (RFC 1035 by hand): A, SRV, SOA; UDP and TCP.
+
+T_A, T_NS, T_SOA, T_PTR, T_TXT, T_AAAA, T_SRV, T_ANY = 1, 2, 6, 12, 16, 28, 33, 255
+RCODE_OK, RCODE_FORMERR, RCODE_SERVFAIL, RCODE_NXDOMAIN, RCODE_NOTIMP, RCODE_REFUSED = 0, 1, 2, 3, 4, 5
+Record = tuple[str, int, bytes]  # owner name, type, rdata
+
+
+def encode_name(name: str) -> bytes:
+    out = b""
+    for label in name.rstrip(".").split("."):
+        if label:
+            raw = label.encode("idna") if not label.isascii() else label.encode()
+            out += bytes([len(raw)]) + raw
+    return out + b"\x00"
+
+
+def decode_name(msg: bytes, pos: int) -> tuple[str, int]:
+    labels: list[str] = []
+    end = -1
+    for _ in range(128):  # bounded: no compression loops
+        length = msg[pos]
+        if length & 0xC0 == 0xC0:
+            if end < 0:
+                end = pos + 2
+            pos = ((length & 0x3F) << 8) | msg[pos + 1]
+            continue
+        pos += 1
+        if length == 0:
+            return ".".join(labels) + ".", (end if end >= 0 else pos)
+        labels.append(msg[pos:pos + length].decode("ascii", errors="replace"))
+        pos += length
+    raise ValueError("name too long")
+
+
+def soa_rdata(dc: str) -> bytes:
+    # consul. 0 IN SOA ns.consul. postmaster.consul. <serial> 3600 600 86400 0 (dns_interface.json)
+    return encode_name("ns.consul.") + encode_name("postmaster.consul.") + struct.pack(
+        ">IIIII", int(time.time()), 3600, 600, 86400, 0
+    )
+
+
+class DnsServer:
+    def __init__(self, server: ConsulServer) -> None:
+        self.server = server
+
+    def start(self) -> None:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        udp.bind((self.server.ip, DNS_PORT))
+        udp.settimeout(1.0)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((self.server.ip, DNS_PORT))
+        tcp.listen(64)
+        tcp.settimeout(1.0)
+        threading.Thread(target=self._udp_loop, args=(udp,), name="dns-udp", daemon=True).start()
+        threading.Thread(target=self._tcp_loop, args=(tcp,), name="dns-tcp", daemon=True).start()
+
+    def _udp_loop(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data, addr = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                log("dns udp: " + traceback.format_exc())
+                time.sleep(0.1)
+                continue
+            try:
+                reply = self.answer(data, udp=True)
+                if reply:
+                    sock.sendto(reply, addr)
+            except Exception:
+                log("dns udp: " + traceback.format_exc())
+
+    def _tcp_loop(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                log("dns tcp: " + traceback.format_exc())
+                time.sleep(0.1)
+                continue
+            threading.Thread(target=self._tcp_conn, args=(conn,), name="dns-tcp-conn", daemon=True).start()
+
+    def _tcp_conn(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(5.0)
+            with conn:
+                while True:
+                    head = _recv_exact(conn, 2)
+                    if head is None:
+                        return
+                    data = _recv_exact(conn, struct.unpack(">H", head)[0])
+                    if data is None:
+                        return
+                    reply = self.answer(data, udp=False)
+                    if reply:
+                        conn.sendall(struct.pack(">H", len(reply)) + reply)
+        except (OSError, TimeoutError):
+            return
+        except Exception:
+            log("dns tcp: " + traceback.format_exc())
+
+    # --- the resolver
+    def answer(self, data: bytes, udp: bool) -> bytes:
+        if len(data) < 12:
+            return b""
+        qid, flags, qd = struct.unpack(">HHH", data[:6])
+        if flags & 0x8000:
+            return b""  # a response, not a query
+        rd = flags & 0x0100
+        try:
+            if qd != 1:
+                raise ValueError("one question expected")
+            qname, pos = decode_name(data, 12)
+            qtype, _qclass = struct.unpack(">HH", data[pos:pos + 4])
+            question = data[12:pos + 4]
+        except (ValueError, IndexError, struct.error):
+            return struct.pack(">HHHHHH", qid, 0x8000 | rd | RCODE_FORMERR, 0, 0, 0, 0)
+        answers: list[Record]
+        extra: list[Record]
+        authority: list[Record]
+        if (flags >> 11) & 0xF:
+            rcode, answers, extra, authority = RCODE_NOTIMP, [], [], []
+        else:
+            rcode, answers, extra, authority = self.resolve(qname, qtype)
+        if udp and len(answers) > UDP_ANSWER_LIMIT:
+            keep = answers[:UDP_ANSWER_LIMIT]
+            names = {decode_name(rdata, 6)[0].lower() for _, t, rdata in keep if t == T_SRV}
+            extra = [r for r in extra if r[0].lower() in names]
+            answers = keep
+        aa = 0x0400 if rcode in (RCODE_OK, RCODE_NXDOMAIN) else 0
+        body = b"".join(self._rr(r) for r in answers + authority + extra)
+        header = struct.pack(">HHHHHH", qid, 0x8000 | aa | rd | rcode, 1, len(answers), len(authority), len(extra))
+        reply = header + question + body
+        if udp and len(reply) > 512:
+            reply = struct.pack(">HHHHHH", qid, 0x8000 | aa | rd | 0x0200 | rcode, 1, 0, 0, 0) + question
+        return reply
+
+    @staticmethod
+    def _rr(rec: Record) -> bytes:
+        name, rtype, rdata = rec
+        return encode_name(name) + struct.pack(">HHIH", rtype, 1, 0, len(rdata)) + rdata  # TTL 0
+
+    def resolve(self, qname: str, qtype: int) -> tuple[int, list[Record], list[Record], list[Record]]:
+        """(rcode, answers, additional, authority) for a name, from this server's copy of the state."""
+        labels = qname.rstrip(".").lower().split(".")
+        dc = self.server.dc.lower()
+        soa = [("consul.", T_SOA, soa_rdata(dc))]
+        if labels[-1:] != ["consul"]:
+            return RCODE_REFUSED, [], [], []  # no recursors configured
+        labels = labels[:-1]
+        if len(labels) >= 2 and labels[-1] == "dc":
+            if labels[-2] != dc:
+                return RCODE_NXDOMAIN, [], [], soa
+            labels = labels[:-2]
+        if labels == [] and qtype in (T_SOA, T_ANY):
+            return RCODE_OK, soa, [], []
+        if labels == [] and qtype == T_NS:
+            return RCODE_OK, [("consul.", T_NS, encode_name(f"{self.server.name}.node.{dc}.consul."))], [], []
+        if len(labels) >= 3 and labels[-1] == dc and labels[-2] in ("service", "node"):
+            labels = labels[:-1]  # legacy <name>.service.<dc>.consul
+        name, tag = "", ""
+        if len(labels) == 2 and all(x.startswith("_") for x in labels):
+            labels = [*labels, "service"]  # RFC 2782 form without ".service"
+        if labels[-1:] == ["service"] and len(labels) in (2, 3):
+            rest = labels[:-1]
+            if len(rest) == 2 and all(x.startswith("_") for x in rest):
+                name, tag = rest[0][1:], ("" if rest[1] in ("_tcp", "_udp") else rest[1][1:])
+            else:
+                name, tag = rest[-1], (rest[0] if len(rest) == 2 else "")
+        with self.server.store.lock:
+            state = self.server.store.s
+            if len(labels) == 2 and labels[1] == "node":
+                node = next((n for n in state["Nodes"].values() if n["Node"].lower() == labels[0]), None)
+                if node is None:
+                    return RCODE_NXDOMAIN, [], [], soa
+                if qtype in (T_A, T_ANY):
+                    return RCODE_OK, [(qname, T_A, _ip(node["Address"]))], [], []
+                return RCODE_OK, [], [], soa
+            if not name:
+                return RCODE_NXDOMAIN, [], [], soa
+            instances = self.server.store.instances(name, tag)
+            # Consul's default (dns_config.only_passing = false) drops only instances with a critical check.
+            healthy = [(n, s) for n, s, checks in instances if all(c["Status"] != "critical" for c in checks)]
+        if not healthy:
+            return RCODE_NXDOMAIN, [], [], soa
+        random.shuffle(healthy)
+        answers: list[Record] = []
+        extra: list[Record] = []
+        for node, svc in healthy:
+            addr = svc["Address"] or node["Address"]
+            if qtype == T_SRV:
+                if svc["Address"] and svc["Address"] != node["Address"]:
+                    target = f"{_ip(addr).hex()}.addr.{dc}.consul."
+                else:
+                    target = f"{node['Node']}.node.{dc}.consul."
+                answers.append((qname, T_SRV, struct.pack(">HHH", 1, 1, svc["Port"]) + encode_name(target)))
+                extra.append((target, T_A, _ip(addr)))
+            elif qtype in (T_A, T_ANY):
+                answers.append((qname, T_A, _ip(addr)))
+        return RCODE_OK, answers, extra, ([] if answers else soa)
+
+
+def _ip(address: str) -> bytes:
+    try:
+        return ipaddress.IPv4Address(address).packed
+    except ValueError:
+        return b"\x00\x00\x00\x00"
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python3 -m emulators.consul /etc/alicelab/node.json", file=sys.stderr)
+        return 2
+    try:
+        cfg = base.load_json(argv[1])
+        server = ConsulServer(cfg)
+    except (OSError, ValueError, KeyError, StopIteration) as exc:
+        print(f"{argv[1]}: cannot start the Consul emulator: {exc!r}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        server.run()
+    except OSError as exc:
+        print(f"{server.name}: cannot listen on {server.ip} (ports {RPC_PORT}, {API_PORT}, {DNS_PORT}): {exc}",
+              file=sys.stderr)
+        return 1
+    while not stop.wait(0.2):
+        pass
+    log("stopping")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,500 @@
+"""The Consul emulator against its documented samples and real clients (py-consul, dnspython).
+
+Three emulated servers run as subprocesses on 127.0.0.11-13 (127.0.3.11-13 when those ports are taken)
+with a throwaway CA; no containers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import consul
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+import requests
+
+from tests.lab.pki import make_ca_and_certs
+from tests.lab.shapes import FREE_MAPS, assert_same_shape
+
+pytestmark = pytest.mark.emulator
+
+LAB = Path(__file__).resolve().parent
+SAMPLES = LAB.parents[2] / "shared" / "reference" / "api" / "consul"
+if not SAMPLES.is_dir():
+    SAMPLES = Path("/work/shared/reference/api/consul")
+TOKEN = "consul-secret-" + uuid.uuid4().hex
+
+
+def _free(ips: list[str]) -> bool:
+    """Whether Consul's ports are free on these addresses (the Nomad tests put a fake Consul on
+    127.0.0.11:8500; under xdist both modules may run at once)."""
+    for ip in ips:
+        for kind, port in ((socket.SOCK_STREAM, 8500), (socket.SOCK_STREAM, 8300), (socket.SOCK_STREAM, 8600),
+                           (socket.SOCK_DGRAM, 8600)):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do: TIME_WAIT is fine
+                try:
+                    sock.bind((ip, port))
+                except OSError:
+                    return False
+    return True
+
+
+def _choose_masters() -> None:
+    """Fills MASTERS (chosen when the cluster starts, so that the choice is as fresh as possible)."""
+    ips = next((ips for ips in ([f"127.0.{n}.1{i}" for i in (1, 2, 3)] for n in (0, 3, 4)) if _free(ips)), None)
+    if ips is None:
+        pytest.fail("Consul's ports (8300, 8500, 8600) are taken on 127.0.0.11-13, 127.0.3.11-13 and 127.0.4.11-13")
+    MASTERS[:] = [
+        {"name": f"alimesos0{i + 1}", "ip": ip, "nomad_id": str(uuid.uuid4()), "consul_id": str(uuid.uuid4())}
+        for i, ip in enumerate(ips)
+    ]
+
+
+MASTERS: list[dict[str, str]] = []  # filled by the `cluster` fixture
+REFRESH_TIMEOUT_S = 3  # the emulator's 15 s, shortened for the test
+# Keys the samples show that OSS Consul does not return (Enterprise namespaces) or that depend on how
+# the cluster was bootstrapped (`bootstrap` tag: single-server bootstrap mode; ours uses bootstrap_expect).
+ENTERPRISE_ONLY = frozenset({"Namespace"})
+CONSUL_FREE_MAPS = FREE_MAPS | {"NodeMeta", "ServiceMeta"}
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0.2) -> Any:
+    """Polls `fn` until it returns something truthy; fails naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except (requests.RequestException, OSError, ValueError, KeyError, IndexError) as exc:
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        names_ips = {m["name"]: m["ip"] for m in MASTERS} | {"suite": "127.0.0.1"}
+        self.pki = make_ca_and_certs(tmp / "tls", names_ips)
+        self.ca: str = self.pki["ca"]
+        self.client_cert = (self.pki["nodes"]["suite"]["cert"], self.pki["nodes"]["suite"]["key"])
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.configs: dict[str, Path] = {}
+        for m in MASTERS:
+            cfg = {
+                "name": m["name"], "role": "master", "kind": None, "ip": m["ip"], "region": "global",
+                "datacenter": "cern", "masters": MASTERS, "nomad_node_id": str(uuid.uuid4()),
+                "tokens": {"nomad": "unused", "consul": TOKEN}, "tls": self.pki["nodes"][m["name"]],
+                "build_dir": "/build", "jobs": [],
+            }
+            path = tmp / f"{m['name']}.json"
+            path.write_text(json.dumps(cfg))
+            self.configs[m["name"]] = path
+        self.session = requests.Session()
+
+    # --- processes
+    def start(self, name: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(LAB), "ALICELAB_CONSUL_REFRESH_TIMEOUT_S": str(REFRESH_TIMEOUT_S),
+               "ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER": "1"}
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the subprocess
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "emulators.consul", str(self.configs[name])], env=env, stdout=log, stderr=log
+        )
+        ip, proc = self.ip(name), self.procs[name]
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}: {(self.tmp / f'{name}.log').read_text()[-2000:]}")
+            return self.get(ip, "/v1/status/peers", token=None).status_code == 200
+
+        wait_for(f"{name} to listen", listening)
+
+    def stop(self, name: str) -> float:
+        """SIGTERM; returns how long the process took to exit."""
+        proc = self.procs.pop(name)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=5)
+        return time.monotonic() - t0
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            proc = self.procs.pop(name)
+            proc.kill()
+            proc.wait(timeout=5)
+
+    # --- HTTP
+    @staticmethod
+    def ip(name: str) -> str:
+        return next(m["ip"] for m in MASTERS if m["name"] == name)
+
+    def request(self, method: str, ip: str, path: str, token: str | None = TOKEN, **kw: Any) -> requests.Response:
+        headers = {"X-Consul-Token": token} if token else {}
+        headers.update(kw.pop("headers", {}))
+        # verify= per request: a session-level value loses to REQUESTS_CA_BUNDLE from the environment.
+        kw.setdefault("verify", self.ca)
+        kw.setdefault("cert", self.client_cert)
+        return self.session.request(method, f"https://{ip}:8500{path}", headers=headers, timeout=5, **kw)
+
+    def get(self, ip: str, path: str, token: str | None = TOKEN, **kw: Any) -> requests.Response:
+        return self.request("GET", ip, path, token, **kw)
+
+    def put(self, ip: str, path: str, token: str | None = TOKEN, **kw: Any) -> requests.Response:
+        return self.request("PUT", ip, path, token, **kw)
+
+    def running(self) -> list[str]:
+        return [n for n in self.procs if self.procs[n].poll() is None]
+
+    def leader(self, via: str | None = None) -> str:
+        """The leader's "ip:8300" as seen by `via` (or by every running server, when they agree)."""
+        names = [via] if via else self.running()
+        values = {self.get(self.ip(n), "/v1/status/leader", token=None).json() for n in names}
+        return values.pop() if len(values) == 1 else ""
+
+    def leader_name(self, not_: str = "") -> str:
+        """The name of the leader all running servers agree on (other than `not_`, a server just stopped)."""
+        avoid = f"{self.ip(not_)}:8300" if not_ else ""
+        addr = wait_for("a leader", lambda: (lambda a: a if a != avoid else "")(self.leader()))
+        return next(m["name"] for m in MASTERS if f"{m['ip']}:8300" == addr)
+
+    def client(self, name: str) -> consul.Consul:
+        return consul.Consul(host=self.ip(name), port=8500, scheme="https", verify=self.ca, cert=self.client_cert,
+                             token=TOKEN)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    _choose_masters()
+    c = Cluster(tmp_path_factory.mktemp("consul"))
+    try:
+        for m in MASTERS:
+            c.start(m["name"])
+        c.leader_name()
+        # The leader registers the servers in the catalog with a passing serfHealth.
+        ip = MASTERS[0]["ip"]
+        wait_for("the servers' serfHealth", lambda: len(c.get(ip, "/v1/health/state/passing").json()) == 3)
+        yield c
+    finally:
+        c.stop_all()
+        for m in MASTERS:
+            log = c.tmp / f"{m['name']}.log"
+            if log.exists() and log.stat().st_size:
+                sys.stderr.write(f"--- {log.name}\n{log.read_text()[-3000:]}\n")
+
+
+def sample(name: str) -> Any:
+    return json.loads((SAMPLES / f"{name}.json").read_text())
+
+
+def schema(body: Any) -> Any:
+    """A sample body without the keys OSS Consul never returns."""
+    if isinstance(body, dict):
+        return {k: schema(v) for k, v in body.items() if k not in ENTERPRISE_ONLY and k != "bootstrap"}
+    if isinstance(body, list):
+        return [schema(v) for v in body]
+    return body
+
+
+def register(c: Cluster, ip: str, node: str, addr: str, service: str, tags: list[str], status: str = "passing") -> None:
+    body = {
+        "Node": node, "Address": addr, "Datacenter": "cern", "NodeMeta": {"kind": "vm"},
+        "Service": {"ID": f"{service}-1", "Service": service, "Address": addr, "Port": 8080, "Tags": tags},
+        "Check": {"CheckID": f"service:{service}-1", "Name": f"{service} alive", "Status": status,
+                  "ServiceID": f"{service}-1"},
+    }
+    r = c.put(ip, "/v1/catalog/register", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json() is True
+
+
+def dns_query(name: str, rdtype: str, tcp: bool = False, ip: str = "") -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype)
+    ip = ip or MASTERS[0]["ip"]
+    if tcp:
+        return dns.query.tcp(q, ip, port=8600, timeout=3)
+    return dns.query.udp(q, ip, port=8600, timeout=3)
+
+
+def dns_a(name: str, tcp: bool) -> set[str]:
+    return a_records(dns_query(name, "A", tcp))
+
+
+def a_records(msg: dns.message.Message) -> set[str]:
+    return {r.address for rrset in msg.answer if rrset.rdtype == dns.rdatatype.A for r in rrset}
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def test_endpoints_match_samples(cluster: Cluster) -> None:
+    c, ip = cluster, MASTERS[1]["ip"]
+    register(c, ip, "alibuild01", "127.0.1.1", "redis", ["primary"])
+    sid = c.put(ip, "/v1/session/create", json={"Name": "shape", "TTL": "30s"}).json()["ID"]
+    assert c.put(ip, f"/v1/kv/zip?acquire={sid}", data=b"test").json() is True
+
+    checks: list[tuple[str, str, str]] = [
+        ("status_leader", "GET", "/v1/status/leader"),
+        ("status_peers", "GET", "/v1/status/peers"),
+        ("agent_members", "GET", "/v1/agent/members"),
+        ("agent_self", "GET", "/v1/agent/self"),
+        ("catalog_nodes", "GET", "/v1/catalog/nodes"),
+        ("health_service", "GET", "/v1/health/service/redis"),
+        ("health_state_critical", "GET", "/v1/health/state/passing"),  # the sample is a passing one
+        ("kv_get_metadata", "GET", "/v1/kv/zip"),
+        ("operator_raft_configuration", "GET", "/v1/operator/raft/configuration"),
+    ]
+    for name, method, path in checks:
+        r = c.request(method, ip, path)
+        assert r.status_code == sample(name)["status"], (path, r.text)
+        assert_same_shape(schema(sample(name)["body"]), r.json(), f"{path} $", free_maps=CONSUL_FREE_MAPS)
+    # catalog services: a map keyed by service name; "consul" is always there.
+    services = c.get(ip, "/v1/catalog/services").json()
+    assert services["consul"] == []
+    assert services["redis"] == ["primary"]
+    assert_same_shape({"consul": []}, services, "/v1/catalog/services")
+    assert c.get(ip, "/v1/health/state/critical").json() == []
+    # Writes: bare booleans, session ID object.
+    other = c.put(ip, "/v1/session/create", json={"Name": "other"}).json()
+    assert_same_shape(sample("session_create")["body"], other, "/v1/session/create")
+    held = c.put(ip, f"/v1/kv/zip?acquire={other['ID']}", data=b"x")
+    assert held.status_code == 200
+    assert held.json() is sample("kv_put_acquire_lock_held")["body"]
+    # Raft configuration: GUID IDs, ProtocolVersion, exactly one leader.
+    servers = c.get(ip, "/v1/operator/raft/configuration").json()["Servers"]
+    assert {s["ID"] for s in servers} == {m["consul_id"] for m in MASTERS}
+    assert sum(s["Leader"] for s in servers) == 1
+    assert all(s["Voter"] and s["ProtocolVersion"] == "3" for s in servers)
+    # Members: alive servers with role=consul.
+    members = c.get(ip, "/v1/agent/members").json()
+    assert {(m["Name"], m["Status"], m["Tags"]["role"], m["Tags"]["dc"]) for m in members} == {
+        (m["name"], 1, "consul", "cern") for m in MASTERS
+    }
+    # Read headers.
+    r = c.get(ip, "/v1/catalog/nodes")
+    assert int(r.headers["X-Consul-Index"]) > 0
+    assert r.headers["X-Consul-Knownleader"] == "true"
+    assert "X-Consul-Lastcontact" in r.headers
+    # KV variants.
+    assert c.get(ip, "/v1/kv/zip?raw").content == b"test"
+    assert c.get(ip, "/v1/kv/?keys").json() == ["zip"]
+    assert c.get(ip, "/v1/kv/nope").status_code == 404
+    assert c.put(ip, "/v1/kv/dir/a", data=b"1").json() is True
+    assert [e["Key"] for e in c.get(ip, "/v1/kv/dir?recurse").json()] == ["dir/a"]
+    idx = c.get(ip, "/v1/kv/dir/a").json()[0]["ModifyIndex"]
+    assert c.put(ip, f"/v1/kv/dir/a?cas={idx - 1}", data=b"2").json() is False
+    assert c.put(ip, f"/v1/kv/dir/a?cas={idx}", data=b"2").json() is True
+    assert c.request("DELETE", ip, "/v1/kv/dir?recurse").json() is True
+    assert c.get(ip, "/v1/kv/dir/a").status_code == 404
+    # Sessions: info, list, renew, destroy releases the lock.
+    info = c.get(ip, f"/v1/session/info/{sid}").json()
+    assert info[0]["ID"] == sid
+    assert info[0]["Node"] == MASTERS[1]["name"]
+    assert info[0]["LockDelay"] == 15 * 10**9
+    assert sid in {s["ID"] for s in c.get(ip, "/v1/session/list").json()}
+    assert c.put(ip, f"/v1/session/renew/{sid}").json()[0]["ID"] == sid
+    assert c.put(ip, f"/v1/session/destroy/{sid}").json() is True
+    assert "Session" not in c.get(ip, "/v1/kv/zip").json()[0]
+    assert c.put(ip, f"/v1/session/renew/{sid}").status_code == 404
+    # Health views.
+    assert {ch["CheckID"] for ch in c.get(ip, "/v1/health/node/alibuild01").json()} == {"service:redis-1"}
+    assert [ch["ServiceName"] for ch in c.get(ip, "/v1/health/checks/redis").json()] == ["redis"]
+    assert c.get(ip, "/v1/health/state/bogus").status_code == 400
+    entry = c.get(ip, "/v1/catalog/service/redis").json()[0]
+    assert (entry["Node"], entry["ServiceAddress"], entry["ServicePort"]) == ("alibuild01", "127.0.1.1", 8080)
+    # Metrics for Prometheus.
+    text = c.get(ip, "/v1/agent/metrics?format=prometheus").text
+    for metric in ("consul_autopilot_healthy 1.0", "consul_raft_leader 1.0", "consul_catalog_services 2.0"):
+        assert metric in text, text
+    assert c.put(ip, "/v1/catalog/deregister", json={"Node": "alibuild01"}).json() is True
+    c.request("DELETE", ip, "/v1/kv/zip")
+
+
+def test_py_consul_client(cluster: Cluster) -> None:
+    cl = cluster.client("alimesos03")
+    assert cl.status.leader() in {f"{m['ip']}:8300" for m in MASTERS}
+    _, nodes = cl.catalog.nodes()
+    assert {m["name"] for m in MASTERS} <= {n["Node"] for n in nodes}
+    _, critical = cl.health.state("critical")
+    assert critical == []
+    s1 = cl.session.create(name="suite-lock", lock_delay=0, ttl=30)
+    s2 = cluster.client("alimesos01").session.create(name="other", lock_delay=0)
+    assert cl.kv.put("locks/remediation", "owner=me", acquire=s1) is True
+    assert cl.kv.put("locks/remediation", "owner=them", acquire=s2) is False
+    _, entry = cl.kv.get("locks/remediation")
+    assert entry["Value"] == b"owner=me"
+    assert entry["Session"] == s1
+    assert entry["LockIndex"] == 1
+    assert cl.kv.put("locks/remediation", "", release=s1) is True
+    assert cl.kv.put("locks/remediation", "owner=them", acquire=s2) is True
+    _, entry = cl.kv.get("locks/remediation")
+    assert entry["Session"] == s2
+    assert entry["LockIndex"] == 2
+    cl.session.destroy(s1)
+    cl.session.destroy(s2)
+    cl.kv.delete("locks/remediation")
+    # The agent API as py-consul speaks it (lower/snake_case keys, as Consul's decoder accepts).
+    assert cl.agent.service.register("vault", service_id="vault-3", port=8200, check=consul.Check.ttl("10s"))
+    assert cl.agent.checks()["service:vault-3"]["Status"] == "critical"
+    assert cl.agent.check.ttl_pass("service:vault-3", notes="unsealed")
+    _, entries = cl.health.service("vault", passing=True)
+    assert [e["Node"]["Node"] for e in entries] == ["alimesos03"]
+    assert cl.agent.service.deregister("vault-3")
+    assert cl.agent.services() == {}
+
+
+def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
+    c = cluster
+    first = c.leader_name()
+    assert c.stop(first) < 1.0  # SIGTERM exits promptly
+    second = c.leader_name(not_=first)
+    assert second != first
+    follower = next(n for n in c.running() if n != second)
+    assert c.stop(follower) < 1.0
+    last = second
+    wait_for("no leader without quorum", lambda: c.leader(via=last) == "", timeout=8)
+    ip = c.ip(last)
+    r = c.put(ip, "/v1/kv/x", data=b"1")
+    assert (r.status_code, r.text.strip()) == (500, "No cluster leader")
+    assert c.get(ip, "/v1/catalog/nodes").status_code == 500
+    assert c.get(ip, "/v1/catalog/nodes?stale").status_code == 200  # stale reads are still served
+    members = {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}
+    assert members == {first: 4, follower: 4, last: 1}
+    c.start(first)
+    c.start(follower)
+    leader = c.leader_name()
+    wait_for("all three alive", lambda: len(c.get(c.ip(leader), "/v1/health/state/critical").json()) == 0)
+    # Transfer leadership to a chosen server, asked through a follower (forwarded to the leader).
+    target = next(m for m in MASTERS if m["name"] != leader)
+    via = next(m["ip"] for m in MASTERS if m["name"] not in (leader, target["name"]))
+    r = c.request("POST", via, f"/v1/operator/raft/transfer-leader?id={target['consul_id']}")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"Success": True}
+    wait_for("the transferred leader", lambda: c.leader() == f"{target['ip']}:8300")
+    assert c.request("POST", via, "/v1/operator/raft/transfer-leader?id=nope").status_code == 500
+
+
+def test_kv_and_sessions_survive_leader_change_and_ttl_expiry(cluster: Cluster) -> None:
+    c = cluster
+    leader = c.leader_name()
+    keeper = next(m for m in MASTERS if m["name"] != leader)  # its node's sessions stay valid
+    ip = keeper["ip"]
+    sid = c.put(ip, "/v1/session/create", json={"Name": "held", "LockDelay": "0s"}).json()["ID"]
+    assert c.put(ip, f"/v1/kv/locks/held?acquire={sid}", data=b"v1").json() is True
+    c.stop(leader)
+    new = c.leader_name(not_=leader)
+    assert new != leader
+    entry = c.get(c.ip(new), "/v1/kv/locks/held").json()[0]
+    assert (entry["Session"], base64.b64decode(entry["Value"])) == (sid, b"v1")
+    assert c.get(c.ip(new), f"/v1/session/info/{sid}").json()[0]["ID"] == sid
+    c.start(leader)
+    wait_for("the restarted server to catch up",
+             lambda: c.get(c.ip(leader), "/v1/kv/locks/held?stale").status_code == 200)
+    # A TTL session that is not renewed is invalidated and its lock released (TTL x1 in this test).
+    ttl_sid = c.put(ip, "/v1/session/create", json={"Name": "ttl", "TTL": "10s", "LockDelay": "0s"}).json()["ID"]
+    assert c.put(ip, f"/v1/kv/locks/ttl?acquire={ttl_sid}", data=b"x").json() is True
+    assert c.put(ip, f"/v1/kv/locks/ttl?acquire={sid}", data=b"y").json() is False
+    t0 = time.monotonic()
+    wait_for("the TTL session to expire", lambda: "Session" not in c.get(ip, "/v1/kv/locks/ttl").json()[0],
+             timeout=20, interval=0.5)
+    assert time.monotonic() - t0 > 8
+    assert c.get(ip, f"/v1/session/info/{ttl_sid}").json() == []
+    assert c.put(ip, f"/v1/kv/locks/ttl?acquire={sid}", data=b"y").json() is True
+    c.put(ip, f"/v1/session/destroy/{sid}")
+
+
+def test_catalog_dns_and_agent_ttl_checks(cluster: Cluster) -> None:
+    c = cluster
+    ip = MASTERS[0]["ip"]
+    register(c, ip, "alibuild07", "127.0.1.7", "ci-mesosci-slc9", ["mesosci"])
+    for tcp in (False, True):
+        wait_for("DNS to answer", partial(dns_a, "ci-mesosci-slc9.service.consul", tcp))
+        msg = dns_query("ci-mesosci-slc9.service.consul", "A", tcp)
+        assert a_records(msg) == {"127.0.1.7"}
+        assert all(rr.ttl == 0 for rr in msg.answer)
+    assert a_records(dns_query("mesosci.ci-mesosci-slc9.service.consul", "A")) == {"127.0.1.7"}
+    assert dns_query("nomesos.ci-mesosci-slc9.service.consul", "A").rcode() == dns.rcode.NXDOMAIN
+    srv = dns_query("_ci-mesosci-slc9._tcp.service.consul", "SRV")
+    assert [(r.port, str(r.target)) for rr in srv.answer for r in rr] == [(8080, "alibuild07.node.cern.consul.")]
+    assert a_records(srv) == set()
+    assert {r.address for rr in srv.additional for r in rr} == {"127.0.1.7"}
+    assert a_records(dns_query("alibuild07.node.consul", "A", tcp=True)) == {"127.0.1.7"}
+    consul_srv = dns_query("consul.service.consul", "SRV")
+    assert {r.port for rr in consul_srv.answer for r in rr} == {8300}
+    assert len(consul_srv.answer[0]) == 3
+    missing = dns_query("nosuch.service.consul", "A")
+    assert missing.rcode() == dns.rcode.NXDOMAIN
+    assert missing.authority
+    assert missing.authority[0].rdtype == dns.rdatatype.SOA
+    assert str(missing.authority[0].name) == "consul."
+    assert str(missing.authority[0][0].mname) == "ns.consul."
+    # No refresh: the check turns critical after the (shortened) timeout and DNS drops the instance.
+    wait_for("the check to go critical",
+             lambda: [ch["Node"] for ch in c.get(ip, "/v1/health/state/critical").json()] == ["alibuild07"],
+             timeout=REFRESH_TIMEOUT_S + 5)
+    assert dns_query("ci-mesosci-slc9.service.consul", "A").rcode() == dns.rcode.NXDOMAIN
+    assert c.get(ip, "/v1/health/service/ci-mesosci-slc9?passing").json() == []
+    register(c, ip, "alibuild07", "127.0.1.7", "ci-mesosci-slc9", ["mesosci"])  # refreshed: back
+    assert c.get(ip, "/v1/health/service/ci-mesosci-slc9?passing").json()[0]["Node"]["Node"] == "alibuild07"
+    c.put(ip, "/v1/catalog/deregister", json={"Node": "alibuild07"})
+
+    # Agent API (OpenBao's service registration), on alimesos02: a TTL check, passed, then expired.
+    ip2 = MASTERS[1]["ip"]
+    body = {"Name": "vault", "ID": "vault:127.0.0.12:8200", "Port": 8200, "Address": "127.0.0.12",
+            "Tags": ["active"], "Check": {"CheckID": "vault:127.0.0.12:8200:vault-sealed-check", "TTL": "2s",
+                                          "Name": "Vault Sealed Status", "Notes": "Vault service is healthy when "
+                                          "Vault is in an unsealed status and can become an active Vault server"}}
+    assert c.put(ip2, "/v1/agent/service/register", json=body).status_code == 200
+    cid = body["Check"]["CheckID"]  # type: ignore[index]
+    assert c.get(ip2, "/v1/agent/checks").json()[cid]["Status"] == "critical"  # new checks start critical
+    assert c.get(ip, "/v1/agent/services").json() == {}  # belongs to alimesos02 only
+    assert c.put(ip2, f"/v1/agent/check/pass/{cid}?note=ok").status_code == 200
+    assert c.get(ip2, "/v1/agent/checks").json()[cid]["Status"] == "passing"
+    assert c.get(ip2, "/v1/agent/services").json()["vault:127.0.0.12:8200"]["Port"] == 8200
+    assert a_records(dns_query("vault.service.consul", "A")) == {"127.0.0.12"}
+    assert a_records(dns_query("active.vault.service.consul", "A", tcp=True)) == {"127.0.0.12"}
+    assert c.put(ip, f"/v1/agent/check/pass/{cid}").status_code == 404  # not alimesos01's check
+    wait_for("the TTL to expire", lambda: c.get(ip2, "/v1/agent/checks").json()[cid]["Status"] == "critical",
+             timeout=6)
+    assert c.get(ip2, "/v1/agent/checks").json()[cid]["Output"] == "TTL expired"
+    assert dns_query("vault.service.consul", "A").rcode() == dns.rcode.NXDOMAIN
+    r = c.put(ip2, "/v1/agent/check/update/" + cid, json={"Status": "warning", "Output": "standby"})
+    assert r.status_code == 200
+    assert c.get(ip2, "/v1/health/checks/vault").json()[0]["Status"] == "warning"
+    assert c.put(ip2, "/v1/agent/service/deregister/vault:127.0.0.12:8200").status_code == 200
+    assert c.get(ip2, "/v1/agent/services").json() == {}
+
+
+def test_acl_and_client_certificates(cluster: Cluster) -> None:
+    c, ip = cluster, MASTERS[0]["ip"]
+    r = c.get(ip, "/v1/catalog/nodes", token=None)
+    assert r.status_code == 403
+    assert r.text.startswith("Permission denied")
+    r = c.get(ip, "/v1/kv/x", token="wrong")
+    assert (r.status_code, r.text.strip()) == (403, "ACL not found")
+    assert c.put(ip, "/v1/kv/x", token=None, data=b"1").status_code == 403
+    assert c.get(ip, "/v1/agent/metrics?format=prometheus", token=None).status_code == 403
+    # The other ways of passing a token work too.
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert c.get(ip, "/v1/agent/self", token=None, headers=bearer).status_code == 200
+    assert c.get(ip, f"/v1/agent/self?token={TOKEN}", token=None).status_code == 200
+    assert c.get(ip, "/v1/status/leader", token=None).status_code == 200
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+        requests.get(f"https://{ip}:8500/v1/status/leader", verify=c.ca, timeout=5)

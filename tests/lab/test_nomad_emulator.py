@@ -1,0 +1,569 @@
+"""The Nomad emulator against its documented samples and an unmodified client (python-nomad).
+
+Local, no containers: three servers on 127.0.0.11-13 and two clients on 127.0.0.21-22, each a subprocess
+running `python -S -m emulators.nomad node.json` (no site-packages: the lab's nodes have only the standard
+library), with a throwaway CA. The tests share one cluster and run in file order: the ones that break it
+(stopping clients, then servers) come last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import nomad
+import pytest
+import requests
+
+from tests.lab.emulators import base
+from tests.lab.pki import make_ca_and_certs
+from tests.lab.shapes import assert_same_shape
+
+pytestmark = pytest.mark.emulator
+
+LAB = Path(__file__).resolve().parent
+SAMPLES = LAB.parents[2] / "shared" / "reference" / "api" / "nomad"
+if not SAMPLES.is_dir():
+    SAMPLES = Path("/work/shared/reference/api/nomad")
+
+# The lab's nodes run Debian's python3: use it when this machine has it, without site-packages either way.
+PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+SERVERS = {"alimesos01": "127.0.0.11", "alimesos02": "127.0.0.12", "alimesos03": "127.0.0.13"}
+CLIENTS = {"alibuild01": "127.0.0.21", "alimetal01": "127.0.0.22"}
+BATCH_RUN_S = 15
+CI_CONSTRAINTS = [
+    {"LTarget": "${attr.kernel.name}", "RTarget": "linux", "Operand": "="},
+    {"LTarget": "${meta.allow_compilation}", "RTarget": "true", "Operand": "="},
+]
+JOBS: list[dict[str, Any]] = [
+    {"ID": "ci-mesosci-slc9", "Type": "service", "Count": 2, "Constraints": CI_CONSTRAINTS},
+    {"ID": "repo", "Type": "service", "Count": 1, "Constraints": CI_CONSTRAINTS[:1]},
+    {"ID": "publish-alien", "Type": "batch", "Count": 1, "RunSeconds": BATCH_RUN_S, "Constraints": CI_CONSTRAINTS[:1]},
+    # No node has this meta: the job stays queued.
+    {"ID": "ci-mesosci-slc9-gpu", "Type": "service", "Count": 1,
+     "Constraints": [{"LTarget": "${meta.gpu}", "RTarget": "true", "Operand": "="}]},
+]
+SERVICE_COUNTS = {"ci-mesosci-slc9": 2, "repo": 1}
+
+
+def sample(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((SAMPLES / f"{name}.json").read_text())
+    return data
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (requests.RequestException, KeyError, ValueError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class FakeConsul:
+    """Stands in for the Consul catalog on a master's 8500: records what the Nomad clients register."""
+
+    def __init__(self, ip: str, tls: base.Tls) -> None:
+        self.services: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.tokens: set[str] = set()
+        router = base.Router()
+
+        @router.route("PUT", "/v1/catalog/register", acl=False)
+        def register(req: base.Request) -> base.Response:
+            body = req.json()
+            with self.lock:
+                self.tokens.add(req.headers.get("x-consul-token", ""))
+                self.services[body["Service"]["ID"]] = body
+            return base.Response(body=True)
+
+        @router.route("PUT", "/v1/catalog/deregister", acl=False)
+        def deregister(req: base.Request) -> base.Response:
+            with self.lock:
+                self.services.pop(req.json().get("ServiceID", ""), None)
+            return base.Response(body=True)
+
+        @router.route("GET", "/v1/catalog/node/{name}", acl=False)
+        def node(req: base.Request) -> base.Response:
+            with self.lock:
+                mine = {k: v["Service"] for k, v in self.services.items() if v["Node"] == req.params["name"]}
+            return base.Response(body={"Node": {"Node": req.params["name"]}, "Services": mine})
+
+        self.server: ThreadingHTTPServer = base.serve(ip, 8500, router, tls, name="fake-consul")
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return dict(self.services)
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.token = str(uuid.uuid4())
+        self.consul_token = str(uuid.uuid4())
+        names = {**SERVERS, **CLIENTS, "operator": "127.0.0.1"}
+        self.pki = make_ca_and_certs(root / "tls", names)
+        self.ca = self.pki["ca"]
+        op = self.pki["nodes"]["operator"]
+        self.cert = (op["cert"], op["key"])
+        self.ids = {name: str(uuid.uuid4()) for name in SERVERS}
+        self.node_ids = {name: str(uuid.uuid4()) for name in CLIENTS}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.fake_consul: FakeConsul | None = None
+        self.session = requests.Session()
+        self.session.cert = self.cert
+        masters = [{"name": n, "ip": ip, "nomad_id": self.ids[n], "consul_id": str(uuid.uuid4())}
+                   for n, ip in SERVERS.items()]
+        for name, ip in names.items():
+            if name == "operator":
+                continue
+            build = root / "build" / name
+            build.mkdir(parents=True)
+            cfg = {
+                "name": name, "role": "master" if name in SERVERS else "agent",
+                "kind": None if name in SERVERS else ("metal" if "metal" in name else "vm"), "ip": ip,
+                "region": "global", "datacenter": "cern", "masters": masters,
+                "nomad_node_id": self.node_ids.get(name, str(uuid.uuid4())),
+                "tokens": {"nomad": self.token, "consul": self.consul_token},
+                "tls": self.pki["nodes"][name], "build_dir": str(build),
+                "jobs": JOBS if name in SERVERS else [],
+            }
+            (root / f"{name}.json").write_text(json.dumps(cfg))
+
+    # --- processes
+    def start(self, name: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "PYTHON"))}
+        env["PYTHONPATH"] = str(LAB)
+        log = (self.root / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [PYTHON, "-S", "-m", "emulators.nomad", str(self.root / f"{name}.json")],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+        )
+        log.close()
+
+    def stop(self, name: str) -> float:
+        """SIGTERM; returns how long the process took to exit."""
+        proc = self.procs.pop(name)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return time.monotonic() - started
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
+
+    # --- HTTP
+    def url(self, who: str, path: str) -> str:
+        ip = SERVERS.get(who) or CLIENTS.get(who) or who
+        return f"https://{ip}:4646{path}"
+
+    def request(self, method: str, who: str, path: str, token: str | None = "", **kw: Any) -> requests.Response:
+        headers = dict(kw.pop("headers", {}))
+        if token is not None:
+            headers["X-Nomad-Token"] = token or self.token
+        # verify given per request: REQUESTS_CA_BUNDLE in the environment would override the session's
+        return self.session.request(method, self.url(who, path), headers=headers, timeout=5, verify=self.ca, **kw)
+
+    def get(self, who: str, path: str, **kw: Any) -> Any:
+        resp = self.request("GET", who, path, **kw)
+        assert resp.status_code == 200, f"GET {path} on {who}: {resp.status_code} {resp.text}"
+        return resp.json()
+
+    def leader_of(self, who: str) -> str:
+        leader: str = self.request("GET", who, "/v1/status/leader", token=None).json()
+        return leader
+
+    def agreed_leader(self, among: list[str]) -> str:
+        """The leader all of `among` report, or "" while they disagree or have none."""
+        try:
+            seen = {self.leader_of(s) for s in among}
+        except requests.RequestException:
+            return ""
+        return seen.pop() if len(seen) == 1 else ""
+
+    def allocs(self, who: str = "alimesos01") -> list[dict[str, Any]]:
+        allocs: list[dict[str, Any]] = self.get(who, "/v1/allocations", params={"stale": ""})
+        return allocs
+
+    def running(self, job: str | None = None) -> list[dict[str, Any]]:
+        return [a for a in self.allocs(self.any_server()) if a["ClientStatus"] == "running"
+                and a["DesiredStatus"] == "run" and (job is None or a["JobID"] == job)]
+
+    def any_server(self) -> str:
+        return next(n for n in SERVERS if n in self.procs)
+
+    def node(self, name: str) -> dict[str, Any]:
+        node: dict[str, Any] = self.get(self.any_server(), f"/v1/node/{self.node_ids[name]}", params={"stale": ""})
+        return node
+
+    def placed(self) -> bool:
+        run = self.running()
+        jobs = [a["JobID"] for a in run]
+        return all(jobs.count(j) == n for j, n in SERVICE_COUNTS.items())
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cl = Cluster(tmp_path_factory.mktemp("nomadlab"))
+    fake: FakeConsul | None = None
+    try:
+        fake = FakeConsul(SERVERS["alimesos01"], base.Tls.from_config(cl.pki["nodes"]["alimesos01"]))
+    except OSError:
+        fake = None  # the port is taken (another test run): the Consul test is skipped
+    cl.fake_consul = fake
+    try:
+        for name in [*SERVERS, *CLIENTS]:
+            cl.start(name)
+        wait_for("a leader", lambda: cl.agreed_leader(list(SERVERS)), 15)
+        wait_for("both nodes ready", lambda: sum(
+            n["Status"] == "ready" for n in cl.get("alimesos01", "/v1/nodes")) == 2, 10)
+        wait_for("the jobs placed", cl.placed, 10)
+        wait_for("the batch job running", lambda: cl.running("publish-alien"), 5)
+        yield cl
+    except BaseException:
+        print(cl.logs())
+        raise
+    finally:
+        for name in list(cl.procs):
+            cl.stop(name)
+        if fake is not None:
+            fake.server.shutdown()
+            fake.server.server_close()
+
+
+def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
+    cl = cluster
+    leader = cl.agreed_leader(list(SERVERS))
+    assert leader in {f"{ip}:4647" for ip in SERVERS.values()}
+    assert_same_shape(sample("status_leader")["body"], cl.leader_of("alimesos02"))
+    peers = cl.get("alimesos03", "/v1/status/peers", token=None)
+    assert_same_shape(sample("status_peers")["body"], peers)
+    assert sorted(peers) == sorted(f"{ip}:4647" for ip in SERVERS.values())
+
+    members = cl.get("alimesos01", "/v1/agent/members")
+    assert_same_shape(sample("agent_members")["body"], members)
+    assert {m["Name"] for m in members["Members"]} == {f"{n}.global" for n in SERVERS}
+    assert {m["Status"] for m in members["Members"]} == {"alive"}
+    assert {m["Tags"]["id"] for m in members["Members"]} == set(cl.ids.values())
+    assert cl.get("alibuild01", "/v1/agent/members")["Members"]  # a client forwards to a server
+
+    self_sample = sample("agent_self")["body"]
+    server_self = cl.get("alimesos02", "/v1/agent/self")
+    assert set(self_sample) <= set(server_self)
+    assert_same_shape(self_sample["member"], server_self["member"], "$.member")
+    for part in ("runtime", "nomad", "raft", "serf"):
+        assert_same_shape(self_sample["stats"][part], server_self["stats"][part], f"$.stats.{part}")
+    client_self = cl.get("alibuild01", "/v1/agent/self")
+    assert {"config", "stats"} <= set(client_self)
+    assert_same_shape(self_sample["stats"]["client"], client_self["stats"]["client"], "$.stats.client")
+    assert client_self["stats"]["client"]["node_id"] == cl.node_ids["alibuild01"]
+
+    health = sample("agent_health")["body"]
+    server_health = cl.get("alimesos01", "/v1/agent/health", token=None)
+    assert_same_shape(health["server"], server_health["server"])
+    client_health = cl.get("alimetal01", "/v1/agent/health", token=None)
+    assert_same_shape(health["client"], client_health["client"])
+
+    resp = cl.request("GET", "alimesos03", "/v1/nodes", params={"os": "true"})
+    assert resp.status_code == 200
+    assert int(resp.headers["X-Nomad-Index"]) > 0
+    assert resp.headers["X-Nomad-KnownLeader"] == "true"
+    assert "X-Nomad-LastContact" in resp.headers
+    nodes = resp.json()
+    assert_same_shape(sample("nodes_list")["body"], nodes)
+    assert {n["Name"] for n in nodes} == set(CLIENTS)
+    prefix = cl.node_ids["alibuild01"][:8]
+    assert [n["Name"] for n in cl.get("alimesos01", "/v1/nodes", params={"prefix": prefix})] == ["alibuild01"]
+
+    node_id = cl.node_ids["alibuild01"]
+    node = cl.get("alimesos01", f"/v1/node/{node_id}")
+    assert_same_shape(sample("node_read")["body"], node)
+    attrs = node["Attributes"]
+    assert attrs["kernel.name"] == os.uname().sysname.lower()
+    assert attrs["nomad.version"] == "1.9.7"
+    assert attrs["unique.hostname"] == "alibuild01"
+    assert int(attrs["unique.storage.bytestotal"]) >= int(attrs["unique.storage.bytesfree"]) > 0
+    assert attrs["unique.storage.volume"]
+    assert node["Meta"]["allow_compilation"] == "true"
+    assert (node["Datacenter"], node["NodeClass"], node["HTTPAddr"]) == ("cern", "", "127.0.0.21:4646")
+    missing = cl.request("GET", "alimesos01", f"/v1/node/{uuid.uuid4()}")
+    assert (missing.status_code, missing.text.strip()) == (404, "node not found")
+
+    allocs = cl.get("alimesos01", "/v1/allocations")
+    assert_same_shape(sample("allocations_list")["body"], allocs)
+    one = allocs[0]
+    full = cl.get("alimesos02", f"/v1/allocation/{one['ID']}")
+    assert_same_shape(sample("node_allocations")["body"][0], full)
+    on_node = cl.get("alimesos01", f"/v1/node/{one['NodeID']}/allocations")
+    assert_same_shape(sample("node_allocations")["body"], on_node)
+    assert one["ID"] in {a["ID"] for a in on_node}
+    job_allocs = cl.get("alimesos01", "/v1/job/ci-mesosci-slc9/allocations")
+    assert_same_shape(sample("allocations_list")["body"], job_allocs)
+    assert len([a for a in job_allocs if a["ClientStatus"] == "running"]) == 2
+
+    jobs = cl.get("alimesos03", "/v1/jobs")
+    assert_same_shape(sample("jobs_list")["body"], jobs)
+    by_id = {j["ID"]: j for j in jobs}
+    assert set(by_id) == {j["ID"] for j in JOBS}
+    assert by_id["ci-mesosci-slc9"]["Status"] == "running"
+    assert by_id["ci-mesosci-slc9"]["JobSummary"]["Summary"]["ci"]["Running"] == 2
+    assert by_id["ci-mesosci-slc9-gpu"]["Status"] == "pending"
+    assert by_id["ci-mesosci-slc9-gpu"]["JobSummary"]["Summary"]["ci"]["Queued"] == 1
+    job = cl.get("alimesos01", "/v1/job/ci-mesosci-slc9")
+    assert_same_shape(sample("node_allocations")["body"][0]["Job"], job)
+    assert cl.request("GET", "alimesos01", "/v1/job/nope").status_code == 404
+
+    raft = cl.get("alimesos02", "/v1/operator/raft/configuration")
+    assert_same_shape(sample("operator_raft_configuration")["body"], raft)
+    assert [s["Address"] for s in raft["Servers"] if s["Leader"]] == [leader]
+    assert {s["ID"] for s in raft["Servers"]} == set(cl.ids.values())
+
+    text = cl.request("GET", leader.replace(":4647", ""), "/v1/metrics", params={"format": "prometheus"}).text
+    assert "nomad_raft_state_leader{" in text and 'host="' in text
+    assert "nomad_nomad_heartbeat_active{" in text
+    assert 'nomad_nomad_job_summary_running{host="' in text and 'job="ci-mesosci-slc9"' in text
+    client_text = cl.request("GET", "alibuild01", "/v1/metrics", params={"format": "prometheus"}).text
+    assert "nomad_client_allocations_running{" in client_text
+    assert cl.get("alibuild01", "/v1/metrics")["Gauges"]
+
+
+def test_drain_with_deadline_moves_services_and_lets_batch_finish(cluster: Cluster) -> None:
+    cl = cluster
+    batch = cl.running("publish-alien")
+    assert batch, "the batch allocation finished before the drain test: is the machine very slow?"
+    node_name = batch[0]["NodeName"]
+    node_id = cl.node_ids[node_name]
+    other = next(n for n in CLIENTS if n != node_name)
+    services_here = [a["ID"] for a in cl.running() if a["NodeID"] == node_id and a["JobType"] == "service"]
+
+    resp = cl.request("POST", "alimesos02", f"/v1/node/{node_id}/drain", json={
+        "DrainSpec": {"Deadline": 60_000_000_000, "IgnoreSystemJobs": True}, "Meta": {"message": "lab test"}})
+    assert resp.status_code == 200, resp.text
+    assert_same_shape(sample("node_drain")["body"], resp.json())
+
+    node = wait_for("the drain to start", lambda: (n := cl.node(node_name))["Drain"] and n, 3)
+    assert node["SchedulingEligibility"] == "ineligible"
+    assert {"Deadline", "IgnoreSystemJobs", "ForceDeadline", "StartedAt"} <= set(node["DrainStrategy"])
+    assert node["DrainStrategy"]["Deadline"] == 60_000_000_000
+    assert node["LastDrain"]["Status"] == "draining"
+
+    def services_moved() -> bool:
+        allocs = {a["ID"]: a for a in cl.allocs()}
+        stopped = all(allocs[i]["DesiredStatus"] == "stop" and allocs[i]["ClientStatus"] == "complete"
+                      for i in services_here)
+        running = [a for a in allocs.values() if a["ClientStatus"] == "running" and a["JobType"] == "service"]
+        elsewhere = all(a["NodeName"] == other for a in running)
+        counts = all(sum(a["JobID"] == j for a in running) == n for j, n in SERVICE_COUNTS.items())
+        return stopped and elsewhere and counts
+
+    wait_for("the service allocations to move", services_moved, 5)
+    assert cl.running("publish-alien"), "the batch allocation must keep running until it ends"
+    refused = cl.request("POST", "alimesos01", f"/v1/node/{node_id}/eligibility", json={"Eligibility": "eligible"})
+    assert refused.status_code == 500 and "draining" in refused.text
+
+    node = wait_for("the drain to complete", lambda: not (n := cl.node(node_name))["Drain"] and n, BATCH_RUN_S + 10)
+    assert node["DrainStrategy"] is None
+    assert node["SchedulingEligibility"] == "ineligible"
+    assert node["LastDrain"]["Status"] == "complete"
+    assert node["LastDrain"]["Meta"] == {"message": "lab test"}
+    assert "Node drain complete" in [e["Message"] for e in node["Events"]]
+    batch_allocs = cl.get("alimesos01", "/v1/job/publish-alien/allocations")
+    assert [a["ClientStatus"] for a in batch_allocs] == ["complete"], "a finished batch job is not run again"
+    job = wait_for("the batch job dead", lambda: (j := cl.get("alimesos01", "/v1/job/publish-alien"))[
+        "Status"] == "dead" and j, 3)
+    assert job["Type"] == "batch"
+
+    resp = cl.request("PUT", "alimesos03", f"/v1/node/{node_id}/eligibility", json={"Eligibility": "eligible"})
+    assert resp.status_code == 200, resp.text
+    assert_same_shape(sample("node_eligibility")["body"], resp.json())
+    wait_for("the node eligible", lambda: cl.node(node_name)["SchedulingEligibility"] == "eligible", 3)
+    bad = cl.request("POST", "alimesos01", f"/v1/node/{node_id}/eligibility", json={"Eligibility": "maybe"})
+    assert bad.status_code == 400
+
+
+def test_python_nomad_unmodified(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    cl = cluster
+    for var in ("NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION", "NOMAD_CACERT"):
+        monkeypatch.delenv(var, raising=False)
+    for host in ("127.0.0.12", "127.0.0.21"):  # a server, and a client that forwards
+        n = nomad.Nomad(host=host, port=4646, secure=True, verify=cl.ca, cert=cl.cert, token=cl.token, timeout=5)
+        nodes = n.nodes.get_nodes()
+        assert {x["Name"] for x in nodes} == set(CLIENTS)
+        node_id = cl.node_ids["alimetal01"]
+        assert n.node.get_node(node_id)["Name"] == "alimetal01"
+        assert n.status.leader.get_leader() in {f"{ip}:4647" for ip in SERVERS.values()}
+        assert len(n.operator.get_configuration()["Servers"]) == 3
+        assert {j["ID"] for j in n.jobs.get_jobs()} == {j["ID"] for j in JOBS}
+        assert n.allocations.get_allocations()
+
+    n = nomad.Nomad(host="127.0.0.13", port=4646, secure=True, verify=cl.ca, cert=cl.cert, token=cl.token, timeout=5)
+    node_id = cl.node_ids["alimetal01"]
+    reply = n.node.drain_node_with_spec(node_id, {"Deadline": 30_000_000_000, "IgnoreSystemJobs": False})
+    assert reply["NodeModifyIndex"] > 0
+    wait_for("the node draining or drained", lambda: n.node.get_node(node_id)["LastDrain"], 3)
+    n.node.drain_node_with_spec(node_id, None, mark_eligible=True)  # cancels the drain, if still on
+    wait_for("the node eligible again", lambda: n.node.get_node(node_id)["SchedulingEligibility"] == "eligible", 3)
+    n.node.eligible_node(node_id, ineligible=True)
+    wait_for("ineligible", lambda: n.node.get_node(node_id)["SchedulingEligibility"] == "ineligible", 3)
+    n.node.eligible_node(node_id, eligible=True)
+    wait_for("eligible", lambda: n.node.get_node(node_id)["SchedulingEligibility"] == "eligible", 3)
+    assert not n.node.get_node(node_id)["Drain"]
+
+    wrong = nomad.Nomad(host="127.0.0.12", port=4646, secure=True, verify=cl.ca, cert=cl.cert, token="nope", timeout=5)
+    with pytest.raises(nomad.api.exceptions.URLNotAuthorizedNomadException):
+        wrong.nodes.get_nodes()
+
+
+def test_clients_sync_to_consul(cluster: Cluster) -> None:
+    cl = cluster
+    fake = cl.fake_consul
+    if fake is None:
+        pytest.skip("127.0.0.11:8500 is taken: cannot stand in for Consul")
+
+    def synced() -> bool:
+        services = fake.snapshot()
+        clients = {f"_nomad-client-{cl.node_ids[n][:8]}" for n in CLIENTS}
+        tasks = {s for s in services if s.startswith("_nomad-task-")}
+        expected = {f"_nomad-task-{a['ID']}" for a in cl.running()}
+        return clients <= set(services) and tasks == expected
+
+    wait_for("Consul to hold the clients and exactly the running allocations", synced, 13)
+    services = fake.snapshot()
+    reg = services[f"_nomad-client-{cl.node_ids['alibuild01'][:8]}"]
+    assert reg["Node"] == "alibuild01" and reg["Address"] == "127.0.0.21" and reg["Datacenter"] == "cern"
+    assert reg["Service"] == {"ID": f"_nomad-client-{cl.node_ids['alibuild01'][:8]}", "Service": "nomad-client",
+                              "Port": 4646, "Tags": ["http"]}
+    assert reg["Check"]["Status"] == "passing" and reg["Check"]["CheckID"] == "nomad-client-health"
+    task = next(v for k, v in services.items() if k.startswith("_nomad-task-"))
+    assert task["Service"]["Service"] in SERVICE_COUNTS and task["Service"]["Port"] >= 8000
+    assert task["Check"]["Status"] == "passing" and task["Check"]["ServiceID"] == task["Service"]["ID"]
+    assert fake.tokens == {cl.consul_token}
+
+
+def test_acl_and_tls(cluster: Cluster) -> None:
+    cl = cluster
+    for who in ("alimesos01", "alibuild01"):
+        assert cl.request("GET", who, "/v1/nodes", token=None).status_code == 403
+        assert cl.request("GET", who, "/v1/nodes", token=None).text.strip() == "Permission denied"
+        assert cl.request("GET", who, "/v1/nodes", token="not-the-token").status_code == 403
+        assert cl.request("GET", who, "/v1/jobs", token=None,
+                          headers={"Authorization": f"Bearer {cl.token}"}).status_code == 200
+        assert cl.request("GET", who, "/v1/status/leader", token=None).status_code == 200
+        assert cl.request("GET", who, "/v1/agent/health", token=None).status_code == 200
+        assert cl.request("POST", who, f"/v1/node/{cl.node_ids['alibuild01']}/eligibility", token=None,
+                          json={"Eligibility": "ineligible"}).status_code == 403
+    with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is a ConnectionError
+        requests.get(cl.url("alimesos01", "/v1/status/leader"), verify=cl.ca, timeout=5)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get("https://127.0.0.11:4647/internal/state", verify=cl.ca, timeout=5)
+
+
+def test_stopped_client_goes_down_and_its_allocations_are_replaced(cluster: Cluster) -> None:
+    cl = cluster
+    running = cl.running()
+    victim = max(CLIENTS, key=lambda n: sum(a["NodeName"] == n for a in running))
+    survivor = next(n for n in CLIENTS if n != victim)
+    lost = [a["ID"] for a in running if a["NodeName"] == victim]
+    assert lost, "nothing runs on either client"
+
+    assert cl.stop(victim) < 1.0, "SIGTERM must end the client within a second"
+    started = time.monotonic()
+    wait_for(f"{victim} down", lambda: cl.node(victim)["Status"] == "down", 10)
+    assert time.monotonic() - started <= 8.5
+    assert cl.node(survivor)["Status"] == "ready"
+
+    def replaced() -> bool:
+        allocs = {a["ID"]: a for a in cl.allocs()}
+        was_lost = all(allocs[i]["ClientStatus"] == "lost" for i in lost)
+        return was_lost and cl.placed() and all(a["NodeName"] == survivor for a in cl.running())
+
+    wait_for("the lost allocations replaced on the other client", replaced, 3)
+    replacement = next(a for a in cl.allocs() if a["PreviousAllocation"] in lost)
+    assert replacement["NodeName"] == survivor
+    leader = cl.agreed_leader(list(SERVERS)).replace(":4647", "")
+    text = cl.request("GET", leader, "/v1/metrics", params={"format": "prometheus"}).text
+    assert 'nomad_nomad_heartbeat_active{host="' in text and "} 1\n" in text
+
+    cl.start(victim)
+    wait_for(f"{victim} ready again", lambda: cl.node(victim)["Status"] == "ready", 6)
+    assert "Node heartbeat missed" in [e["Message"] for e in cl.node(victim)["Events"]]
+
+
+def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
+    cl = cluster
+    by_addr = {f"{ip}:4647": name for name, ip in SERVERS.items()}
+    first = by_addr[cl.agreed_leader(list(SERVERS))]
+
+    assert cl.stop(first) < 1.0, "SIGTERM must end a server within a second"
+    rest = [n for n in SERVERS if n != first]
+    first_addr = f"{SERVERS[first]}:4647"
+    second = by_addr[wait_for("a new leader among the other two",
+                              lambda: (a := cl.agreed_leader(rest)) != first_addr and a, 8)]
+    members = {m["Name"]: m["Status"] for m in cl.get(second, "/v1/agent/members")["Members"]}
+    wait_for("the stopped server failed in members", lambda: {
+        m["Name"]: m["Status"] for m in cl.get(second, "/v1/agent/members")["Members"]}[f"{first}.global"] == "failed",
+        3)
+    assert members[f"{second}.global"] == "alive"
+
+    cl.stop(second)
+    last = next(n for n in rest if n != second)
+    wait_for("no leader without a quorum", lambda: cl.leader_of(last) == "", 5)
+    resp = cl.request("GET", last, "/v1/nodes")
+    assert (resp.status_code, resp.text.strip()) == (500, "No cluster leader")
+    stale = cl.request("GET", last, "/v1/nodes", params={"stale": "true"})
+    assert stale.status_code == 200 and len(stale.json()) == 2
+    assert stale.headers["X-Nomad-KnownLeader"] == "false"
+    health = cl.request("GET", last, "/v1/agent/health", token=None)
+    assert health.status_code == 500
+    assert_same_shape(sample("agent_health_500_unhealthy")["body"], health.json())
+    write = cl.request("POST", last, f"/v1/node/{cl.node_ids['alibuild01']}/eligibility",
+                       json={"Eligibility": "eligible"})
+    assert write.status_code == 500
+
+    cl.start(first)
+    wait_for("a leader again with two servers", lambda: cl.agreed_leader([first, last]), 8)
+    cl.start(second)
+    leader = by_addr[wait_for("all three agree", lambda: cl.agreed_leader(list(SERVERS)), 8)]
+    # The state survived: the jobs and nodes are still known, nothing was marked down meanwhile.
+    nodes = cl.get(leader, "/v1/nodes")
+    assert sorted(n["Status"] for n in nodes) == ["ready", "ready"]
+    wait_for("the jobs placed", cl.placed, 3)
+
+    target = next(n for n in SERVERS if n != leader)
+    follower = next(n for n in SERVERS if n not in (leader, target))
+    resp = cl.request("PUT", follower, "/v1/operator/raft/transfer-leadership", params={"id": cl.ids[target]})
+    assert resp.status_code == 200, resp.text
+    assert_same_shape({"From": {"Address": "", "ID": ""}, "To": {"Address": "", "ID": ""}, "Noop": False},
+                      resp.json())
+    assert resp.json()["To"]["ID"] == cl.ids[target]
+    wait_for(f"{target} leading", lambda: cl.agreed_leader(list(SERVERS)) == f"{SERVERS[target]}:4647", 5)
+
+    resp = cl.request("POST", target, "/v1/operator/raft/transfer-leadership",
+                      params={"address": f"{SERVERS[leader]}:4647"})
+    assert resp.status_code == 200, resp.text
+    wait_for(f"{leader} leading again", lambda: cl.agreed_leader(list(SERVERS)) == f"{SERVERS[leader]}:4647", 5)
+
+    assert cl.request("PUT", leader, "/v1/operator/raft/transfer-leadership",
+                      params={"id": str(uuid.uuid4())}).status_code == 400
+    assert cl.request("PUT", leader, "/v1/operator/raft/transfer-leadership").status_code == 400
+    raft = cl.get(follower, "/v1/operator/raft/configuration")
+    assert [s["Node"] for s in raft["Servers"] if s["Leader"]] == [f"{leader}.global"]
