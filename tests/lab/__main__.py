@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.lab", description="The ALICE lab cluster on this machine.")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create or start the lab (idempotent); writes .lab/")
-    up.add_argument("--agents", type=int, default=None, help="number of VM agents alibuildNN (default 2, or as last up)")
+    up.add_argument(
+        "--agents", type=int, default=None, help="number of VM agents alibuildNN (default 2, or as last up)"
+    )
     sub.add_parser("down", help="remove the lab's containers, volumes and network")
     sub.add_parser("status", help="containers, leaders, Vault seal state and memory")
     sub.add_parser("faults", help="list the faults")
@@ -28,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "up":
             topo = cluster.up(args.agents)
-            print(f"lab up: {len(topo.masters)} masters, {len(topo.agents)} agents in "
-                  f"{time.monotonic() - started:.0f}s; inventory in .lab/inventory.yaml")
+            print(
+                f"lab up: {len(topo.masters)} masters, {len(topo.agents)} agents in "
+                f"{time.monotonic() - started:.0f}s; inventory in .lab/inventory.yaml"
+            )
         elif args.cmd == "down":
             cluster.down()
             print("lab down")

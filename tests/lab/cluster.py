@@ -3,6 +3,7 @@ state folder. `up` is idempotent: it creates what is missing and starts what is 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -32,9 +33,23 @@ LABEL = "alicelab.lab"
 REGISTRY_PORT = 5443  # published on 127.0.0.1 only, for the host to push the builder image
 # What systemd as PID 1 needs in a container on a machine where --privileged is refused.
 SYSTEMD_ARGS = [
-    "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--security-opt", "seccomp=unconfined",
-    "--security-opt", "apparmor=unconfined", "--tmpfs", "/run", "--tmpfs", "/run/lock",
-    "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--cgroupns=host", "--stop-signal", "SIGRTMIN+3",
+    "--cap-add",
+    "SYS_ADMIN",
+    "--cap-add",
+    "NET_ADMIN",
+    "--security-opt",
+    "seccomp=unconfined",
+    "--security-opt",
+    "apparmor=unconfined",
+    "--tmpfs",
+    "/run",
+    "--tmpfs",
+    "/run/lock",
+    "-v",
+    "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--cgroupns=host",
+    "--stop-signal",
+    "SIGRTMIN+3",
 ]
 
 
@@ -73,22 +88,65 @@ def _ensure_running(name: str, create: list[str]) -> None:
 def _services(rootfs: str) -> None:
     dirs = configs.write_services(current())
     net = ["--network", NETWORK, "--init"]
-    _ensure_running("alicelab-registry", [
-        *net, "--ip", REGISTRY_IP, "--hostname", "registry", "-p", f"127.0.0.1:{REGISTRY_PORT}:443",
-        "-v", f"{dirs['registry']}:/etc/alicelab:ro", rootfs,
-        "/usr/bin/docker-registry", "serve", "/etc/alicelab/registry.yml",
-    ])
-    _ensure_running("alicelab-openstack", [
-        *net, "--ip", OPENSTACK_IP, "--hostname", "openstack", "-e", "PYTHONPATH=/opt/alicelab",
-        "-v", f"{dirs['openstack']}:/etc/alicelab:ro", "-v", f"{EMULATORS}:/opt/alicelab/emulators:ro",
-        "-v", "/var/run/docker.sock:/var/run/docker.sock", rootfs,
-        "python3", "-m", "emulators.openstack", "/etc/alicelab/openstack.json",
-    ])
-    _ensure_running("alicelab-monit", [
-        *net, "--ip", MONIT_IP, "--hostname", "monit", "-v", f"{dirs['monit']}:/etc/alicelab:ro", rootfs,
-        "/usr/bin/prometheus", "--config.file=/etc/alicelab/monit.yml", "--storage.tsdb.path=/tmp/monit",
-        "--web.enable-remote-write-receiver", "--web.listen-address=:9090",
-    ])
+    _ensure_running(
+        "alicelab-registry",
+        [
+            *net,
+            "--ip",
+            REGISTRY_IP,
+            "--hostname",
+            "registry",
+            "-p",
+            f"127.0.0.1:{REGISTRY_PORT}:443",
+            "-v",
+            f"{dirs['registry']}:/etc/alicelab:ro",
+            rootfs,
+            "/usr/bin/docker-registry",
+            "serve",
+            "/etc/alicelab/registry.yml",
+        ],
+    )
+    _ensure_running(
+        "alicelab-openstack",
+        [
+            *net,
+            "--ip",
+            OPENSTACK_IP,
+            "--hostname",
+            "openstack",
+            "-e",
+            "PYTHONPATH=/opt/alicelab",
+            "-v",
+            f"{dirs['openstack']}:/etc/alicelab:ro",
+            "-v",
+            f"{EMULATORS}:/opt/alicelab/emulators:ro",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            rootfs,
+            "python3",
+            "-m",
+            "emulators.openstack",
+            "/etc/alicelab/openstack.json",
+        ],
+    )
+    _ensure_running(
+        "alicelab-monit",
+        [
+            *net,
+            "--ip",
+            MONIT_IP,
+            "--hostname",
+            "monit",
+            "-v",
+            f"{dirs['monit']}:/etc/alicelab:ro",
+            rootfs,
+            "/usr/bin/prometheus",
+            "--config.file=/etc/alicelab/monit.yml",
+            "--storage.tsdb.path=/tmp/monit",
+            "--web.enable-remote-write-receiver",
+            "--web.listen-address=:9090",
+        ],
+    )
 
 
 def _push_builder() -> None:
@@ -105,22 +163,43 @@ def _push_builder() -> None:
 def node_run_args(node: Node, image: str) -> list[str]:
     d = configs.node_dir(node)
     args = [
-        "--name", node.name, "--hostname", node.name, "--network", NETWORK, "--ip", node.ip,
+        "--name",
+        node.name,
+        "--hostname",
+        node.name,
+        "--network",
+        NETWORK,
+        "--ip",
+        node.ip,
         *SYSTEMD_ARGS,
-        "--add-host", f"registry.cern.ch:{REGISTRY_IP}",
-        "--label", f"{LABEL}=1", "--label", f"alicelab.role={node.role}",
-        "--label", f"alicelab.server={configs.server_label(node)}",
-        "-v", f"{d}:/etc/alicelab:ro",
-        "-v", f"{d}/ssh/ssh_host_ed25519_key:/etc/ssh/ssh_host_ed25519_key:ro",
-        "-v", f"{d}/ssh/ssh_host_ed25519_key.pub:/etc/ssh/ssh_host_ed25519_key.pub:ro",
-        "-v", f"{STATE / 'id_ed25519.pub'}:/root/.ssh/authorized_keys:ro",
-        "-v", f"{EMULATORS}:/opt/alicelab/emulators:ro",
-        "-v", f"{STATE / 'ca.pem'}:/etc/docker/certs.d/registry.cern.ch/ca.crt:ro",
+        "--add-host",
+        f"registry.cern.ch:{REGISTRY_IP}",
+        "--label",
+        f"{LABEL}=1",
+        "--label",
+        f"alicelab.role={node.role}",
+        "--label",
+        f"alicelab.server={configs.server_label(node)}",
+        "-v",
+        f"{d}:/etc/alicelab:ro",
+        "-v",
+        f"{d}/ssh/ssh_host_ed25519_key:/etc/ssh/ssh_host_ed25519_key:ro",
+        "-v",
+        f"{d}/ssh/ssh_host_ed25519_key.pub:/etc/ssh/ssh_host_ed25519_key.pub:ro",
+        "-v",
+        f"{STATE / 'id_ed25519.pub'}:/root/.ssh/authorized_keys:ro",
+        "-v",
+        f"{EMULATORS}:/opt/alicelab/emulators:ro",
+        "-v",
+        f"{STATE / 'ca.pem'}:/etc/docker/certs.d/registry.cern.ch/ca.crt:ro",
     ]
     if node.has_vdb:
         # The `vdb` volume: a separate filesystem on /build that outlives a rebuild, as a Cinder volume does.
-        args += ["--mount", f"type=volume,src=alicelab-{node.name}-vdb,dst=/build,volume-opt=type=tmpfs,"
-                 f"volume-opt=device=tmpfs,volume-opt=o=size={BUILD_SIZE}"]
+        args += [
+            "--mount",
+            f"type=volume,src=alicelab-{node.name}-vdb,dst=/build,volume-opt=type=tmpfs,"
+            f"volume-opt=device=tmpfs,volume-opt=o=size={BUILD_SIZE}",
+        ]
     return [*args, image]
 
 
@@ -152,9 +231,11 @@ def unseal_all(topo: Topology) -> None:
         return labapi.vault("GET", ip, "/v1/sys/seal-status")[0] == 200
 
     for m in topo.masters:
-        wait_for(f"OpenBao on {m.name}", lambda ip=m.ip: answering(ip), 120)
+        wait_for(f"OpenBao on {m.name}", functools.partial(answering, m.ip), 120)
     if init is None:
-        status, body = labapi.vault("PUT", first, "/v1/sys/init", {"secret_shares": 3, "secret_threshold": 2}, timeout=60)
+        status, body = labapi.vault(
+            "PUT", first, "/v1/sys/init", {"secret_shares": 3, "secret_threshold": 2}, timeout=60
+        )
         if status != 200:
             raise LabError(f"OpenBao init on {topo.masters[0].name} failed with HTTP {status}")
         init = {"keys": body["keys_base64"], "root_token": body["root_token"]}
@@ -173,17 +254,24 @@ def unseal_all(topo: Topology) -> None:
         return False
 
     for m in topo.masters:
-        wait_for(f"OpenBao unsealed on {m.name}", lambda ip=m.ip: unsealed(ip), 180, 3)
+        wait_for(f"OpenBao unsealed on {m.name}", functools.partial(unsealed, m.ip), 180, 3)
 
 
 def _pull_builder(node: Node) -> None:
-    node_exec(node.name, f"docker image inspect {BUILDER_IMAGE} >/dev/null 2>&1 || docker pull -q {BUILDER_IMAGE}",
-              timeout=300)
+    node_exec(
+        node.name,
+        f"docker image inspect {BUILDER_IMAGE} >/dev/null 2>&1 || docker pull -q {BUILDER_IMAGE}",
+        timeout=300,
+    )
 
 
 def _first_puppet_run(node: Node) -> None:
-    node_exec(node.name, "test -s /opt/puppetlabs/puppet/public/last_run_summary.yaml || puppet agent -t -v "
-              ">/var/log/puppetlabs/first-run.log 2>&1; true", timeout=600)
+    node_exec(
+        node.name,
+        "test -s /opt/puppetlabs/puppet/public/last_run_summary.yaml || puppet agent -t -v "
+        ">/var/log/puppetlabs/first-run.log 2>&1; true",
+        timeout=600,
+    )
 
 
 def up(vm_agents: int | None = None) -> Topology:
@@ -207,7 +295,7 @@ def up(vm_agents: int | None = None) -> Topology:
         _node(node, tags[node.role])
     _remove_extra_agents(topo)
     for node in topo.nodes:
-        wait_for(f"sshd on {node.name}", lambda ip=node.ip: ssh_port_open(ip), 240, 2)
+        wait_for(f"sshd on {node.name}", functools.partial(ssh_port_open, node.ip), 240, 2)
     unseal_all(topo)
     statefiles.write_all(topo)  # now with VAULT_TOKEN
     with ThreadPoolExecutor(max_workers=4) as pool:

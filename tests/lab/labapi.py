@@ -11,7 +11,6 @@ import requests
 from .configs import lab_secrets
 from .topology import STATE
 
-
 _S: requests.Session | None = None
 
 
@@ -22,8 +21,15 @@ def http(method: str, url: str, body: Any = None, token: str = "", timeout: floa
     headers = {"X-Nomad-Token": token, "X-Consul-Token": token, "X-Vault-Token": token} if token else {}
     try:
         # verify per request: a session's verify loses to REQUESTS_CA_BUNDLE from the environment
-        r = _S.request(method, url, json=body, headers=headers, timeout=timeout, verify=str(STATE / "ca.pem"),
-                       cert=(str(STATE / "client.pem"), str(STATE / "client-key.pem")))
+        r = _S.request(
+            method,
+            url,
+            json=body,
+            headers=headers,
+            timeout=timeout,
+            verify=str(STATE / "ca.pem"),
+            cert=(str(STATE / "client.pem"), str(STATE / "client-key.pem")),
+        )
     except requests.RequestException:
         return 0, None
     try:
@@ -47,3 +53,61 @@ def vault(method: str, ip: str, path: str, body: Any = None, token: str = "", ti
 def vault_init() -> dict[str, Any] | None:
     path = STATE / "vault-init.json"
     return dict(json.loads(path.read_text())) if path.exists() else None
+
+
+def openstack_token(project: str) -> str:
+    from .topology import OPENSTACK_IP  # noqa: PLC0415
+
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": "alibuild-lab",
+                        "domain": {"name": "Default"},
+                        "password": lab_secrets()["openstack_password"],
+                    }
+                },
+            },
+            "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
+        }
+    }
+    r = requests.post(
+        f"https://{OPENSTACK_IP}:5000/v3/auth/tokens", json=body, timeout=10, verify=str(STATE / "ca.pem")
+    )
+    r.raise_for_status()
+    return r.headers["X-Subject-Token"]
+
+
+def nova(method: str, project: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """A Nova call as the lab's OpenStack user, in `project`."""
+    from .topology import OPENSTACK_IP  # noqa: PLC0415
+
+    r = requests.request(
+        method,
+        f"https://{OPENSTACK_IP}:8774/v2.1{path}",
+        json=body,
+        timeout=30,
+        verify=str(STATE / "ca.pem"),
+        headers={"X-Auth-Token": openstack_token(project)},
+    )
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        return r.status_code, r.text
+
+
+def lab_override(method: str, path: str, body: Any = None) -> int:
+    """The OpenStack emulator's lab-only endpoints (fault injection)."""
+    from .topology import OPENSTACK_IP  # noqa: PLC0415
+
+    r = requests.request(
+        method,
+        f"https://{OPENSTACK_IP}:8774{path}",
+        json=body,
+        timeout=10,
+        verify=str(STATE / "ca.pem"),
+        headers={"X-Lab-Admin": lab_secrets()["lab_admin"]},
+    )
+    return r.status_code

@@ -11,7 +11,16 @@ import yaml
 
 from . import certs
 from .configs import ca, lab_secrets, node_dir, ssh_keys, write
-from .topology import BUILD_MIN_FREE_GIB, BUILDER_IMAGE, CLUSTER, OPENSTACK_IP, PROJECT_METAL, PROJECT_VMS, STATE, Topology
+from .topology import (
+    BUILD_MIN_FREE_GIB,
+    BUILDER_IMAGE,
+    CLUSTER,
+    OPENSTACK_IP,
+    PROJECT_METAL,
+    PROJECT_VMS,
+    STATE,
+    Topology,
+)
 
 
 def client_cert() -> tuple[Path, Path]:
@@ -36,38 +45,74 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -
         lines.append(f"{n.name},{n.ip} {pub[0]} {pub[1]}")
     write(STATE / "known_hosts", "\n".join(lines) + "\n")
 
-    ssh = ["# Written by `python -m tests.lab up`.", "Host *", f"  IdentityFile {key}", "  IdentitiesOnly yes",
-           f"  UserKnownHostsFile {STATE / 'known_hosts'}", "  StrictHostKeyChecking yes", "  User root",
-           "  ConnectTimeout 10", "  LogLevel ERROR", ""]
+    ssh = [
+        "# Written by `python -m tests.lab up`.",
+        "Host *",
+        f"  IdentityFile {key}",
+        "  IdentitiesOnly yes",
+        f"  UserKnownHostsFile {STATE / 'known_hosts'}",
+        "  StrictHostKeyChecking yes",
+        "  User root",
+        "  ConnectTimeout 10",
+        "  LogLevel ERROR",
+        "",
+    ]
     for n in topo.nodes:
         ssh += [f"Host {n.name}", f"  HostName {n.ip}", ""]
     write(STATE / "ssh_config", "\n".join(ssh))
 
     sec = lab_secrets()
-    auth = {"auth_url": f"https://{OPENSTACK_IP}:5000/v3", "username": "alibuild-lab",
-            "password": sec["openstack_password"], "user_domain_name": "Default", "project_domain_name": "Default"}
-    clouds = {"clouds": {
-        name: {"auth": {**auth, "project_name": project}, "region_name": "cern", "identity_api_version": 3,
-               "cacert": str(cacert), "api_timeout": 30}
-        for name, project in (("alicelab", PROJECT_VMS), ("alicelab-physical", PROJECT_METAL))
-    }}
+    auth = {
+        "auth_url": f"https://{OPENSTACK_IP}:5000/v3",
+        "username": "alibuild-lab",
+        "password": sec["openstack_password"],
+        "user_domain_name": "Default",
+        "project_domain_name": "Default",
+    }
+    clouds = {
+        "clouds": {
+            name: {
+                "auth": {**auth, "project_name": project},
+                "region_name": "cern",
+                "identity_api_version": 3,
+                "cacert": str(cacert),
+                "api_timeout": 30,
+            }
+            for name, project in (("alicelab", PROJECT_VMS), ("alicelab-physical", PROJECT_METAL))
+        }
+    }
     write(STATE / "clouds.yaml", yaml.safe_dump(clouds, sort_keys=False), 0o600)
 
     env = {
-        "NOMAD_ADDR": f"https://{m1.ip}:4646", "NOMAD_CACERT": str(cacert), "NOMAD_CLIENT_CERT": str(cert),
-        "NOMAD_CLIENT_KEY": str(ckey), "NOMAD_TOKEN": sec["nomad"],
-        "CONSUL_HTTP_ADDR": f"https://{m1.ip}:8500", "CONSUL_CACERT": str(cacert),
-        "CONSUL_CLIENT_CERT": str(cert), "CONSUL_CLIENT_KEY": str(ckey), "CONSUL_HTTP_TOKEN": sec["consul"],
-        "VAULT_ADDR": f"https://{m1.ip}:8200", "VAULT_CACERT": str(cacert), "VAULT_CLIENT_CERT": str(cert),
-        "VAULT_CLIENT_KEY": str(ckey), "VAULT_TOKEN": vault_token(),
-        "OS_CLOUD": "alicelab", "OS_CLIENT_CONFIG_FILE": str(STATE / "clouds.yaml"),
+        "NOMAD_ADDR": f"https://{m1.ip}:4646",
+        "NOMAD_CACERT": str(cacert),
+        "NOMAD_CLIENT_CERT": str(cert),
+        "NOMAD_CLIENT_KEY": str(ckey),
+        "NOMAD_TOKEN": sec["nomad"],
+        "CONSUL_HTTP_ADDR": f"https://{m1.ip}:8500",
+        "CONSUL_CACERT": str(cacert),
+        "CONSUL_CLIENT_CERT": str(cert),
+        "CONSUL_CLIENT_KEY": str(ckey),
+        "CONSUL_HTTP_TOKEN": sec["consul"],
+        "VAULT_ADDR": f"https://{m1.ip}:8200",
+        "VAULT_CACERT": str(cacert),
+        "VAULT_CLIENT_CERT": str(cert),
+        "VAULT_CLIENT_KEY": str(ckey),
+        "VAULT_TOKEN": vault_token(),
+        "OS_CLOUD": "alicelab",
+        "OS_CLIENT_CONFIG_FILE": str(STATE / "clouds.yaml"),
     }
     write(STATE / "env", "".join(f"export {k}='{v}'\n" for k, v in env.items()), 0o600)
 
     inventory: dict[str, Any] = {
         "cluster": CLUSTER,
-        "ssh": {"user": "root", "config": "ssh_config", "known_hosts": "known_hosts", "identity": "id_ed25519",
-                "connect_timeout_s": 10},
+        "ssh": {
+            "user": "root",
+            "config": "ssh_config",
+            "known_hosts": "known_hosts",
+            "identity": "id_ed25519",
+            "connect_timeout_s": 10,
+        },
         "apis": {
             "tls": {"ca": "ca.pem", "cert": cert.name, "key": ckey.name},
             "nomad": {"address": f"https://{m1.ip}:4646"},

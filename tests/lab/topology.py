@@ -82,6 +82,8 @@ def topology(vm_agents: int = 2) -> Topology:
     if not 1 <= vm_agents <= 250:
         raise ValueError("--agents must be between 1 and 250")
     masters = [Node(f"alimesos0{i}", "master", f"172.30.0.1{i}", az=AZS[i - 1]) for i in (1, 2, 3)]
-    agents = [Node(f"alibuild{i:02d}", "agent", f"172.30.1.{i}", "vm", AZS[(i - 1) % 3]) for i in range(1, vm_agents + 1)]
+    agents = [
+        Node(f"alibuild{i:02d}", "agent", f"172.30.1.{i}", "vm", AZS[(i - 1) % 3]) for i in range(1, vm_agents + 1)
+    ]
     agents.append(Node("alimetal01", "agent", "172.30.2.1", "metal", AZS[0]))
     return Topology(masters, agents)

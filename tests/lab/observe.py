@@ -1,0 +1,131 @@
+"""Looking at the lab from outside, as the suite and an operator do: ssh with the lab's ssh_config
+and known_hosts, ping, and the real HTTP APIs with the CLIs' variables from .lab/env."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import requests
+import yaml
+
+from . import labapi
+from .cluster import env as lab_env
+from .topology import PROJECT_METAL, PROJECT_VMS, STATE, Topology, stable_id, topology
+
+
+def eventually(ok: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if ok():
+                return True
+        except (OSError, ValueError, KeyError, requests.RequestException, subprocess.SubprocessError):
+            pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def lab() -> Topology:
+    inv = yaml.safe_load((STATE / "inventory.yaml").read_text())
+    vms = sum(1 for a in inv["nodes"]["agents"] if a["kind"] == "vm")
+    return topology(vms)
+
+
+def ssh(node: str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["ssh", "-F", str(STATE / "ssh_config"), "-o", "BatchMode=yes", node, command],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ssh_ok(node: str) -> bool:
+    return ssh(node, "true", timeout=20).returncode == 0
+
+
+def pings(ip: str) -> bool:
+    return subprocess.run(["ping", "-c", "1", "-W", "2", ip], capture_output=True, timeout=10).returncode == 0
+
+
+def _env() -> dict[str, str]:
+    return lab_env()
+
+
+def nomad_get(path: str, addr: str | None = None) -> Any:
+    e = _env()
+    r = requests.get(
+        f"{addr or e['NOMAD_ADDR']}{path}",
+        headers={"X-Nomad-Token": e["NOMAD_TOKEN"]},
+        verify=e["NOMAD_CACERT"],
+        cert=(e["NOMAD_CLIENT_CERT"], e["NOMAD_CLIENT_KEY"]),
+        timeout=5,
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def consul_get(path: str, addr: str | None = None) -> Any:
+    e = _env()
+    r = requests.get(
+        f"{addr or e['CONSUL_HTTP_ADDR']}{path}",
+        headers={"X-Consul-Token": e["CONSUL_HTTP_TOKEN"]},
+        verify=e["CONSUL_CACERT"],
+        cert=(e["CONSUL_CLIENT_CERT"], e["CONSUL_CLIENT_KEY"]),
+        timeout=5,
+    )
+    r.raise_for_status()
+    return r.json()
+
+
+def vault_health(ip: str) -> int:
+    """/v1/sys/health's status code on one master: 200 active, 429 standby, 503 sealed, 0 unreachable."""
+    e = _env()
+    try:
+        r = requests.get(
+            f"https://{ip}:8200/v1/sys/health",
+            verify=e["VAULT_CACERT"],
+            cert=(e["VAULT_CLIENT_CERT"], e["VAULT_CLIENT_KEY"]),
+            timeout=5,
+        )
+    except requests.RequestException:
+        return 0
+    return r.status_code
+
+
+def prometheus(query: str, ip: str = "172.30.0.11") -> list[dict[str, Any]]:
+    r = requests.get(f"http://{ip}:9090/api/v1/query", params={"query": query}, timeout=5)
+    r.raise_for_status()
+    return list(r.json()["data"]["result"])
+
+
+def target_health(instance: str, ip: str = "172.30.0.11") -> set[str]:
+    r = requests.get(f"http://{ip}:9090/api/v1/targets", params={"state": "active"}, timeout=5)
+    r.raise_for_status()
+    return {t["health"] for t in r.json()["data"]["activeTargets"] if t["labels"]["instance"] == instance}
+
+
+def nomad_node(name: str) -> dict[str, Any]:
+    return dict(nomad_get(f"/v1/node/{stable_id('nomad-node', name)}"))
+
+
+def nova_servers(project: str = PROJECT_VMS) -> dict[str, dict[str, Any]]:
+    status, body = labapi.nova("GET", project, "/servers/detail")
+    assert status == 200, body
+    return {s["name"]: s for s in body["servers"]}
+
+
+def nova_server(name: str) -> dict[str, Any]:
+    servers = nova_servers(PROJECT_VMS)
+    servers.update(nova_servers(PROJECT_METAL))
+    return servers[name]
+
+
+def puppet_summary(node: str) -> dict[str, Any]:
+    out = ssh(node, "cat /opt/puppetlabs/puppet/public/last_run_summary.yaml").stdout
+    return dict(yaml.safe_load(out))

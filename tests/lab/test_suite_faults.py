@@ -1,0 +1,120 @@
+"""The suite's node checks against the lab: all pass on a healthy lab; each lab fault makes exactly
+its check fail on exactly its node (the node's other checks blocked when it is unreachable), and after
+the heal everything passes again. The suite runs as an operator runs it: `pytest checks --inventory`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from . import faults
+from .cluster import env as lab_env
+from .observe import eventually, ssh
+from .topology import REPO, STATE
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
+
+NODE_CHECKS = ["checks/node.py", "checks/master.py", "checks/agent.py"]
+
+
+def run_suite(report_dir: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            *NODE_CHECKS,
+            f"--inventory={STATE / 'inventory.yaml'}",
+            f"--report-dir={report_dir}",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-n",
+            "2",
+        ],
+        cwd=REPO,
+        env=lab_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    path = report_dir / "latest" / "summary.json"
+    assert path.exists(), f"no summary.json; pytest said:\n{proc.stdout[-3000:]}\n{proc.stderr[-2000:]}"
+    return dict(json.loads(path.read_text()))
+
+
+def not_passed(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["check"], r["node"]): r for r in summary["records"] if r["outcome"] != "passed"}
+
+
+@dataclass
+class Case:
+    fault: str
+    node: str
+    check: str
+    blocks_node: bool = False  # the node is unreachable: every other check on it is blocked by `check`
+    reboot: bool = False  # the fault takes effect at the next boot
+
+    @property
+    def id(self) -> str:
+        return f"{self.check}<-{self.fault}[{self.node}]"
+
+
+CASES = [
+    Case("partition", "alibuild02", "node.ping", blocks_node=True),
+    Case("stop-unit:ssh", "alimesos03", "node.ssh", blocks_node=True),
+    Case("stop-unit:docker", "alimesos01", "master.units.docker"),
+    Case("stop-unit:nomad", "alimesos02", "master.units.nomad"),
+    Case("stop-unit:consul", "alimesos03", "master.units.consul"),
+    Case("stop-unit:vault", "alimesos01", "master.units.vault"),
+    Case("stop-unit:nomad", "alimetal01", "agent.units.nomad"),
+    Case("break-puppet", "alimesos02", "node.puppet.clean"),
+    Case("stale-puppet", "alibuild01", "node.puppet.recent"),
+    Case("drop-cgroup-arg", "alibuild01", "agent.cmdline.cgroup-v1", reboot=True),
+    Case("remove-builder-image", "alimetal01", "agent.image.builder"),
+    Case("unmount-build", "alibuild02", "agent.build.mounted"),
+    Case("fill-build", "alibuild01", "agent.build.free"),
+    Case("stop-unit:dsmcad", "alimesos03", "master.backup.dsmcad"),
+    Case("stale-backup", "alimesos01", "master.backup.recent"),
+    Case("fail-backup", "alimesos02", "master.backup.success"),
+]
+
+
+def test_healthy_lab_passes_every_node_check(tmp_path: Path) -> None:
+    summary = run_suite(tmp_path)
+    assert not_passed(summary) == {}
+    assert summary["totals"]["passed"] == len(summary["records"]) > 0
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_fault_fails_exactly_its_check(case: Case, tmp_path: Path) -> None:
+    assert eventually(lambda: not_passed(run_suite(tmp_path / "before")) == {}, 120, 5), "lab not healthy before"
+    faults.inject(case.fault, case.node)
+    try:
+        if case.reboot:
+            faults.reboot(case.node)
+        summary = run_suite(tmp_path / "broken")
+    finally:
+        faults.heal(case.fault, case.node)
+    bad = not_passed(summary)
+    root = bad.pop((case.check, case.node), None)
+    assert root is not None and root["outcome"] == "failed", f"{case.check} on {case.node} did not fail: {root}"
+    if case.blocks_node:
+        upstream = {"node.ping"} if case.check == "node.ssh" else set()  # what the root itself needs
+        on_node = [
+            r for r in summary["records"] if r["node"] == case.node and r["check"] not in {case.check, *upstream}
+        ]
+        assert on_node and all(r["outcome"] == "blocked" and r["blocked_by"] == case.check for r in on_node)
+        for r in on_node:
+            bad.pop((r["check"], case.node))
+        assert summary["totals"]["blocked"] == len(on_node)
+    assert bad == {}, f"other checks did not pass under {case.fault}: {sorted(bad)}"
+    assert eventually(lambda: not_passed(run_suite(tmp_path / "healed")) == {}, 180, 5), "heal did not restore"
+    assert ssh(case.node, "true").returncode == 0
