@@ -11,9 +11,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from . import configs, images, labapi, statefiles
-from .dockerctl import LabError, docker, ensure_engine, inspect, node_exec
+from .dockerctl import LabError, docker, ensure_engine, inspect, memory_mib, node_exec
 from .topology import (
     BUILD_SIZE,
     BUILDER_IMAGE,
@@ -77,75 +78,49 @@ def _network() -> None:
     docker("network", "create", "--subnet", SUBNET, "--label", f"{LABEL}=1", NETWORK, timeout=60)
 
 
-def _ensure_running(name: str, create: list[str]) -> None:
+def _stale(info: dict[str, Any] | None, image: str) -> bool:
+    """A container made from another definition, or for another checkout's state folder (its bind
+    mounts and secrets would not match): it is recreated."""
+    return info is not None and (info["Config"]["Image"] != image or info["Config"]["Labels"].get(LABEL) != str(STATE))
+
+
+def _ensure_running(name: str, options: str, image: str, command: str) -> None:
     info = inspect(name)
+    if _stale(info, image):
+        docker("rm", "-f", name, timeout=120)
+        info = None
     if info is None:
-        docker("run", "-d", "--name", name, "--label", f"{LABEL}=1", *create, timeout=120)
+        args = ["--name", name, "--label", f"{LABEL}={STATE}", *options.split(), image, *command.split()]
+        docker("run", "-d", *args, timeout=120)
     elif not info["State"]["Running"]:
         docker("start", name, timeout=120)
 
 
 def _services(rootfs: str) -> None:
-    dirs = configs.write_services(current())
-    net = ["--network", NETWORK, "--init"]
+    """The registry, the OpenStack endpoint and the MONIT stand-in: one process each, no systemd."""
+    d = configs.write_services(current())
+    net = f"--network {NETWORK} --init"
     _ensure_running(
         "alicelab-registry",
-        [
-            *net,
-            "--ip",
-            REGISTRY_IP,
-            "--hostname",
-            "registry",
-            "-p",
-            f"127.0.0.1:{REGISTRY_PORT}:443",
-            "-v",
-            f"{dirs['registry']}:/etc/alicelab:ro",
-            rootfs,
-            "/usr/bin/docker-registry",
-            "serve",
-            "/etc/alicelab/registry.yml",
-        ],
+        f"{net} --ip {REGISTRY_IP} --hostname registry -p 127.0.0.1:{REGISTRY_PORT}:443 "
+        f"-v {d['registry']}:/etc/alicelab:ro",
+        rootfs,
+        "/usr/bin/docker-registry serve /etc/alicelab/registry.yml",
     )
     _ensure_running(
         "alicelab-openstack",
-        [
-            *net,
-            "--ip",
-            OPENSTACK_IP,
-            "--hostname",
-            "openstack",
-            "-e",
-            "PYTHONPATH=/opt/alicelab",
-            "-v",
-            f"{dirs['openstack']}:/etc/alicelab:ro",
-            "-v",
-            f"{EMULATORS}:/opt/alicelab/emulators:ro",
-            "-v",
-            "/var/run/docker.sock:/var/run/docker.sock",
-            rootfs,
-            "python3",
-            "-m",
-            "emulators.openstack",
-            "/etc/alicelab/openstack.json",
-        ],
+        f"{net} --ip {OPENSTACK_IP} --hostname openstack -e PYTHONPATH=/opt/alicelab "
+        f"-v {d['openstack']}:/etc/alicelab:ro -v {EMULATORS}:/opt/alicelab/emulators:ro "
+        "-v /var/run/docker.sock:/var/run/docker.sock",
+        rootfs,
+        "python3 -m emulators.openstack /etc/alicelab/openstack.json",
     )
     _ensure_running(
         "alicelab-monit",
-        [
-            *net,
-            "--ip",
-            MONIT_IP,
-            "--hostname",
-            "monit",
-            "-v",
-            f"{dirs['monit']}:/etc/alicelab:ro",
-            rootfs,
-            "/usr/bin/prometheus",
-            "--config.file=/etc/alicelab/monit.yml",
-            "--storage.tsdb.path=/tmp/monit",
-            "--web.enable-remote-write-receiver",
-            "--web.listen-address=:9090",
-        ],
+        f"{net} --ip {MONIT_IP} --hostname monit -v {d['monit']}:/etc/alicelab:ro",
+        rootfs,
+        "/usr/bin/prometheus --config.file=/etc/alicelab/monit.yml --storage.tsdb.path=/tmp/monit "
+        "--web.enable-remote-write-receiver --web.listen-address=:9090",
     )
 
 
@@ -175,7 +150,7 @@ def node_run_args(node: Node, image: str) -> list[str]:
         "--add-host",
         f"registry.cern.ch:{REGISTRY_IP}",
         "--label",
-        f"{LABEL}=1",
+        f"{LABEL}={STATE}",
         "--label",
         f"alicelab.role={node.role}",
         "--label",
@@ -194,7 +169,8 @@ def node_run_args(node: Node, image: str) -> list[str]:
         f"{STATE / 'ca.pem'}:/etc/docker/certs.d/registry.cern.ch/ca.crt:ro",
     ]
     if node.has_vdb:
-        # The `vdb` volume: a separate filesystem on /build that outlives a rebuild, as a Cinder volume does.
+        # The `vdb` volume: a filesystem of its own on /build, with its own size. Unlike a Cinder volume it is a
+        # tmpfs, so its content does not outlive a reboot (the boot recreates /build/nomad).
         args += [
             "--mount",
             f"type=volume,src=alicelab-{node.name}-vdb,dst=/build,volume-opt=type=tmpfs,"
@@ -205,7 +181,7 @@ def node_run_args(node: Node, image: str) -> list[str]:
 
 def _node(node: Node, image: str) -> None:
     info = inspect(node.name)
-    if info is not None and info["Config"]["Image"] != image:
+    if _stale(info, image):
         docker("rm", "-f", node.name, timeout=120)  # its definition changed: recreate it
         info = None
     if info is None:
@@ -359,13 +335,7 @@ def status() -> list[str]:
     for mm in topo.masters:
         st, body = labapi.vault("GET", mm.ip, "/v1/sys/health")
         lines.append(f"vault {mm.name}: HTTP {st} sealed={body.get('sealed') if isinstance(body, dict) else '?'}")
-    mem = docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", timeout=120)
-    total = 0.0
-    for row in mem.splitlines():
-        used = row.split()[1]
-        num = float(used.rstrip("KMGiB"))
-        total += num * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024}.get(used.lstrip("0123456789."), 1)
-    lines.append(f"memory of the lab's containers: {total:.0f} MiB")
+    lines.append(f"memory of the lab's containers: {sum(memory_mib().values()):.0f} MiB")
     return lines
 
 

@@ -53,3 +53,17 @@ def ensure_engine() -> None:
             return
         time.sleep(1)
     raise LabError("dockerd did not start within 60s; see /var/log/alicelab-dockerd.log")
+
+
+_UNITS = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "kB": 1 / 1024, "MB": 1.0, "GB": 1024.0}
+
+
+def memory_mib() -> dict[str, float]:
+    """Memory in use per running container, as `docker stats` reports it."""
+    out = docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", timeout=300)
+    usage = {}
+    for row in out.splitlines():
+        name, used = row.split()[:2]
+        number = used.rstrip("KMGiB")
+        usage[name] = float(number) * _UNITS[used[len(number) :]]
+    return usage

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from . import cluster, labapi
 from .configs import server_label
 from .dockerctl import LabError, docker, inspect, node_exec
-from .topology import AZS, BUILD_MIN_FREE_GIB, BUILDER_IMAGE, NETWORK, PROJECT_VMS, Node, stable_id
+from .topology import AZS, BUILD_MIN_FREE_GIB, BUILDER_IMAGE, NETWORK, PROJECT_VMS, STATE, Node, stable_id
 
 CGROUP_ARG = "systemd.unified_cgroup_hierarchy=0"
 BROKEN_PP = "/etc/puppet/code/environments/production/manifests/zz-lab-broken.pp"
@@ -310,7 +310,7 @@ def _orphan(_node: Node, name: str) -> str:
             orphan.ip,
             "--init",
             "--label",
-            f"{cluster.LABEL}=1",
+            f"{cluster.LABEL}={STATE}",
             "--label",
             f"alicelab.server={server_label(orphan)}",
             "alicelab/builder:latest",
