@@ -208,6 +208,9 @@ def unseal_all(topo: Topology) -> None:
 
     for m in topo.masters:
         wait_for(f"OpenBao on {m.name}", functools.partial(answering, m.ip), 120)
+    states = [labapi.vault("GET", m.ip, "/v1/sys/seal-status")[1] for m in topo.masters]
+    if init is not None and all(isinstance(st, dict) and st.get("initialized") is False for st in states):
+        init = None  # every master's storage is new (containers recreated): the old keys open nothing
     if init is None:
         status, body = labapi.vault(
             "PUT", first, "/v1/sys/init", {"secret_shares": 3, "secret_threshold": 2}, timeout=60
@@ -291,7 +294,8 @@ def _remove_extra_agents(topo: Topology) -> None:
 
 
 def wait_healthy(topo: Topology, timeout: float = 240) -> None:
-    """Leaders elected, every agent a ready Nomad node, every master unsealed."""
+    """Leaders elected, every agent a ready Nomad node, Consul's checks passing (Vault registered and
+    unsealed), every Prometheus target scraped: the state a nightly run expects."""
     m = topo.masters[0].ip
 
     def nomad_ready() -> bool:
@@ -304,8 +308,20 @@ def wait_healthy(topo: Topology, timeout: float = 240) -> None:
     def consul_leader() -> bool:
         return bool(labapi.consul("GET", m, "/v1/status/leader")[1])
 
+    def no_critical_checks() -> bool:
+        status, checks = labapi.consul("GET", m, "/v1/health/state/critical")
+        return status == 200 and checks == []
+
+    def targets_up(ip: str) -> bool:
+        status, body = labapi.http("GET", f"http://{ip}:9090/api/v1/targets?state=active")
+        targets = body["data"]["activeTargets"] if status == 200 else []
+        return bool(targets) and all(t["health"] == "up" for t in targets)
+
     wait_for("a Consul leader", consul_leader, timeout)
     wait_for("every agent ready in Nomad", nomad_ready, timeout)
+    wait_for("no critical check in Consul", no_critical_checks, timeout)
+    for master in topo.masters:
+        wait_for(f"every Prometheus target up on {master.name}", functools.partial(targets_up, master.ip), timeout, 2)
 
 
 def down() -> None:
