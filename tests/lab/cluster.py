@@ -253,8 +253,23 @@ def _first_puppet_run(node: Node) -> None:
     )
 
 
+def _host_limits() -> None:
+    """Every node's systemd takes several inotify instances; the kernel's default of 128 per user
+    stops booting at about 20 nodes."""
+    for name, floor in (("max_user_instances", 8192), ("max_user_watches", 1048576)):
+        path = Path("/proc/sys/fs/inotify") / name
+        try:
+            if int(path.read_text()) < floor:
+                path.write_text(str(floor))
+        except OSError as exc:
+            raise LabError(
+                f"cannot raise fs.inotify.{name} to {floor} ({exc}); run as root or set it by sysctl"
+            ) from exc
+
+
 def up(vm_agents: int | None = None) -> Topology:
     ensure_engine()
+    _host_limits()
     STATE.mkdir(exist_ok=True)
     n = vm_agents if vm_agents is not None else saved_agents()
     topo = topology(n)
@@ -293,6 +308,21 @@ def _remove_extra_agents(topo: Topology) -> None:
         docker("rm", "-f", *extra, timeout=300)
 
 
+def _forget_removed_agents(topo: Topology) -> None:
+    """Agents of an earlier, larger lab leave Nomad nodes and Consul registrations behind, as deleted
+    machines do; the lab purges them as an operator would (`nomad node purge`, catalog deregister)."""
+    m = topo.masters[0].ip
+    known = {n.name for n in topo.nodes}
+    status, nodes = labapi.nomad("GET", m, "/v1/nodes")
+    for n in nodes if status == 200 else []:
+        if n["Name"] not in known:
+            labapi.nomad("PUT", m, f"/v1/node/{n['ID']}/purge")
+    status, members = labapi.consul("GET", m, "/v1/catalog/nodes")
+    for n in members if status == 200 else []:
+        if n["Node"] not in known:
+            labapi.consul("PUT", m, "/v1/catalog/deregister", {"Node": n["Node"]})
+
+
 def wait_healthy(topo: Topology, timeout: float = 240) -> None:
     """Leaders elected, every agent a ready Nomad node, Consul's checks passing (Vault registered and
     unsealed), every Prometheus target scraped: the state a nightly run expects."""
@@ -319,6 +349,7 @@ def wait_healthy(topo: Topology, timeout: float = 240) -> None:
 
     wait_for("a Consul leader", consul_leader, timeout)
     wait_for("every agent ready in Nomad", nomad_ready, timeout)
+    _forget_removed_agents(topo)
     wait_for("no critical check in Consul", no_critical_checks, timeout)
     for master in topo.masters:
         wait_for(f"every Prometheus target up on {master.name}", functools.partial(targets_up, master.ip), timeout, 2)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 
@@ -55,15 +56,27 @@ def ensure_engine() -> None:
     raise LabError("dockerd did not start within 60s; see /var/log/alicelab-dockerd.log")
 
 
-_UNITS = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0, "kB": 1 / 1024, "MB": 1.0, "GB": 1024.0}
+def _cgroup_memory(cid: str) -> float | None:
+    """Bytes in use by a container, page cache left out (as `docker stats` counts): cgroup v1, then v2."""
+    for folder, usage, stat, inactive in (
+        (Path("/sys/fs/cgroup/memory/docker") / cid, "memory.usage_in_bytes", "memory.stat", "total_inactive_file"),
+        (Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope"), "memory.current", "memory.stat", "inactive_file"),
+    ):
+        try:
+            used = int((folder / usage).read_text())
+            stats = dict(line.split() for line in (folder / stat).read_text().splitlines())
+        except OSError:
+            continue
+        return used - int(stats.get(inactive, 0))
+    return None
 
 
 def memory_mib() -> dict[str, float]:
-    """Memory in use per running container, as `docker stats` reports it."""
-    out = docker("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}", timeout=300)
+    """Memory in use per running container, read from its cgroup."""
     usage = {}
-    for row in out.splitlines():
-        name, used = row.split()[:2]
-        number = used.rstrip("KMGiB")
-        usage[name] = float(number) * _UNITS[used[len(number) :]]
+    for row in docker("ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}", timeout=60).splitlines():
+        cid, name = row.split()
+        used = _cgroup_memory(cid)
+        if used is not None:
+            usage[name] = used / 2**20
     return usage

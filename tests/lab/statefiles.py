@@ -119,7 +119,7 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -
             "consul": {"address": f"https://{m1.ip}:8500", "dns": f"{m1.ip}:8600"},
             "vault": {"address": f"https://{m1.ip}:8200"},
             "prometheus": {"address": f"http://{m1.ip}:9090"},
-            "openstack": {"cloud": "alicelab", "clouds_yaml": "clouds.yaml"},
+            "openstack": {"cloud": "alicelab", "cloud_metal": "alicelab-physical", "clouds_yaml": "clouds.yaml"},
         },
         "nodes": {
             "masters": [{"name": n.name, "address": n.ip, "az": n.az} for n in topo.masters],

@@ -901,6 +901,10 @@ class Server:
             body = req.json() or {}
             return self.write(req, lambda cl: self._eligibility(cl, req.params["node_id"], body))
 
+        @api.route("PUT|POST", "/v1/node/{node_id}/purge")
+        def purge(req: base.Request) -> base.Response:
+            return self.write(req, lambda cl: self._purge(cl, req.params["node_id"]))
+
         @api.route("GET", "/v1/operator/raft/configuration")
         def raft_configuration(req: base.Request) -> base.Response:
             leader = self.election.leader()
@@ -1000,6 +1004,16 @@ class Server:
             cl.node_event(node, f"Node marked as {wanted} for scheduling", "Cluster", idx)
         node["ModifyIndex"] = idx
         return self._update_response(idx)
+
+    def _purge(self, cl: Cluster, node_id: str) -> base.Response:
+        """`nomad node purge`: the node and its allocations leave the state (a deleted machine)."""
+        if cl.state["nodes"].pop(node_id, None) is None:
+            return base.error(404, "node not found")
+        for aid in [aid for aid, a in cl.state["allocs"].items() if a["NodeID"] == node_id]:
+            del cl.state["allocs"][aid]
+        idx = cl.bump()
+        return base.Response(body={"EvalIDs": [], "EvalCreateIndex": 0, "NodeModifyIndex": idx},
+                             headers={"X-Nomad-Index": str(idx)})
 
     def _transfer(self, req: base.Request) -> base.Response:
         pid, addr = req.query.get("id"), req.query.get("address")
