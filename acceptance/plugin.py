@@ -25,10 +25,18 @@ from acceptance import hookspecs
 from acceptance.checkspec import PING_CHECK, SSH_CHECK, CheckError, CheckItem, Need, spec_of
 from acceptance.discovery import DiscoveryError, discover
 from acceptance.facts import FactMissing, NodeFacts
-from acceptance.inventory import Expectations, Inventory, InventoryError, Maintenance, Node, describe_nodes
+from acceptance.inventory import (
+    CLUSTER,
+    Expectations,
+    Inventory,
+    InventoryError,
+    Maintenance,
+    Node,
+    describe_nodes,
+)
 from acceptance.inventory import load_inventory as _load_inventory
 from acceptance.probe import FactsResult, Prober, ProbeResult, ProberProtocol
-from acceptance.targeting import TargetError, select, split_patterns
+from acceptance.targeting import TargetError, select, split_patterns, wants_cluster
 from reports.summary import Record, Records, Summary, write_summary
 
 RUN_KEY = pytest.StashKey["Run"]()
@@ -36,10 +44,12 @@ NO_INVENTORY_KEY = pytest.StashKey[str]()
 ITEM_KEY = pytest.StashKey[CheckItem]()
 STATUS_KEY = pytest.StashKey[tuple[str, str | None, str]]()  # (outcome, blocked_by, message) set before a skip
 _WORKERINPUT_KEY = "acceptance"
+CLUSTER_NODE = Node(name=CLUSTER, role="cluster", source=CLUSTER)
 _RECORDER_NAME = "acceptance-recorder"
 _MARKERS = {
     "master": "a check that runs on masters",
     "agent": "a check that runs on agents",
+    "cluster": "a cluster-wide check (node 'cluster'): the cluster APIs, drift",
     "critical": "severity critical: the node cannot do its job",
     "major": "severity major: the node works, degraded or at risk",
     "minor": "severity minor",
@@ -59,6 +69,7 @@ class Run:
     waivers: dict[str, Maintenance]
     warnings: list[str]
     is_worker: bool
+    all_nodes: list[Node] = field(default_factory=list)  # the inventory's nodes (static and discovered), untargeted too
     records: Records = field(default_factory=Records)
     summary_path: Path | None = None
     _prober: ProberProtocol | None = None
@@ -80,6 +91,7 @@ class Run:
     def to_workerinput(self) -> dict[str, Any]:
         return {
             "targets": [n.to_dict() for n in self.targets],
+            "all_nodes": [n.to_dict() for n in self.all_nodes],
             "run_id": self.run_id,
             "started": self.started.isoformat(),
             "waivers": {k: {"node": m.node, "reason": m.reason, "until": m.until.isoformat()}
@@ -160,7 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
             run_id=data["run_id"], started=dt.datetime.fromisoformat(data["started"]), report_dir=report_dir,
             waivers={k: Maintenance(node=v["node"], reason=v["reason"], until=dt.date.fromisoformat(v["until"]))
                      for k, v in data["waivers"].items()},
-            warnings=list(data["warnings"]), is_worker=True,
+            warnings=list(data["warnings"]), is_worker=True, all_nodes=[Node.from_dict(d) for d in data["all_nodes"]],
         )
     else:
         nodes = list(inventory.nodes)
@@ -169,16 +181,21 @@ def pytest_configure(config: pytest.Config) -> None:
                 nodes = discover(inventory)
             except DiscoveryError as e:
                 _usage(f"{inventory.path}: {e}")
+        roles, patterns = split_patterns(config.getoption("role")), split_patterns(config.getoption("nodes"))
         try:
-            targets = select(nodes, split_patterns(config.getoption("role")), split_patterns(config.getoption("nodes")))
+            targets = select(nodes, roles, patterns)
         except TargetError as e:
             _usage(f"{inventory.path}: {e}")
+        if wants_cluster(roles, patterns):
+            targets.append(CLUSTER_NODE)  # the cluster-wide (API) checks' pseudo-node
         started = dt.datetime.now(dt.UTC).replace(microsecond=0)
         waivers, warnings = _maintenance(inventory, targets, dt.date.today())
         run = Run(config=config, inventory=inventory, targets=targets, run_id=_new_run_id(started),
-                  started=started, report_dir=report_dir, waivers=waivers, warnings=warnings, is_worker=False)
+                  started=started, report_dir=report_dir, waivers=waivers, warnings=warnings, is_worker=False,
+                  all_nodes=nodes)
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(_Recorder(run), _RECORDER_NAME)
+    config.pluginmanager.import_plugin("acceptance.apifixtures")  # the API snapshot fixtures
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -281,6 +298,11 @@ def _block(item: pytest.Item, by: str, message: str) -> NoReturn:
     pytest.skip(text)
 
 
+def block(item: pytest.Item, by: str, message: str) -> NoReturn:
+    """Report ``item`` as ``blocked`` by the root check ``by`` (e.g. ``api.nomad.reachable``), with why."""
+    _block(item, by, message)
+
+
 def _require(request: pytest.FixtureRequest, needs: tuple[Need, ...]) -> None:
     """Block the check when what it needs of the node is not there (the root check fails instead)."""
     run = _need_run(request.config)
@@ -324,6 +346,12 @@ def inventory(request: pytest.FixtureRequest) -> Inventory:
 @pytest.fixture(scope="session")
 def expect(inventory: Inventory) -> Expectations:
     return inventory.expect
+
+
+@pytest.fixture(scope="session")
+def all_nodes(request: pytest.FixtureRequest) -> list[Node]:
+    """Every node of the inventory (static and discovered), targeted or not; for the cluster-wide checks."""
+    return [n for n in _need_run(request.config).all_nodes if n.role != CLUSTER]
 
 
 @pytest.fixture

@@ -72,7 +72,9 @@ def blocked_by_root(records: Iterable[Record]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for r in records:
         if r.outcome == "blocked" and r.blocked_by:
-            counts[f"{r.blocked_by}[{r.node}]"] += 1
+            # an API's root check (api.<name>.reachable) lives on the pseudo-node "cluster"
+            node = "cluster" if r.blocked_by.startswith("api.") else r.node
+            counts[f"{r.blocked_by}[{node}]"] += 1
     return dict(counts)
 
 

@@ -55,11 +55,25 @@ class FakeProber:
 
 
 class FakeProberPlugin:
-    def __init__(self, spec: dict[str, dict[str, Any]]) -> None:
+    """``snapshots``: the API snapshots (name -> Snapshot) the cluster checks see; without it, the cluster
+    checks (checks/cluster_*.py) are not collected, so that no test reaches a network."""
+
+    def __init__(self, spec: dict[str, dict[str, Any]], snapshots: dict[str, Any] | None = None) -> None:
         self.prober = FakeProber(spec)
+        self.snapshots = snapshots
 
     def pytest_acceptance_make_prober(self, config: Any, inventory: Any, control_dir: Path) -> FakeProber:
         return self.prober
+
+    def pytest_acceptance_make_snapshots(self, config: Any, run: Any) -> Any:
+        from acceptance.clients.snapshot import Snapshots
+
+        snaps = self.snapshots or {}
+        return Snapshots({name: (lambda s=snap: s) for name, snap in snaps.items()})
+
+    def pytest_collection_modifyitems(self, session: Any, config: Any, items: list[Any]) -> None:
+        if self.snapshots is None:
+            items[:] = [i for i in items if not Path(str(i.path)).name.startswith("cluster_")]
 
 
 def pytest_acceptance_make_prober(config: Any, inventory: Any, control_dir: Path) -> FakeProber | None:
@@ -67,3 +81,9 @@ def pytest_acceptance_make_prober(config: Any, inventory: Any, control_dir: Path
     if not path:
         return None
     return FakeProber(json.loads(Path(path).read_text()))
+
+
+def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
+    """As a -p module (subprocess runs): no cluster checks, no network."""
+    if os.environ.get("ACCEPTANCE_FAKE_SPEC"):
+        items[:] = [i for i in items if not Path(str(i.path)).name.startswith("cluster_")]
