@@ -20,6 +20,14 @@ C = TypeVar("C")
 T = TypeVar("T")
 
 
+def _more_telling(last: ApiError | None, err: ApiError) -> ApiError:
+    """Of two addresses' failures, an answer ("no leader", a 5xx) says more than a refused connection:
+    with two servers down and one up without a leader, the API is reachable and leaderless."""
+    if last is None or (last.kind == "unreachable" and err.kind != "unreachable"):
+        return err
+    return last
+
+
 class _StopAt(tenacity.stop.stop_base):
     """Stop retrying at the caller's deadline (shared by every call of one snapshot)."""
 
@@ -64,11 +72,11 @@ class Caller(Generic[C]):
                 err = classify(self.cfg, url, path, e)
                 if not err.retryable:
                     raise err from None
-                last = err
+                last = _more_telling(last, err)
                 continue
             rejected = accept(value) if accept else None
             if rejected is not None:
-                last = rejected
+                last = _more_telling(last, rejected)
                 continue
             self.order.remove(url)
             self.order.insert(0, url)

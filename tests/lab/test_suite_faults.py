@@ -24,13 +24,15 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
 NODE_CHECKS = ["checks/node.py", "checks/master.py", "checks/agent.py"]
 
 
-def run_suite(report_dir: Path, inventory: Path = STATE / "inventory.yaml") -> dict[str, Any]:
+def run_suite(
+    report_dir: Path, inventory: Path = STATE / "inventory.yaml", modules: list[str] = NODE_CHECKS
+) -> dict[str, Any]:
     proc = subprocess.run(
         [
             sys.executable,
             "-m",
             "pytest",
-            *NODE_CHECKS,
+            *modules,
             f"--inventory={inventory}",
             f"--report-dir={report_dir}",
             "-p",

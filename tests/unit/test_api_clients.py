@@ -78,6 +78,22 @@ def test_no_leader_for_the_whole_window_is_reported_then_later_calls_do_not_wait
     assert fake.calls == before + 1  # the window is shared by the snapshot: one more attempt only
 
 
+def test_a_leaderless_server_is_reported_over_refused_connections():
+    """Two servers down, one up without a leader: the API is reachable and says "no leader"."""
+    clock = Clock()
+
+    def fn(url: str) -> str:
+        if url == "https://b:8500":
+            raise ApiError("no-leader", "500 No cluster leader", status=500, retryable=True)
+        raise requests.exceptions.ConnectionError("Connection refused")
+
+    urls = ("https://a:8500", "https://b:8500", "https://c:8500")
+    caller: Caller[str] = Caller(cfg(retry_s=3, urls=urls), lambda url: url, clock=clock, sleep=clock.sleep)
+    with pytest.raises(ApiError) as e:
+        caller.get("/v1/status/leader", fn)
+    assert e.value.kind == "no-leader" and caller.dead is None
+
+
 def test_not_retried_403_and_failover_on_connection_refused():
     clock = Clock()
     calls: list[str] = []
