@@ -39,7 +39,7 @@ def run_suite(
             "no:cacheprovider",
             "-q",
             "-n",
-            "2",
+            "0",  # at the lab's size one process is faster than xdist's start-up
         ],
         cwd=REPO,
         env=lab_env(),

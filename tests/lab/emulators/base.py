@@ -231,8 +231,8 @@ class Election:
     acts on what it sees. Terms only go up; a server follows the highest term it has heard of.
     """
 
-    HEARTBEAT_S = 0.5
-    LEADER_TIMEOUT_S = 2.0
+    HEARTBEAT_S = 1.0
+    LEADER_TIMEOUT_S = 3.0
 
     def __init__(
         self,
@@ -250,6 +250,7 @@ class Election:
         self.leader_id = ""
         self.last_heard = 0.0
         self.alive: dict[str, bool] = {}
+        self.last_reply: dict[str, float] = {}
         self.handoff_to = ""
         self.leader_since = 0.0
 
@@ -324,7 +325,12 @@ class Election:
         if leading:
             msg["state"] = self.get_state()
         replies = {p.id: call(self.url_of(p), self.tls, "POST", msg, timeout=1.0) for p in self.peers}
-        alive = {pid: status == 200 for pid, (status, _) in replies.items()}
+        now = time.monotonic()
+        for pid, (status, _) in replies.items():
+            if status == 200:
+                self.last_reply[pid] = now
+        # A peer is dead after LEADER_TIMEOUT_S of silence, not after one slow reply (a busy machine).
+        alive = {pid: now - self.last_reply.get(pid, -1e9) < self.LEADER_TIMEOUT_S for pid in replies}
         quorum = 1 + sum(alive.values()) >= (len(self.peers) + 1) // 2 + 1
         with self.lock:
             self.alive = alive
