@@ -21,6 +21,8 @@ PERIOD_S = 5
 def sync(cfg: dict[str, Any], tls: base.Tls) -> None:
     ip = cfg["ip"]
     status, health = base.call(f"https://{ip}:8200/v1/sys/health?standbyok=true", tls, timeout=3)
+    if status == 0:
+        return  # no answer: like a crashed Vault, stop updating and let the TTL expire the check
     healthy = status == 200 and isinstance(health, dict) and not health.get("sealed", True)
     tag = "standby" if isinstance(health, dict) and health.get("standby") else "active"
     service_id = f"vault:{ip}:8200"
