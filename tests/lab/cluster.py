@@ -295,6 +295,8 @@ def up(vm_agents: int | None = None) -> Topology:
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(_pull_builder, topo.agents))
         list(pool.map(_first_puppet_run, topo.nodes))
+    for m in topo.masters:  # the scrape list follows the topology, which may have changed since boot
+        node_exec(m.name, "systemctl reload prometheus", timeout=60)
     wait_healthy(topo)
     return topo
 
