@@ -369,7 +369,7 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     follower = next(n for n in c.running() if n != second)
     assert c.stop(follower) < 1.0
     last = second
-    wait_for("no leader without quorum", lambda: c.leader(via=last) == "", timeout=8)
+    wait_for("no leader without quorum", lambda: c.leader(via=last) == "", timeout=12)
     ip = c.ip(last)
     r = c.put(ip, "/v1/kv/x", data=b"1")
     assert (r.status_code, r.text.strip()) == (500, "No cluster leader")

@@ -521,12 +521,12 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     members = {m["Name"]: m["Status"] for m in cl.get(second, "/v1/agent/members")["Members"]}
     wait_for("the stopped server failed in members", lambda: {
         m["Name"]: m["Status"] for m in cl.get(second, "/v1/agent/members")["Members"]}[f"{first}.global"] == "failed",
-        3)
+        8)  # a peer is dead after Election.LEADER_TIMEOUT_S of silence, seen at the next tick
     assert members[f"{second}.global"] == "alive"
 
     cl.stop(second)
     last = next(n for n in rest if n != second)
-    wait_for("no leader without a quorum", lambda: cl.leader_of(last) == "", 5)
+    wait_for("no leader without a quorum", lambda: cl.leader_of(last) == "", 10)
     resp = cl.request("GET", last, "/v1/nodes")
     assert (resp.status_code, resp.text.strip()) == (500, "No cluster leader")
     stale = cl.request("GET", last, "/v1/nodes", params={"stale": "true"})
