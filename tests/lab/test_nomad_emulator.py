@@ -259,6 +259,9 @@ def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
     assert_same_shape(sample("status_peers")["body"], peers)
     assert sorted(peers) == sorted(f"{ip}:4647" for ip in SERVERS.values())
 
+    # liveness comes from the last election round: on a busy machine a reply can be late once
+    wait_for("every server alive", lambda: {m["Status"] for m in cl.get("alimesos01", "/v1/agent/members")[
+        "Members"]} == {"alive"}, 10)
     members = cl.get("alimesos01", "/v1/agent/members")
     assert_same_shape(sample("agent_members")["body"], members)
     assert {m["Name"] for m in members["Members"]} == {f"{n}.global" for n in SERVERS}
@@ -540,9 +543,9 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     assert write.status_code == 500
 
     cl.start(first)
-    wait_for("a leader again with two servers", lambda: cl.agreed_leader([first, last]), 8)
+    wait_for("a leader again with two servers", lambda: cl.agreed_leader([first, last]), 15)
     cl.start(second)
-    leader = by_addr[wait_for("all three agree", lambda: cl.agreed_leader(list(SERVERS)), 8)]
+    leader = by_addr[wait_for("all three agree", lambda: cl.agreed_leader(list(SERVERS)), 15)]
     # The state survived: the jobs and nodes are still known, nothing was marked down meanwhile.
     nodes = cl.get(leader, "/v1/nodes")
     assert sorted(n["Status"] for n in nodes) == ["ready", "ready"]

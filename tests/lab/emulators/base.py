@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -324,7 +325,10 @@ class Election:
             leading = self.leader_id == self.me.id
         if leading:
             msg["state"] = self.get_state()
-        replies = {p.id: call(self.url_of(p), self.tls, "POST", msg, timeout=1.0) for p in self.peers}
+        # Peers in parallel, each with up to 2 s: on a busy machine a TLS handshake alone can take a second.
+        with ThreadPoolExecutor(max_workers=len(self.peers) or 1) as pool:
+            futures = {p.id: pool.submit(call, self.url_of(p), self.tls, "POST", msg, None, 2.0) for p in self.peers}
+            replies = {pid: f.result() for pid, f in futures.items()}
         now = time.monotonic()
         for pid, (status, _) in replies.items():
             if status == 200:

@@ -760,10 +760,13 @@ class Server:
             time.sleep(0.05)
 
     def query(self, req: base.Request, produce: Callable[[Cluster], Any]) -> base.Response:
-        """A read: from this server's copy of the state; needs a known leader unless ?stale."""
+        """A read: as in Nomad, a follower forwards it to the leader unless ?stale, which reads this
+        server's own copy of the state (up to a tick behind)."""
         leader = self.election.leader()
         if leader is None and not req.flag("stale"):
             return base.error(500, NO_LEADER)
+        if leader is not None and leader.id != self.me.id and not req.flag("stale"):
+            return self.forward(req)
         self._block(req)
         with self.lock:
             body = produce(self.cluster())
