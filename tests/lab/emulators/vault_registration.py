@@ -39,6 +39,8 @@ def sync(cfg: dict[str, Any], tls: base.Tls) -> None:
             "CheckID": check_id,
             "Name": "Vault Sealed Status",
             "TTL": f"{3 * PERIOD_S}s",
+            # given, because re-registering a TTL check without it resets it to critical until the update below
+            "Status": "passing" if healthy else "critical",
             "Notes": "Vault service is healthy when Vault is in an unsealed status and can become an active "
             "Vault server",
         },
