@@ -30,13 +30,12 @@ import requests
 
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import FREE_MAPS, assert_same_shape
+from tests.reference import API
 
 pytestmark = pytest.mark.emulator
 
 LAB = Path(__file__).resolve().parent
-SAMPLES = LAB.parents[2] / "shared" / "reference" / "api" / "consul"
-if not SAMPLES.is_dir():
-    SAMPLES = Path("/work/shared/reference/api/consul")
+SAMPLES = API / "consul"
 TOKEN = "consul-secret-" + uuid.uuid4().hex
 
 

@@ -28,13 +28,12 @@ import requests
 from tests.lab.emulators import base
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import assert_same_shape
+from tests.reference import API
 
 pytestmark = pytest.mark.emulator
 
 LAB = Path(__file__).resolve().parent
-SAMPLES = LAB.parents[2] / "shared" / "reference" / "api" / "nomad"
-if not SAMPLES.is_dir():
-    SAMPLES = Path("/work/shared/reference/api/nomad")
+SAMPLES = API / "nomad"
 
 # The lab's nodes run Debian's python3: use it when this machine has it, without site-packages either way.
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable

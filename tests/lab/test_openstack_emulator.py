@@ -31,11 +31,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.lab.shapes import FREE_MAPS, assert_same_shape
+from tests.reference import API
 
 pytestmark = pytest.mark.emulator
 
 HERE = Path(__file__).resolve().parent
-SAMPLES = Path("/work/shared/reference/api/openstack")
+SAMPLES = API / "openstack"
 NETWORK, SUBNET = "alicelab-ostest", "172.31.250.0/24"
 HOST = "127.0.0.31"
 KEYSTONE, NOVA = f"https://{HOST}:5000", f"https://{HOST}:8774"
