@@ -6,15 +6,14 @@ Registered by the plugin (``acceptance.plugin``) at configure time.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from acceptance.checkspec import CheckError
 from acceptance.clients import consul_api, nomad_api, openstack_api, prometheus_api, vault_api
 from acceptance.clients.config import api_config
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import CLUSTER, Node
+from acceptance.outcomes import Blocked, CheckError
+from acceptance.run import Run, need_run
 
 SNAPSHOTS_KEY = pytest.StashKey[Snapshots]()
 API_NAMES = ("nomad", "consul", "vault", "prometheus", "openstack")
@@ -24,8 +23,8 @@ def root_check(api: str) -> str:
     return f"api.{api}.reachable"
 
 
-def make_snapshots(run: Any) -> Snapshots:
-    """The fetchers of one run (``run``: acceptance.plugin.Run): every node of the inventory, not only targets."""
+def make_snapshots(run: Run) -> Snapshots:
+    """The fetchers of one run: every node of the inventory, not only targets."""
     inv = run.inventory
     nodes: list[Node] = [n for n in run.all_nodes if n.role != CLUSTER]
     masters = [n for n in nodes if n.role == "master"]
@@ -40,7 +39,7 @@ def make_snapshots(run: Any) -> Snapshots:
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_acceptance_make_snapshots(config: pytest.Config, run: Any) -> Snapshots:
+def pytest_acceptance_make_snapshots(config: pytest.Config, run: Run) -> Snapshots:
     return make_snapshots(run)
 
 
@@ -49,21 +48,15 @@ def snapshots(request: pytest.FixtureRequest) -> Snapshots:
     """Every API's snapshot, fetched once per process (all in parallel on first use)."""
     config = request.config
     if SNAPSHOTS_KEY not in config.stash:
-        from acceptance.plugin import get_run
-
-        run = get_run(config)
-        if run is None:
-            raise pytest.UsageError("no inventory; fix: pass --inventory FILE")
+        run = need_run(config)
         config.stash[SNAPSHOTS_KEY] = config.hook.pytest_acceptance_make_snapshots(config=config, run=run)
     return config.stash[SNAPSHOTS_KEY]
 
 
 def _usable(request: pytest.FixtureRequest, snapshots: Snapshots, api: str) -> Snapshot:
-    from acceptance.plugin import block
-
     snap = snapshots.get(api)
     if snap.root is not None:
-        block(request.node, root_check(api), str(snap.root))
+        raise Blocked(root_check(api), str(snap.root))
     return snap
 
 

@@ -1,13 +1,24 @@
 """Check metadata: the ``@check`` decorator and what the plugin derives from it.
 
-A check is a pytest test function decorated with :func:`check`. The plugin collects it once per
-targeted node of its roles (and, with ``each``, once per value, e.g. per unit) as an item whose id reads
-``<check id>[<node>]``, e.g. ``agent.cmdline.cgroup-v1[alibuild01]``. Fixtures available to checks:
-``node``, ``param`` (the ``each`` value), ``facts``, ``probe``, ``host``, ``inventory``, ``expect``.
+A check is a pytest test function decorated with :func:`check`, written with testinfra's ``host``::
 
-``needs`` says what the check needs of the node: ``()`` nothing (node.ping), ``("reachable",)`` an
-answer to ping (node.ssh), ``("ssh",)`` (the default) the facts over ssh. When a need is not met the
-check is reported ``blocked`` by the root check (node.ping or node.ssh) instead of failing.
+    @check("agent.image.builder", runbook="Creating a agent", severity="major", remediation=pull_builder_image,
+           roles=["agent"])
+    def test_builder_image(host, expect):
+        ...
+
+The plugin collects it once per targeted node of its roles (and, with ``each``, once per value, e.g. per
+unit) as an item whose id reads ``<check id>[<node>]``, e.g. ``agent.cmdline.cgroup-v1[alibuild01]``. The id
+may hold ``{role}`` and the ``each`` placeholder: ``{role}.units.{unit}`` gives ``master.units.docker``.
+Fixtures for checks: ``host`` (testinfra), ``node``, ``param`` (the ``each`` value), ``inventory``,
+``expect``, ``all_nodes``, ``ssh_result`` and ``ping_result`` (the root checks'), the API snapshots.
+
+``needs`` says what the check needs of the node: ``()`` nothing (node.ping), ``("reachable",)`` an answer to
+ping (node.ssh), ``("ssh",)`` (the default) a working ssh connection. When a need is not met the check is
+reported ``blocked`` by the root check (node.ping or node.ssh) instead of failing.
+
+``remediation`` names the fix: a remediation fixture (the function object, so that a typo fails at import)
+or its name; operators may override the fixture in their conftest.py.
 """
 
 from __future__ import annotations
@@ -26,19 +37,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 CHECK_ATTR = "__acceptance_check__"
 
 
-class CheckError(Exception):
-    """The check could not run (missing facts, a probe that could not be tried): outcome ``error``, never a pass."""
-
-PING_CHECK = "node.ping"
-SSH_CHECK = "node.ssh"
+def fixture_name(remediation: object) -> str | None:
+    """The fixture name of a remediation given as a fixture function or as a name."""
+    if remediation is None or isinstance(remediation, str):
+        return remediation
+    name = getattr(remediation, "name", None) or getattr(remediation, "__name__", None)
+    if not isinstance(name, str):
+        raise TypeError(f"remediation {remediation!r} is neither a fixture nor a fixture name")
+    return name
 
 
 @dataclass(frozen=True)
 class CheckSpec:
-    id: str  # may hold one "{name}" placeholder filled from ``each``
+    id: str  # may hold "{role}" and the "each" placeholder
     runbook: str | Mapping[str, str]  # a section title, or one per role
     severity: Severity
-    remediation: str | None
+    remediation: str | None  # the remediation fixture's name
     roles: tuple[str, ...]
     kinds: tuple[str, ...] | None
     needs: tuple[Need, ...]
@@ -52,10 +66,11 @@ class CheckSpec:
             return [None]
         return list(self.each[1](inventory, node))
 
-    def check_id(self, param: str | None) -> str:
-        if self.each is None or param is None:
-            return self.id
-        return self.id.replace("{" + self.each[0] + "}", param)
+    def check_id(self, node: Node, param: str | None) -> str:
+        text = self.id.replace("{role}", node.role)
+        if self.each is not None and param is not None:
+            text = text.replace("{" + self.each[0] + "}", param)
+        return text
 
     def runbook_for(self, node: Node) -> str:
         return self.runbook if isinstance(self.runbook, str) else self.runbook.get(node.role, "")
@@ -66,20 +81,20 @@ def check(
     *,
     runbook: str | Mapping[str, str],
     severity: Severity = "major",
-    remediation: str | None = None,
+    remediation: object = None,
     roles: Sequence[str] = ("master", "agent"),
     kinds: Sequence[str] | None = None,
     needs: Sequence[Need] = ("ssh",),
     each: tuple[str, EachSource] | None = None,
 ) -> Callable[[F], F]:
-    """Declare a check: its stable id, runbook section, severity, remediation id, roles and needs."""
+    """Declare a check: its stable id, runbook section, severity, remediation, roles and needs."""
     if each is not None and "{" + each[0] + "}" not in id:
         raise ValueError(f"check {id!r}: 'each' names {each[0]!r} but the id has no {{{each[0]}}} placeholder")
+    spec = CheckSpec(id=id, runbook=runbook, severity=severity, remediation=fixture_name(remediation),
+                     roles=tuple(roles), kinds=tuple(kinds) if kinds else None, needs=tuple(needs), each=each)
 
     def decorate(fn: F) -> F:
-        setattr(fn, CHECK_ATTR, CheckSpec(id=id, runbook=runbook, severity=severity, remediation=remediation,
-                                          roles=tuple(roles), kinds=tuple(kinds) if kinds else None,
-                                          needs=tuple(needs), each=each))
+        setattr(fn, CHECK_ATTR, spec)
         return fn
 
     return decorate
@@ -109,6 +124,7 @@ class CheckItem:
             ("check", self.check_id),
             ("node", self.node.name),
             ("role", self.node.role),
+            ("kind", self.node.kind or ""),
             ("severity", self.spec.severity),
             ("runbook", self.spec.runbook_for(self.node)),
             ("remediation", self.spec.remediation or ""),

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 
 @pytest.hookspec(firstresult=True)
-def pytest_acceptance_make_prober(config: pytest.Config, inventory: Any, control_dir: Path) -> Any:
-    """Return the object that pings nodes and gathers their facts (see acceptance.probe.ProberProtocol).
+def pytest_acceptance_make_nodes(config: pytest.Config, run: Any) -> Any:
+    """Return the object that pings the nodes and answers their testinfra commands
+    (acceptance.transport.nodes.Nodes) for this process.
 
-    The plugin's own implementation (ssh, one connection per node) runs last; a conftest or plugin may
-    return another one (tests use a fake).
+    The plugin's own implementation (the system ping and ssh) runs last; a conftest or plugin may return
+    another one (the plugin's own tests give Nodes a fake ssh).
     """
 
 

@@ -1,65 +1,46 @@
-"""Agents (alibuildNN VMs, alimetalNN bare metal): units, kernel command line, builder image, /build."""
+"""Agents (alibuildNN VMs, alimetalNN bare metal): kernel command line, builder image, /build."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from acceptance.checkspec import check
-from acceptance.facts import Mount, NodeFacts, image_repository, parse_df, parse_findmnt
-from acceptance.inventory import Expectations, Inventory, Node
+from acceptance.inventory import Expectations
+from acceptance.parsers import image_repository, parse_df
 
 RUNBOOK = "Creating a agent"
 GIB = 1024**3
 
 
-def agent_units(inventory: Inventory, node: Node) -> list[str]:
-    return list(inventory.expect.agent_units)
-
-
-@check("agent.units.{unit}", runbook=RUNBOOK, severity="critical", remediation="unit.restart", roles=["agent"],
-       each=("unit", agent_units))
-def test_unit(facts: NodeFacts, param: str) -> None:
-    unit = facts.unit(param)
-    assert unit.exists and unit.active and unit.enabled, f"{unit.describe()} (expected active and enabled)"
-
-
 @check("agent.cmdline.cgroup-v1", runbook=RUNBOOK, severity="critical", remediation="node.reboot-for-cmdline",
        roles=["agent"])
-def test_cmdline(facts: NodeFacts, expect: Expectations) -> None:
-    section = facts.section("cmdline")
-    assert section.ok, f"cannot read /proc/cmdline: {section.first_line()}"
-    tokens = section.text.split()
+def test_cmdline(host: Any, expect: Expectations) -> None:
+    tokens = host.file("/proc/cmdline").content_string.split()
     missing = [arg for arg in expect.kernel_args if arg not in tokens]
     assert not missing, f"/proc/cmdline lacks {' '.join(missing)} (reboot to apply the boot configuration)"
 
 
 @check("agent.image.builder", runbook=RUNBOOK, severity="major", remediation="image.pull", roles=["agent"])
-def test_builder_image(facts: NodeFacts, expect: Expectations) -> None:
-    section = facts.section("images")
-    assert section.ok, f"cannot list docker images: {section.first_line()}"
+def test_builder_image(host: Any, expect: Expectations) -> None:
     repo = image_repository(expect.builder_image)
-    tags = [line.strip() for line in section.text.splitlines() if line.strip().startswith(repo + ":")]
+    listed = host.run("docker images --format %s -- %s", "{{.Repository}}:{{.Tag}}", repo)
+    assert listed.rc == 0, f"cannot list docker images: {(listed.stderr or listed.stdout).strip()[:200]}"
+    tags = [line.strip() for line in listed.stdout.splitlines() if line.strip().startswith(repo + ":")]
     assert tags, f"{repo} is not present (docker pull {expect.builder_image})"
 
 
-def _mount(facts: NodeFacts) -> Mount | None:
-    section = facts.section("findmnt")
-    return parse_findmnt(section.text) if section.ok else None
-
-
 @check("agent.build.mounted", runbook=RUNBOOK, severity="critical", roles=["agent"], kinds=["vm"])
-def test_build_mounted(facts: NodeFacts, expect: Expectations) -> None:
-    mount = _mount(facts)
-    assert mount is not None and mount.target == expect.build_mount, (
+def test_build_mounted(host: Any, expect: Expectations) -> None:
+    assert host.mount_point(expect.build_mount).exists, (
         f"{expect.build_mount} is not a mount point (the vdb volume is not mounted there)"
     )
 
 
 @check("agent.build.free", runbook=RUNBOOK, severity="major", roles=["agent"])
-def test_build_free(facts: NodeFacts, expect: Expectations) -> None:
-    section = facts.section("df")
-    assert section.ok, f"cannot stat {expect.build_mount}: {section.first_line()}"
-    space = parse_df(section.text)
-    if space is None:
-        raise ValueError(f"unexpected df output: {section.first_line()}")
+def test_build_free(host: Any, expect: Expectations) -> None:
+    df = host.run("df -B1 --output=avail,size -- %s", expect.build_mount)
+    assert df.rc == 0, f"cannot stat {expect.build_mount}: {df.stderr.strip()[:200]}"
+    space = parse_df(df.stdout)
     free_gib = space.avail / GIB
     assert free_gib >= expect.build_min_free_gib, (
         f"{expect.build_mount} has {free_gib:.0f} GiB free of {space.size / GIB:.0f} GiB, "

@@ -5,11 +5,12 @@ availability zones, the vdb volume of every VM agent."""
 from __future__ import annotations
 
 from acceptance.apifixtures import assert_reachable
-from acceptance.checkspec import CheckError, check
+from acceptance.checkspec import check
 from acceptance.clients import openstack_api
 from acceptance.clients.openstack_api import Server
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import CLUSTER, Expectations, Node
+from acceptance.outcomes import CheckError
 
 RUNBOOK = {"master": "Creating a master", "agent": "Creating a agent"}
 RUNBOOK_REBOOT = "Rebooting a Mesos server"

@@ -4,10 +4,11 @@ Consul and Vault jobs, every node of the inventory); remote_write to MONIT neith
 from __future__ import annotations
 
 from acceptance.apifixtures import assert_reachable
-from acceptance.checkspec import CheckError, check
+from acceptance.checkspec import check
 from acceptance.clients import prometheus_api
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import CLUSTER, Expectations, Node
+from acceptance.outcomes import CheckError
 
 RUNBOOK = "Cluster architecture description"
 RUNBOOK_MASTER = "Checklist to verify the status of a master"

@@ -5,10 +5,11 @@ node, the others standby, HA enabled. Read from /v1/sys/health and /v1/sys/leade
 from __future__ import annotations
 
 from acceptance.apifixtures import assert_reachable
-from acceptance.checkspec import CheckError, check
+from acceptance.checkspec import check
 from acceptance.clients import vault_api
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import Inventory, Node
+from acceptance.outcomes import CheckError
 
 RUNBOOK = "Checklist to verify the status of a master"
 RUNBOOK_ARCH = "Cluster architecture description"

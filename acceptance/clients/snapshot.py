@@ -12,8 +12,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from acceptance.checkspec import CheckError
 from acceptance.clients.errors import ROOT_KINDS, ApiError
+from acceptance.outcomes import CheckError
 
 
 @dataclass

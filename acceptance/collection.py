@@ -1,0 +1,111 @@
+"""Where checks come from and how they become items: one item per check, node and ``each`` value.
+
+Check directories are found through configuration, never by importing them: the packages registered under
+the ``alice_acceptance.checks`` entry point group (the built-in catalogue, ``checks``), the ``acceptance_checks``
+ini option, ``--checks-dir`` and the inventory's ``checks`` key (the operators' site checks). Their modules need
+not be named ``test_*.py``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.metadata
+import importlib.util
+import inspect
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from acceptance.checkspec import CheckItem, spec_of
+from acceptance.run import ITEM_KEY, Run
+
+ENTRY_POINT_GROUP = "alice_acceptance.checks"
+NO_INVENTORY_KEY = pytest.StashKey[str]()
+
+
+def builtin_dirs() -> list[Path]:
+    """The folders of the check packages registered as entry points (without importing them)."""
+    dirs: list[Path] = []
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        spec = importlib.util.find_spec(ep.value)
+        if spec is not None and spec.submodule_search_locations:
+            dirs.extend(Path(p).resolve() for p in spec.submodule_search_locations)
+    return dirs
+
+
+def check_dirs(config: pytest.Config, run: Run | None) -> list[Path]:
+    """Every check directory of this run, built-in first, without duplicates."""
+    found = builtin_dirs()
+    found += [config.rootpath / p for p in config.getini("acceptance_checks")]
+    found += [config.invocation_params.dir / p for p in config.getoption("checks_dir") or []]
+    if run is not None:
+        found += list(getattr(run.inventory, "check_dirs", ()))
+    return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def site_dirs(config: pytest.Config, run: Run) -> list[Path]:
+    builtin = set(builtin_dirs())
+    return [d for d in check_dirs(config, run) if d not in builtin]
+
+
+def collection_args(config: pytest.Config, run: Run) -> list[str] | None:
+    """The arguments to collect: every check directory when none were given on the command line, else the given
+    ones plus the site check directories they do not cover; None to keep pytest's."""
+    given = config.args_source == pytest.Config.ArgsSource.ARGS
+    dirs = check_dirs(config, run) if not given else site_dirs(config, run)
+    if given:
+        covered = [Path(a.split("::")[0]).resolve() for a in config.args]
+        dirs = [d for d in dirs if not any(d == c or c in d.parents for c in covered)]
+        return [*config.args, *map(str, dirs)] if dirs else None
+    return [str(d) for d in dirs]
+
+
+def _inside(path: Path, dirs: Iterable[Path]) -> bool:
+    parent = path.resolve().parent
+    return any(parent == d or d in parent.parents for d in dirs)
+
+
+def collect_file(file_path: Path, parent: pytest.Collector, dirs: list[Path]) -> pytest.Collector | None:
+    """A check module (``<check dir>/**/*.py``) that pytest's python plugin would not collect itself."""
+    if file_path.suffix != ".py" or file_path.name.startswith("_") or file_path.name == "conftest.py":
+        return None
+    if not _inside(file_path, dirs):
+        return None
+    if parent.session.isinitpath(file_path) or any(
+        fnmatch.fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")
+    ):
+        return None  # pytest's python plugin collects it already
+    module: pytest.Collector = pytest.Module.from_parent(parent, path=file_path)
+    return module
+
+
+def make_items(collector: pytest.Collector, name: str, obj: object, run: Run | None) -> list[pytest.Item] | None:
+    """The items of one ``@check`` function: one per targeted node it applies to (and ``each`` value)."""
+    spec = spec_of(obj)
+    if spec is None or not inspect.isfunction(obj):
+        return None
+    if run is None:
+        collector.config.stash[NO_INVENTORY_KEY] = str(collector.path)
+        return []
+    items: list[pytest.Item] = []
+    for node in run.targets:
+        if not spec.applies_to(node):
+            continue
+        for param in spec.params(run.inventory, node):
+            info = CheckItem(spec=spec, check_id=spec.check_id(node, param), node=node, param=param)
+            item = pytest.Function.from_parent(collector, name=info.test_id, callobj=obj)
+            item.stash[ITEM_KEY] = info
+            item.user_properties.extend(info.properties())
+            item.add_marker(node.role)
+            item.add_marker(spec.severity)
+            items.append(item)
+    return items
+
+
+def missing_inventory(config: pytest.Config) -> str | None:
+    where = config.stash.get(NO_INVENTORY_KEY, None)
+    if where is None:
+        return None
+    return (f"{where}: these checks need an inventory; fix: pass --inventory FILE "
+            "(or run the suite's own tests: pytest tests/unit)")

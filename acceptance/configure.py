@@ -1,0 +1,77 @@
+"""Building the run from the command line and the inventory: load and validate the inventory, discover nodes,
+select the targets (``--role``, ``--nodes``), resolve the maintenance waivers. Every bad input is one line
+and a usage error (exit status 4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import NoReturn
+
+import pytest
+
+from acceptance.discovery import DiscoveryError, discover
+from acceptance.inventory import CLUSTER, Inventory, InventoryError, Maintenance, Node, load_inventory
+from acceptance.run import WORKERINPUT_KEY, Run, new_run_id
+from acceptance.targeting import TargetError, select, split_patterns, wants_cluster
+from acceptance.transport.ssh import ControlDirError, private_dir
+
+CLUSTER_NODE = Node(name=CLUSTER, role="cluster", source=CLUSTER)
+
+
+def usage(message: str) -> NoReturn:
+    raise pytest.UsageError(message)
+
+
+def maintenance(inventory: Inventory, targets: list[Node], today: dt.date) -> tuple[dict[str, Maintenance], list[str]]:
+    waivers: dict[str, Maintenance] = {}
+    warnings: list[str] = []
+    known = {n.name for n in targets} | {n.name for n in inventory.nodes}
+    for entry in inventory.maintenance:
+        if entry.expired(today):
+            warnings.append(f"maintenance entry for {entry.node} expired on {entry.until.isoformat()} "
+                            f"({entry.reason}): ignored, its checks run")
+        elif entry.node not in known and not inventory.discovery:
+            warnings.append(f"maintenance entry for {entry.node}: no such node in the inventory: ignored")
+        else:
+            waivers[entry.node] = entry
+    return waivers, warnings
+
+
+def _path(config: pytest.Config, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config.invocation_params.dir / path
+
+
+def build_run(config: pytest.Config, inventory_path: str) -> Run:
+    try:
+        inventory = load_inventory(_path(config, inventory_path))
+    except InventoryError as e:
+        usage(str(e))
+    report_dir = _path(config, config.getoption("report_dir") or "reports/out")
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and WORKERINPUT_KEY in workerinput:
+        run = Run.from_workerinput(config, inventory, report_dir, workerinput[WORKERINPUT_KEY])
+        try:
+            private_dir(run.control_dir)
+        except (OSError, ControlDirError) as e:
+            usage(str(e))
+        return run
+    nodes = list(inventory.nodes)
+    if inventory.discovery and not config.getoption("no_discovery"):
+        try:
+            nodes = discover(inventory)
+        except DiscoveryError as e:
+            usage(f"{inventory.path}: {e}")
+    roles, patterns = split_patterns(config.getoption("role")), split_patterns(config.getoption("nodes"))
+    try:
+        targets = select(nodes, roles, patterns)
+    except TargetError as e:
+        usage(f"{inventory.path}: {e}")
+    if wants_cluster(roles, patterns):
+        targets.append(CLUSTER_NODE)  # the cluster-wide (API) checks' pseudo-node
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    waivers, warnings = maintenance(inventory, targets, dt.date.today())
+    return Run(config=config, inventory=inventory, targets=targets, run_id=new_run_id(started), started=started,
+               report_dir=report_dir, control_dir=private_dir(), waivers=waivers, warnings=warnings,
+               is_worker=False, all_nodes=nodes)

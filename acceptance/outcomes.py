@@ -1,0 +1,83 @@
+"""What a check can end as, and how a pytest report becomes one of those outcomes.
+
+Imported by the checks, the API clients and the plugin alike (it imports none of them):
+
+``passed``      the check ran and found nothing wrong
+``failed``      the check ran and found the node (or the cluster) wrong: the only outcome a remediation acts on
+``error``       the check could not tell (configuration, a malformed answer, a probe that could not run)
+``blocked``     not run because a root check it needs failed (node.ping, node.ssh, api.<name>.reachable)
+``waived``      not run: the node is in the inventory's maintenance list
+``remediated``  failed, then fixed by its remediation and passed on the re-check
+``not_run``     collected but never run (an interrupted run): counted so that it never reads as healthy
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
+
+import pytest
+
+Outcome = Literal["passed", "failed", "blocked", "error", "waived", "remediated", "not_run"]
+OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "blocked", "error", "waived", "remediated", "not_run")
+HEALTHY: frozenset[str] = frozenset({"passed", "waived", "remediated"})
+
+PING_CHECK = "node.ping"
+SSH_CHECK = "node.ssh"
+
+
+class CheckError(Exception):
+    """The check could not run or could not tell (outcome ``error``): never a pass, never remediated."""
+
+
+class Blocked(pytest.skip.Exception):  # type: ignore[misc,name-defined]
+    """Raised by a fixture: the check needs a root check that failed (outcome ``blocked``)."""
+
+    def __init__(self, by: str, message: str) -> None:
+        super().__init__(f"blocked by {by}: {message}")
+        self.by = by
+
+
+class Waived(pytest.skip.Exception):  # type: ignore[misc,name-defined]
+    """Raised at setup: the node is under maintenance (outcome ``waived``)."""
+
+
+def judge(unreachable: bool, message: str) -> NoReturn:
+    """The one rule for a probe that did not get an answer: no answer from the service is a verdict on it
+    (``failed``); anything else (configuration, TLS, a token, a malformed answer) is ``error``."""
+    if unreachable:
+        raise AssertionError(message)
+    raise CheckError(message)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome
+    message: str
+    blocked_by: str | None = None
+
+
+def first_line(text: str, limit: int = 500) -> str:
+    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def classify(when: str, excinfo: Any, report: pytest.TestReport) -> Verdict:
+    """The outcome of one phase's report (``excinfo``: the phase's ExceptionInfo or None)."""
+    if report.passed:
+        return Verdict("passed", "")
+    if excinfo is not None and excinfo.errisinstance(Blocked):
+        return Verdict("blocked", first_line(str(excinfo.value.msg)), excinfo.value.by)
+    if excinfo is not None and excinfo.errisinstance(Waived):
+        return Verdict("waived", first_line(str(excinfo.value.msg)))
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        return Verdict("error", f"the check did not run: {first_line(reason)}")
+    if excinfo is None:
+        return Verdict("error", first_line(str(report.longrepr)))
+    if when == "call" and excinfo.errisinstance((AssertionError, pytest.fail.Exception)):
+        message = getattr(excinfo.value, "msg", None) or str(excinfo.value)
+        return Verdict("failed", first_line(message) or "check failed")
+    if excinfo.errisinstance(CheckError):
+        return Verdict("error", first_line(str(excinfo.value)))
+    return Verdict("error", first_line(f"{excinfo.typename}: {excinfo.value}"))

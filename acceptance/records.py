@@ -1,0 +1,83 @@
+"""From pytest reports to the run's records, and from the records to the summary the reports are written from.
+
+Each phase report of a check carries its verdict as ``user_properties`` (outcome, message, blocked_by), so that
+the xdist controller, JUnit and pytest-html all see the same thing; the recorder keeps one record per check and
+node. A check that was collected but has no record at the end (an interrupted run) is recorded ``not_run``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from acceptance.outcomes import Verdict
+from acceptance.run import Run
+from reports.summary import Record, Summary
+
+
+def verdict_properties(verdict: Verdict) -> list[tuple[str, str]]:
+    return [("outcome", verdict.outcome), ("message", verdict.message), ("blocked_by", verdict.blocked_by or "")]
+
+
+def record_of(report: pytest.TestReport) -> Record | None:
+    props = dict(report.user_properties)
+    if "check" not in props or "outcome" not in props:
+        return None
+    return Record(
+        check=str(props["check"]), node=str(props["node"]), outcome=str(props["outcome"]),
+        severity=str(props["severity"]), message=str(props.get("message", "")),
+        duration_s=round(report.duration, 3), blocked_by=str(props.get("blocked_by") or "") or None,
+        role=str(props.get("role", "")), runbook=str(props.get("runbook", "")),
+        remediation=str(props.get("remediation") or "") or None, test_id=report.nodeid,
+    )
+
+
+class Recorder:
+    """Registered per run: one record per check and node. Under xdist the controller receives every worker's
+    reports (user_properties included) through this hook, so its records are complete."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.collected: dict[str, dict[str, str]] = {}  # test id -> the item's static properties
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = record_of(report)
+        if record is not None:
+            self.run.records.add(record)
+
+    def expect(self, items: Iterable[pytest.Item]) -> None:
+        for item in items:
+            props = dict(item.user_properties)
+            if "check" in props:
+                self.collected[item.nodeid] = {k: str(v) for k, v in props.items()}
+
+    def expect_ids(self, ids: Iterable[str]) -> None:
+        """xdist controller: the workers' collection, as test ids ``<path>::<check>[<node>]``."""
+        for test_id in ids:
+            name = test_id.rsplit("::", 1)[-1]
+            check, _, rest = name.partition("[")
+            if rest.endswith("]"):
+                self.collected.setdefault(test_id, {"check": check, "node": rest[:-1]})
+
+    def not_run(self) -> list[Record]:
+        seen = {r.test_id for r in self.run.records}
+        return [Record(check=p["check"], node=p["node"], outcome="not_run", severity=p.get("severity", ""),
+                       message="not run: the run ended before this check", role=p.get("role", ""),
+                       runbook=p.get("runbook", ""), remediation=p.get("remediation") or None, test_id=test_id)
+                for test_id, p in self.collected.items() if test_id not in seen]
+
+
+def summary_of(run: Run, recorder: Recorder, exitstatus: int, extra: dict[str, Any] | None = None) -> Summary:
+    for record in recorder.not_run():
+        run.records.add(record)
+    nodes = []
+    for n in run.targets:
+        waiver = run.waivers.get(n.name)
+        nodes.append({"name": n.name, "role": n.role, "kind": n.kind, "address": n.address, "source": n.source,
+                      "maintenance": {"reason": waiver.reason, "until": waiver.until.isoformat()} if waiver else None})
+    return Summary(run_id=run.run_id, cluster=run.inventory.cluster, inventory=str(run.inventory.path),
+                   started=run.started.isoformat(), duration_s=time.monotonic() - run.t0,
+                   records=list(run.records), exit_status=int(exitstatus), warnings=run.warnings, nodes=nodes)

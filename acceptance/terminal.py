@@ -1,0 +1,93 @@
+"""What people read at the end of a run in the terminal (one block per node), and the pytest-html columns."""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from acceptance.run import Run
+from reports.summary import Record
+
+TEST_STATUS = {
+    "blocked": ("blocked", "b", ("BLOCKED", {"yellow": True})),
+    "waived": ("waived", "w", ("WAIVED", {"cyan": True})),
+    "remediated": ("remediated", "R", ("REMEDIATED", {"green": True})),
+}
+
+
+def teststatus(report: pytest.TestReport) -> Any:
+    # collection reports come through here too, and they carry no user_properties
+    if not getattr(report, "user_properties", None) or (report.when == "teardown" and not report.failed):
+        return None
+    outcome = dict(report.user_properties).get("outcome")
+    if report.skipped and outcome in ("blocked", "waived"):
+        return TEST_STATUS[outcome]
+    if report.passed and outcome == "remediated":
+        return TEST_STATUS[outcome]
+    if report.failed and outcome == "error" and report.when == "call":
+        return "error", "E", ("ERROR", {"red": True})
+    return None
+
+
+def per_node(tr: Any, run: Run) -> None:
+    by_node: dict[str, list[Record]] = defaultdict(list)
+    for r in run.records:
+        by_node[r.node].append(r)
+    tr.section(f"{run.inventory.cluster}: per node", sep="=")
+    healthy: list[str] = []
+    silent: list[str] = []
+    for n in run.targets:
+        records = by_node.get(n.name, [])
+        waiver = run.waivers.get(n.name)
+        if waiver is not None and records:
+            tr.write_line(f"{n.name}: WAIVED {len(records)} checks: {waiver.reason} (until {waiver.until})", cyan=True)
+            continue
+        bad = [r for r in records if r.outcome in ("failed", "error", "not_run")]
+        blocked = [r for r in records if r.outcome == "blocked"]
+        fixed = [r for r in records if r.outcome == "remediated"]
+        if not records:
+            silent.append(n.name)
+            continue
+        if not bad and not blocked and not fixed:
+            healthy.append(n.name)
+            continue
+        tr.write_line(f"{n.name} ({n.role}{', ' + n.kind if n.kind else ''}):", bold=True)
+        for r in fixed:
+            tr.write_line(f"    REMEDIATED {r.check}: {r.message}", green=True)
+        for r in bad:
+            fix = f" [remediation: {r.remediation}]" if r.remediation and r.outcome == "failed" else ""
+            tr.write_line(f"    {r.outcome.upper():7} {r.check}: {r.message}{fix}", red=True)
+        if blocked:
+            roots = sorted({r.blocked_by or "?" for r in blocked})
+            tr.write_line(f"    BLOCKED {len(blocked)} checks by {', '.join(roots)}", yellow=True)
+    if healthy:
+        tr.write_line(f"all checks passed on {len(healthy)} nodes: {', '.join(healthy)}", green=True)
+    if silent:
+        tr.write_line(f"no check ran on {len(silent)} nodes: {', '.join(silent)}", yellow=True)
+    for w in run.warnings:
+        tr.write_line(f"WARNING: {w}", yellow=True)
+
+
+def transport_line(counters: Mapping[str, Mapping[str, int]]) -> str | None:
+    """'ssh: 6 nodes, at most 1 connection and 2 round trips per node, 183 commands (0 live)'."""
+    if not counters:
+        return None
+    values = list(counters.values())
+    return (f"ssh: {len(values)} nodes, at most {max(v['connections'] for v in values)} connection(s) and "
+            f"{max(v['round_trips'] for v in values)} round trip(s) per node, "
+            f"{sum(v['commands'] for v in values)} commands ({sum(v['live_commands'] for v in values)} live)")
+
+
+def html_header(cells: list[str]) -> None:
+    cells.insert(1, "<th>Node</th>")
+    cells.insert(2, "<th>Outcome</th>")
+
+
+def html_row(report: pytest.TestReport, cells: list[str]) -> None:
+    props = dict(report.user_properties)
+    cells.insert(1, f"<td>{html.escape(str(props.get('node', '')))}</td>")
+    cells.insert(2, f"<td>{html.escape(str(props.get('outcome', '')))}</td>")

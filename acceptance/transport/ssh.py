@@ -1,0 +1,184 @@
+"""The system ``ssh``, one master connection per node per run, never through a local shell.
+
+Every inventory value reaches ``ssh`` as one argv element: the destination comes after ``--`` (it can never
+be read as an option), option values that ssh itself tokenises (paths) are quoted for ssh and their ``%``
+escaped. One place builds the options, for the batches and for closing the master connections.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from acceptance.inventory import Node, SshSettings
+from acceptance.transport import batch
+from acceptance.transport.batch import Answer
+
+_UNSAFE = re.compile(r"[\s\"'\\]|^-")
+# ssh's own messages for what the operator must fix (never the node's health, never a reason to reboot)
+_CONFIG_ERRORS = (
+    ("Host key verification failed", "the node's host key is unknown or changed; fix: check it and update "
+                                     "ssh.known_hosts (never accept a key blindly)"),
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "the node's host key changed; fix: verify it, then update "
+                                               "ssh.known_hosts"),
+    ("No ED25519 host key is known", "no known host key for the node; fix: add it to ssh.known_hosts"),
+    ("host key is known", "no known host key for the node; fix: add it to ssh.known_hosts"),
+    ("Permission denied", "the login was refused; fix: check ssh.user, ssh.identity and the node's "
+                          "authorized keys"),
+    ("Bad configuration option", "ssh.config has a bad line; fix: correct it"),
+    ("Unsupported option", "ssh.config has an unsupported option; fix: correct it"),
+    ("no argument after keyword", "ssh.config has a bad line; fix: correct it"),
+    ("Could not resolve hostname", "the node's address does not resolve; fix: check its address in the inventory"),
+    ("Too many authentication failures", "the login was refused; fix: check ssh.identity (IdentitiesOnly)"),
+    ("Load key", "the ssh identity cannot be read; fix: check ssh.identity and its mode"),
+)
+
+
+class ControlDirError(RuntimeError):
+    """The master connections' directory is not private to this user."""
+
+
+def private_dir(path: Path | None = None) -> Path:
+    """A directory for the control sockets: created 0700 by ``mkdtemp``, or checked to be ours and 0700."""
+    if path is None:
+        return Path(tempfile.mkdtemp(prefix="alice-acc-"))
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise ControlDirError(f"{path}: the ssh control directory must be a directory owned by uid {os.getuid()} "
+                              f"with mode 0700 (it is {oct(st.st_mode & 0o777)}, uid {st.st_uid})")
+    return path
+
+
+def _ssh_path(path: Path) -> str:
+    """A path as an ssh option value: quoted (ssh splits on spaces) and with ``%`` escaped (ssh expands it)."""
+    text = str(path)
+    if any(c in text for c in "\"\n\r\0"):
+        raise ValueError(f"{text!r}: a path with quotes or control characters cannot be passed to ssh")
+    return '"' + text.replace("%", "%%") + '"'
+
+
+def safe_destination(value: str) -> str:
+    if not value or _UNSAFE.search(value):
+        raise ValueError(f"{value!r} cannot be an ssh destination (option-like or contains spaces/quotes)")
+    return value
+
+
+@dataclass(frozen=True)
+class SshResult:
+    """Whether ssh reached the node: ``unreachable`` (a verdict on the node) or a configuration problem."""
+
+    ok: bool
+    message: str = ""
+    config_error: bool = False
+    duration_s: float = 0.0
+
+
+@dataclass
+class Counters:
+    connections: int = 0  # master connections opened
+    round_trips: int = 0  # ssh invocations
+    commands: int = 0  # commands answered
+    live_commands: int = 0  # of which outside a prefetch batch
+
+    def as_dict(self) -> dict[str, int]:
+        return {"connections": self.connections, "round_trips": self.round_trips, "commands": self.commands,
+                "live_commands": self.live_commands}
+
+
+@dataclass
+class BatchResult:
+    connection: SshResult
+    answers: dict[int, Answer] = field(default_factory=dict)
+    problem: str | None = None  # why answers are missing although ssh got in (e.g. no temporary directory)
+
+
+def classify_failure(where: str, stderr: str, timed_out: bool = False) -> SshResult:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("Warning:")]
+    last = lines[-1] if lines else ("no answer" if timed_out else "connection failed")
+    for needle, fix in _CONFIG_ERRORS:
+        if any(needle in line for line in lines):
+            return SshResult(False, f"{where}: {last} ({fix})", config_error=True)
+    return SshResult(False, f"{where}: {last}")
+
+
+class Ssh:
+    """Runs batches on nodes through their master connection and counts what it costs."""
+
+    def __init__(self, settings: SshSettings, control_dir: Path) -> None:
+        self.settings = settings
+        self.control_dir = control_dir
+        self.counters: dict[str, Counters] = {}
+
+    def control_path(self, node: Node) -> Path:
+        return self.control_dir / node.name
+
+    def options(self, node: Node) -> list[str]:
+        s = self.settings
+        opts = [
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={int(s.connect_timeout_s)}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=3",
+            "-o", "ControlMaster=auto",
+            "-o", f"ControlPersist={int(s.control_persist_s)}s",
+            "-o", f"ControlPath={_ssh_path(self.control_path(node))}",
+            "-o", f"User={safe_destination(s.user)}",
+        ]
+        if s.known_hosts:
+            opts += ["-o", f"UserKnownHostsFile={_ssh_path(s.known_hosts)}"]
+        if s.identity:
+            opts += ["-o", "IdentitiesOnly=yes", "-o", f"IdentityFile={_ssh_path(s.identity)}"]
+        if s.config:
+            opts = ["-F", str(s.config), *opts]
+        return opts
+
+    def where(self, node: Node) -> str:
+        return f"ssh {self.settings.user}@{self.settings.destination(node)}"
+
+    def run(self, node: Node, commands: Sequence[str], live: bool = False) -> BatchResult:
+        """One round trip answering ``commands`` (``live``: outside the prefetch, for the counters)."""
+        counters = self.counters.setdefault(node.name, Counters())
+        if not self.control_path(node).exists():
+            counters.connections += 1
+        counters.round_trips += 1
+        nonce = batch.new_nonce()
+        timeout = int(self.settings.command_timeout_s)
+        argv = ["ssh", *self.options(node), "--", safe_destination(self.settings.destination(node)), "sh -s"]
+        start = time.monotonic()
+        try:
+            proc = subprocess.run(argv, input=batch.script(commands, nonce, timeout).encode(), capture_output=True,
+                                  timeout=self.settings.connect_timeout_s + timeout + 10, check=False)
+        except subprocess.TimeoutExpired as e:
+            return BatchResult(classify_failure(self.where(node), (e.stderr or b"").decode(errors="replace"), True))
+        except OSError as e:
+            return BatchResult(SshResult(False, f"{self.where(node)}: cannot run ssh: {e}", config_error=True))
+        duration = time.monotonic() - start
+        answers = batch.parse(proc.stdout, nonce, len(commands))
+        if proc.returncode == 255 and not answers:
+            result = classify_failure(self.where(node), proc.stderr.decode(errors="replace"))
+            return BatchResult(SshResult(result.ok, result.message, result.config_error, duration))
+        counters.commands += len(answers)
+        if live:
+            counters.live_commands += len(answers)
+        problem = None
+        if len(answers) < len(commands):
+            err = [line for line in proc.stderr.decode(errors="replace").splitlines() if line.strip()]
+            problem = (f"{self.where(node)}: {len(commands) - len(answers)} of {len(commands)} answers missing "
+                       f"(exit status {proc.returncode}{': ' + err[-1].strip() if err else ''})")
+        return BatchResult(SshResult(True, f"{self.where(node)}: ok", duration_s=duration), answers, problem)
+
+    def close(self) -> None:
+        """Stop the master connections this process opened."""
+        for name in list(self.counters):
+            path = self.control_dir / name
+            if path.exists():
+                subprocess.run(["ssh", "-o", f"ControlPath={_ssh_path(path)}", "-O", "exit", "--", "unused"],
+                               capture_output=True, timeout=10, check=False)
