@@ -14,8 +14,9 @@ import pytest
 
 from acceptance import collection, fixtures, hookspecs, terminal
 from acceptance.configure import build_run, usage
-from acceptance.outcomes import classify
+from acceptance.outcomes import Verdict, classify
 from acceptance.records import Recorder, summary_of, verdict_properties
+from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
 from acceptance.transport.nodes import Nodes
 from reports.summary import write_summary
@@ -62,6 +63,7 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if getattr(config.option, "tbstyle", None) == "auto":
         config.option.tbstyle = "short"  # an operator wants the reason, not the suite's internals
+    remember_environment()
     run = build_run(config, path)
     config.stash[RUN_KEY] = run
     args = collection.collection_args(config, run)
@@ -200,6 +202,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if item.stash.get(ITEM_KEY, None) is None:
         return report
     verdict = classify(call.when, call.excinfo, report)
+    verdict = Verdict(verdict.outcome, redact(verdict.message), verdict.blocked_by)
+    _redact_longrepr(report)
     if report.when == "teardown" and report.passed:
         return report  # carries the decisive phase's outcome through item.user_properties
     props = verdict_properties(verdict)
@@ -207,6 +211,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call" or not report.passed:
         item.user_properties.extend(props)  # so that JUnit (which reads the teardown report) shows them
     return report
+
+
+def _redact_longrepr(report: pytest.TestReport) -> None:
+    """No secret in what JUnit, pytest-html and the terminal show (a server may echo a token in an error)."""
+    if report.longrepr is None:
+        return
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
+        path, line, reason = report.longrepr
+        report.longrepr = (path, line, redact(str(reason)))
+        return
+    text = report.longreprtext
+    if redact(text) != text:
+        report.longrepr = redact(text)
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:
