@@ -22,6 +22,7 @@ from acceptance.run import ITEM_KEY, Run
 
 ENTRY_POINT_GROUP = "alice_acceptance.checks"
 NO_INVENTORY_KEY = pytest.StashKey[str]()
+DIRS_KEY = pytest.StashKey[list[Path]]()
 
 
 def builtin_dirs() -> list[Path]:
@@ -34,14 +35,33 @@ def builtin_dirs() -> list[Path]:
     return dirs
 
 
+def _argument_dirs(config: pytest.Config) -> list[Path]:
+    """Directories named on the command line (a file's folder): checks there are collected too."""
+    out = []
+    for arg in config.args:
+        path = config.invocation_params.dir / arg.split("::")[0]
+        if path.is_dir():
+            out.append(path)
+        elif path.is_file():
+            out.append(path.parent)
+    return out
+
+
 def check_dirs(config: pytest.Config, run: Run | None) -> list[Path]:
     """Every check directory of this run, built-in first, without duplicates."""
-    found = builtin_dirs()
+    found = builtin_dirs() + _argument_dirs(config)
     found += [config.rootpath / p for p in config.getini("acceptance_checks")]
     found += [config.invocation_params.dir / p for p in config.getoption("checks_dir") or []]
     if run is not None:
         found += list(getattr(run.inventory, "check_dirs", ()))
     return list(dict.fromkeys(p.resolve() for p in found))
+
+
+def cached_dirs(config: pytest.Config, run: Run | None) -> list[Path]:
+    """:func:`check_dirs`, computed once per run (it is asked for every file pytest looks at)."""
+    if DIRS_KEY not in config.stash:
+        config.stash[DIRS_KEY] = check_dirs(config, run)
+    return config.stash[DIRS_KEY]
 
 
 def site_dirs(config: pytest.Config, run: Run) -> list[Path]:

@@ -14,6 +14,7 @@ import pytest
 
 from acceptance import collection, fixtures, hookspecs, terminal
 from acceptance.configure import build_run, usage
+from acceptance.inventory import CLUSTER
 from acceptance.outcomes import Verdict, classify
 from acceptance.records import Recorder, summary_of, verdict_properties
 from acceptance.redaction import redact, remember_environment
@@ -131,7 +132,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
-    return collection.collect_file(file_path, parent, collection.check_dirs(parent.config, get_run(parent.config)))
+    return collection.collect_file(file_path, parent, collection.cached_dirs(parent.config, get_run(parent.config)))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -176,11 +177,8 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return
     if session.config.pluginmanager.hasplugin("dsession"):
         return  # the xdist controller runs no check; each worker prepares its nodes as they come
-    run.nodes.prepare_all(item_node for item_node in _nodes_with_items(run))
-
-
-def _nodes_with_items(run: Run) -> list[Any]:
-    return [n for n in run.targets if run.items.get(n.name) and n.role != "cluster"]
+    run.nodes.prepare_all(n for n in run.targets
+                          if run.items.get(n.name) and n.role != CLUSTER and n.name not in run.waivers)
 
 
 @pytest.hookimpl(tryfirst=True)

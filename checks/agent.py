@@ -36,6 +36,10 @@ def test_build_mounted(host: Any, expect: Expectations) -> None:
     )
 
 
+def _digits(gib: float) -> int:
+    return 0 if gib >= 10 else 1
+
+
 @check("agent.build.free", runbook=RUNBOOK, severity="major", roles=["agent"])
 def test_build_free(host: Any, expect: Expectations) -> None:
     df = host.run("df -B1 --output=avail,size -- %s", expect.build_mount)
@@ -43,6 +47,7 @@ def test_build_free(host: Any, expect: Expectations) -> None:
     space = parse_df(df.stdout)
     free_gib = space.avail / GIB
     assert free_gib >= expect.build_min_free_gib, (
-        f"{expect.build_mount} has {free_gib:.0f} GiB free of {space.size / GIB:.0f} GiB, "
+        f"{expect.build_mount} has {free_gib:.{_digits(free_gib)}f} GiB free of "
+        f"{space.size / GIB:.{_digits(space.size / GIB)}f} GiB, "
         f"less than {expect.build_min_free_gib:g} GiB"
     )

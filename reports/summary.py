@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 SCHEMA_VERSION = 1
-Outcome = Literal["passed", "failed", "blocked", "error", "waived", "remediated"]
-OUTCOMES: tuple[str, ...] = ("passed", "failed", "blocked", "error", "waived", "remediated")
+Outcome = Literal["passed", "failed", "blocked", "error", "waived", "remediated", "not_run"]
+OUTCOMES: tuple[str, ...] = ("passed", "failed", "blocked", "error", "waived", "remediated", "not_run")
 # when two reports of one test disagree (setup/call/teardown), the worse one stays
-_RANK = {"passed": 0, "remediated": 1, "waived": 2, "blocked": 3, "failed": 4, "error": 5}
+_RANK = {"passed": 0, "remediated": 1, "waived": 2, "blocked": 3, "not_run": 3, "failed": 4, "error": 5}
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Helpers for the suite's unit tests: inventories in tmp_path, the suite run in-process with a fake prober."""
+"""Helpers for the suite's unit tests: inventories in tmp_path, the suite run in-process on a fake ssh."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .fakeprober import FakeProberPlugin
+from .fakessh import FakeNodes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,10 +69,10 @@ class Result:
 
 @pytest.fixture
 def run_suite(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Callable[..., Result]:
-    """Run the checks in-process against an inventory, with a fake prober (no network)."""
+    """Run the checks in-process against an inventory, on the fake ssh (no network)."""
 
-    def run(*args: str, spec: dict[str, Any] | None = None, plugin: FakeProberPlugin | None = None) -> Result:
-        plugin = plugin or FakeProberPlugin(spec or {})
+    def run(*args: str, spec: dict[str, Any] | None = None, plugin: FakeNodes | None = None) -> Result:
+        plugin = plugin or FakeNodes(spec or {})
         argv = ["-p", "no:cacheprovider", "-q", f"--report-dir={tmp_path / 'out'}", *args]
         if not any(a.startswith(str(ROOT)) for a in args):
             argv.append(str(ROOT / "checks"))

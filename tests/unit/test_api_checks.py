@@ -17,7 +17,7 @@ from acceptance.scheduling import scope_of
 from tests.reference import API
 
 from .conftest import EXAMPLE
-from .fakeprober import FakeProberPlugin
+from .fakessh import FakeNodes
 
 REFERENCE = API
 
@@ -264,7 +264,7 @@ def test_unreachable_api_blocks_its_checks_and_never_passes(write_inventory, run
              "vault": Snapshot("vault", root=down), "prometheus": Snapshot("prometheus", root=down),
              "openstack": Snapshot("openstack", root=down)}
     result = run_suite(f"--inventory={write_inventory(EXAMPLE)}", "--role=cluster,agent",
-                       plugin=FakeProberPlugin({}, snapshots=snaps))
+                       plugin=FakeNodes({}, snapshots=snaps))
     assert result.ret == 1
     data = json.loads((tmp_path / "out" / "latest" / "summary.json").read_text())
     rec = {f"{r['check']}[{r['node']}]": r for r in data["records"]}
@@ -283,8 +283,8 @@ def test_unreachable_api_blocks_its_checks_and_never_passes(write_inventory, run
 
 def test_cluster_pseudo_node_follows_targeting(write_inventory, run_suite):
     result = run_suite(f"--inventory={write_inventory(EXAMPLE)}", "--collect-only", "--nodes=alibuild01",
-                       plugin=FakeProberPlugin({}, snapshots={}))
+                       plugin=FakeNodes({}, snapshots={}))
     assert "[cluster]" not in result.out and "agent.nomad.ready[alibuild01]" in result.out
     result = run_suite(f"--inventory={write_inventory(EXAMPLE)}", "--collect-only", "--nodes=cluster",
-                       plugin=FakeProberPlugin({}, snapshots={}))
+                       plugin=FakeNodes({}, snapshots={}))
     assert "cluster.nomad.leader[cluster]" in result.out and "alibuild01]" not in result.out

@@ -23,7 +23,8 @@ def test_totals_and_blocked_counts():
                rec("agent.units.docker", "a1", "blocked", blocked_by="node.ssh"),
                rec("node.ping", "a2", "failed"), rec("node.ssh", "a2", "blocked", blocked_by="node.ping"),
                rec("node.ping", "m1", "waived"), rec("node.ping", "m2", "passed"), rec("x", "m2", "error")]
-    assert totals(records) == {"passed": 1, "failed": 2, "blocked": 3, "error": 1, "waived": 1, "remediated": 0}
+    assert totals(records) == {"passed": 1, "failed": 2, "blocked": 3, "error": 1, "waived": 1, "remediated": 0,
+                              "not_run": 0}
     assert blocked_by_root(records) == {"node.ssh[a1]": 2, "node.ping[a2]": 1}
 
 
