@@ -419,7 +419,7 @@ def render_details(m: Matrix, summary: Mapping[str, Any]) -> str:
         if not entries:
             continue
         entries.sort(key=lambda r: (-RANK.get(str(r.get("outcome")), 7), _check_key(str(r.get("check")))))
-        counts = defaultdict(int)
+        counts: dict[str, int] = defaultdict(int)
         for r in entries:
             counts[str(r.get("outcome"))] += 1
         sub = ", ".join(f"{c} {LABEL.get(o, o)}" for o, c in sorted(counts.items(), key=lambda kv: -RANK.get(kv[0], 7)))
@@ -437,7 +437,7 @@ def render_remediations(summary: Mapping[str, Any]) -> str:
     if not entries:
         out.append('<p class="muted">No remediation was planned or taken in this run.</p></section>')
         return "".join(out)
-    counts = defaultdict(int)
+    counts: dict[str, int] = defaultdict(int)
     for e in entries:
         counts[str(e.get("verdict"))] += 1
     out.append("<p>" + ", ".join(f'<span class="badge v-{esc(v)}">{esc(v)}</span> {counts[v]}'

@@ -34,6 +34,8 @@ from reports.summary import (
     node_sort_key,
     record_sort_key,
 )
+from reports.trend import DEFAULT_RUNS, trend_for
+from reports.write import write_reports
 
 # best to worst: 5 (no test collected: an empty shard) < 0 < 1 (checks failed) < 2 (interrupted)
 # < 4 (bad input) < 3 (internal error); any other code is worse still
@@ -162,7 +164,8 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "blocked_by": {},
         "nodes": sorted(nodes.values(), key=node_sort_key),
         "remediations": remediations,
-        "transport": {"nodes": dict(sorted(transport_nodes.items())), "api_requests": dict(sorted(api_requests.items()))},
+        "transport": {"nodes": dict(sorted(transport_nodes.items())),
+                      "api_requests": dict(sorted(api_requests.items()))},
         "trend": None,
         "records": sorted(records.values(), key=record_sort_key),
     }
@@ -178,18 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path)
     parser.add_argument("summaries", metavar="SUMMARY", type=Path, nargs="+", help="the shards' summary.json")
     parser.add_argument("--history-dir", type=Path, help="report folder of previous runs, for the trend")
-    parser.add_argument("--runs", type=int, default=7, help="trend window N (default 7)")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"trend window N (default {DEFAULT_RUNS})")
     args = parser.parse_args(argv)
-    from reports.write import write_reports  # noqa: PLC0415  (keeps `import reports.merge` light)
-
     try:
         merged = merge_summaries([load_summary(p) for p in args.summaries])
     except (SummaryError, MergeError) as exc:
         print(f"reports.merge: {exc}", file=sys.stderr)
         return 4
     if args.history_dir is not None:
-        from reports.trend import trend_for  # noqa: PLC0415
-
         merged["trend"], skipped = trend_for(merged, args.history_dir, runs=args.runs)
         for line in skipped:
             print(f"reports.merge: {line}", file=sys.stderr)
