@@ -146,6 +146,9 @@ def build_summary(*, run_id: str = "20261126T030000Z-3f9a1c", started: str = "20
                     reason="2 running allocations (ci-mesosci-slc9); drain deadline not met",
                     before="2 running allocations", after=None, duration_s=0.4))
             records.append(rec)
+    unknown = set(cases) - {(r.check, r.node) for r in records}
+    if unknown:
+        raise ValueError(f"no such check on such node in the synthetic cluster: {sorted(unknown)}")
     transport = {"nodes": {n["name"]: {"connections": 0 if n["name"] in unreachable else 1,
                                        "round_trips": rnd.randint(2, 5), "commands": rnd.randint(30, 60),
                                        "live_commands": rnd.randint(0, 3)}
@@ -172,3 +175,10 @@ def test_synthetic_overrides_and_a_clean_night():
     data = build_summary(scenario={}, unreachable=(), waived=(), interrupted=False,
                          overrides={("node.ping", "alibuild01"): "failed"}).to_json()
     assert data["totals"]["failed"] == 1 and data["totals"]["passed"] == len(data["records"]) - 1
+
+
+def test_a_case_for_a_check_the_cluster_lacks_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="alibuild99"):
+        build_summary(overrides={("node.ping", "alibuild99"): "failed"})
