@@ -53,9 +53,16 @@ def worst_exit(statuses: Sequence[int | None]) -> int | None:
     return max(known, key=lambda s: (EXIT_ORDER.get(s, len(EXIT_ORDER)), s))
 
 
+SEPARATORS = "-._+"
+
+
 def common_run_id(run_ids: Sequence[str]) -> str:
-    """The shared prefix of the shards' run ids, without a trailing separator."""
-    prefix = os.path.commonprefix(list(run_ids)).rstrip("-._+:/")
+    """The shared prefix of the shards' run ids, up to a separator (``…-3f9a1c-s1of2`` and ``…-3f9a1c-s2of2``
+    give ``…-3f9a1c``)."""
+    prefix = os.path.commonprefix(list(run_ids))
+    if any(len(r) > len(prefix) and r[len(prefix)] not in SEPARATORS for r in run_ids):
+        prefix = prefix[: max(prefix.rfind(c) for c in SEPARATORS) + 1]
+    prefix = prefix.rstrip(SEPARATORS)
     if not prefix:
         raise MergeError(f"the shards' run ids share no prefix: {', '.join(run_ids)}")
     return prefix
