@@ -36,7 +36,7 @@ PREFIX_ORDER = {"api": 0, "cluster": 1, "node": 2, "master": 3, "agent": 4}
 
 CSS = """
 :root { --passed:#8fd19e; --failed:#e03131; --error:#a61e4d; --blocked:#f59f00; --waived:#91a7ff;
-  --remediated:#0ca678; --not_run:#adb5bd; --na:#f1f3f5; --ink:#212529; --muted:#6c757d; --line:#dee2e6; }
+  --remediated:#0ca678; --not_run:#adb5bd; --na:#eceef1; --ink:#212529; --muted:#6c757d; --line:#dee2e6; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
   color: var(--ink); background: #fff; }
@@ -218,7 +218,9 @@ def fmt_duration(seconds: Any) -> str:
 
 def _value(value: Any) -> str:
     """A before/after state: strings as they are, other JSON values compact."""
-    if value is None or isinstance(value, str):
+    if value is None:
+        return "—"
+    if isinstance(value, str):
         return esc(value)
     return esc(json.dumps(value, sort_keys=True, ensure_ascii=False))
 
@@ -451,7 +453,7 @@ def render_remediations(summary: Mapping[str, Any]) -> str:
             f'<tr><td class="mono">{esc(fmt_time(e.get("time")))}</td><td class="mono">{esc(e.get("node"))}</td>'
             f'<td><code>{esc(e.get("check"))}</code></td><td><code>{esc(e.get("action"))}</code></td>'
             f'<td>{esc(e.get("mode"))}</td><td><span class="badge v-{esc(verdict)}">{esc(verdict)}</span></td>'
-            f'<td>{esc(e.get("guardrail"))}</td><td>{esc(e.get("reason"))}</td>'
+            f'<td class="mono">{esc(e.get("guardrail"))}</td><td>{esc(e.get("reason"))}</td>'
             f'<td class="mono">{_value(e.get("before"))} → {_value(e.get("after"))}</td>'
             f'<td class="num">{esc(fmt_duration(e.get("duration_s")))}</td></tr>')
     out.append("</tbody></table></section>")
