@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-dev-shm-usage", "--window-size=1400,1000", "--hide-scrollbars"]
 
 
-@pytest.fixture
-def browser(tmp_path: Path) -> Iterator[Any]:
+@contextmanager
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """A headless Chromium driven through Debian's chromedriver; pytest.fail (not skip, not error) without it."""
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not (Path(p).is_file() and os.access(p, os.X_OK))]
     if missing:
         pytest.fail(f"Chromium is needed for the report's browser test and {', '.join(missing)} is missing: "
@@ -47,9 +49,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     for flag in [*FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(30)
-    driver.set_script_timeout(10)
     try:
+        driver.set_page_load_timeout(30)
+        driver.set_script_timeout(10)
         yield driver
     finally:
         driver.quit()
@@ -68,11 +70,18 @@ def in_viewport(driver: Any, element: Any) -> bool:
         element))
 
 
-def test_report_in_chromium(browser: Any, tmp_path: Path) -> None:
+def test_report_in_chromium(tmp_path: Path) -> None:
+    report = write_html(build_summary(hostile=True).to_json(), tmp_path / "report.html")
+    with chromium(tmp_path) as driver:
+        look_at_the_report(driver, report, tmp_path)
+    for name in ("report-top.png", "report-target.png"):
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
+
+
+def look_at_the_report(driver: Any, report: Path, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
-    driver = browser
-    report = write_html(build_summary(hostile=True).to_json(), tmp_path / "report.html")
     driver.get(report.as_uri())
     assert "alice-prod" in driver.title
 
@@ -116,7 +125,3 @@ def test_report_in_chromium(browser: Any, tmp_path: Path) -> None:
     assert "systemd.unified_cgroup_hierarchy=0" in entry.text and "Creating a agent" in entry.text
     assert rgb(entry.value_of_css_property("background-color")) != (255, 255, 255), "the :target is not highlighted"
     driver.save_screenshot(str(tmp_path / "report-target.png"))
-
-    for name in ("report-top.png", "report-target.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
