@@ -197,7 +197,8 @@ def fmt_time(iso: Any) -> str:
         when = datetime.fromisoformat(str(iso))
     except ValueError:
         return str(iso or "")
-    if when.utcoffset() is not None and when.utcoffset().total_seconds() == 0:  # type: ignore[union-attr]
+    offset = when.utcoffset()
+    if offset is not None and offset.total_seconds() == 0:
         return when.strftime("%Y-%m-%d %H:%M:%S UTC")
     return when.isoformat(sep=" ")
 

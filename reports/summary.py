@@ -225,6 +225,12 @@ class Summary:
     transport: Transport = field(default_factory=empty_transport)
     trend: Mapping[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.moment not in MOMENTS:
+            raise ValueError(f"unknown moment {self.moment!r}: expected one of {', '.join(MOMENTS)}")
+        if self.shard is not None and not 1 <= int(self.shard["index"]) <= int(self.shard["count"]):
+            raise ValueError(f"shard {self.shard['index']}/{self.shard['count']}: expected 1 <= index <= count")
+
     def to_json(self) -> dict[str, Any]:
         records = sorted((r.to_json() for r in self.records), key=record_sort_key)
         data: dict[str, Any] = {

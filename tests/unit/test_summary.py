@@ -154,3 +154,12 @@ def test_schema_md_documents_every_key():
     assert f'"schema": {SCHEMA_VERSION}' in text
     for outcome in OUTCOMES:
         assert f"`{outcome}`" in text
+
+
+def test_moment_and_shard_are_checked():
+    with pytest.raises(ValueError, match="unknown moment 'daily'"):
+        summary([], moment="daily")
+    with pytest.raises(ValueError, match="shard 3/2"):
+        summary([], shard={"index": 3, "count": 2})
+    data = summary([], moment="gate", shard={"index": 2, "count": 2}).to_json()
+    assert (data["moment"], data["shard"]) == ("gate", {"index": 2, "count": 2})
