@@ -1,31 +1,121 @@
 """summary.json: one record per check and node, written once per run by the pytest controller.
 
-Schema: reports/SCHEMA.md (``"schema": 1``).
+Schema: reports/SCHEMA.md (``"schema": 2``). The plugin builds :class:`Record` objects and one
+:class:`Summary`; everything else in ``reports`` reads the summary's JSON form (a plain dict), so that a
+summary read back from disk, a merged one and a freshly built one go through the same writers.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, get_args
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
 Outcome = Literal["passed", "failed", "blocked", "error", "waived", "remediated", "not_run"]
-OUTCOMES: tuple[str, ...] = ("passed", "failed", "blocked", "error", "waived", "remediated", "not_run")
-# when two reports of one test disagree (setup/call/teardown), the worse one stays
-_RANK = {"passed": 0, "remediated": 1, "waived": 2, "blocked": 3, "not_run": 3, "failed": 4, "error": 5}
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+# From best to worst. When two reports of one test disagree (setup/call/teardown) the worse one stays;
+# the metrics' acceptance_check_status uses the same order as its value (0 passed ... 6 error).
+RANK: dict[str, int] = {"passed": 0, "remediated": 1, "waived": 2, "not_run": 3, "blocked": 4, "failed": 5,
+                        "error": 6}
+_RANK = RANK  # the name schema 1 used
+FAILING: frozenset[str] = frozenset({"failed", "error"})
+HEALTHY: frozenset[str] = frozenset({"passed", "remediated"})
+
+Moment = Literal["check", "nightly", "provision", "gate"]
+MOMENTS: tuple[Moment, ...] = get_args(Moment)
+Verdict = Literal["planned", "taken", "refused", "failed", "escalated"]
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+Kind = Literal["vm", "metal"]
+ROLE_ORDER: dict[str, int] = {"cluster": 0, "master": 1, "agent": 2}
+
+
+class SummaryError(ValueError):
+    """A summary file that cannot be used: unreadable, not JSON, or another schema."""
+
+
+def as_outcome(value: str) -> Outcome:
+    """``value`` as an :data:`Outcome`; ValueError for anything else (an unknown outcome must not vanish)."""
+    for outcome in OUTCOMES:
+        if value == outcome:
+            return outcome
+    raise ValueError(f"unknown outcome {value!r}: expected one of {', '.join(OUTCOMES)}")
+
+
+class RemediationDetail(TypedDict):
+    """What a remediation did for one record (the record's audit-log decision, summarised)."""
+
+    action: str  # e.g. "unit.restart"
+    mode: str  # "dry-run", "safe" or "all" (--remediate)
+    verdict: Verdict
+    guardrail: str | None  # the guardrail that decided (refused/escalated), else null
+    before: Any  # state read before acting (JSON value, usually a short string)
+    after: Any  # state read after acting (re-check), null when not acted
+    duration_s: float
+
+
+class RemediationEntry(TypedDict):
+    """One decision of the remediation audit log (JSON lines) of this run."""
+
+    run_id: str
+    time: str  # ISO 8601, UTC
+    node: str
+    check: str
+    action: str
+    mode: str
+    verdict: Verdict
+    guardrail: str | None
+    reason: str
+    before: Any
+    after: Any
+    duration_s: float
+
+
+class Shard(TypedDict):
+    index: int  # 1 <= index <= count
+    count: int
+
+
+class NodeTransport(TypedDict):
+    connections: int  # ssh connections opened (1 when the ControlMaster held)
+    round_trips: int  # ssh round trips (batched commands count once)
+    commands: int  # commands answered (from batches included)
+    live_commands: int  # commands that needed their own round trip
+
+
+class Transport(TypedDict):
+    nodes: dict[str, NodeTransport]
+    api_requests: dict[str, int]  # API name (nomad, consul, vault, prometheus, openstack) -> HTTP requests
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """'alibuild2' < 'alibuild10'."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part)
+
+
+def record_sort_key(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Records are sorted by node, then check (then test id): the same order for one run and merged shards."""
+    return (natural_key(str(record.get("node", ""))), str(record.get("check", "")), str(record.get("test_id", "")))
+
+
+def node_sort_key(node: Mapping[str, Any]) -> tuple[Any, ...]:
+    """Nodes: the pseudo-node ``cluster``, then masters, then agents (then other roles), each by name."""
+    return (ROLE_ORDER.get(str(node.get("role", "")), len(ROLE_ORDER)), natural_key(str(node.get("name", ""))))
 
 
 @dataclass
 class Record:
     check: str
     node: str
-    outcome: str
+    outcome: Outcome
     severity: str
     message: str = ""
     duration_s: float = 0.0
@@ -34,6 +124,12 @@ class Record:
     runbook: str = ""
     remediation: str | None = None
     test_id: str = ""
+    kind: str | None = None
+    first_message: str | None = None
+    remediation_detail: RemediationDetail | None = None
+
+    def __post_init__(self) -> None:
+        self.outcome = as_outcome(self.outcome)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,30 +148,62 @@ class Records:
             self._by_id[key] = record
             return
         old.duration_s = round(old.duration_s + record.duration_s, 3)
-        if _RANK.get(record.outcome, 5) > _RANK.get(old.outcome, 5):
+        if RANK[record.outcome] > RANK[old.outcome]:
             old.outcome, old.message, old.blocked_by = record.outcome, record.message, record.blocked_by
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[Record]:
         return iter(self._by_id.values())
 
     def __len__(self) -> int:
         return len(self._by_id)
 
 
-def totals(records: Iterable[Record]) -> dict[str, int]:
-    counts = Counter(r.outcome for r in records)
+def _outcome_of(r: Record | Mapping[str, Any]) -> str:
+    return r.outcome if isinstance(r, Record) else str(r["outcome"])
+
+
+def totals(records: Iterable[Record | Mapping[str, Any]]) -> dict[str, int]:
+    """Number of records per outcome, every outcome present (``not_run`` included)."""
+    counts = Counter(_outcome_of(r) for r in records)
     return {o: counts.get(o, 0) for o in OUTCOMES}
 
 
-def blocked_by_root(records: Iterable[Record]) -> dict[str, int]:
+def blocked_by_root(records: Iterable[Record | Mapping[str, Any]]) -> dict[str, int]:
     """'node.ssh[alibuild03]' -> how many checks it blocked."""
     counts: Counter[str] = Counter()
     for r in records:
-        if r.outcome == "blocked" and r.blocked_by:
+        data = r.to_json() if isinstance(r, Record) else r
+        if data["outcome"] == "blocked" and data.get("blocked_by"):
             # an API's root check (api.<name>.reachable) lives on the pseudo-node "cluster"
-            node = "cluster" if r.blocked_by.startswith("api.") else r.node
-            counts[f"{r.blocked_by}[{node}]"] += 1
-    return dict(counts)
+            root = str(data["blocked_by"])
+            node = "cluster" if root.startswith("api.") else str(data["node"])
+            counts[f"{root}[{node}]"] += 1
+    return dict(sorted(counts.items()))
+
+
+def remediation_counts(remediations: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Audit-log decisions per verdict, every verdict present."""
+    counts = Counter(str(e.get("verdict")) for e in remediations)
+    return {v: counts.get(v, 0) for v in VERDICTS}
+
+
+def is_healthy(summary: Mapping[str, Any]) -> bool:
+    """Healthy: the run finished (not interrupted), exit status 0, and nothing failed, errored, was blocked
+    or was left unrun. A run that checked nothing is not healthy either."""
+    t = summary.get("totals") or {}
+    return (not summary.get("interrupted") and summary.get("exit_status") == 0 and sum(t.values()) > 0
+            and all(t.get(o, 0) == 0 for o in ("failed", "error", "blocked", "not_run")))
+
+
+def empty_transport() -> Transport:
+    return {"nodes": {}, "api_requests": {}}
+
+
+def _finished(started: str, duration_s: float) -> str:
+    try:
+        return (datetime.fromisoformat(started) + timedelta(seconds=duration_s)).isoformat()
+    except ValueError:
+        return started
 
 
 @dataclass
@@ -89,33 +217,114 @@ class Summary:
     exit_status: int | None = None
     warnings: Sequence[str] = ()
     nodes: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    moment: Moment = "check"
+    finished: str | None = None  # default: started + duration_s
+    interrupted: bool = False
+    shard: Shard | None = None
+    remediations: Sequence[RemediationEntry] = ()
+    transport: Transport = field(default_factory=empty_transport)
+    trend: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.moment not in MOMENTS:
+            raise ValueError(f"unknown moment {self.moment!r}: expected one of {', '.join(MOMENTS)}")
+        if self.shard is not None and not 1 <= int(self.shard["index"]) <= int(self.shard["count"]):
+            raise ValueError(f"shard {self.shard['index']}/{self.shard['count']}: expected 1 <= index <= count")
 
     def to_json(self) -> dict[str, Any]:
-        records = list(self.records)
-        return {
+        records = sorted((r.to_json() for r in self.records), key=record_sort_key)
+        data: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "run_id": self.run_id,
             "cluster": self.cluster,
             "inventory": self.inventory,
+            "moment": self.moment,
             "started": self.started,
+            "finished": self.finished or _finished(self.started, self.duration_s),
             "duration_s": round(self.duration_s, 3),
             "exit_status": self.exit_status,
+            "interrupted": self.interrupted,
+            "shard": dict(self.shard) if self.shard else None,
             "warnings": list(self.warnings),
             "totals": totals(records),
+            "healthy": False,
             "blocked_by": blocked_by_root(records),
-            "nodes": list(self.nodes),
-            "records": [r.to_json() for r in records],
+            "nodes": sorted((dict(n) for n in self.nodes), key=node_sort_key),
+            "remediations": [dict(e) for e in self.remediations],
+            "transport": {"nodes": {k: dict(v) for k, v in sorted(self.transport.get("nodes", {}).items())},
+                          "api_requests": dict(sorted(self.transport.get("api_requests", {}).items()))},
+            "trend": dict(self.trend) if self.trend is not None else None,
+            "records": records,
         }
+        data["healthy"] = is_healthy(data)
+        return data
 
 
-def write_summary(summary: Summary, report_dir: Path) -> Path:
-    """Write ``<report_dir>/<run id>/summary.json`` and a copy at ``<report_dir>/latest/summary.json``."""
-    data = json.dumps(summary.to_json(), indent=2, sort_keys=False) + "\n"
-    run_path = report_dir / summary.run_id / "summary.json"
+def as_json(summary: Summary | Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON form of a summary: a :class:`Summary`'s, or a copy of a dict already in that form with its
+    derived keys (``totals``, ``blocked_by``, ``healthy``) computed again from its records."""
+    if isinstance(summary, Summary):
+        return summary.to_json()
+    data: dict[str, Any] = json.loads(json.dumps(summary))  # a deep copy
+    records = data.get("records") or []
+    data["totals"] = totals(records)
+    data["blocked_by"] = blocked_by_root(records)
+    data["healthy"] = is_healthy(data)
+    return data
+
+
+def dumps(summary: Mapping[str, Any]) -> str:
+    return json.dumps(summary, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    """Write ``path`` through a temporary file in the same folder and os.replace: readers never see half a
+    file. The temporary file starts with a dot and ends in ``.tmp`` (node exporter reads only ``*.prom``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    """Read a summary.json of schema 2; :class:`SummaryError` (one line naming the file) otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SummaryError(f"{path}: cannot be read as JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SummaryError(f"{path}: not a summary (a JSON object is expected)")
+    if data.get("schema") != SCHEMA_VERSION:
+        raise SummaryError(f"{path}: schema {data.get('schema')!r}, this version reads schema {SCHEMA_VERSION}")
+    if not isinstance(data.get("records"), list) or not isinstance(data.get("run_id"), str):
+        raise SummaryError(f"{path}: no run_id or records")
+    return data
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def run_dir(report_dir: Path, run_id: str) -> Path:
+    """``<report_dir>/<run id>``; a run id that is not one plain folder name is refused."""
+    if not _RUN_ID.fullmatch(run_id) or run_id == "latest":
+        raise SummaryError(f"run id {run_id!r} cannot name a report folder (letters, digits, '.', '_', '-')")
+    return report_dir / run_id
+
+
+def write_summary(summary: Summary | Mapping[str, Any], report_dir: Path) -> Path:
+    """Write ``<report_dir>/<run id>/summary.json`` and a copy at ``<report_dir>/latest/summary.json``.
+
+    Only the JSON; :func:`reports.write_all` writes the HTML report, the metrics and the trend too."""
+    data = as_json(summary)
+    text = dumps(data)
+    run_path = run_dir(report_dir, str(data["run_id"])) / "summary.json"
     for path in (run_path, report_dir / "latest" / "summary.json"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".summary-", suffix=".json")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-        os.replace(tmp, path)  # readers never see half a file
+        atomic_write(path, text)
     return run_path

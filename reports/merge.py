@@ -1,0 +1,209 @@
+"""Merge the summaries of the shards of one run (``--shard i/N``) into the summary of the whole run.
+
+Each shard checked a disjoint slice of the nodes; their run ids share a prefix (the merged run's id). The
+merged summary has the content one unsharded run would have had: records sorted (node, check), totals and
+blocked_by recomputed, nodes and transport merged, started the earliest, finished the latest, duration the
+longest shard's (they run side by side), exit status the worst, ``shard`` null. A record present in several
+shards (a cluster-wide check run by each) is kept once, its worst outcome. A missing shard is not hidden:
+the merged run is marked interrupted, with a warning naming the shard.
+
+CLI::
+
+    python -m reports.merge OUT_DIR SUMMARY.json... [--history-dir DIR] [--runs N]
+
+writes ``OUT_DIR/summary.json``, ``OUT_DIR/report.html`` and ``OUT_DIR/metrics.prom``; with ``--history-dir``
+(a report folder of previous runs) the trend is computed against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from reports.summary import (
+    RANK,
+    SCHEMA_VERSION,
+    SummaryError,
+    as_json,
+    load_summary,
+    node_sort_key,
+    record_sort_key,
+)
+from reports.trend import DEFAULT_RUNS, trend_for
+from reports.write import write_reports
+
+# best to worst: 5 (no test collected: an empty shard) < 0 < 1 (checks failed) < 2 (interrupted)
+# < 4 (bad input) < 3 (internal error); any other code is worse still
+EXIT_ORDER = {5: 0, 0: 1, 1: 2, 2: 3, 4: 4, 3: 5}
+
+
+class MergeError(ValueError):
+    """Summaries that are not the shards of one run."""
+
+
+def worst_exit(statuses: Sequence[int | None]) -> int | None:
+    known = [s for s in statuses if s is not None]
+    if not known:
+        return None
+    return max(known, key=lambda s: (EXIT_ORDER.get(s, len(EXIT_ORDER)), s))
+
+
+SEPARATORS = "-._+"
+
+
+def common_run_id(run_ids: Sequence[str]) -> str:
+    """The shared prefix of the shards' run ids, up to a separator (``…-3f9a1c-s1of2`` and ``…-3f9a1c-s2of2``
+    give ``…-3f9a1c``)."""
+    prefix = os.path.commonprefix(list(run_ids))
+    if any(len(r) > len(prefix) and r[len(prefix)] not in SEPARATORS for r in run_ids):
+        prefix = prefix[: max(prefix.rfind(c) for c in SEPARATORS) + 1]
+    prefix = prefix.rstrip(SEPARATORS)
+    if not prefix:
+        raise MergeError(f"the shards' run ids share no prefix: {', '.join(run_ids)}")
+    return prefix
+
+
+def _when(iso: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(iso))
+    except ValueError:
+        return None
+
+
+def _finished(s: Mapping[str, Any]) -> str:
+    if s.get("finished"):
+        return str(s["finished"])
+    start = _when(s.get("started"))
+    return (start + timedelta(seconds=float(s.get("duration_s") or 0))).isoformat() if start else ""
+
+
+def _one(values: Sequence[Any], what: str) -> Any:
+    distinct = sorted({str(v) for v in values})
+    if len(distinct) > 1:
+        raise MergeError(f"the shards disagree on {what}: {', '.join(distinct)}")
+    return values[0]
+
+
+def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One summary (JSON form, schema 2) from the shards' summaries (any order)."""
+    if not summaries:
+        raise MergeError("no summary to merge")
+    shards = [as_json(s) for s in summaries]
+    for s in shards:
+        if s.get("schema") != SCHEMA_VERSION:
+            raise MergeError(f"{s.get('run_id')}: schema {s.get('schema')!r}, expected {SCHEMA_VERSION}")
+    cluster = _one([s.get("cluster") for s in shards], "the cluster")
+    moment = _one([s.get("moment") for s in shards], "the moment")
+    warnings: list[str] = []
+    indices: dict[int, str] = {}
+    counts = {int(s["shard"]["count"]) for s in shards if s.get("shard")}
+    if len(counts) > 1:
+        raise MergeError(f"the shards disagree on their count: {', '.join(map(str, sorted(counts)))}")
+    for s in shards:
+        if not s.get("shard"):
+            if len(shards) > 1:
+                raise MergeError(f"{s.get('run_id')} is not a shard (its summary has no shard)")
+            continue
+        index = int(s["shard"]["index"])
+        if index in indices:
+            raise MergeError(f"shard {index} given twice: {indices[index]} and {s.get('run_id')}")
+        indices[index] = str(s.get("run_id"))
+    interrupted = any(bool(s.get("interrupted")) for s in shards)
+    if counts:
+        (count,) = counts
+        base = 0 if 0 in indices else 1
+        missing = [i for i in range(base, base + count) if i not in indices]
+        if missing:
+            interrupted = True
+            warnings.append(f"shard {', '.join(f'{i}/{count}' for i in missing)} missing: the nodes of "
+                            f"{'that shard were' if len(missing) == 1 else 'those shards were'} not checked")
+
+    records: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in shards:
+        for r in s.get("records") or ():
+            key = (str(r.get("check")), str(r.get("node")))
+            old = records.get(key)
+            if old is None or RANK.get(str(r.get("outcome")), 7) > RANK.get(str(old.get("outcome")), 7):
+                records[key] = dict(r)
+    nodes: dict[str, dict[str, Any]] = {}
+    for s in shards:
+        for n in s.get("nodes") or ():
+            nodes.setdefault(str(n.get("name")), dict(n))
+    transport_nodes: dict[str, dict[str, int]] = {}
+    api_requests: dict[str, int] = {}
+    for s in shards:
+        t = s.get("transport") or {}
+        for name, figures in (t.get("nodes") or {}).items():
+            into = transport_nodes.setdefault(str(name), {})
+            for k, v in figures.items():
+                into[k] = into.get(k, 0) + int(v)
+        for api, n in (t.get("api_requests") or {}).items():
+            api_requests[str(api)] = api_requests.get(str(api), 0) + int(n)
+    for s in shards:
+        for w in s.get("warnings") or ():
+            if w not in warnings:
+                warnings.append(str(w))
+    remediations = [dict(e) for s in shards for e in s.get("remediations") or ()]
+    remediations.sort(key=lambda e: (str(e.get("time")), str(e.get("node")), str(e.get("check"))))
+    starts = [(w, str(s.get("started"))) for s in shards if (w := _when(s.get("started"))) is not None]
+    ends = [(w, f) for s in shards if (w := _when(f := _finished(s))) is not None]
+
+    merged: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "run_id": common_run_id([str(s.get("run_id")) for s in shards]) if len(shards) > 1 else shards[0]["run_id"],
+        "cluster": cluster,
+        "inventory": shards[0].get("inventory"),
+        "moment": moment,
+        "started": min(starts)[1] if starts else shards[0].get("started"),
+        "finished": max(ends)[1] if ends else shards[0].get("finished"),
+        "duration_s": max(float(s.get("duration_s") or 0.0) for s in shards),
+        "exit_status": worst_exit([s.get("exit_status") for s in shards]),
+        "interrupted": interrupted,
+        "shard": None,
+        "warnings": warnings,
+        "totals": {},
+        "healthy": False,
+        "blocked_by": {},
+        "nodes": sorted(nodes.values(), key=node_sort_key),
+        "remediations": remediations,
+        "transport": {"nodes": dict(sorted(transport_nodes.items())),
+                      "api_requests": dict(sorted(api_requests.items()))},
+        "trend": None,
+        "records": sorted(records.values(), key=record_sort_key),
+    }
+    if interrupted and merged["exit_status"] in (None, 0, 1, 5):
+        merged["exit_status"] = 2
+    return as_json(merged)  # totals, blocked_by, healthy
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reports.merge",
+                                     description="Merge the summaries of the shards of one run and write "
+                                                 "summary.json, report.html and metrics.prom into OUT_DIR.")
+    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path)
+    parser.add_argument("summaries", metavar="SUMMARY", type=Path, nargs="+", help="the shards' summary.json")
+    parser.add_argument("--history-dir", type=Path, help="report folder of previous runs, for the trend")
+    parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"trend window N (default {DEFAULT_RUNS})")
+    args = parser.parse_args(argv)
+    try:
+        merged = merge_summaries([load_summary(p) for p in args.summaries])
+    except (SummaryError, MergeError) as exc:
+        print(f"reports.merge: {exc}", file=sys.stderr)
+        return 4
+    if args.history_dir is not None:
+        merged["trend"], skipped = trend_for(merged, args.history_dir, runs=args.runs)
+        for line in skipped:
+            print(f"reports.merge: {line}", file=sys.stderr)
+    paths = write_reports(merged, args.out_dir)
+    for path in paths.values():
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
