@@ -20,7 +20,7 @@ from acceptance.records import Recorder, summary_of, verdict_properties
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
 from acceptance.transport.nodes import Nodes
-from reports.summary import write_summary
+from reports import write_all
 
 RECORDER = "acceptance-recorder"
 SEEDS_CACHE_KEY = "alice-acceptance/commands"
@@ -249,8 +249,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     recorder = session.config.pluginmanager.get_plugin(RECORDER)
     assert isinstance(recorder, Recorder)
-    summary = summary_of(run, recorder, exitstatus)
-    run.outputs["summary"] = write_summary(summary, run.report_dir)
+    run.outputs.update(write_all(summary_of(run, recorder, exitstatus), run.report_dir))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -268,8 +267,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     line = terminal.transport_line(run.transport)
     if line:
         terminalreporter.write_line(line)
-    if "summary" in run.outputs:
-        terminalreporter.write_line(f"summary: {run.outputs['summary']}")
+    for kind in ("html", "summary", "metrics"):
+        if kind in run.outputs:
+            terminalreporter.write_line(f"{kind}: {run.outputs[kind]}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import cast
 
 import pytest
 
 from acceptance.outcomes import Verdict
 from acceptance.run import Run
-from reports.summary import Record, Summary
+from reports.summary import NodeTransport, Record, Summary, as_outcome
 
 
 def verdict_properties(verdict: Verdict) -> list[tuple[str, str]]:
@@ -27,7 +27,8 @@ def record_of(report: pytest.TestReport) -> Record | None:
     if "check" not in props or "outcome" not in props:
         return None
     return Record(
-        check=str(props["check"]), node=str(props["node"]), outcome=str(props["outcome"]),
+        check=str(props["check"]), node=str(props["node"]), outcome=as_outcome(str(props["outcome"])),
+        kind=str(props.get("kind") or "") or None,
         severity=str(props["severity"]), message=str(props.get("message", "")),
         duration_s=round(report.duration, 3), blocked_by=str(props.get("blocked_by") or "") or None,
         role=str(props.get("role", "")), runbook=str(props.get("runbook", "")),
@@ -65,19 +66,25 @@ class Recorder:
     def not_run(self) -> list[Record]:
         seen = {r.test_id for r in self.run.records}
         return [Record(check=p["check"], node=p["node"], outcome="not_run", severity=p.get("severity", ""),
+                       kind=p.get("kind") or None,
                        message="not run: the run ended before this check", role=p.get("role", ""),
                        runbook=p.get("runbook", ""), remediation=p.get("remediation") or None, test_id=test_id)
                 for test_id, p in self.collected.items() if test_id not in seen]
 
 
-def summary_of(run: Run, recorder: Recorder, exitstatus: int, extra: dict[str, Any] | None = None) -> Summary:
-    for record in recorder.not_run():
+def summary_of(run: Run, recorder: Recorder, exitstatus: int) -> Summary:
+    missing = recorder.not_run()
+    for record in missing:
         run.records.add(record)
     nodes = []
     for n in run.targets:
         waiver = run.waivers.get(n.name)
         nodes.append({"name": n.name, "role": n.role, "kind": n.kind, "address": n.address, "source": n.source,
                       "maintenance": {"reason": waiver.reason, "until": waiver.until.isoformat()} if waiver else None})
+    interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or bool(missing)
     return Summary(run_id=run.run_id, cluster=run.inventory.cluster, inventory=str(run.inventory.path),
                    started=run.started.isoformat(), duration_s=time.monotonic() - run.t0,
-                   records=list(run.records), exit_status=int(exitstatus), warnings=run.warnings, nodes=nodes)
+                   records=list(run.records), exit_status=int(exitstatus), warnings=run.warnings, nodes=nodes,
+                   moment=run.moment, interrupted=interrupted, remediations=list(run.audit),
+                   transport={"nodes": {name: cast(NodeTransport, c) for name, c in run.transport.items()},
+                              "api_requests": dict(run.api_requests)})

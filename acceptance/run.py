@@ -16,7 +16,7 @@ import pytest
 from acceptance.checkspec import CheckItem
 from acceptance.inventory import Inventory, Maintenance, Node
 from acceptance.transport.nodes import Nodes
-from reports.summary import Records
+from reports.summary import Moment, Records, RemediationEntry
 
 RUN_KEY = pytest.StashKey["Run"]()
 ITEM_KEY = pytest.StashKey[CheckItem]()
@@ -45,6 +45,9 @@ class Run:
     outputs: dict[str, Path] = field(default_factory=dict)  # the report files written at the end
     nodes: Nodes | None = None
     transport: dict[str, dict[str, int]] = field(default_factory=dict)  # ssh counters per node (all processes)
+    api_requests: dict[str, int] = field(default_factory=dict)  # per API
+    audit: list[RemediationEntry] = field(default_factory=list)  # this run's remediation decisions
+    moment: Moment = "check"  # check, nightly, provision, gate
     t0: float = field(default_factory=time.monotonic)
 
     def item_info(self, item: pytest.Item) -> CheckItem | None:
