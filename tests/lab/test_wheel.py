@@ -1,0 +1,45 @@
+"""The product as users install it: the wheel, in a fresh venv, without extras, run from a directory outside the
+repository against the lab (`pytest --pyargs checks --inventory=...`): every check passes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from .cluster import env as lab_env
+from .topology import REPO, STATE
+
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
+
+
+def test_the_installed_wheel_passes_against_the_lab_from_anywhere(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(REPO)],
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert built.returncode == 0, built.stderr
+    wheel = next(dist.glob("alice_acceptance-*.whl"))
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    installed = subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], capture_output=True,
+                               text=True, timeout=900, check=False)
+    assert installed.returncode == 0, installed.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in lab_env().items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    ran = subprocess.run([str(python), "-m", "pytest", "--pyargs", "checks", f"--inventory={STATE / 'inventory.yaml'}",
+                          f"--report-dir={elsewhere / 'out'}", "-q"], cwd=elsewhere, env=env, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-2000:]
+    summary = json.loads((elsewhere / "out" / "latest" / "summary.json").read_text())
+    assert summary["totals"]["passed"] == len(summary["records"]) > 100
+    assert {r["check"] for r in summary["records"]} >= {"node.ssh", "api.consul.reachable", "cluster.consul.dns"}
+    # it is the installed package that ran, not the repository's
+    where = subprocess.run([str(python), "-c", "import acceptance, checks; print(acceptance.__file__, checks.__file__)"],
+                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert str(REPO) not in where and str(env_dir) in where
