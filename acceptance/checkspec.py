@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+import pytest
+
 from acceptance.inventory import Inventory, Node
 
 Severity = Literal["critical", "major", "minor"]
@@ -95,6 +97,9 @@ def check(
 
     def decorate(fn: F) -> F:
         setattr(fn, CHECK_ATTR, spec)
+        if spec.remediation:  # requested at setup (a factory: nothing runs unless the check fails and the run asks)
+            marks = list(getattr(fn, "pytestmark", []))
+            setattr(fn, "pytestmark", [*marks, pytest.mark.usefixtures(spec.remediation)])  # noqa: B010
         return fn
 
     return decorate

@@ -129,3 +129,15 @@ def missing_inventory(config: pytest.Config) -> str | None:
         return None
     return (f"{where}: these checks need an inventory; fix: pass --inventory FILE "
             "(or run the suite's own tests: pytest tests/unit)")
+
+
+def unknown_remediation(items: list[pytest.Item]) -> str | None:
+    """A check naming a remediation fixture that does not exist fails the collection, not a night's run."""
+    for item in items:
+        info = item.stash.get(ITEM_KEY, None)
+        name = info.spec.remediation if info is not None else None
+        known = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        if name and name not in known:
+            return (f"{item.nodeid}: remediation {name!r} is not a fixture; fix: name one of the remediation "
+                    "fixtures (remediation/fixtures.py) or define it in your conftest.py")
+    return None

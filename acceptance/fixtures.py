@@ -106,6 +106,23 @@ def host(request: pytest.FixtureRequest) -> Any:
     return session.host
 
 
+def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
+    """Re-checks read the node again: its answers are forgotten (the host stays the same object)."""
+    info = item.stash.get(ITEM_KEY, None)
+    run = need_run(item.config)
+    if info is None or run.nodes is None:
+        return None
+    if name == "host":
+        run.nodes.session(info.node).invalidate()
+        return run.nodes.session(info.node).host
+    if name == "ping_result":
+        return run.nodes.ping(info.node, fresh=True)
+    if name == "ssh_result":
+        run.nodes.reset(info.node)
+        return run.nodes.session(info.node).connect()
+    return None
+
+
 # --------------------------------------------------------------------------- the dry pass's values
 
 

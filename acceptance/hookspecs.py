@@ -24,3 +24,9 @@ def pytest_acceptance_make_snapshots(config: pytest.Config, run: Any) -> Any:
     The plugin's own implementation (the real APIs, from the inventory and the environment) runs last; a
     conftest or plugin may return another one (tests use fakes).
     """
+
+
+@pytest.hookspec(firstresult=True)
+def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
+    """A fresh value of fixture ``name`` for re-checking ``item`` after a remediation (the node's answers
+    read again, an API snapshot fetched again); None keeps ``value``."""

@@ -20,6 +20,8 @@ from acceptance.records import Recorder, summary_of, verdict_properties
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
 from acceptance.transport.nodes import Nodes
+from remediation import phase
+from remediation.model import MODES
 from reports import write_all
 
 RECORDER = "acceptance-recorder"
@@ -49,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--no-discovery", action="store_true", help="ignore the inventory's discovery section")
     group.addoption("--checks-dir", action="append", metavar="DIR",
                     help="a directory of site checks, collected with the built-in ones (repeatable)")
+    group.addoption("--remediate", choices=MODES, default="off",
+                    help="fix failed checks with their remediation: off (default), dry-run (plan and record only), "
+                         "safe (non-disruptive actions), all (reboots and drains too, under the guardrails)")
     parser.addini("acceptance_checks", type="paths", default=[],
                   help="directories of site checks (relative to the ini file)")
 
@@ -77,6 +82,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(Recorder(run), RECORDER)
     config.pluginmanager.register(fixtures, "acceptance.fixtures")
     config.pluginmanager.import_plugin("acceptance.apifixtures")
+    config.pluginmanager.import_plugin("remediation.fixtures")
+    phase.start(config, run)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -141,7 +148,7 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    problem = collection.missing_inventory(config)
+    problem = collection.missing_inventory(config) or collection.unknown_remediation(items)
     if problem is not None:
         usage(problem)
 
@@ -169,8 +176,16 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 # --------------------------------------------------------------------------- running
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtestloop(session: pytest.Session) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    _prepare_nodes(session)
+    try:
+        return (yield)
+    finally:
+        phase.finish(session.config)  # remediation, after every check ran (interrupted loop too)
+
+
+def _prepare_nodes(session: pytest.Session) -> None:
     """In one process (no xdist), open every node's connection and fetch its answers concurrently up front."""
     run = get_run(session.config)
     if run is None or run.nodes is None or run.is_worker or session.config.option.collectonly:
@@ -179,6 +194,17 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return  # the xdist controller runs no check; each worker prepares its nodes as they come
     run.nodes.prepare_all(n for n in run.targets
                           if run.items.get(n.name) and n.role != CLUSTER and n.name not in run.waivers)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    return phase.protocol(item, nextitem)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    phase.keep_arguments(pyfuncitem)
+    return (yield)
 
 
 @pytest.hookimpl(tryfirst=True)

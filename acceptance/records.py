@@ -7,6 +7,7 @@ node. A check that was collected but has no record at the end (an interrupted ru
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from typing import cast
@@ -15,7 +16,7 @@ import pytest
 
 from acceptance.outcomes import Verdict
 from acceptance.run import Run
-from reports.summary import NodeTransport, Record, Summary, as_outcome
+from reports.summary import NodeTransport, Record, RemediationDetail, Summary, as_outcome
 
 
 def verdict_properties(verdict: Verdict) -> list[tuple[str, str]]:
@@ -33,7 +34,19 @@ def record_of(report: pytest.TestReport) -> Record | None:
         duration_s=round(report.duration, 3), blocked_by=str(props.get("blocked_by") or "") or None,
         role=str(props.get("role", "")), runbook=str(props.get("runbook", "")),
         remediation=str(props.get("remediation") or "") or None, test_id=report.nodeid,
+        first_message=str(props["first_message"]) if props.get("first_message") else None,
+        remediation_detail=_detail(props.get("remediation_detail")),
     )
+
+
+def _detail(value: object) -> RemediationDetail | None:
+    if not value:
+        return None
+    try:
+        data = json.loads(str(value))
+    except ValueError:
+        return None
+    return cast(RemediationDetail, data) if isinstance(data, dict) else None
 
 
 class Recorder:

@@ -48,6 +48,7 @@ class Run:
     api_requests: dict[str, int] = field(default_factory=dict)  # per API
     audit: list[RemediationEntry] = field(default_factory=list)  # this run's remediation decisions
     moment: Moment = "check"  # check, nightly, provision, gate
+    remediate: str = "off"  # --remediate
     t0: float = field(default_factory=time.monotonic)
 
     def item_info(self, item: pytest.Item) -> CheckItem | None:

@@ -8,6 +8,7 @@ from acceptance.checkspec import check
 from acceptance.clients import nomad_api
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import Expectations, Inventory, Node
+from remediation.fixtures import reenable_node
 
 RUNBOOK = "Cluster architecture description"
 RUNBOOK_AGENT = "Creating a agent"
@@ -59,7 +60,7 @@ def test_jobs_running(nomad_snapshot: Snapshot, expect: Expectations) -> None:
     assert not problems, "; ".join(problems)
 
 
-@check("agent.nomad.ready", runbook=RUNBOOK_AGENT, severity="critical", remediation="nomad.undrain",
+@check("agent.nomad.ready", runbook=RUNBOOK_AGENT, severity="critical", remediation=reenable_node,
        roles=["agent"], needs=())
 def test_agent_ready(nomad_snapshot: Snapshot, node: Node, inventory: Inventory) -> None:
     in_maintenance = any(m.node == node.name and not m.expired() for m in inventory.maintenance)

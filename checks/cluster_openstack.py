@@ -11,6 +11,7 @@ from acceptance.clients.openstack_api import Server
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import CLUSTER, Expectations, Node
 from acceptance.outcomes import CheckError
+from remediation.fixtures import hard_reboot
 
 RUNBOOK = {"master": "Creating a master", "agent": "Creating a agent"}
 RUNBOOK_REBOOT = "Rebooting a Mesos server"
@@ -35,7 +36,7 @@ def test_reachable(snapshots: Snapshots) -> None:
     assert_reachable(snapshots.get("openstack"))
 
 
-@check("node.openstack.active", runbook=RUNBOOK_REBOOT, severity="critical", remediation="node.hard-reboot",
+@check("node.openstack.active", runbook=RUNBOOK_REBOOT, severity="critical", remediation=hard_reboot,
        needs=())
 def test_active(openstack_snapshot: Snapshot, node: Node) -> None:
     servers, label = _servers(openstack_snapshot, node)

@@ -9,6 +9,7 @@ from acceptance.clients import prometheus_api
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import CLUSTER, Expectations, Node
 from acceptance.outcomes import CheckError
+from remediation.fixtures import restart_prometheus
 
 RUNBOOK = "Cluster architecture description"
 RUNBOOK_MASTER = "Checklist to verify the status of a master"
@@ -19,7 +20,7 @@ def test_reachable(snapshots: Snapshots) -> None:
     assert_reachable(snapshots.get("prometheus"))
 
 
-@check("master.prometheus.healthy", runbook=RUNBOOK_MASTER, severity="major", remediation="unit.restart",
+@check("master.prometheus.healthy", runbook=RUNBOOK_MASTER, severity="major", remediation=restart_prometheus,
        roles=["master"], needs=("reachable",))
 def test_healthy(prometheus_snapshot: Snapshot, node: Node) -> None:
     err = prometheus_snapshot.error(f"health:{node.name}")

@@ -10,6 +10,7 @@ from acceptance.clients import vault_api
 from acceptance.clients.snapshot import Snapshot, Snapshots
 from acceptance.inventory import Inventory, Node
 from acceptance.outcomes import CheckError
+from remediation.fixtures import unseal_vault
 
 RUNBOOK = "Checklist to verify the status of a master"
 RUNBOOK_ARCH = "Cluster architecture description"
@@ -31,14 +32,14 @@ def test_reachable(snapshots: Snapshots) -> None:
     assert_reachable(snapshots.get("vault"))
 
 
-@check("master.vault.initialised", runbook=RUNBOOK, severity="critical", remediation="vault.unseal-needs-human",
+@check("master.vault.initialised", runbook=RUNBOOK, severity="critical", remediation=unseal_vault,
        roles=["master"], needs=("reachable",))
 def test_initialised(vault_snapshot: Snapshot, node: Node) -> None:
     problem = vault_api.initialised_problem(_health(vault_snapshot, node))
     assert problem is None, f"{problem} at {vault_snapshot.parts.get(f'url:{node.name}')}"
 
 
-@check("master.vault.unsealed", runbook=RUNBOOK, severity="critical", remediation="vault.unseal-needs-human",
+@check("master.vault.unsealed", runbook=RUNBOOK, severity="critical", remediation=unseal_vault,
        roles=["master"], needs=("reachable",))
 def test_unsealed(vault_snapshot: Snapshot, node: Node) -> None:
     problem = vault_api.unsealed_problem(_health(vault_snapshot, node))

@@ -8,18 +8,19 @@ from typing import Any
 from acceptance.checkspec import check
 from acceptance.inventory import Expectations
 from acceptance.parsers import filespace_for, node_clock, parse_filespaces, parse_sched_log, unit_state
+from remediation.fixtures import restart_backup
 
 RUNBOOK_BACKUP = "Backup master"
 
 
-@check("master.backup.dsmcad", runbook=RUNBOOK_BACKUP, severity="major", remediation="tsm.restart-and-incremental",
+@check("master.backup.dsmcad", runbook=RUNBOOK_BACKUP, severity="major", remediation=restart_backup,
        roles=["master"])
 def test_dsmcad(host: Any, expect: Expectations) -> None:
     unit = unit_state(expect.backup_unit, host.service(expect.backup_unit).systemd_properties)
     assert unit.exists and unit.active, f"{unit.describe()} (expected active)"
 
 
-@check("master.backup.recent", runbook=RUNBOOK_BACKUP, severity="major", remediation="tsm.restart-and-incremental",
+@check("master.backup.recent", runbook=RUNBOOK_BACKUP, severity="major", remediation=restart_backup,
        roles=["master"])
 def test_backup_recent(host: Any, expect: Expectations) -> None:
     query = host.run("dsmc query filespace")
@@ -35,7 +36,7 @@ def test_backup_recent(host: Any, expect: Expectations) -> None:
     )
 
 
-@check("master.backup.success", runbook=RUNBOOK_BACKUP, severity="major", remediation="tsm.restart-and-incremental",
+@check("master.backup.success", runbook=RUNBOOK_BACKUP, severity="major", remediation=restart_backup,
        roles=["master"])
 def test_backup_success(host: Any, expect: Expectations) -> None:
     log = host.run("tail -n 400 -- %s", expect.backup_sched_log)

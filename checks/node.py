@@ -11,19 +11,20 @@ from acceptance.outcomes import CheckError, judge
 from acceptance.parsers import Malformed, PuppetSummary, node_clock, parse_puppet_summary, unit_state
 from acceptance.transport.ping import ProbeResult
 from acceptance.transport.ssh import SshResult
+from remediation.fixtures import hard_reboot, rerun_puppet, restart_unit
 
 RUNBOOK_STATUS = {"master": "Checklist to verify the status of a master", "agent": "Creating a agent"}
 FUTURE_TOLERANCE_S = 600  # a clock a little ahead is not a reason to distrust a summary
 
 
-@check("node.ping", runbook=RUNBOOK_STATUS, severity="critical", remediation="node.hard-reboot", needs=())
+@check("node.ping", runbook=RUNBOOK_STATUS, severity="critical", remediation=hard_reboot, needs=())
 def test_ping(ping_result: ProbeResult) -> None:
     if ping_result.error:
         raise CheckError(ping_result.message)  # could not try: error, not a verdict on the node
     assert ping_result.ok, ping_result.message
 
 
-@check("node.ssh", runbook=RUNBOOK_STATUS, severity="critical", remediation="node.hard-reboot",
+@check("node.ssh", runbook=RUNBOOK_STATUS, severity="critical", remediation=hard_reboot,
        needs=("reachable",))
 def test_ssh(ssh_result: SshResult, host: Any, inventory: Inventory) -> None:
     if not ssh_result.ok:
@@ -36,7 +37,7 @@ def node_units(inventory: Inventory, node: Node) -> list[str]:
     return list(inventory.expect.master_units if node.role == "master" else inventory.expect.agent_units)
 
 
-@check("{role}.units.{unit}", runbook=RUNBOOK_STATUS, severity="critical", remediation="unit.restart",
+@check("{role}.units.{unit}", runbook=RUNBOOK_STATUS, severity="critical", remediation=restart_unit,
        each=("unit", node_units))
 def test_unit(host: Any, param: str) -> None:
     unit = unit_state(param, host.service(param).systemd_properties)
@@ -52,7 +53,7 @@ def _puppet(host: Any, expect: Expectations) -> PuppetSummary:
         raise Malformed(f"{expect.puppet_summary} is not a puppet run summary: {e}") from None
 
 
-@check("node.puppet.clean", runbook=RUNBOOK_STATUS, severity="major", remediation="puppet.rerun")
+@check("node.puppet.clean", runbook=RUNBOOK_STATUS, severity="major", remediation=rerun_puppet)
 def test_puppet_clean(host: Any, expect: Expectations) -> None:
     s = _puppet(host, expect)
     assert s.applied, "puppet's last run applied no catalog (the summary has no resources or events)"
@@ -60,7 +61,7 @@ def test_puppet_clean(host: Any, expect: Expectations) -> None:
                      f"to restart, {s.event_failures} events failed")
 
 
-@check("node.puppet.recent", runbook=RUNBOOK_STATUS, severity="major", remediation="puppet.rerun")
+@check("node.puppet.recent", runbook=RUNBOOK_STATUS, severity="major", remediation=rerun_puppet)
 def test_puppet_recent(host: Any, expect: Expectations) -> None:
     now, _ = node_clock(host.check_output("date '+%s %z'"))
     s = _puppet(host, expect)

@@ -53,14 +53,21 @@ class Nodes:
                 self._sessions[node.name] = NodeSession(node, self.ssh)
             return self._sessions[node.name]
 
-    def ping(self, node: Node) -> ProbeResult:
+    def ping(self, node: Node, fresh: bool = False) -> ProbeResult:
         with self._lock:
-            known = self._pings.get(node.name)
+            known = None if fresh else self._pings.get(node.name)
         if known is None:
             known = self._ping(node.address or node.name)
             with self._lock:
-                known = self._pings.setdefault(node.name, known)
+                self._pings[node.name] = known
         return known
+
+    def reset(self, node: Node) -> None:
+        """Forget everything about ``node`` (after a reboot): its next commands open a new connection."""
+        with self._lock:
+            self._pings.pop(node.name, None)
+            self._sessions.pop(node.name, None)
+        self.ssh.forget(node)
 
     def _prepare(self, node: Node) -> None:
         answered = self.ping(node)
@@ -75,7 +82,7 @@ class Nodes:
             with self._lock:
                 known = self.seeds.setdefault(group, [])
                 have = set(known)
-                known.extend(c for c in session.cache if c not in have)
+                known.extend(c for c in session.learned() if c not in have)
 
     def _future(self, node: Node) -> tuple[Future[None], bool]:
         with self._lock:
@@ -134,7 +141,7 @@ class Nodes:
                 if session.connected:
                     known = out.setdefault(group_of(session.node), [])
                     have = set(known)
-                    known.extend(c for c in session.cache if c not in have)
+                    known.extend(c for c in session.learned() if c not in have)
         return out
 
     def counters(self) -> dict[str, dict[str, int]]:

@@ -50,8 +50,10 @@ class NodeSession:
         self.missing: dict[str, str] = {}  # command -> why it has no answer
         self.connection: SshResult | None = None  # the first round trip's result
         self.rounds = 0
+        self.order: dict[str, tuple[int, int]] = {}  # command -> (check, step) where the checks first ask it
         self._dry = False
         self._wanted: list[str] = []
+        self._position = (0, 0)
         self._lock = threading.RLock()
         backend = SessionBackend(self)
         self.host = testinfra.host.Host(backend)
@@ -90,6 +92,10 @@ class NodeSession:
 
     def answer(self, command: str) -> Answer:
         with self._lock:
+            if self._dry:
+                probe, step = self._position
+                self.order.setdefault(command, (probe, step))
+                self._position = (probe, step + 1)
             if command in self.cache:
                 return self.cache[command]
             if self._dry:
@@ -120,12 +126,21 @@ class NodeSession:
         """Run ``probes`` (the node's checks bound to this host) without running anything new on the node;
         return the commands they asked for, in order. Their verdicts do not matter here."""
         with self.dry() as wanted:
-            for probe in probes:
+            for index, probe in enumerate(probes):
+                self._position = (index, 0)
                 try:
                     probe()
                 except (Exception, pytest.fail.Exception, pytest.skip.Exception):  # noqa: S112 - only commands matter
                     continue
-            return list(dict.fromkeys(wanted))
+            return sorted(dict.fromkeys(wanted), key=self.position)
+
+    def position(self, command: str) -> tuple[int, int]:
+        """Where the checks ask ``command`` (their order, as a plain testinfra run would send them)."""
+        return self.order.get(command, (1 << 30, 0))
+
+    def learned(self) -> list[str]:
+        """The commands answered, in the order the checks ask them."""
+        return sorted(self.cache, key=self.position)
 
 
 def learn(session: NodeSession, probes: Sequence[Callable[[], object]], seed: Sequence[str] = (),

@@ -175,10 +175,15 @@ class Ssh:
                        f"(exit status {proc.returncode}{': ' + err[-1].strip() if err else ''})")
         return BatchResult(SshResult(True, f"{self.where(node)}: ok", duration_s=duration), answers, problem)
 
+    def forget(self, node: Node) -> None:
+        """Stop the node's master connection (it may be dead after a reboot): the next call opens a new one."""
+        path = self.control_path(node)
+        if path.exists():
+            subprocess.run(["ssh", "-o", f"ControlPath={_ssh_path(path)}", "-O", "exit", "--", "unused"],
+                           capture_output=True, timeout=10, check=False)
+            path.unlink(missing_ok=True)
+
     def close(self) -> None:
         """Stop the master connections this process opened."""
         for name in list(self.counters):
-            path = self.control_dir / name
-            if path.exists():
-                subprocess.run(["ssh", "-o", f"ControlPath={_ssh_path(path)}", "-O", "exit", "--", "unused"],
-                               capture_output=True, timeout=10, check=False)
+            self.forget(Node(name=name, role="agent"))

@@ -55,9 +55,14 @@ def _wait_active(node: Node) -> None:
 
 
 # --- units
+def _units(unit: str) -> str:
+    # docker.socket would start docker.service again at the first `docker` command: stop it too
+    return "docker.socket docker.service" if unit in ("docker", "docker.service") else unit
+
+
 def _stop_unit(unit: str) -> Callable[[Node, str], str]:
     def inject(node: Node, _: str) -> str:
-        _exec(node, f"systemctl stop {unit}")
+        _exec(node, f"systemctl stop {_units(unit)}")
         return f"{unit} stopped on {node.name}"
 
     return inject
@@ -65,7 +70,7 @@ def _stop_unit(unit: str) -> Callable[[Node, str], str]:
 
 def _start_unit(unit: str) -> Callable[[Node, str], str]:
     def heal(node: Node, _: str) -> str:
-        _exec(node, f"systemctl start {unit}")
+        _exec(node, f"systemctl start {_units(unit)}")
         if unit == "vault":
             cluster.unseal_all(cluster.current())
         return f"{unit} started on {node.name}"

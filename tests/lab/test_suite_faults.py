@@ -64,6 +64,7 @@ class Case:
     check: str
     blocks_node: bool = False  # the node is unreachable: every other check on it is blocked by `check`
     reboot: bool = False  # the fault takes effect at the next boot
+    also: tuple[tuple[str, str], ...] = ()  # (check, outcome) that follow from the fault on the same node
 
     @property
     def id(self) -> str:
@@ -78,7 +79,7 @@ CASES = [
     Case("stop-unit:consul", "alimesos03", "master.units.consul"),
     Case("stop-unit:vault", "alimesos01", "master.units.vault"),
     Case("stop-unit:nomad", "alimetal01", "agent.units.nomad"),
-    Case("stop-unit:docker", "alibuild02", "agent.units.docker"),
+    Case("stop-unit:docker", "alibuild02", "agent.units.docker", also=(("agent.image.builder", "error"),)),
     Case("break-puppet", "alimesos02", "node.puppet.clean"),
     Case("stale-puppet", "alibuild01", "node.puppet.recent"),
     Case("drop-cgroup-arg", "alibuild01", "agent.cmdline.cgroup-v1", reboot=True),
@@ -120,6 +121,9 @@ def test_fault_fails_exactly_its_check(case: Case, tmp_path: Path) -> None:
         for r in on_node:
             bad.pop((r["check"], case.node))
         assert summary["totals"]["blocked"] == len(on_node)
+    for check, outcome in case.also:
+        consequence = bad.pop((check, case.node), None)
+        assert consequence is not None and consequence["outcome"] == outcome, (check, consequence)
     assert bad == {}, f"other checks did not pass under {case.fault}: {sorted(bad)}"
     assert eventually(lambda: not_passed(run_suite(tmp_path / "healed")) == {}, 180, 5), "heal did not restore"
     assert ssh(case.node, "true").returncode == 0

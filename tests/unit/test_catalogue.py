@@ -100,7 +100,7 @@ def test_root_cause_first(write_inventory, run_suite, tmp_path):
     assert recs["node.ssh[alibuild01]"]["outcome"] == "failed"
     assert recs["node.ssh[alibuild01]"]["message"] == (
         "ssh root@172.30.1.1: ssh: connect to host 172.30.1.1 port 22: Connection timed out")
-    assert recs["node.ssh[alibuild01]"]["remediation"] == "node.hard-reboot"
+    assert recs["node.ssh[alibuild01]"]["remediation"] == "hard_reboot"
     assert recs["node.ping[alibuild01]"]["outcome"] == "passed"
     assert recs["agent.units.docker[alibuild01]"]["outcome"] == "blocked"
     assert recs["agent.units.docker[alibuild01]"]["blocked_by"] == "node.ssh"

@@ -1,0 +1,36 @@
+"""The append-only audit log of remediation decisions (taken or refused): JSON lines in
+``<report dir>/audit.jsonl`` across runs, and this run's part in ``<report dir>/<run id>/audit.jsonl``.
+Appends are whole lines under an exclusive lock, so concurrent runs never interleave a line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from acceptance.redaction import redact
+
+
+class AuditLog:
+    def __init__(self, report_dir: Path, run_id: str) -> None:
+        self.paths = [report_dir / "audit.jsonl", report_dir / run_id / "audit.jsonl"]
+        self.run_id = run_id
+        self.entries: list[dict[str, Any]] = []
+
+    def record(self, **entry: Any) -> dict[str, Any]:
+        line = {"run_id": self.run_id, "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **entry}
+        line = dict(json.loads(redact(json.dumps(line, default=str))))
+        self.entries.append(line)
+        data = (json.dumps(line, sort_keys=True) + "\n").encode()
+        for path in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+        return line

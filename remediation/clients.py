@@ -1,0 +1,226 @@
+"""The cluster's write side, with the remediation tokens (never the checks' read tokens):
+
+=========================  ======================================  ===========================================
+variable                    what remediation does with it            rights it needs
+=========================  ======================================  ===========================================
+NOMAD_REMEDIATION_TOKEN     drain / re-enable an agent, move the     ``node:write``, ``node:read``,
+                            Nomad leadership off a master            ``namespace:read-job``, and management for
+                                                                     ``operator/raft/transfer-leadership``
+CONSUL_REMEDIATION_TOKEN    the remediation lock (a session and a    ``session:write``, ``key:write`` on the
+                            KV key), move the Consul leadership      lock key's prefix, ``operator:write``
+VAULT_REMEDIATION_TOKEN     step the active Vault down before its    ``update`` and ``sudo`` on ``sys/step-down``
+                            master is disrupted
+OS_CLOUD (clouds.yaml)      reboot / hard reboot / start a server    the project's member role (server actions)
+=========================  ======================================  ===========================================
+
+Addresses, CA and client certificates are the checks' (``NOMAD_ADDR``, ``NOMAD_CACERT``, ..., the inventory's
+``apis``); every call has a timeout; redirects are never followed with a token.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+
+from acceptance.clients.config import ApiConfig, api_config, master_urls
+from acceptance.inventory import Inventory, Node
+from acceptance.redaction import redact, remember
+from remediation.model import ActionFailed, Progress
+
+WRITE_TOKENS = {"nomad": "NOMAD_REMEDIATION_TOKEN", "consul": "CONSUL_REMEDIATION_TOKEN",
+                "vault": "VAULT_REMEDIATION_TOKEN"}
+TOKEN_HEADERS = {"nomad": "X-Nomad-Token", "consul": "X-Consul-Token", "vault": "X-Vault-Token"}
+
+
+def write_config(name: str, inventory: Inventory, masters: Sequence[Node], env: Mapping[str, str] | None = None
+                 ) -> ApiConfig:
+    env = os.environ if env is None else env
+    cfg = api_config(name, inventory, env=env, masters=list(masters))
+    token = env.get(WRITE_TOKENS[name]) or None
+    remember(token)
+    return dataclasses.replace(cfg, token=token, token_var=WRITE_TOKENS[name])
+
+
+class Http:
+    """JSON over HTTPS to one API with its write token: fail-over across its addresses, no redirects."""
+
+    def __init__(self, cfg: ApiConfig) -> None:
+        self.cfg = cfg
+        self.session = requests.Session()
+        self.session.max_redirects = 0
+
+    def call(self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None,
+             ok: tuple[int, ...] = (200,)) -> Any:
+        if self.cfg.problem:
+            raise ActionFailed(self.cfg.problem)
+        headers = {TOKEN_HEADERS[self.cfg.name]: self.cfg.token} if self.cfg.token else {}
+        last = ""
+        for url in self.cfg.urls:
+            try:
+                r = self.session.request(method, url + path, json=body, params=params, headers=headers,
+                                         verify=self.cfg.verify, cert=self.cfg.client_cert, timeout=self.cfg.timeout,
+                                         allow_redirects=False)
+            except requests.RequestException as e:
+                last = f"{url}: {type(e).__name__}"
+                continue
+            if r.status_code in (401, 403):
+                raise ActionFailed(f"{self.cfg.title} refused {method} {path} ({r.status_code}): set "
+                                   f"{self.cfg.token_var} to a token with the rights README.md lists")
+            if r.status_code not in ok:
+                last = f"{url}: {method} {path}: HTTP {r.status_code} {redact(r.text[:200])}"
+                if r.status_code >= 500:
+                    continue
+                raise ActionFailed(last)
+            try:
+                return r.json() if r.content else None
+            except ValueError:
+                return r.text
+        raise ActionFailed(f"{self.cfg.title}: {last or 'no address answered'}")
+
+
+class Nomad:
+    def __init__(self, http: Http) -> None:
+        self.http = http
+
+    def node(self, name: str) -> dict[str, Any]:
+        nodes = self.http.call("GET", "/v1/nodes")
+        found = [n for n in nodes or [] if isinstance(n, dict) and (n.get("Name") == name or
+                                                                  str(n.get("Name", "")).startswith(name + "."))]
+        if len(found) != 1:
+            raise ActionFailed(f"{name} is not one Nomad node ({len(found)} found)")
+        return dict(self.http.call("GET", f"/v1/node/{found[0]['ID']}"))
+
+    def running(self, node_id: str) -> list[str]:
+        allocs = self.http.call("GET", f"/v1/node/{node_id}/allocations")
+        return [f"{a.get('JobID')}/{a.get('Name')}" for a in allocs or []
+                if isinstance(a, dict) and a.get("ClientStatus") == "running"]
+
+    def drain(self, node_id: str, deadline_s: float) -> None:
+        spec = {"DrainSpec": {"Deadline": int(deadline_s * 1e9), "IgnoreSystemJobs": False},
+                "Meta": {"message": "alice-acceptance remediation"}}
+        self.http.call("POST", f"/v1/node/{node_id}/drain", spec)
+
+    def enable(self, node_id: str) -> None:
+        self.http.call("POST", f"/v1/node/{node_id}/drain", {"DrainSpec": None, "MarkEligible": True})
+        self.http.call("POST", f"/v1/node/{node_id}/eligibility", {"Eligibility": "eligible"})
+
+    def leader_host(self) -> str:
+        return str(self.http.call("GET", "/v1/status/leader") or "").rsplit(":", 1)[0]
+
+    def transfer_away(self, master: Node, others: Sequence[Node], progress: Progress) -> str:
+        if self.leader_host() not in (master.address, master.name):
+            return "Nomad leadership is already elsewhere"
+        health = self.http.call("GET", "/v1/operator/autopilot/health")
+        targets = [s for s in (health or {}).get("Servers") or []
+                   if s.get("Healthy") and str(s.get("Address", "")).split(":")[0] in {o.address for o in others}]
+        if not targets:
+            raise ActionFailed("no healthy Nomad server to move the leadership to")
+        self.http.call("PUT", "/v1/operator/raft/transfer-leadership", params={"id": str(targets[0]["ID"])})
+        progress.wait("the Nomad leadership to move", lambda: self.leader_host() not in (master.address, master.name),
+                      60)
+        return f"Nomad leadership moved to {targets[0].get('Name')}"
+
+
+class Consul:
+    def __init__(self, http: Http) -> None:
+        self.http = http
+
+    def leader_host(self) -> str:
+        return str(self.http.call("GET", "/v1/status/leader") or "").rsplit(":", 1)[0]
+
+    def transfer_away(self, master: Node, others: Sequence[Node], progress: Progress) -> str:
+        if self.leader_host() not in (master.address, master.name):
+            return "Consul leadership is already elsewhere"
+        raft = self.http.call("GET", "/v1/operator/raft/configuration")
+        targets = [s for s in (raft or {}).get("Servers") or []
+                   if str(s.get("Address", "")).split(":")[0] in {o.address for o in others} and s.get("Voter")]
+        if not targets:
+            raise ActionFailed("no Consul voter to move the leadership to")
+        self.http.call("POST", "/v1/operator/raft/transfer-leader", params={"id": str(targets[0]["ID"])})
+        progress.wait("the Consul leadership to move", lambda: self.leader_host() not in (master.address, master.name),
+                      60)
+        return f"Consul leadership moved to {targets[0].get('Node')}"
+
+
+class Vault:
+    def __init__(self, cfg: ApiConfig) -> None:
+        self.cfg = cfg
+
+    def step_down_if_active(self, master: Node, progress: Progress) -> str:
+        import hvac
+
+        url = master_urls(self.cfg.url, [master], 8200)[0]
+        client = hvac.Client(url=url, token=self.cfg.token, verify=self.cfg.verify, cert=self.cfg.client_cert,
+                             timeout=self.cfg.timeout_s)
+        client.session.max_redirects = 0
+        health = client.sys.read_health_status(method="GET")
+        if not isinstance(health, dict) or health.get("standby", True):
+            return "Vault is not active there"
+        try:
+            client.sys.step_down()
+        except Exception as e:  # hvac raises per status: one line, without the token
+            raise ActionFailed(f"Vault step-down on {master.name} refused: {type(e).__name__}: set "
+                               f"{self.cfg.token_var} to a token with sudo on sys/step-down") from None
+
+        def standby() -> bool:
+            h = client.sys.read_health_status(method="GET")
+            return isinstance(h, dict) and bool(h.get("standby"))
+
+        progress.wait(f"Vault on {master.name} to step down", standby, 60)
+        return f"Vault on {master.name} stepped down"
+
+
+class OpenStack:
+    """Server actions through openstacksdk, in the node's project (VMs and masters, or physical nodes)."""
+
+    def __init__(self, inventory: Inventory) -> None:
+        self.inventory = inventory
+
+    def _connection(self, node: Node) -> Any:
+        import openstack.config
+        import openstack.connection
+
+        settings = self.inventory.apis.openstack
+        cloud = settings.cloud if settings else os.environ.get("OS_CLOUD")
+        extra: dict[str, Any] = {}
+        if node.role == "agent" and node.kind == "metal":
+            if settings and settings.cloud_metal:
+                cloud = settings.cloud_metal
+            else:
+                extra["project_name"] = node.project or "ALICE Release Testing - physical nodes"
+        files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None
+        region = openstack.config.OpenStackConfig(config_files=files).get_one(
+            cloud=cloud, api_timeout=settings.timeout_s if settings else 30, **extra)
+        remember(*(v for k, v in (region.config.get("auth") or {}).items() if "password" in k or "secret" in k))
+        return openstack.connection.Connection(config=region)
+
+    def server(self, node: Node) -> tuple[Any, Any]:
+        conn = self._connection(node)
+        server = conn.compute.find_server(node.name, ignore_missing=True)
+        if server is None:
+            raise ActionFailed(f"no OpenStack server {node.name}")
+        return conn, server
+
+    def status(self, node: Node) -> str:
+        conn, server = self.server(node)
+        status: str = str(conn.compute.get_server(server.id).status)
+        return status
+
+    def reboot(self, node: Node, hard: bool, progress: Progress, timeout_s: float = 600) -> str:
+        conn, server = self.server(node)
+        status = str(conn.compute.get_server(server.id).status)
+        if status == "SHUTOFF":
+            conn.compute.start_server(server)
+            what = "started (it was SHUTOFF)"
+        else:
+            conn.compute.reboot_server(server, "HARD" if hard else "SOFT")
+            what = f"{'hard' if hard else 'soft'} rebooted through OpenStack"
+        time.sleep(2)  # Nova flips the status to REBOOT/HARD_REBOOT asynchronously
+        progress.wait(f"{node.name} ACTIVE", lambda: str(conn.compute.get_server(server.id).status) == "ACTIVE",
+                      timeout_s)
+        return f"{node.name} {what}"

@@ -1,0 +1,107 @@
+"""The remediation fixtures: a check names its fix (``@check(..., remediation=restart_unit)``), the plugin
+requests the fixture when the check is set up, and the engine runs the action only after the check failed and
+only under the guardrails. Each is a factory: it returns the :class:`~remediation.model.Action`, it never acts.
+
+Operators may override any of them in their own ``conftest.py`` (a fixture of the same name), or call them in
+their own tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from acceptance.inventory import Expectations, Node
+from acceptance.run import Run, need_run
+from remediation import actions
+from remediation.clients import Http, Nomad, OpenStack, write_config
+from remediation.model import Action, Progress
+
+ESCALATION = ("reboot_node", "hard_reboot")  # restart -> reboot -> hard reboot -> a human
+
+
+def wait_node(run: Run) -> actions.WaitNode:
+    """After a reboot: the node answers ping and ssh again (a fresh connection)."""
+
+    def wait(node: Node, progress: Progress) -> str:
+        assert run.nodes is not None
+        nodes = run.nodes
+
+        def ssh_again() -> bool:
+            nodes.reset(node)  # a new master connection each try: the old one died with the node
+            return nodes.session(node).connect().ok
+
+        progress.wait(f"{node.name} to answer ping", lambda: nodes.ping(node, fresh=True).ok, 300, 3)
+        progress.wait(f"{node.name} to accept ssh", ssh_again, 300, 3)
+        return f"{node.name} answers ping and ssh"
+
+    return wait
+
+
+def cloud(run: Run) -> OpenStack:
+    return OpenStack(run.inventory)
+
+
+@pytest.fixture
+def restart_unit(host: Any, node: Node, param: str) -> Action:
+    action = actions.restart_unit(node, host, param)
+    action.escalation = ESCALATION
+    return action
+
+
+@pytest.fixture
+def restart_prometheus(host: Any, node: Node) -> Action:
+    return actions.restart_unit(node, host, "prometheus")
+
+
+@pytest.fixture
+def restart_backup(host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.restart_backup(node, host, expect)
+
+
+@pytest.fixture
+def pull_builder_image(host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.pull_image(node, host, expect.builder_image)
+
+
+@pytest.fixture
+def rerun_puppet(host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.rerun_puppet(node, host, expect)
+
+
+@pytest.fixture
+def reboot_for_cmdline(request: pytest.FixtureRequest, host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.reboot_for_cmdline(node, host, expect, *_reboots(request))
+
+
+@pytest.fixture
+def hard_reboot(request: pytest.FixtureRequest, node: Node) -> Action:
+    return actions.hard_reboot(node, *_reboots(request))
+
+
+@pytest.fixture
+def reenable_node(request: pytest.FixtureRequest, node: Node) -> Action:
+    run = need_run(request.config)
+    masters = [n for n in run.all_nodes if n.role == "master"]
+    return actions.reenable_node(node, Nomad(Http(write_config("nomad", run.inventory, masters))))
+
+
+@pytest.fixture
+def unseal_vault(node: Node) -> Action:
+    return actions.needs_human("unseal_vault", node, f"Vault on {node.name} is sealed: unsealing needs the key "
+                                                     "holders (vault operator unseal), the suite never holds keys")
+
+
+def _reboots(request: pytest.FixtureRequest) -> tuple[OpenStack, actions.WaitNode]:
+    run = need_run(request.config)
+    return cloud(run), wait_node(run)
+
+
+def escalation_action(rung: str, run: Run, node: Node) -> Action:
+    """The engine's rungs above an action whose budget is spent."""
+    if rung == "reboot_node":
+        return actions.reboot_node(node, cloud(run), wait_node(run))
+    if rung == "hard_reboot":
+        return actions.hard_reboot(node, cloud(run), wait_node(run))
+    raise ValueError(f"unknown escalation rung {rung!r}")

@@ -1,0 +1,103 @@
+"""The guardrails that decide whether an action may run (each returns why not, or None):
+
+- the kill switch (the inventory's ``remediation.enabled: false``, or its ``kill_switch_file`` exists);
+- the mode (``safe`` refuses disruptive actions, ``dry-run`` everything);
+- the circuit breaker on absolute numbers (more than ``max_failing_masters`` masters or ``max_failing_agents``
+  agents failing the same check is a systemic fault: nothing of that check is remediated), and never every
+  node of a role at once;
+- the quorum gate for a master (the two others healthy in Nomad, Consul and Vault);
+- the workload gate for an agent (no running allocation once drained) lives in the engine, which drains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from acceptance.clients.config import api_config, master_urls
+from acceptance.inventory import Inventory, Node
+from remediation.clients import Http
+from remediation.model import ActionFailed, Mode
+
+
+def kill_switch(inventory: Inventory) -> str | None:
+    settings = inventory.remediation
+    if not settings.enabled:
+        return f"{inventory.path}: remediation.enabled is false (the kill switch)"
+    if settings.kill_switch_file is not None and settings.kill_switch_file.exists():
+        return f"the kill switch {settings.kill_switch_file} exists: remove it to allow remediation"
+    return None
+
+
+def mode_allows(mode: Mode, disruptive: bool) -> str | None:
+    if mode == "dry-run":
+        return "dry run: nothing changed"
+    if disruptive and mode != "all":
+        return "disruptive: needs --remediate=all"
+    return None
+
+
+def breaker(check: str, failing: Mapping[str, Sequence[Node]], inventory: Inventory,
+            all_nodes: Sequence[Node]) -> str | None:
+    """``failing``: check id -> the nodes failing it in this run."""
+    nodes = failing.get(check, ())
+    masters = [n.name for n in nodes if n.role == "master"]
+    agents = [n.name for n in nodes if n.role == "agent"]
+    limits = inventory.remediation
+    if len(masters) > limits.max_failing_masters or len(agents) > limits.max_failing_agents:
+        return (f"circuit breaker: {len(masters)} masters and {len(agents)} agents fail {check} "
+                f"(limits {limits.max_failing_masters} and {limits.max_failing_agents}): a systemic fault, "
+                "page a human")
+    for role in ("master", "agent"):
+        everyone = {n.name for n in all_nodes if n.role == role}
+        mine = {n.name for n in nodes if n.role == role}
+        if len(everyone) > 1 and mine == everyone:
+            return f"circuit breaker: every {role} fails {check}: refused (never all nodes at once)"
+    return None
+
+
+def _servers_healthy(name: str, inventory: Inventory, masters: Sequence[Node], others: Sequence[Node]) -> list[str]:
+    http = Http(api_config(name, inventory, masters=list(masters)))
+    try:
+        health: Any = http.call("GET", "/v1/operator/autopilot/health")
+    except ActionFailed as e:
+        return [f"{name}: cannot read autopilot health ({e})"]
+    servers = health.get("Servers") if isinstance(health, dict) else None
+    if not isinstance(servers, list):
+        return [f"{name}: autopilot health has no Servers"]
+    problems = []
+    for other in others:
+        mine = [s for s in servers if isinstance(s, dict) and (
+            str(s.get("Address", "")).split(":")[0] in (other.address, other.name)
+            or str(s.get("Name", "")).split(".")[0] == other.name)]
+        if not mine or not mine[0].get("Healthy") or not mine[0].get("Voter"):
+            problems.append(f"{name} server on {other.name} is not a healthy voter")
+    return problems
+
+
+def _vault_healthy(inventory: Inventory, masters: Sequence[Node], others: Sequence[Node]) -> list[str]:
+    cfg = api_config("vault", inventory, masters=list(masters))
+    problems = []
+    for other in others:
+        one = cfg.for_url(master_urls(cfg.url, [other], 8200)[0])
+        try:
+            body = Http(one).call("GET", "/v1/sys/health", params={"standbyok": "true"}, ok=(200, 429))
+        except ActionFailed as e:
+            problems.append(f"vault on {other.name}: {e}")
+            continue
+        if not isinstance(body, dict) or body.get("sealed") is not False or body.get("initialized") is not True:
+            problems.append(f"vault on {other.name} is sealed or not initialised")
+    return problems
+
+
+def quorum(inventory: Inventory, master: Node, masters: Sequence[Node]) -> str | None:
+    """A master may be disrupted only when the two others are healthy in Nomad, Consul and Vault."""
+    others = [m for m in masters if m.name != master.name]
+    if len(others) < 2:
+        return f"quorum gate: {master.name} has {len(others)} other masters, 2 are needed"
+    problems = (_servers_healthy("nomad", inventory, masters, others)
+                + _servers_healthy("consul", inventory, masters, others)
+                + _vault_healthy(inventory, masters, others))
+    if problems:
+        return "quorum gate: " + "; ".join(problems)
+    return None
