@@ -94,6 +94,8 @@ def parse_members(data: Any) -> list[Member]:
     out = []
     for i, m in enumerate(shapes.items(data, None, "the body")):
         where = f"[{i}]"
+        shapes.numbers(m, where, ("Port", "ProtocolMin", "ProtocolMax", "ProtocolCur", "DelegateMin", "DelegateMax",
+                                  "DelegateCur"))
         tags = shapes.str_map(m.get("Tags") or {}, f"{where}.Tags")
         out.append(Member(name=shapes.string(m, "Name", where, empty=False),
                           address=shapes.string(m, "Addr", where, default=""),
@@ -105,6 +107,7 @@ def parse_checks(data: Any) -> list[HealthCheck]:
     out = []
     for i, c in enumerate(shapes.items(data, None, "the body")):
         where = f"[{i}]"
+        shapes.numbers(c, where)
         out.append(HealthCheck(node=shapes.string(c, "Node", where), name=shapes.string(c, "Name", where),
                                status=shapes.string(c, "Status", where, empty=False),
                                service=shapes.string(c, "ServiceName", where, default="")))
@@ -114,6 +117,8 @@ def parse_checks(data: Any) -> list[HealthCheck]:
 def parse_services(data: Any) -> list[str]:
     """``GET /v1/catalog/services``: service name -> tags."""
     body = shapes.obj(data, "the body")
+    if "consul" not in body:
+        raise shapes.ShapeError("the catalog has no 'consul' service (every Consul catalog has it)")
     for name, tags in body.items():
         for j, tag in enumerate(shapes.arr(tags, f"{name}")):
             shapes.text(tag, f"{name}[{j}]")
@@ -125,6 +130,10 @@ def parse_service_ids(data: Any) -> list[str]:
     out = []
     for i, entry in enumerate(shapes.items(data, None, "the body")):
         service = shapes.obj(shapes.key(entry, "Service", f"[{i}]"), f"[{i}].Service")
+        shapes.numbers(service, f"[{i}].Service", ("Port", "CreateIndex", "ModifyIndex"))
+        shapes.numbers(shapes.obj(entry.get("Node") or {}, f"[{i}].Node"), f"[{i}].Node")
+        for j, check in enumerate(shapes.items(entry.get("Checks") or [], None, f"[{i}].Checks")):
+            shapes.numbers(check, f"[{i}].Checks[{j}]")
         out.append(shapes.string(service, "ID", f"[{i}].Service"))
     return out
 
@@ -239,7 +248,7 @@ def fetch(cfg: ApiConfig, dns: str | None = None, caller: Caller | None = None) 
         snap.dns = ApiError("http", f"Consul DNS not asked: the services Nomad registered are not known "
                                     f"({services})")
     snap.url = caller.url
-    snap.decide_root(ConsulSnapshot.TOKEN_PARTS)
+    snap.decide_root(ConsulSnapshot.TOKEN_PARTS, probe="leader")
     return snap
 
 

@@ -86,6 +86,7 @@ def parse_nodes(data: Any) -> list[NomadNode]:
     out = []
     for i, n in enumerate(shapes.items(data, None, "the body")):
         where = f"[{i}]"
+        shapes.numbers(n, where)
         out.append(NomadNode(
             id=shapes.string(n, "ID", where), name=shapes.string(n, "Name", where, empty=False),
             address=shapes.string(n, "Address", where, default=""), status=shapes.string(n, "Status", where),
@@ -99,6 +100,7 @@ def parse_jobs(data: Any) -> list[Job]:
     out = []
     for i, j in enumerate(shapes.items(data, None, "the body")):
         where = f"[{i}]"
+        shapes.numbers(j, where, ("CreateIndex", "ModifyIndex", "JobModifyIndex", "Priority"))
         queued = 0
         summary = j.get("JobSummary")
         if summary is not None:
@@ -116,6 +118,7 @@ def parse_allocations(data: Any) -> list[Allocation]:
     out = []
     for i, a in enumerate(shapes.items(data, None, "the body")):
         where = f"[{i}]"
+        shapes.numbers(a, where, ("CreateIndex", "ModifyIndex", "CreateTime", "ModifyTime", "JobVersion"))
         out.append(Allocation(job_id=shapes.string(a, "JobID", where, empty=False),
                               desired=shapes.string(a, "DesiredStatus", where),
                               client_status=shapes.string(a, "ClientStatus", where),
@@ -148,7 +151,7 @@ def fetch(cfg: ApiConfig, caller: Caller | None = None) -> NomadSnapshot:
     snap.allocations = attempt(lambda: caller.read("/v1/allocations", parse_allocations,
                                                    {**ns, "task_states": "false"}, right=need["/v1/allocations"]))
     snap.url = caller.url
-    snap.decide_root(NomadSnapshot.TOKEN_PARTS)
+    snap.decide_root(NomadSnapshot.TOKEN_PARTS, probe="leader")
     return snap
 
 

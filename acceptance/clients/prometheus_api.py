@@ -78,6 +78,7 @@ def parse_targets(data: Any) -> list[Target]:
     out = []
     for i, t in enumerate(shapes.items(_data(data), "activeTargets", "data")):
         where = f"activeTargets[{i}]"
+        shapes.numbers(t, where, ("lastScrapeDuration",))
         out.append(Target(labels=shapes.str_map(shapes.key(t, "labels", where), f"{where}.labels"),
                           health=shapes.string(t, "health", where, empty=False),
                           last_error=shapes.string(t, "lastError", where, default="")))

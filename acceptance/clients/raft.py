@@ -39,6 +39,7 @@ def parse_autopilot(data: Any) -> Autopilot:
     servers = []
     for i, s in enumerate(shapes.items(body, "Servers", "the body")):
         where = f"Servers[{i}]"
+        shapes.numbers(s, where, ("LastTerm", "LastIndex"))
         servers.append(RaftServer(
             name=shapes.string(s, "Name", where, empty=False), address=shapes.string(s, "Address", where),
             voter=shapes.boolean(s, "Voter", where), healthy=shapes.boolean(s, "Healthy", where),

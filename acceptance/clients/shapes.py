@@ -108,6 +108,14 @@ def finite(value: object, where: str, *, numeric_string: bool = False) -> float:
     return number
 
 
+def numbers(data: Mapping[str, Any], where: str, names: tuple[str, ...] = ("CreateIndex", "ModifyIndex")) -> None:
+    """The documented numeric fields the suite does not use are numbers too when present (an answer with
+    numbers as strings, or NaN, is not the API's, whatever else it holds)."""
+    for name in names:
+        if name in data and data[name] is not None:
+            finite(data[name], f"{where}.{name}")
+
+
 def host_port(value: object, where: str) -> str:
     """``host:port`` (IPv4, a name, or ``[IPv6]``), as Nomad and Consul give raft addresses."""
     if not isinstance(value, str):

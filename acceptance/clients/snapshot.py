@@ -151,12 +151,23 @@ class ApiSnapshot:
 
     # ------------------------------------------------------------------ root
 
-    def decide_root(self, token_parts: tuple[str, ...] = ()) -> None:
+    def decide_root(self, token_parts: tuple[str, ...] = (), probe: str | None = None) -> None:
         """The API is unusable when one part failed in a way no check can get past (configuration, TLS, no
-        answer at all), when every part failed, or when every part that needs the token was refused it."""
+        answer at all), when every part failed, when ``probe`` (a part every server of the API answers without
+        a token, e.g. the leader) answered something that is not the API's, or when every part that needs the
+        token was refused it."""
         if self.root is not None:
             return
+        first = self.error_of(probe) if probe else None
+        if first is not None and first.kind in ("protocol", "redirect"):
+            self.root = first
+            return
         errors = self.errors()
+        for name, value in self._parts.items():  # a part of one answer per node fails when every node's does
+            if isinstance(value, PerNode) and value.values and all(
+                    isinstance(v, ApiError) for v in value.values.values()):
+                failed = [v for v in value.values.values() if isinstance(v, ApiError)]
+                errors[name] = next((e for e in failed if not e.unreachable), failed[0])
         for err in errors.values():
             if err.kind in ("config", "tls", "client-cert", "unreachable"):
                 self.root = err
