@@ -83,7 +83,8 @@ def test_consul_members_judged_by_the_inventory():
     # a master that left (autopilot cleaned it up) or is absent
     left = [m if m.name != MASTERS[0] else Member(MASTERS[0], "", "left", True) for m in members()]
     assert consul_api.members_problems(left, MASTERS, agents) == [f"master {MASTERS[0]} is left"]
-    assert consul_api.members_problems(members()[1:], MASTERS, agents) == [f"master {MASTERS[0]} is not a Consul member"]
+    assert consul_api.members_problems(members()[1:], MASTERS, agents) == [
+        f"master {MASTERS[0]} is not a Consul member"]
     # a failed agent: a problem, unless it is in the maintenance list
     failed = members(("alibuild02", "failed", False))
     assert consul_api.members_problems(failed, MASTERS, agents) == ["agent not alive: alibuild02 (failed)"]
