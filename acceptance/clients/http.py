@@ -161,9 +161,17 @@ class _Adapter(requests.adapters.HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = _pool_classes(self.sockets)
 
 
+class _NoRedirects(requests.Session):
+    """requests would still look at a 3xx (and read its whole body) with ``allow_redirects=False``: here a 3xx is
+    an answer like any other, checked by the caller."""
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
 def new_session() -> tuple[requests.Session, _Sockets]:
     """A requests session that follows no redirect, reads no environment and tracks its sockets."""
-    session = requests.Session()
+    session = _NoRedirects()
     session.trust_env = False
     session.max_redirects = 0
     sockets = _Sockets()

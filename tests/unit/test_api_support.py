@@ -88,6 +88,8 @@ class FakeServer:
                     self._answer(reply)
 
             def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                self.headers["X-Test-Body"] = self.rfile.read(length).decode("utf-8", "replace") if length else ""
                 self.do_GET()
 
             def _answer(self, reply: Reply) -> None:
