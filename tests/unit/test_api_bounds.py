@@ -23,7 +23,7 @@ from acceptance.clients.http import Aborted, HttpClient, TooLarge
 from acceptance.inventory import Apis, OpenStackSettings
 from acceptance.redaction import MASK
 
-from .test_api_support import SECRET, FakeApi, FakeServer, Reply, apis, cluster, fake_cluster, inventory, run_checks
+from .test_api_support import SECRET, FakeApi, FakeServer, Reply, apis, fake_cluster, inventory, run_checks
 
 PASSWORD = "Keyst0ne-Pa55word-42"
 
