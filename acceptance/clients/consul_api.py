@@ -97,7 +97,7 @@ def parse_members(data: Any) -> list[Member]:
         shapes.numbers(m, where, ("Port", "ProtocolMin", "ProtocolMax", "ProtocolCur", "DelegateMin", "DelegateMax",
                                   "DelegateCur"))
         tags = shapes.str_map(m.get("Tags") or {}, f"{where}.Tags")
-        out.append(Member(name=shapes.string(m, "Name", where, empty=False),
+        out.append(Member(name=shapes.node_name(m, "Name", where),
                           address=shapes.string(m, "Addr", where, default=""),
                           status=member_status(m.get("Status"), where), server=tags.get("role") == "consul"))
     return out

@@ -88,7 +88,7 @@ def parse_nodes(data: Any) -> list[NomadNode]:
         where = f"[{i}]"
         shapes.numbers(n, where)
         out.append(NomadNode(
-            id=shapes.string(n, "ID", where), name=shapes.string(n, "Name", where, empty=False),
+            id=shapes.string(n, "ID", where), name=shapes.node_name(n, "Name", where),
             address=shapes.string(n, "Address", where, default=""), status=shapes.string(n, "Status", where),
             status_description=shapes.string(n, "StatusDescription", where, default=""),
             drain=shapes.boolean(n, "Drain", where, default=False),

@@ -41,7 +41,7 @@ def parse_autopilot(data: Any) -> Autopilot:
         where = f"Servers[{i}]"
         shapes.numbers(s, where, ("LastTerm", "LastIndex"))
         servers.append(RaftServer(
-            name=shapes.string(s, "Name", where, empty=False), address=shapes.string(s, "Address", where),
+            name=shapes.node_name(s, "Name", where), address=shapes.string(s, "Address", where),
             voter=shapes.boolean(s, "Voter", where), healthy=shapes.boolean(s, "Healthy", where),
             leader=shapes.boolean(s, "Leader", where), status=shapes.string(s, "SerfStatus", where, default="?"),
             version=shapes.string(s, "Version", where, default="?")))

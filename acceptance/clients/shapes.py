@@ -61,6 +61,26 @@ def string(data: Mapping[str, Any], name: str, where: str, *, default: str | Non
     return value
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
+
+
+def node_name(data: Mapping[str, Any], key_name: str, where: str) -> str:
+    """A node or server name as the APIs give them (a host name, maybe ``<node>.<region>``): the inventory's
+    validator when it has one, else a host-name pattern. Anything else (control characters, markup, a
+    sentence) is refused rather than carried into a verdict."""
+    value = string(data, key_name, where, empty=False)
+    try:
+        from acceptance import inventory
+
+        check = getattr(inventory, "valid_node_name", None)
+    except ImportError:  # pragma: no cover
+        check = None
+    problem = check(value) if callable(check) else (None if _NAME.match(value) else "not a host name")
+    if problem:
+        raise ShapeError(f"{where}.{key_name} is {describe(value)}: {problem}")
+    return value
+
+
 def text(value: object, where: str) -> str:
     if not isinstance(value, str):
         raise ShapeError(f"{where} is {describe(value)}, expected a string")

@@ -133,3 +133,13 @@ def _finite_everywhere(value: Any) -> bool:
     if isinstance(value, dict):
         return all(_finite_everywhere(v) for v in value.values())
     return True
+
+
+@given(st.text(max_size=30))
+def test_names_from_an_api_are_host_names_or_refused(text):
+    try:
+        name = shapes.node_name({"Name": text}, "Name", "[0]")
+    except shapes.ShapeError as e:
+        assert "\n" not in str(e).replace("\\n", "")
+        return
+    assert name == text and name.isprintable() and " " not in name and "<" not in name and "\n" not in name
