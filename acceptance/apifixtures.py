@@ -1,46 +1,33 @@
-"""Fixtures of the cluster checks: one snapshot of each API per process (session scope), and per check a
-fixture that reports the check ``blocked`` by ``api.<name>.reachable`` when the API cannot be used at all.
+"""Fixtures of the cluster checks, made from the API registry (acceptance.clients.registry.APIS): one snapshot
+of each API per process (``snapshots``, session scope) and, per API, ``<name>_snapshot``: the API's typed
+snapshot, or the check reported ``blocked`` by ``api.<name>.reachable`` when the API cannot be used at all.
 
-Registered by the plugin (``acceptance.plugin``) at configure time.
+Loaded by the plugin (``config.pluginmanager.import_plugin("acceptance.apifixtures")``); the snapshots come
+from the ``pytest_acceptance_make_snapshots(config, run)`` hook, whose last implementation is here.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from acceptance.clients import consul_api, nomad_api, openstack_api, prometheus_api, vault_api
-from acceptance.clients.config import api_config
-from acceptance.clients.snapshot import Snapshot, Snapshots
-from acceptance.inventory import CLUSTER, Node
-from acceptance.outcomes import Blocked, CheckError
+from acceptance.clients.registry import APIS, BY_NAME, ApiSpec, make_snapshots
+from acceptance.clients.snapshot import ApiSnapshot, Snapshots
+from acceptance.outcomes import Blocked, judge
 from acceptance.run import Run, need_run
 
 SNAPSHOTS_KEY = pytest.StashKey[Snapshots]()
-API_NAMES = ("nomad", "consul", "vault", "prometheus", "openstack")
 
 
 def root_check(api: str) -> str:
-    return f"api.{api}.reachable"
-
-
-def make_snapshots(run: Run) -> Snapshots:
-    """The fetchers of one run: every node of the inventory, not only targets."""
-    inv = run.inventory
-    nodes: list[Node] = [n for n in run.all_nodes if n.role != CLUSTER]
-    masters = [n for n in nodes if n.role == "master"]
-    dns = inv.apis.consul.dns if inv.apis.consul else None
-    return Snapshots({
-        "nomad": lambda: nomad_api.fetch(api_config("nomad", inv, masters=masters)),
-        "consul": lambda: consul_api.fetch(api_config("consul", inv, masters=masters), dns=dns),
-        "vault": lambda: vault_api.fetch(api_config("vault", inv, masters=masters), masters),
-        "prometheus": lambda: prometheus_api.fetch(api_config("prometheus", inv, masters=masters), masters),
-        "openstack": lambda: openstack_api.fetch(inv, nodes),
-    })
+    return BY_NAME[api].root_check if api in BY_NAME else f"api.{api}.reachable"
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_acceptance_make_snapshots(config: pytest.Config, run: Run) -> Snapshots:
-    return make_snapshots(run)
+    """The real APIs, for every node of the inventory (not only the targets)."""
+    return make_snapshots(run.inventory, run.all_nodes)
 
 
 @pytest.fixture(scope="session")
@@ -53,46 +40,33 @@ def snapshots(request: pytest.FixtureRequest) -> Snapshots:
     return config.stash[SNAPSHOTS_KEY]
 
 
-def _usable(request: pytest.FixtureRequest, snapshots: Snapshots, api: str) -> Snapshot:
+def usable(snapshots: Snapshots, api: str) -> ApiSnapshot:
+    """The API's snapshot; :class:`Blocked` by its root check when the API as a whole cannot be used."""
     snap = snapshots.get(api)
     if snap.root is not None:
         raise Blocked(root_check(api), str(snap.root))
     return snap
 
 
-@pytest.fixture
-def nomad_snapshot(request: pytest.FixtureRequest, snapshots: Snapshots) -> Snapshot:
-    return _usable(request, snapshots, "nomad")
-
-
-@pytest.fixture
-def consul_snapshot(request: pytest.FixtureRequest, snapshots: Snapshots) -> Snapshot:
-    return _usable(request, snapshots, "consul")
-
-
-@pytest.fixture
-def vault_snapshot(request: pytest.FixtureRequest, snapshots: Snapshots) -> Snapshot:
-    return _usable(request, snapshots, "vault")
-
-
-@pytest.fixture
-def prometheus_snapshot(request: pytest.FixtureRequest, snapshots: Snapshots) -> Snapshot:
-    return _usable(request, snapshots, "prometheus")
-
-
-@pytest.fixture
-def openstack_snapshot(request: pytest.FixtureRequest, snapshots: Snapshots) -> Snapshot:
-    return _usable(request, snapshots, "openstack")
-
-
-def assert_reachable(snap: Snapshot) -> None:
+def assert_reachable(snap: ApiSnapshot) -> None:
     """The body of the api.<name>.reachable root checks: ``failed`` when the service does not answer (it is
-    down), ``error`` when the suite cannot use it (configuration, TLS, token)."""
-    if snap.root is None:
-        return
-    if snap.root.kind in ("unreachable",):
-        raise AssertionError(str(snap.root))
-    raise CheckError(str(snap.root))
+    down), ``error`` when the suite cannot use it (configuration, TLS, token): :func:`judge`."""
+    if snap.root is not None:
+        judge(snap.root.unreachable, str(snap.root))
+
+
+def _snapshot_fixture(spec: ApiSpec) -> Any:
+    def fixture(snapshots: Snapshots) -> ApiSnapshot:
+        return usable(snapshots, spec.name)
+
+    fixture.__name__ = spec.fixture
+    fixture.__doc__ = (f"{spec.title}'s snapshot ({spec.snapshot.__name__}); blocked by {spec.root_check} when "
+                       f"{spec.title} cannot be used.")
+    return pytest.fixture(name=spec.fixture)(fixture)
+
+
+for _spec in APIS:
+    globals()[_spec.fixture] = _snapshot_fixture(_spec)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from acceptance.checkspec import check
 from acceptance.clients import openstack_api
-from acceptance.clients.snapshot import Snapshot
+from acceptance.clients.nomad_api import NomadSnapshot
+from acceptance.clients.openstack_api import OpenStackSnapshot
 from acceptance.inventory import CLUSTER, Inventory, Node
 
 
 @check("cluster.drift.openstack-vs-nomad", runbook="Creating a agent", severity="major", roles=[CLUSTER], needs=())
-def test_openstack_vs_nomad(openstack_snapshot: Snapshot, nomad_snapshot: Snapshot, inventory: Inventory,
-                            all_nodes: list[Node]) -> None:
-    servers = [*openstack_snapshot.get("servers:vm"), *openstack_snapshot.get("servers:metal")]
-    nomad_nodes = [str(n.get("Name")) for n in nomad_snapshot.get("nodes")]
+def test_openstack_vs_nomad(openstack_snapshot: OpenStackSnapshot, nomad_snapshot: NomadSnapshot,
+                            inventory: Inventory, all_nodes: list[Node]) -> None:
+    servers = [*openstack_snapshot.vm.servers, *openstack_snapshot.metal.servers]
+    nomad_nodes = [n.name for n in nomad_snapshot.nodes]
     agents = [n.name for n in all_nodes if n.role == "agent"]
     patterns = openstack_api.agent_patterns(inventory, all_nodes)
     problems = openstack_api.drift_problems(servers, nomad_nodes, agents, patterns)

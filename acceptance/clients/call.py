@@ -1,23 +1,68 @@
-"""Calling one API safely: a timeout on every call, fail-over across the API's addresses, and retries (tenacity)
-only of what is safe to retry: idempotent GETs that failed on a connection error, a 5xx or "no leader".
+"""Calling one API safely: every request bounded, the whole snapshot bounded, fail-over across the API's
+addresses, and retries (tenacity) only of what is safe to retry: GETs that failed on a connection error, a 5xx
+or "no leader".
 
-One :class:`Caller` serves one snapshot: its retry window (``apis.retry_s``) is shared by all the snapshot's
-calls, so a leader election shorter than the window is invisible, and a dead API costs the window once.
+One :class:`Caller` serves one snapshot and holds its :class:`Deadline` (``apis.deadline_s``): the retry window
+(``apis.retry_s``) ends at the deadline at the latest, every request's timeout is the smaller of
+``apis.timeout_s`` and the time left, and a part the deadline leaves no time for is an error saying so. A
+leaderless cluster (Nomad holds each consistent read 5 s, then answers 500 "No cluster leader") is therefore
+reported within the deadline, not after every master was tried for every part.
+
+:func:`per_master` is the one fan-out over the masters (Vault's and Prometheus' own health on each master).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import tenacity
 
-from acceptance.clients.config import ApiConfig
-from acceptance.clients.errors import ApiError, classify
+from acceptance.clients.config import DEFAULT_PORTS, ApiConfig, master_urls
+from acceptance.clients.errors import ApiError, check_status, classify, json_of, protocol_error
+from acceptance.clients.http import Answer, HttpClient
+from acceptance.clients.shapes import ShapeError
+from acceptance.inventory import Node
 
-C = TypeVar("C")
 T = TypeVar("T")
+
+
+class Client(Protocol):
+    url: str
+
+    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None) -> Answer: ...
+
+
+def http_client(cfg: ApiConfig, url: str) -> HttpClient:
+    """The API's client on one address: its CA, client certificate and token header."""
+    return HttpClient(url, verify=cfg.verify, cert=cfg.client_cert, headers=cfg.headers,
+                      connect_timeout_s=cfg.timeout[0])
+
+
+@dataclass
+class Deadline:
+    """The end of one API's snapshot."""
+
+    seconds: float
+    clock: Callable[[], float] = time.monotonic
+    end: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.end = self.clock() + self.seconds
+
+    def left(self) -> float:
+        return self.end - self.clock()
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+    def error(self, cfg: ApiConfig, path: str) -> ApiError:
+        return ApiError("deadline", f"{cfg.title}: GET {path} not done: the API's snapshot reached its deadline of "
+                                    f"{self.seconds:g} s (apis.deadline_s)")
 
 
 def _more_telling(last: ApiError | None, err: ApiError) -> ApiError:
@@ -28,80 +73,168 @@ def _more_telling(last: ApiError | None, err: ApiError) -> ApiError:
     return last
 
 
-class _StopAt(tenacity.stop.stop_base):
-    """Stop retrying at the caller's deadline (shared by every call of one snapshot)."""
+class _Stop(tenacity.stop.stop_base):
+    """Stop retrying at the end of the retry window or of the snapshot's deadline."""
 
-    def __init__(self, caller: Caller[Any]) -> None:
+    def __init__(self, caller: Caller) -> None:
         self.caller = caller
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        return self.caller.clock() >= self.caller.deadline
+        return self.caller.clock() >= self.caller.retry_until or self.caller.deadline.passed()
 
 
-class Caller(Generic[C]):
-    """Calls ``fn(client)`` against the API's addresses (the last one that answered first)."""
+class Caller:
+    """GETs against the API's addresses (the last one that answered first), within one deadline."""
 
-    def __init__(self, cfg: ApiConfig, make_client: Callable[[str], C], *,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, cfg: ApiConfig, make_client: Callable[[str], Client] | None = None, *,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 deadline: Deadline | None = None) -> None:
         self.cfg = cfg
-        self.make_client = make_client
+        self.make_client = make_client or (lambda url: http_client(cfg, url))
         self.clock = clock
-        self.sleep = sleep
-        self.deadline = clock() + cfg.retry_s
+        self._sleep = sleep
+        self.deadline = deadline or Deadline(cfg.deadline_s, clock)
+        self.retry_until = min(clock() + cfg.retry_s, self.deadline.end)
         self.order = list(cfg.urls)
-        self.clients: dict[str, C] = {}
+        self.clients: dict[str, Client] = {}
         self.dead: ApiError | None = None  # once no address answers (or TLS fails), later calls fail at once
+        self.leaderless: ApiError | None = None  # the retry window ended without a leader
         self.attempts = 0
 
     @property
     def url(self) -> str:
         return self.order[0] if self.order else ""
 
-    def _client(self, url: str) -> C:
+    def client(self, url: str) -> Client:
         if url not in self.clients:
             self.clients[url] = self.make_client(url)
         return self.clients[url]
 
-    def _once(self, path: str, fn: Callable[[C], T], accept: Callable[[T], ApiError | None] | None) -> T:
+    def sleep(self, seconds: float) -> None:
+        self._sleep(max(0.0, min(seconds, self.deadline.left())))
+
+    def _once(self, path: str, params: Mapping[str, str] | None, ok: tuple[int, ...], right: str | None,
+              accept: Callable[[Answer], ApiError | None] | None) -> Answer:
         self.attempts += 1
         last: ApiError | None = None
         for url in list(self.order):
+            left = self.deadline.left()
+            if left <= 0:
+                raise last or self.deadline.error(self.cfg, path)
+            timeout = min(self.cfg.timeout_s, left)
             try:
-                value = fn(self._client(url))
-            except Exception as e:  # the libraries raise many types: classify() makes one line of each
-                err = classify(self.cfg, url, path, e)
+                answer = self.client(url).get(path, timeout, params)
+                check_status(self.cfg, answer, ok, right)
+                rejected = accept(answer) if accept else None
+                if rejected is not None:
+                    raise rejected
+            except Exception as e:  # classify() makes one line of whatever was raised
+                err = classify(self.cfg, url, path, e, timeout)
                 if not err.retryable:
                     raise err from None
+                if err.kind == "no-leader" and self.leaderless is not None:
+                    raise err from None  # known leaderless: the other masters would say the same, 5 s each
                 last = _more_telling(last, err)
-                continue
-            rejected = accept(value) if accept else None
-            if rejected is not None:
-                last = _more_telling(last, rejected)
                 continue
             self.order.remove(url)
             self.order.insert(0, url)
-            return value
+            return answer
         assert last is not None
         raise last
 
-    def get(self, path: str, fn: Callable[[C], T], accept: Callable[[T], ApiError | None] | None = None) -> T:
-        """``fn(client)`` (which does ``GET path``), retried until the shared deadline while the failure is
-        retryable; ``accept`` may turn a 200 answer into a retryable error (e.g. an empty leader)."""
+    def get(self, path: str, params: Mapping[str, str] | None = None, *, ok: tuple[int, ...] = (200,),
+            right: str | None = None, accept: Callable[[Answer], ApiError | None] | None = None) -> Answer:
+        """``GET path``, retried until the retry window's end while the failure is retryable; ``ok``: the
+        statuses that are answers; ``right``: what a 403 means the token lacks; ``accept`` may turn an answer
+        into a retryable error (e.g. an empty leader)."""
         if self.dead is not None:
             raise self.dead
         if not self.order:
             raise ApiError("config", self.cfg.problem or f"{self.cfg.title} has no address")
+        if self.deadline.passed():
+            raise self.deadline.error(self.cfg, path)
         retrying = tenacity.Retrying(
-            stop=_StopAt(self),
+            stop=_Stop(self),
             wait=tenacity.wait_exponential(multiplier=0.25, max=2),
             retry=tenacity.retry_if_exception(lambda e: isinstance(e, ApiError) and e.retryable),
             sleep=self.sleep,
             reraise=True,
         )
         try:
-            value: T = retrying(self._once, path, fn, accept)
-            return value
+            answer: Answer = retrying(self._once, path, params, ok, right, accept)
+            return answer
         except ApiError as e:
             if e.kind in ("unreachable", "tls", "client-cert"):
                 self.dead = e
+            if e.kind == "no-leader":
+                self.leaderless = e
             raise
+
+    def read(self, path: str, parse: Callable[[Any], T], params: Mapping[str, str] | None = None, *,
+             ok: tuple[int, ...] = (200,), right: str | None = None,
+             accept: Callable[[Answer], ApiError | None] | None = None) -> T:
+        """``GET path`` parsed and shape-checked by ``parse`` (see :func:`parse_answer`)."""
+        return parse_answer(self.cfg, self.get(path, params, ok=ok, right=right, accept=accept), parse)
+
+    def json(self, path: str, params: Mapping[str, str] | None = None, *, ok: tuple[int, ...] = (200,),
+             right: str | None = None, accept: Callable[[Answer], ApiError | None] | None = None) -> Any:
+        """The answer's JSON (strict: see http.parse_json), or a protocol error quoting it."""
+        return json_of(self.cfg, self.get(path, params, ok=ok, right=right, accept=accept))
+
+
+def parse_answer(cfg: ApiConfig, answer: Answer, parse: Callable[[Any], T]) -> T:
+    """``parse(json of the answer)``; any shape problem (or anything a parser raises) is a ``protocol`` error
+    naming the endpoint and quoting the answer: never a bare exception, never a value a check would pass on."""
+    data = json_of(cfg, answer)
+    try:
+        return parse(data)
+    except ShapeError as e:
+        raise protocol_error(cfg, answer, answer.url, answer.path, f"is not as documented: {e}") from None
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError) as e:
+        raise protocol_error(cfg, answer, answer.url, answer.path,
+                             f"is not as documented ({type(e).__name__})") from None
+
+
+def per_master(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline,
+               probe: Callable[[ApiConfig, Client, Callable[[], float]], T]) -> dict[str, T | ApiError]:
+    """``probe(cfg aimed at one master, its client, timeout)`` on every master at once (``timeout()``: the
+    seconds the next request may take), one attempt each (a node's own answer, not the cluster's), all within
+    ``deadline``; by master name, the value or the error."""
+    out: dict[str, T | ApiError] = {}
+    targets: list[tuple[str, str]] = []
+    for m in masters:
+        urls = master_urls(cfg.url, [m], DEFAULT_PORTS.get(cfg.name, 443))
+        if urls:
+            targets.append((m.name, urls[0]))
+        else:
+            out[m.name] = ApiError("config", f"{cfg.title} on {m.name}: its address {m.address!r} in the inventory "
+                                             "is not a host name or IP address; fix: correct it")
+    if not targets:
+        return out
+
+    def timeout() -> float:
+        return min(cfg.timeout_s, deadline.left())
+
+    def one(url: str) -> T | ApiError:
+        one_cfg = cfg.for_url(url)
+        client = http_client(one_cfg, url)
+        try:
+            if timeout() <= 0:
+                raise deadline.error(cfg, f"(on {url})")
+            return probe(one_cfg, client, timeout)
+        except Exception as e:  # classify() makes one line of it
+            return classify(one_cfg, url, "", e, cfg.timeout_s)
+        finally:
+            client.close()
+
+    pool = ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix=f"{cfg.name}-master")
+    try:
+        futures = {name: pool.submit(one, url) for name, url in targets}
+        for name, future in futures.items():
+            try:
+                out[name] = future.result(timeout=max(0.0, deadline.left()) + 1.0)
+            except FutureTimeout:
+                out[name] = deadline.error(cfg, f"(on {name})")
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return out

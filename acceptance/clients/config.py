@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from acceptance.inventory import Inventory, Node
+from acceptance.redaction import remember
 
 CONNECT_TIMEOUT_S = 3.05
+DEADLINE_S = 45.0  # default of apis.deadline_s: the whole snapshot of one API
 
 
 @dataclass(frozen=True)
@@ -29,14 +31,17 @@ class EnvNames:
     cert: str | None
     key: str | None
     token: str | None
+    header: str | None = None  # the HTTP header that carries the token
 
 
 ENV: dict[str, EnvNames] = {
-    "nomad": EnvNames("NOMAD_ADDR", "NOMAD_CACERT", "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY", "NOMAD_TOKEN"),
+    "nomad": EnvNames("NOMAD_ADDR", "NOMAD_CACERT", "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY", "NOMAD_TOKEN",
+                      "X-Nomad-Token"),
     "consul": EnvNames("CONSUL_HTTP_ADDR", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY",
-                       "CONSUL_HTTP_TOKEN"),
-    "vault": EnvNames("VAULT_ADDR", "VAULT_CACERT", "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY", "VAULT_TOKEN"),
-    "prometheus": EnvNames(None, None, None, None, None),
+                       "CONSUL_HTTP_TOKEN", "X-Consul-Token"),
+    "vault": EnvNames("VAULT_ADDR", "VAULT_CACERT", "VAULT_CLIENT_CERT", "VAULT_CLIENT_KEY", "VAULT_TOKEN",
+                      "X-Vault-Token"),
+    "prometheus": EnvNames(None, None, None, None, None, None),
 }
 TITLES = {"nomad": "Nomad", "consul": "Consul", "vault": "Vault", "prometheus": "Prometheus",
           "openstack": "OpenStack"}
@@ -57,9 +62,19 @@ class ApiConfig:
     cert_source: str = ""
     token: str | None = field(default=None, repr=False)
     token_var: str | None = None
+    token_header: str | None = None
     timeout_s: float = 10
     retry_s: float = 20
+    deadline_s: float = DEADLINE_S
+    namespace: str = "default"  # Nomad: NOMAD_NAMESPACE
     problem: str | None = None  # why the API cannot be used at all (not configured, bad address)
+
+    def __post_init__(self) -> None:
+        remember(self.token)  # whatever a server echoes, the token never reaches a message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {self.token_header: self.token} if self.token and self.token_header else {}
 
     @property
     def title(self) -> str:
@@ -87,6 +102,33 @@ class ApiConfig:
         return dataclasses.replace(self, urls=(url,))
 
 
+def valid_address(text: str) -> str | None:
+    """Why ``text`` is not a host name or IP address (None when it is one). The inventory's own validator
+    when it has one, else this local check: no scheme, user, path or whitespace can ride along."""
+    try:
+        from acceptance import inventory
+
+        check = getattr(inventory, "valid_address", None)
+    except ImportError:  # pragma: no cover
+        check = None
+    if callable(check):
+        problem = check(text)
+        return problem if isinstance(problem, str) or problem is None else None
+    if not text or len(text) > 253 or not all(c.isalnum() or c in ".-:[]_" for c in text):
+        return "not a host name or IP address"
+    return None
+
+
+def credentials_problem(url: str, where: str) -> str | None:
+    """A URL with ``user:password@`` is refused (the suite takes credentials from the environment only); the
+    message does not repeat them."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" in parts.netloc:
+        return (f"{where} holds credentials (user:password@); fix: remove them from the address "
+                "(credentials come from the environment, never from an address)")
+    return None
+
+
 def _normalise(raw: str, default_scheme: str) -> str:
     raw = raw.strip().rstrip("/")
     return raw if "://" in raw else f"{default_scheme}://{raw}"
@@ -97,10 +139,19 @@ def host_of(url: str) -> str:
 
 
 def master_urls(url: str, masters: list[Node], default_port: int) -> list[str]:
-    """``url``'s scheme and port on every master's address."""
+    """``url``'s scheme and port on every master's address (a master whose address is not a host is left out)."""
     parts = urllib.parse.urlsplit(url)
-    port = parts.port or default_port
-    return [f"{parts.scheme}://{m.address or m.name}:{port}" for m in masters]
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        port = default_port
+    out = []
+    for m in masters:
+        host = m.address or m.name
+        if valid_address(host) is None:
+            out.append(f"{parts.scheme}://{'[' + host + ']' if ':' in host and not host.startswith('[') else host}"
+                       f":{port}")
+    return out
 
 
 def api_config(name: str, inventory: Inventory, env: Mapping[str, str] | None = None,
@@ -118,14 +169,24 @@ def api_config(name: str, inventory: Inventory, env: Mapping[str, str] | None = 
             default_scheme = "https"
         base = _normalise(env[names.addr], default_scheme)
         where = names.addr
-    common = ApiConfig(name=name, timeout_s=float(apis.timeout_s), retry_s=float(apis.retry_s),
-                       token_var=names.token)
+    deadline = float(getattr(apis, "deadline_s", DEADLINE_S))
+    common = ApiConfig(name=name, timeout_s=float(apis.timeout_s), retry_s=min(float(apis.retry_s), deadline),
+                       deadline_s=deadline, token_var=names.token, token_header=names.header,
+                       namespace=(env.get("NOMAD_NAMESPACE") or "default") if name == "nomad" else "default")
     if base is None:
         hint = f"set {names.addr} or " if names.addr else ""
         return dataclasses.replace(common, problem=f"{TITLES[name]} is not configured; fix: {hint}add "
                                                    f"apis.{name}.address to {inventory.path}")
+    creds = credentials_problem(base, where)
+    if creds is not None:
+        return dataclasses.replace(common, problem=creds)
     parts = urllib.parse.urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+        bad_port = False
+    except ValueError:
+        bad_port = True
+    if parts.scheme not in ("http", "https") or not parts.hostname or bad_port or parts.query or parts.fragment:
         return dataclasses.replace(common, problem=f"{where}={base!r} is not an http(s) URL; fix: write it as "
                                                    f"https://host:{DEFAULT_PORTS[name]}")
     masters = [n for n in inventory.nodes if n.role == "master"] if masters is None else masters

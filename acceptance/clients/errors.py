@@ -1,16 +1,22 @@
-"""Every failure of an API call as ONE clear line that names what to fix, never a token.
+"""Every failure of an API call as ONE clear line that names what to fix, never a secret.
 
-:func:`classify` turns what the libraries raise (requests, python-nomad, py-consul, hvac, keystoneauth) or a
-non-2xx response into an :class:`ApiError` with a ``kind``:
+An :class:`ApiError` has a ``kind``:
 
-``config``       the suite is not configured for this API (missing address, missing file)
-``tls``          the server's certificate did not verify against the configured CA
-``client-cert``  the server refused our client certificate
-``auth``         the token was refused (401/403)
-``unreachable``  no answer: connection refused, reset or timed out (retryable)
-``http``         any other non-2xx status; 5xx are retryable (e.g. 500 "No cluster leader" during an election)
-``no-leader``    the API answered that there is no leader (retryable)
-``protocol``     the answer is not what the API documents (not JSON, wrong shape)
+``config``        the suite is not configured for this API (missing address, missing file, credentials in a URL)
+``tls``           the server's certificate did not verify against the configured CA
+``client-cert``   the server refused our client certificate
+``auth``          the token was refused (401/403)
+``forbidden``     the token works but lacks the right one endpoint needs (403 there, answers elsewhere)
+``acl-filtered``  Consul answered, but removed what the token may not see (``X-Consul-Results-Filtered-By-ACLs``)
+``unreachable``   no (complete) answer: connection refused, reset, timed out (retryable)
+``http``          any other non-2xx status; 5xx are retryable (e.g. 500 "No cluster leader" during an election)
+``no-leader``     the API answered that there is no leader (retryable)
+``redirect``      a 3xx: never followed (the token would go with it)
+``protocol``      the answer is not what the API documents (not JSON, HTML, wrong shape, too large)
+``deadline``      not fetched: the API's snapshot ran out of its deadline (``apis.deadline_s``)
+
+Messages pass through :func:`acceptance.redaction.redact` when the error is made: a server that echoes a token
+back cannot put it in a report.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from typing import Any
 import requests
 
 from acceptance.clients.config import ApiConfig
+from acceptance.clients.http import Aborted, Answer, TooLarge, excerpt
+from acceptance.redaction import redact
 
+# the kinds that make an API unusable as a whole (its root check api.<name>.reachable fails or errors)
 ROOT_KINDS = ("config", "tls", "client-cert", "unreachable", "auth")
 
 
 class ApiError(Exception):
     def __init__(self, kind: str, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        message = redact(message)
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -37,10 +47,22 @@ class ApiError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __repr__(self) -> str:
+        return f"ApiError({self.kind!r}, {self.message!r})"
 
-def _one_line(text: object, limit: int = 200) -> str:
-    line = " ".join(str(text).split())
+    @property
+    def unreachable(self) -> bool:
+        """No answer from the service: a verdict on it (``failed``), not on the suite (see outcomes.judge)."""
+        return self.kind == "unreachable"
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    line = redact(" ".join(str(text).split()))
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def where(cfg: ApiConfig, url: str) -> str:
+    return f"{cfg.title} at {url}"
 
 
 def tls_error(cfg: ApiConfig, url: str, detail: str) -> ApiError:
@@ -48,41 +70,76 @@ def tls_error(cfg: ApiConfig, url: str, detail: str) -> ApiError:
     if any(s in low for s in ("certificate required", "bad certificate", "unknown ca", "certificate unknown",
                               "handshake failure", "alert")) and "verify failed" not in low:
         source = cfg.cert_source or "the client certificate"
-        return ApiError("client-cert", f"{cfg.title} at {url} refused the client certificate "
-                                       f"({_one_line(detail, 120)}) — set {source} (and its key) to a certificate "
+        return ApiError("client-cert", f"{where(cfg, url)} refused the client certificate "
+                                       f"({one_line(detail, 120)}) — set {source} (and its key) to a certificate "
                                        "the cluster CA signed")
     var = cfg.ca_source.split(" in ")[0] or "the CA file"
-    where = f"the system CA bundle ({var} not set)" if cfg.ca is None else f"{var}={cfg.ca}"
-    fix = f"set {var} to the cluster CA"
+    place = f"the system CA bundle ({var} not set)" if cfg.ca is None else f"{var}={cfg.ca}"
     reason = ""
     match = re.search(r"certificate verify failed: ([^(')\]]+)", detail)
     if match:
         reason = f" ({match.group(1).strip()})"
-    return ApiError("tls", f"{cfg.title} at {url}: TLS verification failed{reason} with {where} — {fix}")
+    return ApiError("tls", f"{where(cfg, url)}: TLS verification failed{reason} with {place} — "
+                           f"set {var} to the cluster CA")
 
 
 def auth_error(cfg: ApiConfig, url: str, path: str, status: int, body: str = "") -> ApiError:
+    """The token was refused outright (no token, an unknown or expired one)."""
     var = cfg.token_var or "the token"
-    what = f"{cfg.title} at {url} rejected the token ({status}) for GET {path}"
+    what = f"{where(cfg, url)} rejected the token ({status}) for GET {path}"
     if not cfg.token:
         return ApiError("auth", f"{what}: no token sent — set {var}", status=status)
-    detail = f": {_one_line(body, 100)}" if body else ""
+    detail = f": {excerpt(body, 100)}" if body else ""
     return ApiError("auth", f"{what}{detail} — set {var} to a valid token with read access", status=status)
 
 
-def http_error(cfg: ApiConfig, url: str, path: str, status: int, body: str = "") -> ApiError:
-    if status in (401, 403):
+def forbidden_error(cfg: ApiConfig, url: str, path: str, status: int, right: str | None) -> ApiError:
+    """A 403 on one endpoint: the token lacks the right that endpoint needs (the message names it)."""
+    var = cfg.token_var or "the token"
+    need = right or "read access to it"
+    if not cfg.token:
+        return ApiError("forbidden", f"no {var} set; {where(cfg, url)} needs {need} for GET {path} "
+                                     f"(answered {status}) — set {var}", status=status)
+    return ApiError("forbidden", f"{var} lacks {need} (GET {path} answered {status} at {url}) — give the token "
+                                 f"{need}", status=status)
+
+
+def http_error(cfg: ApiConfig, url: str, path: str, status: int, body: str = "", right: str | None = None) -> ApiError:
+    if status == 401 or status == 403 and (not cfg.token or _token_unknown(body)):
         return auth_error(cfg, url, path, status, body)
-    text = _one_line(body) if body else ""
-    if status >= 500 and "no cluster leader" in text.lower():
-        return ApiError("no-leader", f"{cfg.title} at {url}: GET {path}: {status} {text} (no leader elected)",
+    if status == 403:
+        return forbidden_error(cfg, url, path, status, right)
+    text = excerpt(body) if body.strip() else ""
+    if status >= 500 and "no cluster leader" in body.lower():
+        return ApiError("no-leader", f"{where(cfg, url)}: GET {path}: {status} {text} (no leader elected)",
                         status=status, retryable=True)
-    return ApiError("http", f"{cfg.title} at {url}: GET {path}: HTTP {status}{' ' + text if text else ''}",
+    return ApiError("http", f"{where(cfg, url)}: GET {path}: HTTP {status}{' ' + text if text else ''}",
                     status=status, retryable=status >= 500 and status != 501)
 
 
+def _token_unknown(body: str) -> bool:
+    """Nomad "ACL token not found", Consul "ACL not found": the token itself is refused, not one right."""
+    low = body.lower()
+    return "token not found" in low or "acl not found" in low or "invalid token" in low
+
+
+def redirect_error(cfg: ApiConfig, answer: Answer) -> ApiError:
+    target = answer.headers.get("location", "")
+    pointed = f" to {excerpt(target, 160)}" if target else " (no Location)"
+    return ApiError("redirect", f"{where(cfg, answer.url)}: GET {answer.path} answered {answer.status}, a redirect"
+                                f"{pointed}; not followed (the token would go with it) — set the API's address to "
+                                "the server itself")
+
+
+def protocol_error(cfg: ApiConfig, answer: Answer | None, url: str, path: str, what: str) -> ApiError:
+    """The answer is not what the API documents: say which endpoint answered what."""
+    quoted = f": {excerpt(answer.body)}" if answer is not None and answer.body.strip() else ""
+    status = f"HTTP {answer.status} " if answer is not None else ""
+    return ApiError("protocol", f"{where(cfg, url)}: GET {path}: {status}answer {what}{quoted}")
+
+
 def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
-    """``exc`` or an exception in its chain (cause, context, python-nomad's nomad_resp) of one of ``kinds``."""
+    """``exc`` or an exception in its chain (cause, context, args) of one of ``kinds``."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     while todo:
@@ -92,19 +149,23 @@ def _find(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseExc
         seen.add(id(e))
         if isinstance(e, kinds):
             return e
-        for nxt in (e.__cause__, e.__context__, getattr(e, "nomad_resp", None), *getattr(e, "args", ())):
+        for nxt in (e.__cause__, e.__context__, *getattr(e, "args", ())):
             if isinstance(nxt, BaseException):
                 todo.append(nxt)
     return None
 
 
-def classify(cfg: ApiConfig, url: str, path: str, exc: BaseException) -> ApiError:
-    """One :class:`ApiError` for whatever a library raised while calling ``GET url+path``."""
+def classify(cfg: ApiConfig, url: str, path: str, exc: BaseException, timeout_s: float | None = None) -> ApiError:
+    """One :class:`ApiError` for whatever was raised while calling ``GET url+path``."""
     if isinstance(exc, ApiError):
         return exc
-    response = getattr(exc, "nomad_resp", None)
-    if isinstance(response, requests.Response):
-        return http_error(cfg, url, path, response.status_code, response.text)
+    if isinstance(exc, Aborted):
+        limit = f" within {timeout_s:g} s" if timeout_s else " in time"
+        return ApiError("unreachable", f"{where(cfg, url)} did not finish answering GET {path}{limit}",
+                        retryable=True)
+    if isinstance(exc, TooLarge):
+        size = f" ({exc.size} bytes)" if exc.size else ""
+        return ApiError("protocol", f"{where(cfg, url)}: GET {path}: answer larger than the suite reads{size}")
     tls = _find(exc, (requests.exceptions.SSLError, ssl.SSLError))
     if tls is None:
         try:
@@ -115,29 +176,20 @@ def classify(cfg: ApiConfig, url: str, path: str, exc: BaseException) -> ApiErro
             tls = exc
     if tls is not None:
         return tls_error(cfg, url, str(tls))
-    # py-consul: the status is the exception's class or the start of its message
     name = type(exc).__name__
-    if name == "ACLPermissionDenied":
-        return auth_error(cfg, url, path, 403, str(exc))
-    if name == "ACLDisabled":
-        return auth_error(cfg, url, path, 401, str(exc))
-    if type(exc).__module__.startswith("consul"):
-        match = re.match(r"\s*(\d{3})\s*(.*)", str(exc), re.S)
-        if match:
-            return http_error(cfg, url, path, int(match.group(1)), match.group(2))
-    if type(exc).__module__.startswith("keystoneauth1") or type(exc).__module__.startswith("openstack"):
+    module = type(exc).__module__
+    if module.startswith(("keystoneauth1", "openstack")):
         status = getattr(exc, "http_status", None) or getattr(exc, "status_code", None)
         if isinstance(status, int):
-            return http_error(cfg, url, path, status, getattr(exc, "details", "") or str(exc))
+            return http_error(cfg, url, path, status, str(getattr(exc, "details", "") or ""))
         if name in ("ConnectFailure", "ConnectTimeout", "UnknownConnectionError", "RetriableConnectionFailure",
                     "ConnectionError", "RequestTimeout"):
-            return ApiError("unreachable", f"{cfg.title} at {url} does not answer: {_one_line(exc, 160)}",
-                            retryable=True)
+            return ApiError("unreachable", f"{where(cfg, url)} does not answer: {_reason(exc)}", retryable=True)
     conn = _find(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
                        TimeoutError))
     if conn is not None:
-        return ApiError("unreachable", f"{cfg.title} at {url} does not answer: {_reason(conn)}", retryable=True)
-    return ApiError("protocol", f"{cfg.title} at {url}: GET {path}: {name}: {_one_line(exc, 160)}")
+        return ApiError("unreachable", f"{where(cfg, url)} does not answer: {_reason(conn)}", retryable=True)
+    return ApiError("protocol", f"{where(cfg, url)}: GET {path}: {name}: {one_line(exc, 160)}")
 
 
 def _reason(exc: BaseException) -> str:
@@ -145,13 +197,27 @@ def _reason(exc: BaseException) -> str:
     for pattern, reason in (("Read timed out", "read timed out"), ("timed out", "connection timed out"),
                             ("Connection refused", "connection refused"),
                             ("Name or service not known", "unknown host name"),
-                            ("No route to host", "no route to host"), ("Connection reset", "connection reset")):
+                            ("No route to host", "no route to host"), ("Connection reset", "connection reset"),
+                            ("Connection aborted", "connection aborted"),
+                            ("RemoteDisconnected", "closed the connection without answering")):
         if pattern.lower() in text.lower():
             return reason
-    return _one_line(text, 160)
+    return one_line(text, 160)
 
 
-def check_response(cfg: ApiConfig, url: str, path: str, response: Any, ok: tuple[int, ...] = (200,)) -> None:
-    """Raise the :class:`ApiError` of a requests response whose status is not one of ``ok``."""
-    if response.status_code not in ok:
-        raise http_error(cfg, url, path, int(response.status_code), str(response.text))
+def check_status(cfg: ApiConfig, answer: Answer, ok: tuple[int, ...] = (200,), right: str | None = None) -> None:
+    """Raise the :class:`ApiError` of an answer whose status is not one of ``ok``."""
+    if 300 <= answer.status < 400:
+        raise redirect_error(cfg, answer)
+    if answer.status not in ok:
+        raise http_error(cfg, answer.url, answer.path, answer.status, answer.text(), right)
+
+
+def json_of(cfg: ApiConfig, answer: Answer) -> Any:
+    """The answer's JSON, or a protocol error naming the endpoint and quoting the answer."""
+    from acceptance.clients.http import BodyError
+
+    try:
+        return answer.json()
+    except BodyError as e:
+        raise protocol_error(cfg, answer, answer.url, answer.path, str(e)) from None

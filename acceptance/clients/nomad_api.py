@@ -1,5 +1,11 @@
-"""Nomad through python-nomad: the snapshot (leader, peers, raft configuration, members, nodes, jobs,
-allocations) and the pure functions the checks apply to it (fed with reference/api/nomad samples in tests)."""
+"""Nomad's HTTP API: the snapshot (leader, peers, autopilot health, nodes, jobs, allocations), parsed and
+shape-checked, and the pure functions the checks apply to it (fed with reference/api/nomad samples in tests).
+
+Least privilege: nothing here needs a management token. ``/v1/operator/raft/configuration`` does (403
+"Permission denied" with operator:read), so server health comes from ``/v1/operator/autopilot/health``
+(operator:read) and ``/v1/status/peers`` (no ACL). A 403 on one endpoint is an error of the checks that need
+it, naming the right the token lacks (:data:`RIGHTS`); only a token refused everywhere blocks the API.
+"""
 
 from __future__ import annotations
 
@@ -7,189 +13,207 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from acceptance.clients import raft, shapes
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
-from acceptance.clients.snapshot import Snapshot
+from acceptance.clients.http import Answer
+from acceptance.clients.raft import Autopilot
+from acceptance.clients.snapshot import ApiSnapshot, Part, attempt
+
+TITLE = "Nomad"
 
 
-def make_client(cfg: ApiConfig, url: str) -> Any:
-    import nomad  # python-nomad
-
-    # python-nomad passes verify, cert and timeout to every request (REQUESTS_CA_BUNDLE cannot override them)
-    return nomad.Nomad(address=url, token=cfg.token, timeout=cfg.timeout, verify=cfg.verify,
-                       cert=cfg.client_cert or ())
-
-
-def _leader_elected(value: Any) -> ApiError | None:
-    if isinstance(value, str) and value:
-        return None
-    return ApiError("no-leader", "Nomad answers that no leader is elected (empty /v1/status/leader)",
-                    retryable=True)
+def rights(namespace: str = "default") -> dict[str, str | None]:
+    """What each endpoint the suite reads needs of NOMAD_TOKEN (None: no ACL)."""
+    return {
+        "/v1/status/leader": None,
+        "/v1/status/peers": None,
+        "/v1/operator/autopilot/health": "operator:read",
+        "/v1/nodes": "node:read",
+        "/v1/jobs": f"namespace:list-jobs on namespace {namespace!r}",
+        "/v1/allocations": f"namespace:read-job on namespace {namespace!r}",
+    }
 
 
-def fetch(cfg: ApiConfig, caller: Caller[Any] | None = None) -> Snapshot:
-    caller = caller or Caller(cfg, lambda url: make_client(cfg, url))
-    snap = Snapshot(api="nomad")
-    if cfg.problem:
-        snap.root = ApiError("config", cfg.problem)
-        return snap
-    snap.fetch("leader", lambda: caller.get("/v1/status/leader", lambda c: c.status.leader.get_leader(),
-                                            accept=_leader_elected))
-    snap.fetch("members", lambda: caller.get("/v1/agent/members", lambda c: c.agent.get_members()))
-    snap.fetch("peers", lambda: caller.get("/v1/status/peers", lambda c: c.status.peers.get_peers()))
-    snap.fetch("raft", lambda: caller.get("/v1/operator/raft/configuration", lambda c: c.operator.get_configuration()))
-    snap.fetch("nodes", lambda: caller.get("/v1/nodes", lambda c: c.nodes.get_nodes()))
-    snap.fetch("jobs", lambda: caller.get("/v1/jobs", lambda c: c.jobs.get_jobs()))
-    snap.fetch("allocations", lambda: caller.get("/v1/allocations",
-                                                 lambda c: c.allocations.get_allocations(task_states=False)))
-    snap.url = caller.url
-    snap.set_root_from()
-    return snap
-
-
-# --------------------------------------------------------------------------- servers
+RIGHTS = rights()
 
 
 @dataclass(frozen=True)
-class Server:
-    name: str  # "<node>.<region>" as raft and serf say it
-    address: str  # raft "ip:4647"
-    voter: bool
-    leader: bool
-    status: str  # serf status of the matching member: alive, failed, left, or "missing"
-    version: str
+class NomadNode:
+    id: str
+    name: str
+    address: str
+    status: str
+    status_description: str
+    drain: bool
+    eligibility: str
 
 
-def servers(raft: dict[str, Any], members: dict[str, Any]) -> list[Server]:
-    """The raft servers joined with their serf member (by name, else by RPC address)."""
-    by_name: dict[str, dict[str, Any]] = {}
-    by_rpc: dict[str, dict[str, Any]] = {}
-    for m in members.get("Members") or []:
-        tags = m.get("Tags") or {}
-        if tags.get("role", "nomad") != "nomad":
-            continue
-        by_name[str(m.get("Name"))] = m
-        by_rpc[f"{m.get('Addr')}:{tags.get('port', '4647')}"] = m
+@dataclass(frozen=True)
+class Job:
+    id: str
+    status: str
+    stop: bool
+    queued: int
+
+
+@dataclass(frozen=True)
+class Allocation:
+    job_id: str
+    desired: str
+    client_status: str
+    node_name: str
+
+
+class NomadSnapshot(ApiSnapshot):
+    api = "nomad"
+    leader = Part[str]()  # "" when none is elected (or the error of kind "no-leader")
+    peers = Part[list[str]]()
+    autopilot = Part[Autopilot]()
+    nodes = Part[list[NomadNode]]()
+    jobs = Part[list[Job]]()
+    allocations = Part[list[Allocation]]()
+    namespace = "default"
+
+    TOKEN_PARTS = ("autopilot", "nodes", "jobs", "allocations")
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def parse_nodes(data: Any) -> list[NomadNode]:
     out = []
-    for s in raft.get("Servers") or []:
-        member = by_name.get(str(s.get("Node"))) or by_rpc.get(str(s.get("Address")))
-        out.append(Server(name=str(s.get("Node")), address=str(s.get("Address")), voter=bool(s.get("Voter")),
-                          leader=bool(s.get("Leader")), status=str(member.get("Status")) if member else "missing",
-                          version=str((member.get("Tags") or {}).get("build", "?")) if member else "?"))
+    for i, n in enumerate(shapes.items(data, None, "the body")):
+        where = f"[{i}]"
+        shapes.numbers(n, where)
+        out.append(NomadNode(
+            id=shapes.string(n, "ID", where), name=shapes.node_name(n, "Name", where),
+            address=shapes.string(n, "Address", where, default=""), status=shapes.string(n, "Status", where),
+            status_description=shapes.string(n, "StatusDescription", where, default=""),
+            drain=shapes.boolean(n, "Drain", where, default=False),
+            eligibility=shapes.string(n, "SchedulingEligibility", where, default="eligible")))
     return out
 
 
-def server_members(members: dict[str, Any]) -> list[dict[str, Any]]:
-    return [m for m in members.get("Members") or [] if (m.get("Tags") or {}).get("role", "nomad") == "nomad"]
+def parse_jobs(data: Any) -> list[Job]:
+    out = []
+    for i, j in enumerate(shapes.items(data, None, "the body")):
+        where = f"[{i}]"
+        shapes.numbers(j, where, ("CreateIndex", "ModifyIndex", "JobModifyIndex", "Priority"))
+        queued = 0
+        summary = j.get("JobSummary")
+        if summary is not None:
+            groups = shapes.obj(shapes.obj(summary, f"{where}.JobSummary").get("Summary") or {},
+                                f"{where}.JobSummary.Summary")
+            for name, group in groups.items():
+                queued += shapes.integer(shapes.obj(group, f"{where}.JobSummary.Summary.{name}"), "Queued",
+                                         f"{where}.JobSummary.Summary.{name}", default=0)
+        out.append(Job(id=shapes.string(j, "ID", where, empty=False), status=shapes.string(j, "Status", where),
+                       stop=shapes.boolean(j, "Stop", where, default=False), queued=queued))
+    return out
 
 
-def leader_problems(leader: str, peers: Sequence[str]) -> list[str]:
-    if not leader:
-        return ["no Nomad leader elected"]
-    if peers and leader not in peers:
-        return [f"the leader {leader} is not one of the raft peers {', '.join(peers)}"]
-    return []
+def parse_allocations(data: Any) -> list[Allocation]:
+    out = []
+    for i, a in enumerate(shapes.items(data, None, "the body")):
+        where = f"[{i}]"
+        shapes.numbers(a, where, ("CreateIndex", "ModifyIndex", "CreateTime", "ModifyTime", "JobVersion"))
+        out.append(Allocation(job_id=shapes.string(a, "JobID", where, empty=False),
+                              desired=shapes.string(a, "DesiredStatus", where),
+                              client_status=shapes.string(a, "ClientStatus", where),
+                              node_name=shapes.string(a, "NodeName", where, default="")))
+    return out
 
 
-def peers_problems(raft: dict[str, Any], members: dict[str, Any], expected: int) -> list[str]:
-    """``expected`` servers in the raft configuration, each alive in serf."""
-    found = servers(raft, members)
-    problems = []
-    if len(found) != expected:
-        problems.append(f"{len(found)} servers in the raft configuration, expected {expected}: "
-                        f"{', '.join(s.name for s in found) or 'none'}")
-    bad = [f"{s.name} ({s.status})" for s in found if s.status != "alive"]
-    if bad:
-        problems.append(f"server not alive: {', '.join(bad)}")
-    return problems
+def _leader_elected(answer: Answer) -> ApiError | None:
+    if answer.status == 200 and answer.body.strip() == b'""':
+        return ApiError("no-leader", f"{TITLE} at {answer.url} answers that no leader is elected "
+                                     "(empty /v1/status/leader)", retryable=True)
+    return None
 
 
-def failure_tolerance(raft: dict[str, Any], members: dict[str, Any]) -> tuple[int, str]:
-    """How many more voters may fail with a quorum left: alive voters - quorum of all voters."""
-    voters = [s for s in servers(raft, members) if s.voter]
-    alive = [s for s in voters if s.status == "alive"]
-    quorum = len(voters) // 2 + 1
-    detail = (f"{len(alive)} of {len(voters)} voters alive, quorum {quorum}"
-              + (f"; not alive: {', '.join(f'{s.name} ({s.status})' for s in voters if s.status != 'alive')}"
-                 if len(alive) < len(voters) else ""))
-    return len(alive) - quorum, detail
-
-
-def version_problems(members: dict[str, Any]) -> list[str]:
-    versions: dict[str, list[str]] = {}
-    for m in server_members(members):
-        if m.get("Status") in ("left",):
-            continue
-        versions.setdefault(str((m.get("Tags") or {}).get("build", "?")), []).append(str(m.get("Name")))
-    if len(versions) <= 1:
-        return []
-    return ["Nomad servers run different versions: " + "; ".join(
-        f"{v} on {', '.join(sorted(names))}" for v, names in sorted(versions.items()))]
+def fetch(cfg: ApiConfig, caller: Caller | None = None) -> NomadSnapshot:
+    snap = NomadSnapshot()
+    if cfg.problem:
+        snap.root = ApiError("config", cfg.problem)
+        return snap
+    caller = caller or Caller(cfg)
+    ns = {"namespace": cfg.namespace}
+    need = rights(cfg.namespace)
+    snap.namespace = cfg.namespace
+    snap.leader = attempt(lambda: caller.read("/v1/status/leader", raft.parse_leader, accept=_leader_elected))
+    snap.peers = attempt(lambda: caller.read("/v1/status/peers", raft.parse_peers))
+    snap.autopilot = attempt(lambda: caller.read("/v1/operator/autopilot/health", raft.parse_autopilot,
+                                                 ok=(200, 429), right=need["/v1/operator/autopilot/health"]))
+    snap.nodes = attempt(lambda: caller.read("/v1/nodes", parse_nodes, right=need["/v1/nodes"]))
+    snap.jobs = attempt(lambda: caller.read("/v1/jobs", parse_jobs, ns, right=need["/v1/jobs"]))
+    snap.allocations = attempt(lambda: caller.read("/v1/allocations", parse_allocations,
+                                                   {**ns, "task_states": "false"}, right=need["/v1/allocations"]))
+    snap.url = caller.url
+    snap.decide_root(NomadSnapshot.TOKEN_PARTS, probe="leader")
+    return snap
 
 
 # --------------------------------------------------------------------------- clients (agents)
 
 
-def find_node(nodes: Iterable[dict[str, Any]], name: str, address: str | None) -> dict[str, Any] | None:
+def find_node(nodes: Iterable[NomadNode], name: str, address: str | None) -> NomadNode | None:
     """The Nomad node of an inventory node: same name (or FQDN starting with it), else same address."""
     nodes = list(nodes)
     for n in nodes:
-        if n.get("Name") == name or str(n.get("Name", "")).startswith(name + "."):
+        if raft.is_named(n.name, name):
             return n
     if address:
         for n in nodes:
-            if n.get("Address") == address:
+            if n.address == address:
                 return n
     return None
 
 
-def node_problems(nodes: Iterable[dict[str, Any]], name: str, address: str | None,
-                  drain_allowed: bool = False) -> list[str]:
+def node_problems(nodes: Iterable[NomadNode], name: str, address: str | None, drain_allowed: bool = False) -> list[str]:
     node = find_node(nodes, name, address)
     if node is None:
         return [f"{name} is not a Nomad node (not registered)"]
     problems = []
-    if node.get("Status") != "ready":
-        desc = f" ({node.get('StatusDescription')})" if node.get("StatusDescription") else ""
-        problems.append(f"Nomad node {node.get('Name')} is {node.get('Status')}{desc}, expected ready")
-    if node.get("Drain") and not drain_allowed:
-        problems.append(f"Nomad node {node.get('Name')} is draining and is not in the inventory's maintenance list")
-    elif node.get("SchedulingEligibility", "eligible") != "eligible" and not drain_allowed:
-        problems.append(f"Nomad node {node.get('Name')} is {node.get('SchedulingEligibility')} for scheduling")
+    if node.status != "ready":
+        desc = f" ({node.status_description})" if node.status_description else ""
+        problems.append(f"Nomad node {node.name} is {node.status}{desc}, expected ready")
+    if node.drain and not drain_allowed:
+        problems.append(f"Nomad node {node.name} is draining and is not in the inventory's maintenance list")
+    elif node.eligibility != "eligible" and not drain_allowed:
+        problems.append(f"Nomad node {node.name} is {node.eligibility} for scheduling")
     return problems
 
 
 # --------------------------------------------------------------------------- jobs
 
 
-def jobs_problems(jobs: Iterable[dict[str, Any]], allocations: Iterable[dict[str, Any]],
-                  expected: Sequence[str]) -> list[str]:
+def jobs_problems(jobs: Iterable[Job], allocations: Iterable[Allocation], expected: Sequence[str],
+                  namespace: str = "default") -> list[str]:
     """Every expected job exists, is not stopped, and has at least one allocation running; no allocation it
     wants running has failed or been lost."""
-    by_id = {str(j.get("ID")): j for j in jobs}
-    allocs: dict[str, list[dict[str, Any]]] = {}
+    by_id = {j.id: j for j in jobs}
+    allocs: dict[str, list[Allocation]] = {}
     for a in allocations:
-        allocs.setdefault(str(a.get("JobID")), []).append(a)
+        allocs.setdefault(a.job_id, []).append(a)
     problems = []
     for job_id in expected:
         job = by_id.get(job_id)
         if job is None:
-            problems.append(f"{job_id}: no such job")
+            problems.append(f"{job_id}: no such job in namespace {namespace!r}")
             continue
-        if job.get("Stop") or job.get("Status") == "dead":
-            problems.append(f"{job_id}: job is {'stopped' if job.get('Stop') else 'dead'}")
+        if job.stop or job.status == "dead":
+            problems.append(f"{job_id}: job is {'stopped' if job.stop else 'dead'}")
             continue
-        wanted = [a for a in allocs.get(job_id, []) if a.get("DesiredStatus") == "run"]
-        running = [a for a in wanted if a.get("ClientStatus") == "running"]
-        broken = [a for a in wanted if a.get("ClientStatus") in ("failed", "lost", "unknown")]
-        queued = sum(int((g or {}).get("Queued", 0) or 0)
-                     for g in ((job.get("JobSummary") or {}).get("Summary") or {}).values())
+        wanted = [a for a in allocs.get(job_id, []) if a.desired == "run"]
+        running = [a for a in wanted if a.client_status == "running"]
+        broken = [a for a in wanted if a.client_status in ("failed", "lost", "unknown")]
         if not running:
-            extra = f", {queued} queued" if queued else ""
+            extra = f", {job.queued} queued" if job.queued else ""
             problems.append(f"{job_id}: no allocation running ({len(wanted)} wanted{extra})")
         elif broken:
             problems.append(f"{job_id}: {len(broken)} allocation(s) "
-                            f"{', '.join(sorted({str(a.get('ClientStatus')) for a in broken}))} on "
-                            f"{', '.join(sorted({str(a.get('NodeName')) for a in broken}))}")
+                            f"{', '.join(sorted({a.client_status for a in broken}))} on "
+                            f"{', '.join(sorted({a.node_name for a in broken}))}")
     return problems

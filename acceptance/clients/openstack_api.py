@@ -7,19 +7,31 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import threading
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from acceptance.clients.config import ApiConfig
-from acceptance.clients.errors import ApiError, classify, http_error
-from acceptance.clients.snapshot import Snapshot
+from acceptance.clients import shapes
+from acceptance.clients.call import Deadline, parse_answer
+from acceptance.clients.config import DEADLINE_S, ApiConfig
+from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status, classify, one_line, protocol_error
+from acceptance.clients.http import MAX_BODY, Answer
+from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
 from acceptance.inventory import Expectations, Inventory, Node
+from acceptance.redaction import remember_mapping
 
+T = TypeVar("T")
 PHYSICAL_PROJECT = "ALICE Release Testing - physical nodes"
 PROJECTS = ("vm", "metal")  # vm: masters and VM agents; metal: bare-metal agents
+INSECURE_VAR = "ALICE_ACCEPTANCE_OPENSTACK_INSECURE"
+# what the cloud's user needs in each project (Nova's default policies: the project reader role)
+RIGHTS: dict[str, str | None] = {
+    "/servers/detail": "the reader (or member) role on the project (os_compute_api:servers:detail)",
+    "/flavors/detail": "any role on the project (os_compute_api:flavors)",
+    "os-volume_attachments": "the reader (or member) role on the project (os_compute_api:os-volumes-attachments:index)",
+}
 
 
 @dataclass(frozen=True)
@@ -32,25 +44,57 @@ class Server:
     addresses: tuple[str, ...]
 
 
-def parse_servers(body: Mapping[str, Any], flavors: Mapping[str, str] | None = None) -> list[Server]:
+@dataclass(frozen=True)
+class Project:
+    """One project's servers, and which cloud (and clouds.yaml setting) they were listed with."""
+
+    servers: list[Server]
+    label: str
+
+
+class OpenStackSnapshot(ApiSnapshot):
+    api = "openstack"
+    vm = Part[Project]()  # masters and VM agents
+    metal = Part[Project]()  # bare-metal agents
+    attachments = Part[PerNode[list[str]]]()  # devices attached to each VM agent's server
+
+    TOKEN_PARTS = ("vm", "metal")
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def parse_servers(body: Any, flavors: Mapping[str, str] | None = None) -> list[Server]:
     """Servers of a ``GET /servers/detail`` body: flavor by ``original_name`` (2.47+) or by id (2.1)."""
     out = []
-    for s in body.get("servers") or []:
-        flavor = s.get("flavor") or {}
+    for i, s in enumerate(shapes.items(shapes.obj(body, "the body"), "servers", "the body")):
+        where = f"servers[{i}]"
+        flavor = shapes.obj(s.get("flavor") or {}, f"{where}.flavor")
         name = flavor.get("original_name") or flavor.get("name") or (flavors or {}).get(str(flavor.get("id")))
-        addresses = tuple(str(a.get("addr")) for net in (s.get("addresses") or {}).values() for a in net or []
-                          if a.get("addr"))
-        out.append(Server(id=str(s.get("id")), name=str(s.get("name")), status=str(s.get("status")),
-                          az=s.get("OS-EXT-AZ:availability_zone"), flavor=name, addresses=addresses))
+        if name is not None and not isinstance(name, str):
+            raise shapes.ShapeError(f"{where}.flavor's name is {shapes.describe(name)}, expected a string")
+        addresses = []
+        for net, entries in shapes.obj(s.get("addresses") or {}, f"{where}.addresses").items():
+            for j, a in enumerate(shapes.items(entries or [], None, f"{where}.addresses.{net}")):
+                addr = a.get("addr")
+                if addr is not None:
+                    addresses.append(shapes.text(addr, f"{where}.addresses.{net}[{j}].addr"))
+        az = s.get("OS-EXT-AZ:availability_zone")
+        out.append(Server(id=shapes.string(s, "id", where, empty=False), name=shapes.string(s, "name", where),
+                          status=shapes.string(s, "status", where, empty=False),
+                          az=None if az is None else shapes.text(az, f"{where}.OS-EXT-AZ:availability_zone"),
+                          flavor=name, addresses=tuple(addresses)))
     return out
 
 
-def parse_flavors(body: Mapping[str, Any]) -> dict[str, str]:
-    return {str(f.get("id")): str(f.get("name")) for f in body.get("flavors") or []}
+def parse_flavors(body: Any) -> dict[str, str]:
+    return {shapes.string(f, "id", f"flavors[{i}]"): shapes.string(f, "name", f"flavors[{i}]")
+            for i, f in enumerate(shapes.items(shapes.obj(body, "the body"), "flavors", "the body"))}
 
 
-def attached_devices(body: Mapping[str, Any]) -> list[str]:
-    return [str(a.get("device")) for a in body.get("volumeAttachments") or []]
+def attached_devices(body: Any) -> list[str]:
+    return [shapes.string(a, "device", f"volumeAttachments[{i}]", default="")
+            for i, a in enumerate(shapes.items(shapes.obj(body, "the body"), "volumeAttachments", "the body"))]
 
 
 # --------------------------------------------------------------------------- configuration and fetch
@@ -79,16 +123,42 @@ def clouds(inventory: Inventory, env: Mapping[str, str] | None = None) -> dict[s
     return out
 
 
-def _connect(inventory: Inventory, choice: CloudChoice) -> Any:
+def insecure_allowed(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get(INSECURE_VAR, "").strip().lower() in ("1", "true", "yes")
+
+
+def cloud_region(inventory: Inventory, cloud: str | None, project: str | None = None, *,
+                 timeout_s: float | None = None, env: Mapping[str, str] | None = None) -> Any:
+    """The clouds.yaml cloud's settings (openstacksdk's CloudRegion) with bounded calls (timeouts, no
+    retries); its secrets remembered for redaction; ``verify: false`` / ``insecure: true`` refused (an
+    ``ApiError`` of kind config) unless ALICE_ACCEPTANCE_OPENSTACK_INSECURE=1. Discovery may use it too."""
     import openstack.config
-    import openstack.connection
 
     settings = inventory.apis.openstack
     files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None
-    timeout = settings.timeout_s if settings else 30
-    extra: dict[str, Any] = {"project_name": choice.project} if choice.project else {}
-    region = openstack.config.OpenStackConfig(config_files=files).get_one(cloud=choice.cloud, api_timeout=timeout,
-                                                                           **extra)
+    timeout = timeout_s if timeout_s is not None else float(settings.timeout_s if settings else 30)
+    extra: dict[str, Any] = {"project_name": project} if project else {}
+    try:
+        region = openstack.config.OpenStackConfig(config_files=files).get_one(
+            cloud=cloud, api_timeout=timeout, connect_retries=0, status_code_retries=0, **extra)
+    except Exception as e:  # openstacksdk raises its own types for a missing cloud or file
+        raise ApiError("config", f"OpenStack: cloud {cloud!r}: {type(e).__name__}: {one_line(e, 160)}; fix: set "
+                                 "OS_CLOUD or apis.openstack.cloud to a cloud of clouds.yaml (OS_CLIENT_CONFIG_FILE "
+                                 "or apis.openstack.clouds_yaml)") from None
+    remember_mapping(region.config)
+    verify, _ = region.get_requests_verify_args()
+    if verify is False and not insecure_allowed(env):
+        raise ApiError("config", f"OpenStack: cloud {cloud!r} in clouds.yaml turns TLS verification off (verify: "
+                                 "false / insecure: true), which would send its password unchecked; fix: give it "
+                                 f"cacert: <the CA file> (or set {INSECURE_VAR}=1 to allow it knowingly)")
+    return region
+
+
+def _connect(inventory: Inventory, choice: CloudChoice, timeout_s: float) -> Any:
+    import openstack.connection
+
+    region = cloud_region(inventory, choice.cloud, choice.project, timeout_s=timeout_s)
     return openstack.connection.Connection(config=region)
 
 
@@ -98,68 +168,93 @@ def _cfg(choice: CloudChoice) -> ApiConfig:
                      f"(OS_CLOUD / {choice.source})")
 
 
-def _get(conn: Any, cfg: ApiConfig, path: str) -> Any:
+def _answer(conn: Any, cfg: ApiConfig, path: str) -> Answer:
     response = conn.compute.get(path, raise_exc=False)
-    if response.status_code != 200:
-        raise http_error(cfg, cfg.url, path, response.status_code, response.text)
-    return response.json()
+    body = bytes(response.content or b"")
+    if len(body) > MAX_BODY:
+        raise protocol_error(cfg, None, cfg.url, path, f"larger than the suite reads ({len(body)} bytes)")
+    answer = Answer(cfg.url, path, int(response.status_code), {k.lower(): v for k, v in response.headers.items()},
+                    body)
+    check_status(cfg, answer, right=RIGHTS["os-volume_attachments"] if "volume" in path else RIGHTS.get(path))
+    return answer
 
 
-def _fetch_project(inventory: Inventory, choice: CloudChoice, vm_agents: Sequence[str]) -> dict[str, Any]:
+def _get(conn: Any, cfg: ApiConfig, path: str, parse: Callable[[Any], T]) -> T:
+    return parse_answer(cfg, _answer(conn, cfg, path), parse)
+
+
+def _fetch_project(inventory: Inventory, choice: CloudChoice, vm_agents: Sequence[str],
+                   deadline: Deadline) -> tuple[Project | ApiError, dict[str, list[str] | ApiError]]:
     with warnings.catch_warnings():  # openstacksdk's deprecation notices are not the operator's business
         warnings.simplefilter("ignore")
-        return _fetch_project_quietly(inventory, choice, vm_agents)
+        cfg = _cfg(choice)
+        path = "/servers/detail"
+        attachments: dict[str, list[str] | ApiError] = {}
+        try:
+            conn = _connect(inventory, choice, max(1.0, min(deadline.left(), _timeout(inventory))))
+            listed = _answer(conn, cfg, path)
+            path = "/flavors/detail"
+            flavors = _get(conn, cfg, path, parse_flavors)
+            path = "/servers/detail"
+            servers = parse_answer(cfg, listed, lambda b: parse_servers(b, flavors))
+            for s in servers:
+                if s.name in vm_agents:
+                    path = f"/servers/{s.id}/os-volume_attachments"
+                    if deadline.passed():
+                        attachments[s.name] = deadline.error(cfg, path)
+                        continue
+                    try:
+                        attachments[s.name] = _get(conn, cfg, path, attached_devices)
+                    except Exception as e:  # one server's attachments: that check only
+                        attachments[s.name] = classify(cfg, cfg.url, path, e)
+            return Project(servers, f"{choice.source} (cloud {choice.cloud!r})"), attachments
+        except Exception as e:  # openstacksdk and keystoneauth raise many types: one line
+            return classify(cfg, cfg.url, path, e), attachments
 
 
-def _fetch_project_quietly(inventory: Inventory, choice: CloudChoice, vm_agents: Sequence[str]) -> dict[str, Any]:
-    cfg = _cfg(choice)
-    path = "/servers/detail"
-    try:
-        conn = _connect(inventory, choice)
-        servers_body = _get(conn, cfg, path)
-        path = "/flavors/detail"
-        flavors = parse_flavors(_get(conn, cfg, path))
-        servers = parse_servers(servers_body, flavors)
-        attachments: dict[str, Any] = {}
-        for s in servers:
-            if s.name in vm_agents:
-                path = f"/servers/{s.id}/os-volume_attachments"
-                try:
-                    attachments[s.name] = attached_devices(_get(conn, cfg, path))
-                except Exception as e:  # one server's attachments: that check only
-                    attachments[s.name] = classify(cfg, cfg.url, path, e)
-        return {"servers": servers, "attachments": attachments}
-    except Exception as e:  # openstacksdk and keystoneauth raise many types: one line
-        if type(e).__name__ in ("ConfigException", "OpenStackCloudException") and "cloud" in str(e).lower():
-            return {"error": ApiError("config", f"OpenStack: {e}; fix: set {choice.source} to a cloud of clouds.yaml "
-                                                "(OS_CLIENT_CONFIG_FILE or apis.openstack.clouds_yaml)")}
-        return {"error": classify(cfg, cfg.url, path, e)}
+def _timeout(inventory: Inventory) -> float:
+    settings = inventory.apis.openstack
+    return float(settings.timeout_s if settings else 30)
 
 
-def fetch(inventory: Inventory, nodes: Sequence[Node]) -> Snapshot:
-    snap = Snapshot(api="openstack")
+def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None = None) -> OpenStackSnapshot:
+    """Both projects at once, in daemon threads the snapshot stops waiting for at its deadline (keystoneauth
+    cannot be interrupted: a Keystone that never finishes answering costs the deadline, not more)."""
+    snap = OpenStackSnapshot()
     choices = clouds(inventory)
     if choices["vm"].cloud is None:
         snap.root = ApiError("config", "OpenStack is not configured; fix: set OS_CLOUD (and OS_CLIENT_CONFIG_FILE) or "
                                        f"apis.openstack.cloud in {inventory.path}")
         return snap
+    seconds = deadline_s if deadline_s is not None else float(getattr(inventory.apis, "deadline_s", DEADLINE_S))
+    deadline = Deadline(seconds)
     vm_agents = [n.name for n in nodes if n.role == "agent" and n.kind != "metal"]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(PROJECTS, pool.map(lambda p: _fetch_project(inventory, choices[p], vm_agents), PROJECTS),
-                           strict=True))
-    for project, result in results.items():
-        snap.parts[f"cloud:{project}"] = choices[project].source
-        if "error" in result:
-            snap.errors[f"servers:{project}"] = result["error"]
+    results: dict[str, tuple[Project | ApiError, dict[str, list[str] | ApiError]]] = {}
+    threads = []
+    for project in PROJECTS:
+        def run(p: str = project) -> None:
+            results[p] = _fetch_project(inventory, choices[p], vm_agents, deadline)
+
+        thread = threading.Thread(target=run, name=f"openstack-{project}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join(max(0.0, deadline.left()))
+    attachments: dict[str, list[str] | ApiError] = {}
+    for project in PROJECTS:
+        got = results.get(project)
+        if got is None:
+            err = ApiError("unreachable", f"OpenStack ({choices[project].source}, cloud {choices[project].cloud!r}) "
+                                          f"did not answer within the deadline of {seconds:g} s (apis.deadline_s)")
+            snap.set_part(project, err)
             continue
-        snap.parts[f"servers:{project}"] = result["servers"]
-        for name, got in result["attachments"].items():
-            if isinstance(got, ApiError):
-                snap.errors[f"attachments:{name}"] = got
-            else:
-                snap.parts[f"attachments:{name}"] = got
+        snap.set_part(project, got[0])
+        attachments.update(got[1])
+    snap.attachments = PerNode("OpenStack", attachments)
     snap.url = str(choices["vm"].cloud)
-    snap.set_root_from("servers:vm")
+    vm = snap.raw("vm")
+    if isinstance(vm, ApiError) and (vm.kind in ROOT_KINDS or vm.kind == "protocol"):
+        snap.root = vm
     return snap
 
 

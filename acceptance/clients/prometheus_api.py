@@ -1,110 +1,152 @@
-"""Prometheus' HTTP API (requests): /-/healthy and /-/ready on every master, the active targets and the
-remote_write queue metrics (as Prometheus 2.42 exposes them) through ``apis.prometheus``."""
+"""Prometheus' HTTP API: ``/-/healthy`` and ``/-/ready`` on every master (their text is checked, not only the
+status: an SSO page answering 200 is not a healthy Prometheus), the active targets and the remote_write queue
+metrics (as Prometheus 2.42 exposes them) through ``apis.prometheus``; parsed and shape-checked."""
 
 from __future__ import annotations
 
+import re
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from acceptance.clients.call import Caller
+from acceptance.clients import shapes
+from acceptance.clients.call import Caller, Client, per_master
 from acceptance.clients.config import ApiConfig, master_urls
-from acceptance.clients.errors import ApiError, check_response, classify
-from acceptance.clients.snapshot import Snapshot
+from acceptance.clients.errors import ApiError, protocol_error, redirect_error
+from acceptance.clients.http import excerpt
+from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
 from acceptance.inventory import Node
 
+TITLE = "Prometheus"
 Q_FAILED = "rate(prometheus_remote_storage_samples_failed_total[2m])"
 Q_RETRIED = "rate(prometheus_remote_storage_samples_retried_total[2m])"
 Q_HIGHEST = "prometheus_remote_storage_highest_timestamp_in_seconds"
 Q_SENT = "prometheus_remote_storage_queue_highest_sent_timestamp_seconds"
+# what Prometheus answers (reference/api/prometheus: "Prometheus Server is Healthy." since 2.55, before
+# "Prometheus is Healthy."); the same for Ready
+_TEXT = {"healthy": re.compile(r"^Prometheus (Server )?is Healthy\.$"),
+         "ready": re.compile(r"^Prometheus (Server )?is Ready\.$")}
 
 
-@dataclass
-class Http:
-    """A requests session aimed at one base URL; verify, cert and timeout are passed on every request."""
+@dataclass(frozen=True)
+class Probe:
+    """One of /-/healthy, /-/ready: its status and whether the text is Prometheus' own."""
 
-    cfg: ApiConfig
-    url: str
-    session: requests.Session
-
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> requests.Response:
-        return self.session.get(self.url + path, params=params, verify=self.cfg.verify, cert=self.cfg.client_cert,
-                                timeout=self.cfg.timeout, allow_redirects=False)
-
-    def json(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        response = self.get(path, params)
-        check_response(self.cfg, self.url, path, response)
-        try:
-            data = response.json()
-        except ValueError:
-            raise ApiError("protocol", f"Prometheus at {self.url}: GET {path}: not JSON") from None
-        if not isinstance(data, dict) or data.get("status") != "success":
-            raise ApiError("protocol", f"Prometheus at {self.url}: GET {path}: "
-                                       f"{(data or {}).get('error', 'status is not success')}")
-        return data.get("data")
+    status: int
+    text: str  # escaped, bounded excerpt
 
 
-def make_client(cfg: ApiConfig, url: str) -> Http:
-    return Http(cfg, url.rstrip("/"), requests.Session())
+@dataclass(frozen=True)
+class MasterHealth:
+    healthy: Probe
+    ready: Probe
 
 
-def _probe(cfg: ApiConfig, url: str) -> dict[str, Any]:
-    """/-/healthy and /-/ready of one Prometheus: status and text, or the error."""
-    one = cfg.for_url(url)
-    http = make_client(one, url)
-    out: dict[str, Any] = {"url": url}
-    for part in ("healthy", "ready"):
-        try:
-            response = http.get(f"/-/{part}")
-            out[part] = {"status": response.status_code, "text": response.text.strip()[:200]}
-        except Exception as e:  # classify() makes one line of it
-            out["error"] = classify(one, url, f"/-/{part}", e)
-            break
+@dataclass(frozen=True)
+class Target:
+    labels: dict[str, str]
+    health: str
+    last_error: str
+
+
+Vector = list[tuple[dict[str, str], float]]
+
+
+class PrometheusSnapshot(ApiSnapshot):
+    api = "prometheus"
+    masters = Part[PerNode[MasterHealth]]()
+    targets = Part[list[Target]]()
+    rw_failed = Part[Vector]()
+    rw_retried = Part[Vector]()
+    rw_highest = Part[Vector]()
+    rw_sent = Part[Vector]()
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def _data(data: Any) -> Mapping[str, Any]:
+    body = shapes.obj(data, "the body")
+    status = shapes.string(body, "status", "the body")
+    if status != "success":
+        raise shapes.ShapeError(f"status is {status!r}: {shapes.describe(body.get('error'))}")
+    return shapes.obj(shapes.key(body, "data", "the body"), "data")
+
+
+def parse_targets(data: Any) -> list[Target]:
+    out = []
+    for i, t in enumerate(shapes.items(_data(data), "activeTargets", "data")):
+        where = f"activeTargets[{i}]"
+        shapes.numbers(t, where, ("lastScrapeDuration",))
+        out.append(Target(labels=shapes.str_map(shapes.key(t, "labels", where), f"{where}.labels"),
+                          health=shapes.string(t, "health", where, empty=False),
+                          last_error=shapes.string(t, "lastError", where, default="")))
     return out
 
 
-def query(path_params: str) -> tuple[str, dict[str, str]]:
-    return "/api/v1/query", {"query": path_params}
+def parse_vector(data: Any) -> Vector:
+    body = _data(data)
+    kind = shapes.string(body, "resultType", "data")
+    if kind != "vector":
+        raise shapes.ShapeError(f"data.resultType is {kind!r}, expected 'vector'")
+    out = []
+    for i, r in enumerate(shapes.items(body, "result", "data")):
+        where = f"result[{i}]"
+        value = shapes.arr(shapes.key(r, "value", where), f"{where}.value")
+        if len(value) != 2:
+            raise shapes.ShapeError(f"{where}.value has {len(value)} items, expected [time, value]")
+        shapes.finite(value[0], f"{where}.value[0]")
+        out.append((shapes.str_map(shapes.key(r, "metric", where), f"{where}.metric"),
+                    shapes.finite(value[1], f"{where}.value[1]", numeric_string=True)))
+    return out
 
 
-def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller[Http] | None = None) -> Snapshot:
-    snap = Snapshot(api="prometheus")
+# --------------------------------------------------------------------------- fetch
+
+
+def _probe(cfg: ApiConfig, client: Client, timeout: Callable[[], float]) -> MasterHealth:
+    """/-/healthy and /-/ready of one Prometheus: a status that is not 200 is a finding (kept), a 200 whose
+    text is not Prometheus' own is not an answer of Prometheus (protocol error)."""
+    probes = {}
+    for part in ("healthy", "ready"):
+        answer = client.get(f"/-/{part}", timeout())
+        if 300 <= answer.status < 400:
+            raise redirect_error(cfg, answer)
+        text = answer.text().strip()
+        if answer.status == 200 and not _TEXT[part].match(text):
+            raise protocol_error(cfg, answer, client.url, f"/-/{part}", "is not Prometheus' own text")
+        probes[part] = Probe(answer.status, excerpt(text) if text else "''")
+    return MasterHealth(probes["healthy"], probes["ready"])
+
+
+def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller | None = None) -> PrometheusSnapshot:
+    snap = PrometheusSnapshot()
     if cfg.problem:
         snap.root = ApiError("config", cfg.problem)
         return snap
-    urls = master_urls(cfg.url, list(masters), 9090)
-    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
-        probes = list(pool.map(lambda u: _probe(cfg, u), urls))
-    for master, probe in zip(masters, probes, strict=True):
-        snap.parts[f"url:{master.name}"] = probe["url"]
-        if "error" in probe:
-            snap.errors[f"health:{master.name}"] = probe["error"]
-        else:
-            snap.parts[f"health:{master.name}"] = {"healthy": probe["healthy"], "ready": probe["ready"]}
-    caller = caller or Caller(cfg, lambda url: make_client(cfg, url))
-    snap.fetch("targets", lambda: caller.get("/api/v1/targets", lambda c: c.json("/api/v1/targets",
-                                                                                 {"state": "active"})))
+    caller = caller or Caller(cfg)
+    values = per_master(cfg, masters, caller.deadline, _probe)
+    urls = {m.name: (master_urls(cfg.url, [m], 9090) or ["?"])[0] for m in masters}
+    snap.masters = PerNode(TITLE, values, urls)
+    snap.targets = attempt(lambda: caller.read("/api/v1/targets", parse_targets, {"state": "active"}))
     for part, promql in (("rw_failed", Q_FAILED), ("rw_retried", Q_RETRIED), ("rw_highest", Q_HIGHEST),
                          ("rw_sent", Q_SENT)):
-        snap.fetch(part, lambda q=promql: caller.get("/api/v1/query", lambda c: c.json(*query(q))))  # type: ignore[misc]
+        snap.set_part(part, attempt(lambda q=promql: caller.read("/api/v1/query", parse_vector,  # type: ignore[misc]
+                                                                 {"query": q})))
     snap.url = caller.url
-    snap.set_root_from("targets")
+    snap.decide_root()
     return snap
 
 
 # --------------------------------------------------------------------------- pure functions
 
 
-def health_problems(health: Mapping[str, Any]) -> list[str]:
+def health_problems(health: MasterHealth) -> list[str]:
     problems = []
-    for part in ("healthy", "ready"):
-        got = health.get(part) or {}
-        if got.get("status") != 200:
-            problems.append(f"/-/{part} answered {got.get('status')} {got.get('text', '')}".strip())
+    for part, probe in (("healthy", health.healthy), ("ready", health.ready)):
+        if probe.status != 200:
+            problems.append(f"/-/{part} answered {probe.status} {probe.text}".strip())
     return problems
 
 
@@ -115,73 +157,59 @@ def _host(instance: str) -> str:
     return host.strip("[]")
 
 
-def targets_of(targets: Iterable[Mapping[str, Any]], node: Node) -> list[Mapping[str, Any]]:
+def targets_of(targets: Iterable[Target], node: Node) -> list[Target]:
     """The targets of an inventory node: label ``node`` equal to its name, else the instance's host is its
     address, its name or its name's FQDN."""
     out = []
     for t in targets:
-        labels = t.get("labels") or {}
-        if "node" in labels:
-            if labels["node"] == node.name:
+        if "node" in t.labels:
+            if t.labels["node"] == node.name:
                 out.append(t)
             continue
-        host = _host(str(labels.get("instance", "")))
+        host = _host(t.labels.get("instance", ""))
         if host and (host == node.address or host == node.name or host.startswith(node.name + ".")):
             out.append(t)
     return out
 
 
-def _describe(t: Mapping[str, Any]) -> str:
-    labels = t.get("labels") or {}
-    error = str(t.get("lastError") or "").strip()
-    return f"{labels.get('job')}/{labels.get('instance')} {t.get('health')}" + (f" ({error[:80]})" if error else "")
+def _describe(t: Target) -> str:
+    error = t.last_error.strip()
+    return (f"{t.labels.get('job')}/{t.labels.get('instance')} {t.health}"
+            + (f" ({excerpt(error, 80)[1:-1]})" if error else ""))
 
 
-def targets_problems(data: Mapping[str, Any], jobs: Sequence[str], nodes: Sequence[Node]) -> list[str]:
-    targets = list(data.get("activeTargets") or [])
+def targets_problems(targets: Sequence[Target], jobs: Sequence[str], nodes: Sequence[Node]) -> list[str]:
     problems = []
     for job in jobs:
-        mine = [t for t in targets if (t.get("labels") or {}).get("job") == job]
+        mine = [t for t in targets if t.labels.get("job") == job]
         if not mine:
             problems.append(f"no target of job {job!r}")
-        problems += [_describe(t) for t in mine if t.get("health") != "up"]
-    seen = {p for p in problems}
+        problems += [_describe(t) for t in mine if t.health != "up"]
+    seen = set(problems)
     for node in nodes:
         mine = targets_of(targets, node)
         if not mine:
             problems.append(f"{node.name}: not scraped (no target with node={node.name} or its address)")
         for t in mine:
             text = _describe(t)
-            if t.get("health") != "up" and text not in seen:
+            if t.health != "up" and text not in seen:
                 seen.add(text)
                 problems.append(text)
     return problems
 
 
-def _vector(data: Mapping[str, Any] | None) -> list[tuple[dict[str, str], float]]:
-    out = []
-    for r in (data or {}).get("result") or []:
-        try:
-            out.append((dict(r.get("metric") or {}), float(r["value"][1])))
-        except (KeyError, IndexError, TypeError, ValueError):
-            continue
-    return out
-
-
-def remote_write_problems(failed: Mapping[str, Any] | None, highest: Mapping[str, Any] | None,
-                          sent: Mapping[str, Any] | None, max_lag_s: float,
-                          retried: Mapping[str, Any] | None = None) -> list[str]:
+def remote_write_problems(failed: Vector, highest: Vector, sent: Vector, max_lag_s: float,
+                          retried: Vector | None = None) -> list[str]:
     """Per remote_write queue: no sample failed over 2 m, and the newest sample sent is at most ``max_lag_s``
     behind the newest sample ingested (Prometheus 2.42: ``highest_timestamp_in_seconds`` has no queue labels)."""
-    queues = _vector(sent)
-    if not queues:
+    if not sent:
         return ["no remote_write queue reports prometheus_remote_storage_queue_highest_sent_timestamp_seconds "
                 "(remote_write not configured, or Prometheus does not scrape itself)"]
-    newest = max((v for _, v in _vector(highest)), default=None)
-    failing = {(m.get("remote_name"), m.get("url")): v for m, v in _vector(failed)}
-    retrying = {(m.get("remote_name"), m.get("url")): v for m, v in _vector(retried)}
+    newest = max((v for _, v in highest), default=None)
+    failing = {(m.get("remote_name"), m.get("url")): v for m, v in failed}
+    retrying = {(m.get("remote_name"), m.get("url")): v for m, v in retried or []}
     problems = []
-    for labels, sent_ts in queues:
+    for labels, sent_ts in sent:
         key = (labels.get("remote_name"), labels.get("url"))
         name = labels.get("url") or labels.get("remote_name") or "?"
         if failing.get(key, 0) > 0:

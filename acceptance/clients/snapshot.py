@@ -1,100 +1,243 @@
-"""One snapshot of each cluster API per process, fetched once (all APIs in parallel, on first use) and shared
-by every check of the process. The xdist scheduler gives every check of ``checks/cluster_*.py`` to one worker,
-so a run fetches each API once.
+"""Typed snapshots: what one API said in one run, part by part, already parsed and shape-checked.
+
+Each API has one small snapshot class (``NomadSnapshot``, ``ConsulSnapshot``, ...) whose fields are declared
+as :class:`Part` descriptors. A part holds either its parsed value or the :class:`ApiError` that explains why it
+is missing; *reading* it (``snap.nodes``) gives the value or raises :class:`CheckError` (outcome ``error``) with
+that one-line reason, so a check can never pass on a part that was not read. ``snap.error_of("nodes")`` gives
+the error without raising. :class:`PerNode` holds one value per master (Vault's and Prometheus' own health):
+``.of(name)`` judges a missing one with :func:`acceptance.outcomes.judge`.
+
+:class:`Snapshots` fetches every API once per process (all in parallel, on first use) and shares them.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, ClassVar, Generic, TypeVar, overload
 
-from acceptance.clients.errors import ROOT_KINDS, ApiError
-from acceptance.outcomes import CheckError
+from acceptance.clients.errors import ApiError
+from acceptance.outcomes import CheckError, judge
+
+T = TypeVar("T")
+S = TypeVar("S", bound="ApiSnapshot")
+_MISSING: Any = object()
 
 
-@dataclass
-class Snapshot:
-    """What one API said, part by part (raw JSON as the API documents it), or why a part is missing."""
+def attempt(fn: Callable[[], T]) -> T | ApiError:
+    """``fn()``, or the :class:`ApiError` it raised (what a part holds when it could not be read)."""
+    try:
+        return fn()
+    except ApiError as e:
+        return e
 
-    api: str
-    url: str = ""
-    parts: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, ApiError] = field(default_factory=dict)
-    root: ApiError | None = None  # set when the API as a whole could not be used (see api.<name>.reachable)
-    duration_s: float = 0.0
 
-    def get(self, part: str) -> Any:
-        """The part, or :class:`CheckError` (outcome ``error``) with the one-line reason it is missing."""
-        if part in self.errors:
-            raise CheckError(str(self.errors[part]))
-        if part not in self.parts:
-            raise CheckError(f"{self.api}: nothing fetched for {part!r}")
-        return self.parts[part]
+def need(value: T | ApiError) -> T:
+    """The value, or :class:`CheckError` with the reason it is missing."""
+    if isinstance(value, ApiError):
+        raise CheckError(str(value))
+    return value
 
-    def error(self, part: str) -> ApiError | None:
-        return self.errors.get(part)
 
-    def fetch(self, part: str, fn: Callable[[], Any]) -> Any:
-        """Store ``fn()`` as ``part`` or its :class:`ApiError`; return the value (None on error)."""
-        try:
-            self.parts[part] = fn()
-            return self.parts[part]
-        except ApiError as e:
-            self.errors[part] = e
-            return None
+class Part(Generic[T]):
+    """A snapshot field: set it to a value or an :class:`ApiError`; reading it gives the value or raises
+    :class:`CheckError`."""
 
-    def set_root_from(self, *parts: str) -> None:
-        """The API is unusable when one of ``parts`` (default: all) failed in a way no check can get past."""
-        for part in parts or tuple(self.errors):
-            err = self.errors.get(part)
-            if err is not None and err.kind in ROOT_KINDS:
+    name: str
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Part[T]: ...
+
+    @overload
+    def __get__(self, obj: ApiSnapshot, owner: type) -> T: ...
+
+    def __get__(self, obj: ApiSnapshot | None, owner: type) -> T | Part[T]:
+        if obj is None:
+            return self
+        value: T = obj.need_part(self.name)
+        return value
+
+    def __set__(self, obj: ApiSnapshot, value: T | ApiError) -> None:
+        obj.set_part(self.name, value)
+
+
+class PerNode(Generic[T]):
+    """One value per node (by name), or the error of that node's answer."""
+
+    def __init__(self, api: str, values: Mapping[str, T | ApiError] | None = None,
+                 urls: Mapping[str, str] | None = None) -> None:
+        self.api = api
+        self.values: dict[str, T | ApiError] = dict(values or {})
+        self.urls: dict[str, str] = dict(urls or {})
+        self.accessed: set[str] = set()
+
+    def error_of(self, name: str) -> ApiError | None:
+        value = self.values.get(name)
+        return value if isinstance(value, ApiError) else None
+
+    def of(self, name: str) -> T:
+        """The node's value; no answer from it is ``failed`` (a verdict on the node), any other reason
+        ``error`` (see :func:`acceptance.outcomes.judge`)."""
+        self.accessed.add(name)
+        value = self.values.get(name, _MISSING)
+        if value is _MISSING:
+            raise CheckError(f"{self.api}: nothing fetched for {name}")
+        if isinstance(value, ApiError):
+            judge(value.unreachable, str(value))
+        return value  # type: ignore[no-any-return]
+
+    def url_of(self, name: str) -> str:
+        return self.urls.get(name, "?")
+
+    def answered(self) -> dict[str, T]:
+        return {k: v for k, v in self.values.items() if not isinstance(v, ApiError)}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+
+class ApiSnapshot:
+    """What one API said: its parts (see :class:`Part`), the address that answered, and ``root``: set when the
+    API as a whole could not be used (the root check ``api.<name>.reachable`` reports it; its checks are
+    blocked)."""
+
+    api: ClassVar[str] = ""
+
+    def __init__(self, *, url: str = "", root: ApiError | None = None) -> None:
+        self.url = url
+        self.root = root
+        self.duration_s = 0.0
+        self._parts: dict[str, Any] = {}
+        self.accessed: set[str] = set()
+
+    # ------------------------------------------------------------------ parts
+
+    @classmethod
+    def part_names(cls) -> list[str]:
+        return [name for klass in reversed(cls.__mro__) for name, value in vars(klass).items()
+                if isinstance(value, Part)]
+
+    def set_part(self, name: str, value: object) -> None:
+        self._parts[name] = value
+
+    def need_part(self, name: str) -> Any:
+        self.accessed.add(name)
+        value = self._parts.get(name, _MISSING)
+        if value is _MISSING:
+            raise CheckError(f"{self.api}: nothing fetched for {name!r}")
+        if isinstance(value, ApiError):
+            raise CheckError(str(value))
+        return value
+
+    def error_of(self, name: str) -> ApiError | None:
+        value = self._parts.get(name)
+        return value if isinstance(value, ApiError) else None
+
+    def raw(self, name: str) -> Any:
+        """The part as stored (value, ApiError or None), without raising."""
+        return self._parts.get(name)
+
+    def errors(self) -> dict[str, ApiError]:
+        return {k: v for k, v in self._parts.items() if isinstance(v, ApiError)}
+
+    def fetched(self) -> dict[str, Any]:
+        return {k: v for k, v in self._parts.items() if not isinstance(v, ApiError)}
+
+    # ------------------------------------------------------------------ root
+
+    def decide_root(self, token_parts: tuple[str, ...] = (), probe: str | None = None) -> None:
+        """The API is unusable when one part failed in a way no check can get past (configuration, TLS, no
+        answer at all), when every part failed, when ``probe`` (a part every server of the API answers without
+        a token, e.g. the leader) answered something that is not the API's, or when every part that needs the
+        token was refused it."""
+        if self.root is not None:
+            return
+        first = self.error_of(probe) if probe else None
+        if first is not None and first.kind in ("protocol", "redirect"):
+            self.root = first
+            return
+        errors = self.errors()
+        for name, value in self._parts.items():  # a part of one answer per node fails when every node's does
+            if isinstance(value, PerNode) and value.values and all(
+                    isinstance(v, ApiError) for v in value.values.values()):
+                failed = [v for v in value.values.values() if isinstance(v, ApiError)]
+                errors[name] = next((e for e in failed if not e.unreachable), failed[0])
+        for err in errors.values():
+            if err.kind in ("config", "tls", "client-cert", "unreachable"):
                 self.root = err
                 return
+        names = [n for n in self.part_names() if n in self._parts]
+        leaderless = any(e.kind == "no-leader" for e in errors.values())  # it answers: its checks say so
+        if names and all(n in errors for n in names) and not leaderless:
+            self.root = next((errors[n] for n in names if errors[n].kind != "deadline"), errors[names[0]])
+            return
+        refused = [errors[n] for n in token_parts if n in errors and errors[n].kind in ("auth", "forbidden")]
+        auth = [e for e in refused if e.kind == "auth"]
+        if token_parts and auth and len(refused) == len([n for n in token_parts if n in self._parts]):
+            self.root = auth[0]
+
+    @classmethod
+    def unusable(cls: type[S], err: ApiError) -> S:
+        return cls(root=err)
 
 
-Fetcher = Callable[[], Snapshot]
+Fetcher = Callable[[], ApiSnapshot]
 
 
 class Snapshots:
     """Fetch-once registry: ``get(name)`` blocks until that API's snapshot is there. The first ``get`` starts
-    every registered fetch in parallel, so the run pays for the slowest API, not for their sum."""
+    every registered fetch in parallel, so the run pays for the slowest API, not for their sum; ``wait_s``
+    bounds the wait for one (a fetch that overruns it is reported as the API's root error)."""
 
-    def __init__(self, fetchers: dict[str, Fetcher]) -> None:
-        self._fetchers = fetchers
+    def __init__(self, fetchers: Mapping[str, Fetcher], kinds: Mapping[str, type[ApiSnapshot]] | None = None,
+                 wait_s: float | None = None) -> None:
+        self._fetchers = dict(fetchers)
+        self._kinds = dict(kinds or {})
+        self._wait_s = wait_s
         self._lock = threading.Lock()
-        self._futures: dict[str, Future[Snapshot]] = {}
+        self._futures: dict[str, Future[ApiSnapshot]] = {}
         self._pool: ThreadPoolExecutor | None = None
+
+    def names(self) -> list[str]:
+        return list(self._fetchers)
 
     def _start(self) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._fetchers)), thread_name_prefix="snapshot")
             for name, fetch in self._fetchers.items():
-                self._futures[name] = self._pool.submit(_timed, name, fetch)
+                self._futures[name] = self._pool.submit(_timed, name, fetch, self._kinds.get(name, ApiSnapshot))
 
-    def get(self, name: str) -> Snapshot:
+    def get(self, name: str) -> ApiSnapshot:
         with self._lock:
             if name not in self._fetchers:
                 raise KeyError(name)
             self._start()
             future = self._futures[name]
-        return future.result()
+        try:
+            return future.result(timeout=self._wait_s)
+        except FutureTimeout:
+            kind = self._kinds.get(name, ApiSnapshot)
+            return kind.unusable(ApiError("deadline", f"{name}: the snapshot did not finish within "
+                                                      f"{self._wait_s:g} s (apis.deadline_s)"))
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _timed(name: str, fetch: Fetcher) -> Snapshot:
+def _timed(name: str, fetch: Fetcher, kind: type[ApiSnapshot]) -> ApiSnapshot:
     start = time.monotonic()
     try:
         snap = fetch()
     except ApiError as e:
-        snap = Snapshot(api=name, root=e)
+        snap = kind.unusable(e)
     except Exception as e:  # a bug or an unexpected library error: every check of this API reports it
-        snap = Snapshot(api=name, root=ApiError("protocol", f"{name}: snapshot failed: {type(e).__name__}: {e}"))
+        snap = kind.unusable(ApiError("protocol", f"{name}: snapshot failed: {type(e).__name__}: {e}"))
     snap.duration_s = time.monotonic() - start
     return snap

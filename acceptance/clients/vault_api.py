@@ -1,113 +1,169 @@
-"""Vault (or OpenBao) through hvac: /v1/sys/health and /v1/sys/leader on every master, /v1/sys/ha-status
-through VAULT_ADDR; and the pure functions the checks apply to them."""
+"""Vault (or OpenBao): ``/v1/sys/health`` and ``/v1/sys/leader`` on every master (no token needed), and
+``/v1/sys/ha-status`` through VAULT_ADDR (a token that may read ``sys/ha-status``); parsed, shape-checked, and
+the pure functions the checks apply to them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from acceptance.clients.call import Caller
-from acceptance.clients.config import ApiConfig, master_urls
-from acceptance.clients.errors import ApiError, check_response, classify
-from acceptance.clients.snapshot import Snapshot
+from acceptance.clients import shapes
+from acceptance.clients.call import Caller, Client, Deadline, parse_answer, per_master
+from acceptance.clients.config import ApiConfig
+from acceptance.clients.errors import ApiError, check_status
+from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
 from acceptance.inventory import Node
 
+TITLE = "Vault"
 # /v1/sys/health status codes (vault/sys_health_*.json; OpenBao has no 472/473)
 HEALTH_CODES = {200: "active", 429: "standby", 472: "dr-secondary", 473: "performance-standby",
                 501: "not initialised", 503: "sealed"}
+RIGHTS: dict[str, str | None] = {
+    "/v1/sys/health": None,
+    "/v1/sys/leader": None,
+    "/v1/sys/ha-status": 'read on path "sys/ha-status"',
+}
 
 
-def make_client(cfg: ApiConfig, url: str) -> Any:
-    import hvac
-    import hvac.adapters  # type: ignore[import-untyped]
+@dataclass(frozen=True)
+class Health:
+    status: int
+    initialized: bool
+    sealed: bool
+    standby: bool
 
-    # hvac passes verify, cert and timeout to every request; RawAdapter: every answer as a Response
-    return hvac.Client(url=url, token=cfg.token, cert=cfg.client_cert, verify=cfg.verify, timeout=cfg.timeout,
-                       adapter=hvac.adapters.RawAdapter)
+
+@dataclass(frozen=True)
+class Leader:
+    ha_enabled: bool
+    leader_address: str
 
 
-def _get(cfg: ApiConfig, client: Any, url: str, path: str, ok: tuple[int, ...] = (200,)) -> Any:
-    response = client.adapter.get(path, raise_exception=False)
-    check_response(cfg, url, path, response, ok)
+@dataclass(frozen=True)
+class HaNode:
+    hostname: str
+    active: bool
+
+
+@dataclass(frozen=True)
+class MasterVault:
+    """One master's own answers: its health, and its view of the leader (or why it is missing)."""
+
+    health: Health
+    leader: Leader | ApiError
+
+
+class VaultSnapshot(ApiSnapshot):
+    api = "vault"
+    masters = Part[PerNode[MasterVault]]()
+    ha_status = Part[list[HaNode]]()
+
+    TOKEN_PARTS = ("ha_status",)
+
+
+# --------------------------------------------------------------------------- parsers
+
+
+def parse_health(status: int) -> Callable[[Any], Health]:
+    def parse(data: Any) -> Health:
+        body = shapes.obj(data, "the body")
+        shapes.numbers(body, "the body", ("server_time_utc", "echo_duration_ms", "clock_skew_ms"))
+        health = Health(status=status, initialized=shapes.boolean(body, "initialized", "the body"),
+                        sealed=shapes.boolean(body, "sealed", "the body"),
+                        standby=shapes.boolean(body, "standby", "the body", default=False))
+        if status == 200 and (health.sealed or not health.initialized):
+            raise shapes.ShapeError(f"status 200 (active) contradicts the body (initialized={health.initialized}, "
+                                    f"sealed={health.sealed})")
+        return health
+    return parse
+
+
+def parse_leader(data: Any) -> Leader:
+    body = shapes.obj(data, "the body")
+    shapes.numbers(body, "the body", ("raft_committed_index", "raft_applied_index"))
+    return Leader(ha_enabled=shapes.boolean(body, "ha_enabled", "the body"),
+                  leader_address=shapes.string(body, "leader_address", "the body", default=""))
+
+
+def parse_ha_status(data: Any) -> list[HaNode]:
+    """``Nodes`` (as documented), ``nodes`` or ``data.nodes`` (as OpenBao also answers)."""
+    body = shapes.obj(data, "the body")
+    if "Nodes" in body:
+        nodes, where = body["Nodes"], "Nodes"
+    elif "nodes" in body:
+        nodes, where = body["nodes"], "nodes"
+    else:
+        nodes, where = shapes.key(shapes.obj(shapes.key(body, "data", "the body"), "data"), "nodes", "data"), \
+            "data.nodes"
+    return [HaNode(hostname=shapes.string(n, "hostname", f"{where}[{i}]"),
+                   active=shapes.boolean(n, "active_node", f"{where}[{i}]"))
+            for i, n in enumerate(shapes.items(nodes, None, where))]
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def _probe(cfg: ApiConfig, client: Client, timeout: Callable[[], float]) -> MasterVault:
+    """Health and leader of one master's Vault: one attempt each."""
+    answer = client.get("/v1/sys/health", timeout())
+    check_status(cfg, answer, tuple(HEALTH_CODES))
+    health = parse_answer(cfg, answer, parse_health(answer.status))
     try:
-        return {"status": response.status_code, "body": response.json()}
-    except ValueError:
-        raise ApiError("protocol", f"Vault at {url}: GET {path}: HTTP {response.status_code}, not JSON") from None
+        answer = client.get("/v1/sys/leader", timeout())
+        check_status(cfg, answer)
+        leader: Leader | ApiError = parse_answer(cfg, answer, parse_leader)
+    except ApiError as e:
+        leader = e
+    except Exception as e:  # classify() makes one line of it
+        from acceptance.clients.errors import classify
+
+        leader = classify(cfg, client.url, "/v1/sys/leader", e, cfg.timeout_s)
+    return MasterVault(health, leader)
 
 
-def _per_master(cfg: ApiConfig, master: Node, url: str) -> dict[str, Any]:
-    """Health and leader of one master's Vault: one attempt each (a node's answer, not the cluster's)."""
-    one = cfg.for_url(url)
-    out: dict[str, Any] = {"url": url}
-    client = make_client(one, url)
-    for part, path, ok in (("health", "/v1/sys/health", tuple(HEALTH_CODES)), ("leader", "/v1/sys/leader", (200,))):
-        try:
-            got = _get(one, client, url, path, ok)
-            out[part] = got if part == "health" else got["body"]
-        except Exception as e:  # classify() makes one line of whatever the library raised
-            out[f"{part}_error"] = classify(one, url, path, e)
-            if part == "health":
-                break
-    return out
-
-
-def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller[Any] | None = None) -> Snapshot:
-    snap = Snapshot(api="vault")
+def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller | None = None) -> VaultSnapshot:
+    snap = VaultSnapshot()
     if cfg.problem:
         snap.root = ApiError("config", cfg.problem)
         return snap
-    urls = master_urls(cfg.url, list(masters), 8200)
-    with ThreadPoolExecutor(max_workers=max(1, len(urls))) as pool:
-        results = list(pool.map(lambda mu: _per_master(cfg, *mu), zip(masters, urls, strict=True)))
-    for master, result in zip(masters, results, strict=True):
-        snap.parts[f"url:{master.name}"] = result["url"]
-        for part in ("health", "leader"):
-            if part in result:
-                snap.parts[f"{part}:{master.name}"] = result[part]
-            if f"{part}_error" in result:
-                snap.errors[f"{part}:{master.name}"] = result[f"{part}_error"]
-    caller = caller or Caller(cfg, lambda url: make_client(cfg, url))
-    snap.fetch("ha_status", lambda: caller.get("/v1/sys/ha-status", lambda c: _get(cfg, c, c.url, "/v1/sys/ha-status")
-                                               ["body"]))
+    caller = caller or Caller(cfg)
+    deadline: Deadline = caller.deadline
+    values = per_master(cfg, masters, deadline, _probe)
+    from acceptance.clients.config import master_urls
+
+    urls = {m.name: (master_urls(cfg.url, [m], 8200) or ["?"])[0] for m in masters}
+    snap.masters = PerNode("Vault", values, urls)
+    snap.ha_status = attempt(lambda: caller.read("/v1/sys/ha-status", parse_ha_status,
+                                                 right=RIGHTS["/v1/sys/ha-status"]))
     snap.url = caller.url
-    errors = [snap.errors.get(f"health:{m.name}") for m in masters]
-    if masters and all(e is not None for e in errors):
-        snap.root = next(e for e in errors if e is not None)  # no master's Vault answers
-    for e in errors:
-        if e is not None and e.kind in ("tls", "client-cert", "config"):
-            snap.root = e  # the suite's TLS settings are wrong
-    if snap.root is None:
-        snap.set_root_from("ha_status")
+    errors = [v for v in values.values() if isinstance(v, ApiError)]
+    if masters and len(errors) == len(masters) and all(e.unreachable for e in errors):
+        snap.root = errors[0]  # no master's Vault answers
+    snap.decide_root(VaultSnapshot.TOKEN_PARTS)
     return snap
 
 
 # --------------------------------------------------------------------------- pure functions
 
 
-def state(health: Mapping[str, Any]) -> str:
-    """active, standby, sealed, not initialised, ... from a /v1/sys/health answer {status, body}."""
-    body = health.get("body") or {}
-    if body.get("initialized") is False:
+def state(health: Health) -> str:
+    """active, standby, sealed, not initialised, ... from a /v1/sys/health answer."""
+    if not health.initialized:
         return "not initialised"
-    if body.get("sealed") is True:
+    if health.sealed:
         return "sealed"
-    status = int(health.get("status", 0))
-    if status in HEALTH_CODES:
-        return HEALTH_CODES[status]
-    return "standby" if body.get("standby") else "active"
+    if health.status in HEALTH_CODES:
+        return HEALTH_CODES[health.status]
+    return "standby" if health.standby else "active"
 
 
-def initialised_problem(health: Mapping[str, Any]) -> str | None:
-    body = health.get("body") or {}
-    return None if body.get("initialized") is True else "Vault is not initialised"
+def initialised_problem(health: Health) -> str | None:
+    return None if health.initialized else "Vault is not initialised"
 
 
-def unsealed_problem(health: Mapping[str, Any]) -> str | None:
-    body = health.get("body") or {}
-    if body.get("sealed") is False:
-        return None
-    return "Vault is sealed (unsealing needs the key holders)"
+def unsealed_problem(health: Health) -> str | None:
+    return None if not health.sealed else "Vault is sealed (unsealing needs the key holders)"
 
 
 def one_active_problems(states: Mapping[str, str]) -> list[str]:
@@ -123,29 +179,20 @@ def one_active_problems(states: Mapping[str, str]) -> list[str]:
     return problems
 
 
-def ha_nodes(ha_status: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """``Nodes`` (as documented), ``nodes`` or ``data.nodes`` (as OpenBao also answers)."""
-    nodes = ha_status.get("Nodes") or ha_status.get("nodes") or (ha_status.get("data") or {}).get("nodes") or []
-    return [n for n in nodes if isinstance(n, dict)]
-
-
-def ha_problems(leaders: Mapping[str, Mapping[str, Any]], ha_status: Mapping[str, Any] | None,
-                expected: int) -> list[str]:
+def ha_problems(leaders: Mapping[str, Leader], ha_status: Sequence[HaNode], expected: int) -> list[str]:
     """HA enabled everywhere, every master agreeing on the active node, ha-status listing every node."""
     problems = []
-    disabled = sorted(m for m, body in leaders.items() if not body.get("ha_enabled"))
+    disabled = sorted(m for m, leader in leaders.items() if not leader.ha_enabled)
     if disabled:
         problems.append(f"HA is not enabled on {', '.join(disabled)}")
-    addresses = {str(body.get("leader_address", "")).rstrip("/") for body in leaders.values() if body.get("ha_enabled")}
+    addresses = {leader.leader_address.rstrip("/") for leader in leaders.values() if leader.ha_enabled}
     if len(addresses) > 1:
         problems.append(f"masters disagree on the active node: {', '.join(sorted(a or '(none)' for a in addresses))}")
-    if ha_status is not None:
-        nodes = ha_nodes(ha_status)
-        actives = [str(n.get("hostname")) for n in nodes if n.get("active_node")]
-        if len(nodes) != expected:
-            problems.append(f"ha-status lists {len(nodes)} nodes, expected {expected}: "
-                            f"{', '.join(str(n.get('hostname')) for n in nodes) or 'none'}")
-        if len(actives) != 1:
-            names = f": {', '.join(actives)}" if actives else ""
-            problems.append(f"ha-status shows {len(actives)} active nodes{names}")
+    actives = [n.hostname for n in ha_status if n.active]
+    if len(ha_status) != expected:
+        problems.append(f"ha-status lists {len(ha_status)} nodes, expected {expected}: "
+                        f"{', '.join(n.hostname for n in ha_status) or 'none'}")
+    if len(actives) != 1:
+        names = f": {', '.join(actives)}" if actives else ""
+        problems.append(f"ha-status shows {len(actives)} active nodes{names}")
     return problems

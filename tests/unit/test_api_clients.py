@@ -1,6 +1,7 @@
 """The API clients: configuration from the inventory and the CLIs' variables, retries of what is safe to retry
-(a leader election within the window passes), fail-over, and one clear line for a wrong CA or a wrong token
-(against a real local HTTPS server with throwaway certificates)."""
+(a leader election within the window passes), fail-over, one clear line for a wrong CA or a wrong token (against
+a real local HTTPS server with throwaway certificates), least privilege (a right the token lacks is named, not a
+block of the whole API), Consul's ACL filtering, and the Nomad namespace."""
 
 from __future__ import annotations
 
@@ -10,22 +11,22 @@ import ipaddress
 import json
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from acceptance.clients import nomad_api, prometheus_api
+from acceptance.clients import consul_api, nomad_api, prometheus_api, registry
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
+from acceptance.clients.consul_api import DnsAnswer
 from acceptance.clients.errors import ApiError
-from acceptance.inventory import load_inventory
+from acceptance.clients.http import Answer
+from acceptance.inventory import Apis, Endpoint, TlsSettings
 
-from .conftest import EXAMPLE
-
-SECRET = "s3cr3t-token-value"
+from .test_api_support import SECRET, Reply, apis, cluster, fake_cluster, inventory, openstack_snapshot, run_checks
 
 
 class Clock:
@@ -39,58 +40,87 @@ class Clock:
         self.now += s
 
 
-class FlappingNomad:
-    """A fake python-nomad whose leader is gone for ``flaps`` calls (500 No cluster leader, then "")."""
+class FakeClient:
+    """A Client whose ``reply(url, path)`` gives an Answer or raises."""
 
-    def __init__(self, flaps: int) -> None:
-        self.flaps = flaps
-        self.calls = 0
+    def __init__(self, url: str, reply: Any) -> None:
+        self.url = url
+        self.reply = reply
 
-    def leader(self) -> str:
-        self.calls += 1
-        if self.calls <= self.flaps:
-            if self.calls % 2:
-                raise ApiError("no-leader", "500 No cluster leader", status=500, retryable=True)
-            return ""
-        return "172.30.0.12:4647"
+    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None) -> Answer:
+        result: Answer = self.reply(self.url, path)
+        return result
 
 
-def cfg(retry_s: float = 20, urls: tuple[str, ...] = ("https://a:4646",)) -> ApiConfig:
-    return ApiConfig(name="nomad", urls=urls, token_var="NOMAD_TOKEN", retry_s=retry_s)
+def answer(url: str, path: str, body: Any, status: int = 200) -> Answer:
+    return Answer(url, path, status, {"content-type": "application/json"}, json.dumps(body).encode())
+
+
+def cfg(retry_s: float = 20, urls: tuple[str, ...] = ("https://a:4646",), deadline_s: float = 45) -> ApiConfig:
+    return ApiConfig(name="nomad", urls=urls, token_var="NOMAD_TOKEN", retry_s=retry_s, deadline_s=deadline_s)
+
+
+def flapping(flaps: int) -> tuple[Any, list[int]]:
+    """No leader for ``flaps`` calls (500 No cluster leader, then ""), then one."""
+    calls = [0]
+
+    def reply(url: str, path: str) -> Answer:
+        calls[0] += 1
+        if calls[0] <= flaps:
+            if calls[0] % 2:
+                return Answer(url, path, 500, {}, b"No cluster leader")
+            return answer(url, path, "")
+        return answer(url, path, "172.30.0.12:4647")
+
+    return reply, calls
 
 
 def test_leader_flap_within_the_window_passes():
-    clock, fake = Clock(), FlappingNomad(flaps=4)
-    caller: Caller[FlappingNomad] = Caller(cfg(), lambda url: fake, clock=clock, sleep=clock.sleep)
-    got = caller.get("/v1/status/leader", lambda c: c.leader(), accept=nomad_api._leader_elected)
-    assert got == "172.30.0.12:4647" and fake.calls == 5 and clock.now < 20
+    clock = Clock()
+    reply, calls = flapping(4)
+    caller = Caller(cfg(), lambda url: FakeClient(url, reply), clock=clock, sleep=clock.sleep)
+    got = caller.read("/v1/status/leader", lambda d: d, accept=nomad_api._leader_elected)
+    assert got == "172.30.0.12:4647" and calls[0] == 5 and clock.now < 20
 
 
 def test_no_leader_for_the_whole_window_is_reported_then_later_calls_do_not_wait_again():
-    clock, fake = Clock(), FlappingNomad(flaps=10**6)
-    caller: Caller[FlappingNomad] = Caller(cfg(retry_s=5), lambda url: fake, clock=clock, sleep=clock.sleep)
+    clock = Clock()
+    reply, calls = flapping(10**6)
+    caller = Caller(cfg(retry_s=5), lambda url: FakeClient(url, reply), clock=clock, sleep=clock.sleep)
     with pytest.raises(ApiError) as e:
-        caller.get("/v1/status/leader", lambda c: c.leader(), accept=nomad_api._leader_elected)
+        caller.read("/v1/status/leader", lambda d: d, accept=nomad_api._leader_elected)
     assert e.value.kind == "no-leader" and 5 <= clock.now < 8
-    before = fake.calls
+    before = calls[0]
     with pytest.raises(ApiError):
-        caller.get("/v1/status/leader", lambda c: c.leader())
-    assert fake.calls == before + 1  # the window is shared by the snapshot: one more attempt only
+        caller.read("/v1/nodes", lambda d: d)
+    assert calls[0] == before + 1  # the window is shared by the snapshot: one more attempt only
+
+
+def test_the_retry_window_ends_at_the_deadline():
+    clock = Clock()
+    reply, _ = flapping(10**6)
+    caller = Caller(cfg(retry_s=60, deadline_s=10), lambda url: FakeClient(url, reply), clock=clock, sleep=clock.sleep)
+    with pytest.raises(ApiError):
+        caller.read("/v1/status/leader", lambda d: d, accept=nomad_api._leader_elected)
+    assert 10 <= clock.now < 11
+    with pytest.raises(ApiError) as e:
+        caller.read("/v1/nodes", lambda d: d)
+    assert e.value.kind == "deadline" and "apis.deadline_s" in str(e.value)
 
 
 def test_a_leaderless_server_is_reported_over_refused_connections():
     """Two servers down, one up without a leader: the API is reachable and says "no leader"."""
     clock = Clock()
 
-    def fn(url: str) -> str:
+    def reply(url: str, path: str) -> Answer:
         if url == "https://b:8500":
-            raise ApiError("no-leader", "500 No cluster leader", status=500, retryable=True)
+            return Answer(url, path, 500, {}, b"No cluster leader")
         raise requests.exceptions.ConnectionError("Connection refused")
 
     urls = ("https://a:8500", "https://b:8500", "https://c:8500")
-    caller: Caller[str] = Caller(cfg(retry_s=3, urls=urls), lambda url: url, clock=clock, sleep=clock.sleep)
+    caller = Caller(cfg(retry_s=3, urls=urls), lambda url: FakeClient(url, reply), clock=clock, sleep=clock.sleep)
     with pytest.raises(ApiError) as e:
-        caller.get("/v1/status/leader", fn)
+        caller.read("/v1/status/leader", lambda d: d)
     assert e.value.kind == "no-leader" and caller.dead is None
 
 
@@ -98,44 +128,173 @@ def test_not_retried_403_and_failover_on_connection_refused():
     clock = Clock()
     calls: list[str] = []
 
-    def fn(url: str) -> str:
+    def reply(url: str, path: str) -> Answer:
         calls.append(url)
         if url == "https://a:4646":
             raise requests.exceptions.ConnectionError("Connection refused")
-        return "ok"
+        if path == "/v1/forbidden":
+            return Answer(url, path, 403, {}, b"Permission denied")
+        return answer(url, path, "ok")
 
-    caller: Caller[str] = Caller(cfg(urls=("https://a:4646", "https://b:4646")), lambda url: url, clock=clock,
-                                 sleep=clock.sleep)
-    assert caller.get("/v1/nodes", fn) == "ok" and caller.url == "https://b:4646"
-    assert caller.get("/v1/jobs", fn) == "ok" and calls == ["https://a:4646", "https://b:4646", "https://b:4646"]
-
-    def forbidden(url: str) -> str:
-        calls.append(url)
-        raise ApiError("auth", "rejected", status=403)
-
+    caller = Caller(cfg(urls=("https://a:4646", "https://b:4646")), lambda url: FakeClient(url, reply), clock=clock,
+                    sleep=clock.sleep)
+    assert caller.read("/v1/nodes", lambda d: d) == "ok" and caller.url == "https://b:4646"
+    assert caller.read("/v1/jobs", lambda d: d) == "ok" and calls == ["https://a:4646", "https://b:4646",
+                                                                      "https://b:4646"]
     calls.clear()
-    with pytest.raises(ApiError):
-        caller.get("/v1/nodes", forbidden)
-    assert calls == ["https://b:4646"]
+    with pytest.raises(ApiError) as e:
+        caller.read("/v1/forbidden", lambda d: d, right="operator:read")
+    assert calls == ["https://b:4646"] and e.value.kind == "auth"  # no token configured: "set NOMAD_TOKEN"
 
 
-def test_config_from_env_and_inventory(write_inventory, tmp_path):
-    inv = load_inventory(write_inventory(EXAMPLE))
-    ca = tmp_path / "other-ca.pem"
-    ca.write_text("")
-    env = {"NOMAD_CACERT": str(ca), "NOMAD_TOKEN": SECRET}
-    c = api_config("nomad", inv, env)
-    assert c.urls[0] == "https://172.30.0.11:4646" and c.ca == ca and c.ca_source == "NOMAD_CACERT"
-    assert c.token == SECRET and SECRET not in repr(c)
-    assert c.cert == tmp_path / "client.pem" and c.verify == str(ca)  # TLS files: env first, then apis.tls
-    consul = api_config("consul", inv, {})
-    assert consul.ca_source.startswith("apis.tls.ca") and consul.token is None
-    bare = write_inventory(EXAMPLE.replace('  nomad: {address: "https://172.30.0.11:4646"}\n', ""), "bare.yaml")
-    from_env = api_config("nomad", load_inventory(bare), {"NOMAD_ADDR": "https://10.0.0.1:4646"})
-    assert from_env.urls[0] == "https://10.0.0.1:4646"
-    assert "set NOMAD_ADDR" in (api_config("nomad", load_inventory(bare), {}).problem or "")
-    missing = api_config("vault", inv, {"VAULT_CACERT": str(tmp_path / "nope.pem")})
+def test_config_from_env_and_inventory(tmp_path):
+    files = {n: tmp_path / f"{n}.pem" for n in ("ca", "cert", "key", "other")}
+    for f in files.values():
+        f.write_text("")
+    inv = inventory(Apis(tls=TlsSettings(files["ca"], files["cert"], files["key"]),
+                         nomad=Endpoint("https://172.30.0.11:4646")), path=tmp_path / "inv.yaml")
+    c = api_config("nomad", inv, {"NOMAD_CACERT": str(files["other"]), "NOMAD_TOKEN": SECRET})
+    assert c.urls[0] == "https://172.30.0.11:4646" and c.ca == files["other"] and c.ca_source == "NOMAD_CACERT"
+    assert c.token == SECRET and SECRET not in repr(c) and c.headers == {"X-Nomad-Token": SECRET}
+    assert c.cert == files["cert"] and c.verify == str(files["other"])  # TLS files: env first, then apis.tls
+    assert c.namespace == "default" and c.deadline_s == 45
+    assert api_config("nomad", inv, {"NOMAD_NAMESPACE": "ci"}).namespace == "ci"
+    consul = api_config("consul", inv, {"CONSUL_HTTP_ADDR": "10.0.0.1:8500", "CONSUL_HTTP_SSL": "true"})
+    assert consul.urls[0] == "https://10.0.0.1:8500" and consul.ca_source.startswith("apis.tls.ca")
+    assert "set NOMAD_ADDR" in (api_config("nomad", inventory(Apis()), {}).problem or "")
+    missing = api_config("vault", inv, {"VAULT_ADDR": "https://v:8200", "VAULT_CACERT": str(tmp_path / "nope.pem")})
     assert "VAULT_CACERT" in (missing.problem or "") and "file not found" in (missing.problem or "")
+
+
+@pytest.mark.parametrize("api", ["prometheus", "nomad", "consul"])
+def test_credentials_in_an_address_are_refused_without_echo(api):
+    inv = inventory(Apis(**{api: Endpoint("https://scraper:Pa55w0rd-xyz@prom.example:9090")}))
+    c = api_config(api, inv, {})
+    assert c.problem is not None and "credentials" in c.problem and "Pa55w0rd-xyz" not in c.problem
+    assert "scraper" not in c.problem
+    env_var = {"nomad": "NOMAD_ADDR", "consul": "CONSUL_HTTP_ADDR"}.get(api)
+    if env_var:
+        c = api_config(api, inventory(Apis()), {env_var: "http://u:Pa55w0rd-xyz@h:1"})
+        assert c.problem is not None and "Pa55w0rd-xyz" not in c.problem and env_var in c.problem
+
+
+# --------------------------------------------------------------------------- least privilege, against fake servers
+
+
+@pytest.fixture(autouse=True)
+def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    def resolve(names: Any, server: Any, timeout_s: float = 4.0, deadline: Any = None) -> dict[str, DnsAnswer]:
+        return {n: DnsAnswer(n, ("127.0.0.1",)) for n in names}
+
+    monkeypatch.setattr(consul_api, "resolve", resolve)
+
+
+def fetch_all(fakes: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
+    inv = inventory(apis(nomad=fakes.nomad.url(), consul=fakes.consul.url(), vault=fakes.vault.url(),
+                         prometheus=fakes.prometheus.url(), **kw))
+    snaps: dict[str, Any] = {s.name: s.fetch(cluster(inv)) for s in registry.APIS if s.name != "openstack"}
+    snaps["openstack"] = openstack_snapshot()
+    return snaps, inv
+
+
+def test_nomad_without_operator_read_errors_the_server_checks_only(monkeypatch):
+    """A token with node:read and read-job but not operator:read: the server checks say which right is missing;
+    everything else runs. The management-only raft configuration is never asked for."""
+    monkeypatch.setenv("NOMAD_TOKEN", SECRET)
+    with fake_cluster() as fakes:
+        fakes.nomad.set("/v1/operator/autopilot/health", Reply(403, b"Permission denied"))
+        snaps, inv = fetch_all(fakes)
+        asked = [p for p, _ in fakes.nomad.requests()]
+        tokens = {h.get("x-nomad-token") for p, h in fakes.nomad.requests() if not p.startswith("/v1/status")}
+    assert not any(p.startswith("/v1/operator/raft") for p in asked) and tokens == {SECRET}
+    assert snaps["nomad"].root is None
+    results = run_checks(snaps, inv, through_fixtures=True)
+    for check in ("cluster.nomad.peers", "cluster.nomad.failure-tolerance", "cluster.nomad.versions"):
+        r = results[f"{check}[cluster]"]
+        assert r.outcome == "error" and r.message.startswith(
+            "NOMAD_TOKEN lacks operator:read (GET /v1/operator/autopilot/health answered 403"), r
+        assert SECRET not in r.message
+    for check in ("api.nomad.reachable[cluster]", "cluster.nomad.leader[cluster]", "agent.nomad.ready[alibuild01]",
+                  "cluster.nomad.jobs-running[cluster]"):
+        assert results[check].outcome == "passed", (check, results[check])
+
+
+def test_a_token_refused_everywhere_makes_the_root_check_error(monkeypatch):
+    monkeypatch.setenv("NOMAD_TOKEN", SECRET)
+    with fake_cluster() as fakes:
+        for path in ("/v1/operator/autopilot/health", "/v1/nodes", "/v1/jobs", "/v1/allocations"):
+            fakes.nomad.set(path, Reply(403, f"ACL token not found ({SECRET})".encode()))
+        snaps, inv = fetch_all(fakes)
+    results = run_checks(snaps, inv, through_fixtures=True)
+    root = results["api.nomad.reachable[cluster]"]
+    assert root.outcome == "error" and "rejected the token (403)" in root.message and "set NOMAD_TOKEN" in root.message
+    assert SECRET not in root.message
+    assert results["cluster.nomad.leader[cluster]"].outcome == "blocked"
+
+
+def test_no_token_at_all_says_to_set_it(monkeypatch):
+    monkeypatch.delenv("NOMAD_TOKEN", raising=False)
+    with fake_cluster() as fakes:
+        for path in ("/v1/operator/autopilot/health", "/v1/nodes", "/v1/jobs", "/v1/allocations"):
+            fakes.nomad.set(path, Reply(403, b"Permission denied"))
+        snaps, _ = fetch_all(fakes)
+    assert snaps["nomad"].root is not None and "no token sent — set NOMAD_TOKEN" in str(snaps["nomad"].root)
+
+
+def test_consul_filtered_by_acl_is_an_error_never_a_pass(monkeypatch):
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", SECRET)
+    with fake_cluster() as fakes:
+        fakes.consul.set("/v1/health/state/critical",
+                         Reply.json([], headers={"X-Consul-Results-Filtered-By-ACLs": "true"}))
+        snaps, inv = fetch_all(fakes)
+    results = run_checks(snaps, inv, through_fixtures=True)
+    r = results["cluster.consul.critical-checks[cluster]"]
+    assert r.outcome == "error", r
+    assert r.message == ("the token cannot see everything: Consul filtered /v1/health/state/critical by ACL; give "
+                         "CONSUL_HTTP_TOKEN node:read and service:read (on every node and service) on everything")
+    assert results["cluster.consul.leader[cluster]"].outcome == "passed"
+
+
+def test_consul_filtered_member_list_and_catalog(monkeypatch):
+    with fake_cluster() as fakes:
+        members = json.loads(fakes.consul.routes["/v1/agent/members"].body)  # type: ignore[union-attr]
+        fakes.consul.set("/v1/agent/members",
+                         Reply.json(members[:1], headers={"X-Consul-Results-Filtered-By-ACLs": "true"}))
+        fakes.consul.set("/v1/catalog/services", Reply.json({"consul": []},
+                                                            headers={"X-Consul-Results-Filtered-By-ACLs": "true"}))
+        snaps, inv = fetch_all(fakes)
+    results = run_checks(snaps, inv)
+    for check in ("cluster.consul.members", "cluster.consul.dns"):
+        assert results[f"{check}[cluster]"].outcome == "error" and "filtered" in results[f"{check}[cluster]"].message
+
+
+def test_consul_master_gone_from_autopilot_and_members():
+    with fake_cluster() as fakes:
+        ap = json.loads(fakes.consul.routes["/v1/operator/autopilot/health"].body)  # type: ignore[union-attr]
+        ap["Servers"] = ap["Servers"][:2]
+        ap["FailureTolerance"] = 0
+        fakes.consul.set("/v1/operator/autopilot/health", Reply.json(ap))
+        members = json.loads(fakes.consul.routes["/v1/agent/members"].body)  # type: ignore[union-attr]
+        members[2]["Status"] = 3  # left
+        fakes.consul.set("/v1/agent/members", Reply.json(members))
+        snaps, inv = fetch_all(fakes)
+    results = run_checks(snaps, inv)
+    assert results["cluster.consul.voters[cluster]"].outcome == "failed"
+    assert "alimesos03 is not a Consul server" in results["cluster.consul.voters[cluster]"].message
+    assert results["cluster.consul.members[cluster]"].message == "master alimesos03 is left"
+    assert results["cluster.consul.failure-tolerance[cluster]"].outcome == "failed"
+
+
+def test_autopilot_unhealthy_429_is_read():
+    with fake_cluster() as fakes:
+        ap = json.loads(fakes.nomad.routes["/v1/operator/autopilot/health"].body)  # type: ignore[union-attr]
+        ap["Healthy"] = False
+        ap["Servers"][1].update(Healthy=False, SerfStatus="failed")
+        fakes.nomad.set("/v1/operator/autopilot/health", Reply.json(ap, 429))
+        snaps, inv = fetch_all(fakes)
+    results = run_checks(snaps, inv)
+    assert results["cluster.nomad.peers[cluster]"].message == "alimesos02 (alimesos02.global): failed, unhealthy"
+    assert results["cluster.nomad.failure-tolerance[cluster]"].outcome == "failed"
 
 
 # --------------------------------------------------------------------------- a real TLS server
@@ -186,8 +345,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         token = self.headers.get("X-Nomad-Token")
         if self.path.startswith("/v1/status/leader"):
             status, body = 200, json.dumps("127.0.0.1:4647")
+        elif self.path.startswith("/v1/status/peers"):
+            status, body = 200, json.dumps(["127.0.0.1:4647"])
         elif token != SECRET:
-            status, body = 403, "ACL token not found" if token else "Permission denied"
+            status, body = 403, f"ACL token not found: {token}" if token else "Permission denied"
+        elif self.path.startswith("/v1/operator/autopilot/health"):
+            status, body = 200, json.dumps({"Healthy": True, "FailureTolerance": 0, "Servers": []})
         else:
             status, body = 200, "[]"
         data = body.encode()
@@ -202,7 +365,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    pytest.importorskip("cryptography")
     tmp = tmp_path_factory.mktemp("tls")
     key, cert, ca = _ca(tmp, "cluster-ca")
     _, _, wrong = _ca(tmp, "wrong-ca")
@@ -219,16 +381,16 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
 
 def nomad_cfg(server: dict[str, Any], ca: Path, token: str | None) -> ApiConfig:
     return ApiConfig(name="nomad", urls=(server["url"],), ca=ca, ca_source="NOMAD_CACERT", token=token,
-                     token_var="NOMAD_TOKEN", timeout_s=5, retry_s=1)
+                     token_var="NOMAD_TOKEN", token_header="X-Nomad-Token", timeout_s=5, retry_s=1)
 
 
-def test_python_nomad_against_tls_with_the_right_ca_and_token(tls_server):
+def test_tls_with_the_right_ca_and_token(tls_server):
     snap = nomad_api.fetch(nomad_cfg(tls_server, tls_server["ca"], SECRET))
-    assert snap.root is None and snap.get("leader") == "127.0.0.1:4647" and snap.get("nodes") == []
+    assert snap.root is None and snap.leader == "127.0.0.1:4647" and snap.nodes == []
 
 
 def test_wrong_ca_is_one_line_naming_the_variable(tls_server, monkeypatch):
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_server["ca"]))  # verify= per request must win over it
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls_server["ca"]))  # the configured CA must win over it
     snap = nomad_api.fetch(nomad_cfg(tls_server, tls_server["wrong"], SECRET))
     assert snap.root is not None and snap.root.kind == "tls"
     message = str(snap.root)
@@ -237,7 +399,7 @@ def test_wrong_ca_is_one_line_naming_the_variable(tls_server, monkeypatch):
     assert "\n" not in message and SECRET not in message
 
 
-@pytest.mark.parametrize("token", [None, "wrong-token"])
+@pytest.mark.parametrize("token", [None, "wrong-token-123456"])
 def test_wrong_or_missing_token_is_one_line_naming_the_variable(tls_server, token):
     snap = nomad_api.fetch(nomad_cfg(tls_server, tls_server["ca"], token))
     assert snap.root is not None and snap.root.kind == "auth"

@@ -1,0 +1,162 @@
+"""Shape checks of the answers the suite reads: every key a check relies on is there, of the documented type,
+numbers finite. A violation is a :class:`ShapeError` saying what was expected where (``Servers[1].Voter is
+"yes" (str), expected true or false``); the caller turns it into a ``protocol`` error quoting the endpoint and
+the answer.
+
+Validators take the value and a ``where`` (a JSON-path-like label) and return the value typed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}))$")
+
+
+class ShapeError(ValueError):
+    """An answer does not have the documented shape."""
+
+
+def describe(value: object) -> str:
+    """``"yes" (str)``: a short, escaped rendering of an unexpected value."""
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def obj(value: object, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ShapeError(f"{where} is {describe(value)}, expected an object")
+    return value
+
+
+def arr(value: object, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ShapeError(f"{where} is {describe(value)}, expected a list")
+    return value
+
+
+def key(data: Mapping[str, Any], name: str, where: str) -> Any:
+    if name not in data:
+        raise ShapeError(f"{where} has no {name!r}")
+    return data[name]
+
+
+def string(data: Mapping[str, Any], name: str, where: str, *, default: str | None = None,
+           empty: bool = True) -> str:
+    """A string field; ``default`` when absent or null (else required); ``empty=False`` refuses ''."""
+    value = data.get(name)
+    if value is None:
+        if default is None:
+            raise ShapeError(f"{where} has no {name!r}")
+        return default
+    if not isinstance(value, str):
+        raise ShapeError(f"{where}.{name} is {describe(value)}, expected a string")
+    if not empty and not value:
+        raise ShapeError(f"{where}.{name} is empty")
+    return value
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
+
+
+def node_name(data: Mapping[str, Any], key_name: str, where: str) -> str:
+    """A node or server name as the APIs give them (a host name, maybe ``<node>.<region>``): the inventory's
+    validator when it has one, else a host-name pattern. Anything else (control characters, markup, a
+    sentence) is refused rather than carried into a verdict."""
+    value = string(data, key_name, where, empty=False)
+    try:
+        from acceptance import inventory
+
+        check = getattr(inventory, "valid_node_name", None)
+    except ImportError:  # pragma: no cover
+        check = None
+    problem = check(value) if callable(check) else (None if _NAME.match(value) else "not a host name")
+    if problem:
+        raise ShapeError(f"{where}.{key_name} is {describe(value)}: {problem}")
+    return value
+
+
+def text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise ShapeError(f"{where} is {describe(value)}, expected a string")
+    return value
+
+
+def boolean(data: Mapping[str, Any], name: str, where: str, *, default: bool | None = None) -> bool:
+    value = data.get(name)
+    if value is None:
+        if default is None:
+            raise ShapeError(f"{where} has no {name!r}")
+        return default
+    if not isinstance(value, bool):
+        raise ShapeError(f"{where}.{name} is {describe(value)}, expected true or false")
+    return value
+
+
+def integer(data: Mapping[str, Any], name: str, where: str, *, default: int | None = None) -> int:
+    value = data.get(name)
+    if value is None:
+        if default is None:
+            raise ShapeError(f"{where} has no {name!r}")
+        return default
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ShapeError(f"{where}.{name} is {describe(value)}, expected a whole number")
+    return value
+
+
+def finite(value: object, where: str, *, numeric_string: bool = False) -> float:
+    """A finite number (a JSON number; with ``numeric_string``, also a string holding one, as Prometheus
+    sends sample values). NaN and infinities are refused."""
+    if isinstance(value, bool):
+        raise ShapeError(f"{where} is {describe(value)}, expected a number")
+    if isinstance(value, int | float):
+        number = float(value)
+    elif numeric_string and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            raise ShapeError(f"{where} is {describe(value)}, expected a number") from None
+    else:
+        raise ShapeError(f"{where} is {describe(value)}, expected a number")
+    if not math.isfinite(number):
+        raise ShapeError(f"{where} is {describe(value)}, not a finite number")
+    return number
+
+
+def numbers(data: Mapping[str, Any], where: str, names: tuple[str, ...] = ("CreateIndex", "ModifyIndex")) -> None:
+    """The documented numeric fields the suite does not use are numbers too when present (an answer with
+    numbers as strings, or NaN, is not the API's, whatever else it holds)."""
+    for name in names:
+        if name in data and data[name] is not None:
+            finite(data[name], f"{where}.{name}")
+
+
+def host_port(value: object, where: str) -> str:
+    """``host:port`` (IPv4, a name, or ``[IPv6]``), as Nomad and Consul give raft addresses."""
+    if not isinstance(value, str):
+        raise ShapeError(f"{where} is {describe(value)}, expected host:port")
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _HOST.match(host):
+        raise ShapeError(f"{where} is {describe(value)}, expected host:port")
+    return value
+
+
+def str_map(value: object, where: str) -> dict[str, str]:
+    """An object of string values (labels, tags)."""
+    data = obj(value, where)
+    out: dict[str, str] = {}
+    for k, v in data.items():
+        out[str(k)] = text(v, f"{where}.{k}")
+    return out
+
+
+def items(data: Mapping[str, Any] | list[Any], name: str | None, where: str) -> list[Mapping[str, Any]]:
+    """A list of objects: ``data`` itself (name None) or ``data[name]``; null as the list is refused."""
+    value = data if name is None else key(obj(data, where), name, where)
+    label = where if name is None else f"{where}.{name}"
+    return [obj(v, f"{label}[{i}]") for i, v in enumerate(arr(value, label))]

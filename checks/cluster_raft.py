@@ -1,0 +1,38 @@
+"""What the Nomad and Consul server checks share: leader, servers (the inventory's masters, by name) and
+failure tolerance, from /v1/status/* and /v1/operator/autopilot/health (see acceptance.clients.raft)."""
+
+from __future__ import annotations
+
+from acceptance.clients import raft
+from acceptance.clients.consul_api import ConsulSnapshot
+from acceptance.clients.nomad_api import NomadSnapshot
+from acceptance.inventory import Inventory
+from acceptance.outcomes import CheckError
+
+RaftSnapshot = NomadSnapshot | ConsulSnapshot
+
+
+def masters(inventory: Inventory) -> list[str]:
+    names = [n.name for n in inventory.nodes if n.role == "master"]
+    if not names:
+        raise CheckError("no master in the inventory: the expected servers are the masters")
+    return names
+
+
+def assert_leader(title: str, snap: RaftSnapshot) -> None:
+    err = snap.error_of("leader")
+    if err is not None and err.kind == "no-leader":
+        raise AssertionError(f"no {title} leader elected: {err}")
+    peers = snap.peers if snap.error_of("peers") is None else []
+    problems = raft.leader_problems(title, snap.leader, peers)
+    assert not problems, "; ".join(problems)
+
+
+def assert_servers(title: str, snap: RaftSnapshot, inventory: Inventory) -> None:
+    problems = raft.server_problems(title, snap.autopilot, masters(inventory))
+    assert not problems, "; ".join(problems)
+
+
+def assert_failure_tolerance(title: str, snap: RaftSnapshot, inventory: Inventory) -> None:
+    tolerance, detail = raft.failure_tolerance(snap.autopilot, masters(inventory))
+    assert tolerance >= 1, f"{title} failure tolerance {max(tolerance, 0)}, expected >= 1 ({detail})"
