@@ -253,6 +253,16 @@ def _first_puppet_run(node: Node) -> None:
     )
 
 
+def _apply_kernel_arguments(node: Node) -> None:
+    """A new agent's first puppet run puts the kernel argument into its boot configuration; as on a real
+    machine, a reboot applies it (ALICE's "Machines may require a manual reboot")."""
+    script = ("grep -q systemd.unified_cgroup_hierarchy=0 /proc/cmdline || "
+              "! grep -q systemd.unified_cgroup_hierarchy=0 /etc/default/grub || echo reboot")
+    if node_exec(node.name, script, timeout=60).strip() == "reboot":
+        docker("restart", "-t", "10", node.name, timeout=120)
+        wait_for(f"sshd on {node.name}", functools.partial(ssh_port_open, node.ip), 240, 2)
+
+
 def _host_limits() -> None:
     """Every node's systemd takes several inotify instances; the kernel's default of 128 per user
     stops booting at about 20 nodes."""
@@ -295,6 +305,7 @@ def up(vm_agents: int | None = None) -> Topology:
     with ThreadPoolExecutor(max_workers=4) as pool:
         list(pool.map(_pull_builder, topo.agents))
         list(pool.map(_first_puppet_run, topo.nodes))
+        list(pool.map(_apply_kernel_arguments, topo.agents))
     for m in topo.masters:  # the scrape list follows the topology, which may have changed since boot
         node_exec(m.name, "systemctl reload prometheus", timeout=60)
     wait_healthy(topo)

@@ -343,6 +343,32 @@ def _right_az(node: Node, _: str) -> str:
     return f"{node.name} back in its own availability zone"
 
 
+def _stale_cmdline(node: Node, _: str) -> str:
+    # booted before the boot configuration had the argument: /proc/cmdline (bind-mounted from this file by
+    # alicelab-boot) lacks it while /etc/default/grub has it; a reboot applies it
+    if CGROUP_ARG not in _exec(node, "cat /etc/default/grub"):
+        raise LabError(f"{node.name}'s boot configuration lacks {CGROUP_ARG}: run puppet first")
+    _exec(node, f"sed -i 's/ {CGROUP_ARG}//' /run/alicelab-cmdline")
+    return f"{node.name} runs without {CGROUP_ARG} while its boot configuration has it (reboot to apply)"
+
+
+def _reboot_if_needed(node: Node, _: str) -> str:
+    if CGROUP_ARG not in _exec(node, "cat /proc/cmdline"):
+        _reboot_via_openstack(node)
+    return f"{node.name} booted with {CGROUP_ARG}"
+
+
+def _hang(node: Node, _: str) -> str:
+    # the node stops answering ping and ssh (a hung kernel, a dead NIC) until it is power-cycled
+    _exec(node, "ip link set eth0 down")
+    return f"{node.name} hangs: no ping, no ssh, until a hard reboot through OpenStack"
+
+
+def _power_cycle(node: Node, _: str) -> str:
+    _reboot_via_openstack(node)
+    return f"{node.name} hard-rebooted through OpenStack"
+
+
 # --- monitoring
 def _monit(verb: str) -> Callable[[Node, str], str]:
     def act(_node: Node, _: str) -> str:
@@ -395,6 +421,9 @@ FAULTS: dict[str, Fault] = {
         _stop_unit("prometheus-node-exporter"),
         _start_unit("prometheus-node-exporter"),
     ),
+    "stale-cmdline": Fault("agent NODE booted without the cgroup kernel argument its boot configuration has",
+                           _stale_cmdline, _reboot_if_needed, ("agent",)),
+    "hang": Fault("NODE stops answering ping and ssh until a hard reboot through OpenStack", _hang, _power_cycle),
     "monit-down": Fault(
         "stop the MONIT stand-in: remote_write fails", _monit("stop"), _monit("start"), needs_node=False
     ),

@@ -23,4 +23,10 @@ node default {
     ensure => running,
     enable => true,
   }
+  # Agents boot with cgroup v1 (alibuild/mesos/slave): the boot configuration gets the kernel argument;
+  # a reboot applies it.
+  exec { 'kernel-argument-cgroup-v1':
+    command => '/bin/sed -i \'s/^GRUB_CMDLINE_LINUX="\\(.*\\)"/GRUB_CMDLINE_LINUX="\\1 systemd.unified_cgroup_hierarchy=0"/\' /etc/default/grub',
+    unless  => '/bin/grep -q "systemd.unified_cgroup_hierarchy=0" /etc/default/grub',
+  }
 }
