@@ -184,7 +184,7 @@ def valid_address(address: str) -> str | None:
     except ValueError:
         problem = _host_problem(address)
         if problem is None and address.rsplit(".", 1)[-1].isdigit():
-            problem = "all digits and dots, but not an IPv4 address"
+            problem = "its last label is all digits, but it is not an IPv4 address"
         return None if problem is None else f"{_show(address)} is not an IP address or a host name: {problem}"
     scope = getattr(ip, "scope_id", None)
     if scope is not None and not _SCOPE.fullmatch(scope):
@@ -269,7 +269,7 @@ class _Rule:
     exists: Literal["file", "dir", "maybe"] = "file"  # paths: an existing file / directory; need not exist
     choices: tuple[str, ...] = ()  # strings: restricts a Literal
     keys: tuple[str, ...] = ()  # nested sections: the keys allowed (default: every field)
-    multiline: bool = False  # strings: line breaks allowed
+    multiline: bool = False  # strings: line breaks and tabs allowed
 
 
 def _rule(**kwargs: Any) -> dict[str, _Rule]:
@@ -521,7 +521,9 @@ class _Loader(_Parser):  # type: ignore[valid-type,misc]
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, ArithmeticError) as e:  # e.g. !!int with 5000 digits
+        except yaml.YAMLError:
+            raise
+        except Exception as e:  # a tagged value its constructor cannot read: !!int with 5000 digits, empty !!int
             value = _show(node.value) if isinstance(node, yaml.ScalarNode) else "this value"
             raise _Refused(f"cannot read {value} as {node.tag.rsplit(':', 1)[-1]} ({type(e).__name__})",
                            "quote it, or fix its tag", node.start_mark) from None
@@ -756,7 +758,7 @@ class _Reader:
             self.fail(at, *problem, line)  # first: a check may refuse a value that must not be shown (a password)
         if not value.strip():
             self.fail(at, "empty", f"write a value for {key}, or remove the key", line)
-        if not rule.multiline and not value.isprintable():
+        if not all(c.isprintable() or (rule.multiline and c in "\n\t") for c in value):
             self.fail(at, f"{_show(value)} has a line break or a control character", "write it on one line", line)
         return value
 

@@ -216,6 +216,10 @@ AUDIT = [
      ["more than 10000 items"]),
     ("recursive-alias", _add("x: &a [*a]\n"), ["an alias inside its own anchor"]),
     ("control-character-in-key", _add('"a\\nb": 1\n'), ["'a\\nb': unknown key"]),
+    # found by the property tests
+    ("empty-int-tag", _add("expect: {puppet_max_age_h: !!int }\n"), ["inventory.yaml:22:", "cannot read '' as int"]),
+    ("escape-in-reason", EXAMPLE.replace('reason: "disk swap INC0123"', 'reason: "disk swap\\e[31m"'),
+     ["maintenance[0].reason", "a line break or a control character"]),
 ]
 
 
