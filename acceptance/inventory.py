@@ -22,9 +22,12 @@ Keys. Relative paths are relative to the inventory file; numbers must be finite 
                  (:func:`valid_node_name`); an address is an IPv4/IPv6 address or such a host name
                  (:func:`valid_address`).
 ``discovery``    ``openstack``: a list of ``{project, role: master|agent, kind, pattern}`` (pattern: a glob)
-``expect``       what a healthy node looks like (:class:`Expectations`; every key defaults to the ALICE value)
+``expect``       what a healthy node looks like (:class:`Expectations`; every key defaults to the ALICE value):
+                 ``build_min_free_gib`` (0, 1e6], ``puppet_max_age_h`` and ``backup_max_age_h`` (0, 8760],
+                 ``remote_write_max_lag_s`` (0, 86400]; lists of strings; strings
 ``maintenance``  a list of ``{node, reason, until: YYYY-MM-DD}``: the node's checks are waived through that day
-``checks``       a list of directories of the site's own checks (must exist) -> ``Inventory.check_dirs``
+                 (``node: cluster`` waives the cluster-wide checks; a reason may span lines)
+``checks``       a list of directories of the site's own checks (existing, each once) -> ``Inventory.check_dirs``
 ``remediation``  -> ``Inventory.remediation`` (:class:`RemediationSettings`): ``enabled`` (true; false is the
                  inventory's kill switch: no remediation at all), ``kill_switch_file`` (a path that stops remediation
                  while it exists; need not exist), ``max_failing_masters`` (1; 0..1000) and ``max_failing_agents``
@@ -243,6 +246,8 @@ def _hostport_problem(value: str) -> tuple[str, str] | None:
     if not match:
         return f"{_show(value)} is not host:port", fix
     host, port = (match[1], match[2]) if match[2] else (match[3], match[4])
+    if match[2] and ":" not in host:
+        return f"{_show(value)}: brackets are for IPv6 addresses only", fix
     if not 1 <= int(port) <= 65535:
         return f"port {int(port)} is out of range 1..65535", fix
     problem = valid_address(host)
@@ -472,7 +477,7 @@ _Parser: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  
 
 def _check_bounds(text: str) -> None:
     """Refuse, from the parser's events and before anything is built, what would take long to load."""
-    total = 0  # values so far, every alias counted as the values of its anchor
+    total = aliases = 0  # values so far, every alias counted as the values of its anchor
     sizes: dict[str, int] = {}  # anchor -> number of values of its node
     stack: list[list[Any]] = []  # open collections: [anchor, total before it, items, is a mapping]
     for event in yaml.parse(text, Loader=_Parser):
@@ -486,6 +491,7 @@ def _check_bounds(text: str) -> None:
                 raise _Refused("an alias inside its own anchor (a recursive structure)", "remove the alias",
                                event.start_mark)
             total += sizes.get(event.anchor or "", 1)  # an undefined alias: the loader says so
+            aliases += 1
         elif isinstance(event, yaml.ScalarEvent):
             total += 1
             if event.anchor:
@@ -501,8 +507,11 @@ def _check_bounds(text: str) -> None:
             if anchor:
                 sizes[anchor] = total - before
         if total > MAX_VALUES:
-            raise _Refused(f"more than {MAX_VALUES} values, every alias expanded (an alias bomb?)",
-                           "an inventory is small: write it without aliases of aliases", event.start_mark)
+            if aliases:
+                raise _Refused(f"more than {MAX_VALUES} values, every alias expanded (an alias bomb?)",
+                               "an inventory is small: write it without aliases of aliases", event.start_mark)
+            raise _Refused(f"more than {MAX_VALUES} values", "an inventory is small: is this the right file?",
+                           event.start_mark)
 
 
 class _Loader(_Parser):  # type: ignore[valid-type,misc]

@@ -193,6 +193,7 @@ AUDIT = [
     ("dns-port", EXAMPLE.replace('"172.30.0.11:8600"', '"172.30.0.11:99999"'),
      ["apis.consul.dns", "port 99999 is out of range 1..65535"]),
     ("dns-host", EXAMPLE.replace('"172.30.0.11:8600"', '"-oX:53"'), ["apis.consul.dns", "starts with '-'"]),
+    ("dns-brackets", EXAMPLE.replace('"172.30.0.11:8600"', '"[alimesos01]:8600"'), ["for IPv6 addresses only"]),
     ("until-not-a-day", EXAMPLE.replace("until: 2099-12-31", "until: 2026-02-30"),
      ["inventory.yaml:23:", "maintenance[0].until", "2026-02-30 is not a day of the calendar", "YYYY-MM-DD"]),
     # libyaml says "exceeded maximum nesting depth" before the loader's own bound (32 levels) does
@@ -290,8 +291,9 @@ def test_huge_documents_are_refused_fast(write_inventory):
     started = time.perf_counter()
     with pytest.raises(InventoryError, match=r"inventory.yaml: larger than 1024 KiB; fix: an inventory is a few KiB"):
         load_inventory(path)
-    for junk in ("[" * 1_000_000, "x:\n" + "- a\n" * 250_000, "".join(f"k{i}: {{a: [b]}}\n" for i in range(60_000))):
-        with pytest.raises(InventoryError):
+    for junk, problem in (("[" * 1_000_000, "nest"), ("x:\n" + "- a\n" * 250_000, "more than 10000 items"),
+                          ("".join(f"k{i}: {{a: [b]}}\n" for i in range(60_000)), "more than 50000 values; fix")):
+        with pytest.raises(InventoryError, match=problem):
             load_inventory(write_inventory(junk))
     assert time.perf_counter() - started < 1.5
 
