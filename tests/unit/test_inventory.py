@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import time
 from pathlib import Path
 
 import pytest
 
-from acceptance.inventory import Expectations, InventoryError, load_inventory
+from acceptance.inventory import (
+    Expectations,
+    InventoryError,
+    RemediationSettings,
+    load_inventory,
+    valid_address,
+    valid_node_name,
+)
 
 from .conftest import EXAMPLE
 
@@ -145,3 +155,287 @@ def test_relative_inventory_path_is_resolved_from_the_invocation_dir(write_inven
     result = run_suite("--inventory=inventory.yaml", "--collect-only")
     assert result.ret == 0, result.out
     assert Path(path).name in result.out or "alimesos01" in result.out
+
+
+# ---- the audit: each of these was accepted, or crashed (INTERNALERROR, exit status 3), before
+
+def _add(text: str) -> str:
+    """EXAMPLE with `text` added at the top level (before maintenance)."""
+    return EXAMPLE.replace("maintenance:\n", text + "maintenance:\n", 1)
+
+
+AUDIT = [
+    # (id, inventory text, expected fragments)
+    ("address-ssh-option", EXAMPLE.replace("address: 172.30.1.1,", 'address: "-oProxyCommand=touch /tmp/x",'),
+     ["inventory.yaml:19:", "nodes.agents[0].address", "starts with '-'", "fix: write an IPv4 or IPv6 address"]),
+    ("address-shell", EXAMPLE.replace("address: 172.30.1.2,", 'address: "a;reboot",'),
+     ["nodes.agents[1].address", "contains ';'"]),
+    ("address-bad-ipv4", EXAMPLE.replace("address: 172.30.1.2,", "address: 172.30.1.256,"),
+     ["nodes.agents[1].address", "not an IPv4 address"]),
+    ("user-ssh-option", EXAMPLE.replace("  user: root\n", '  user: "-oProxyCommand=x"\n'),
+     ["inventory.yaml:3:", "ssh.user", "is not a user name"]),
+    ("user-shell", EXAMPLE.replace("  user: root\n", '  user: "root;reboot"\n'), ["ssh.user", "is not a user name"]),
+    ("name-trailing-newline", EXAMPLE.replace("{name: alibuild01,", '{name: "alibuild01\\n",'),
+     ["nodes.agents[0].name", "is not a host name", "fix: use a host name"]),
+    ("name-ssh-option", EXAMPLE.replace("{name: alibuild01,", '{name: "-oProxyCommand=x",'),
+     ["nodes.agents[0].name", "starts with '-'"]),
+    ("name-long-label", EXAMPLE.replace("{name: alibuild01,", "{name: " + "a" * 64 + ","),
+     ["nodes.agents[0].name", "longer than 63"]),
+    ("name-cluster", EXAMPLE.replace("{name: alibuild01,", "{name: cluster,"), ["'cluster' is reserved"]),
+    ("url-scheme", EXAMPLE.replace('"https://172.30.0.11:4646"', '"ftp://172.30.0.11:4646"'),
+     ["apis.nomad.address", "not an http(s) URL", "fix: write it as https://host:port"]),
+    ("url-no-host", EXAMPLE.replace('"https://172.30.0.11:4646"', '"https://:4646"'), ["apis.nomad.address"]),
+    ("url-port", EXAMPLE.replace('"https://172.30.0.11:4646"', '"https://172.30.0.11:99999"'),
+     ["apis.nomad.address", "port must be a number in 1..65535"]),
+    ("url-port-0", EXAMPLE.replace('"https://172.30.0.11:4646"', '"https://172.30.0.11:0"'),
+     ["port must be a number in 1..65535"]),
+    ("url-host", EXAMPLE.replace('"https://172.30.0.11:4646"', '"https://a;b:4646"'), ["the URL's host"]),
+    ("dns-port", EXAMPLE.replace('"172.30.0.11:8600"', '"172.30.0.11:99999"'),
+     ["apis.consul.dns", "port 99999 is out of range 1..65535"]),
+    ("dns-host", EXAMPLE.replace('"172.30.0.11:8600"', '"-oX:53"'), ["apis.consul.dns", "starts with '-'"]),
+    ("dns-brackets", EXAMPLE.replace('"172.30.0.11:8600"', '"[alimesos01]:8600"'), ["for IPv6 addresses only"]),
+    ("until-not-a-day", EXAMPLE.replace("until: 2099-12-31", "until: 2026-02-30"),
+     ["inventory.yaml:23:", "maintenance[0].until", "2026-02-30 is not a day of the calendar", "YYYY-MM-DD"]),
+    # libyaml says "exceeded maximum nesting depth" before the loader's own bound (32 levels) does
+    ("nesting", _add("deep: " + "[" * 20_000 + "]" * 20_000 + "\n"), ["inventory.yaml:22:", "nest"]),
+    ("nesting-block", _add("deep:\n" + "".join(" " * i + "- a:\n" for i in range(0, 200, 2))),
+     ["nested deeper than 32 levels"]),
+    ("list-as-key", _add("? [a, b]\n: 1\n"), ["inventory.yaml:22:", "a list as a key"]),
+    ("mapping-as-key", _add("? {a: 1}\n: 1\n"), ["a mapping as a key"]),
+    ("nan", _add("expect: {build_min_free_gib: .nan}\n"), ["expect.build_min_free_gib", "nan is not a finite number"]),
+    ("inf", EXAMPLE.replace("  openstack:", "  retry_s: .inf\n  openstack:"),
+     ["apis.retry_s", "inf is not a finite number"]),
+    ("huge", EXAMPLE.replace("connect_timeout_s: 10", "connect_timeout_s: 100000000000000000000000000"),
+     ["ssh.connect_timeout_s", "must be >= 1 and <= 3600"]),
+    ("timeout-over-an-hour", EXAMPLE.replace("connect_timeout_s: 10", "connect_timeout_s: 3601"),
+     ["must be >= 1 and <= 3600"]),
+    ("bool-is-not-a-number", EXAMPLE.replace("connect_timeout_s: 10", "connect_timeout_s: true"),
+     ["expected an integer, got True (bool)"]),
+    ("big-int-literal", _add("expect: {puppet_max_age_h: !!int " + "9" * 5000 + "}\n"),
+     ["inventory.yaml:22:", "cannot read"]),
+    ("list-too-long", _add("expect: {kernel_args: [" + ",".join(["a"] * 10_001) + "]}\n"),
+     ["more than 10000 items"]),
+    ("recursive-alias", _add("x: &a [*a]\n"), ["an alias inside its own anchor"]),
+    ("control-character-in-key", _add('"a\\nb": 1\n'), ["'a\\nb': unknown key"]),
+    # found by the property tests
+    ("empty-int-tag", _add("expect: {puppet_max_age_h: !!int }\n"), ["inventory.yaml:22:", "cannot read '' as int"]),
+    ("escape-in-reason", EXAMPLE.replace('reason: "disk swap INC0123"', 'reason: "disk swap\\e[31m"'),
+     ["maintenance[0].reason", "a line break or a control character"]),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), [a[1:] for a in AUDIT], ids=[a[0] for a in AUDIT])
+def test_audit_input_is_one_clear_line(write_inventory, text, fragments):
+    path = write_inventory(text)
+    with pytest.raises(InventoryError) as e:
+        load_inventory(path)
+    message = str(e.value)
+    assert message.splitlines() == [message]
+    assert message.startswith(str(path))
+    assert len(message) < len(str(path)) + 400
+    for fragment in fragments:
+        assert fragment in message
+
+
+@pytest.mark.parametrize("url", ["https://admin:s3cret-pw@172.30.0.11:9090", "admin:s3cret-pw@172.30.0.11:9090",
+                                 "https://admin:s3cret-pw@172.30.0.11:99999", "https://:s3cret-pw@h\n:1"])
+def test_credentials_in_a_url_are_refused_and_never_shown(write_inventory, url):
+    path = write_inventory(EXAMPLE.replace('"http://172.30.0.11:9090"', json.dumps(url)))
+    with pytest.raises(InventoryError) as e:
+        load_inventory(path)
+    assert str(e.value) == (f"{path}:13: apis.prometheus.address: credentials in the URL; "
+                            "fix: remove them, credentials come from the environment")
+
+
+@pytest.mark.parametrize("password", ["s3cret-pw", "s3cret" * 30])
+def test_credentials_are_not_shown_even_in_a_type_error(write_inventory, password):
+    url = f"https://admin:{password}@alimesos01.cern.ch:9090/a/long/path/that/pushes/the/at/sign/out/of/the/message"
+    path = write_inventory(EXAMPLE.replace('"http://172.30.0.11:9090"', f'["{url}"]'))
+    with pytest.raises(InventoryError, match="expected a string") as e:
+        load_inventory(path)
+    assert "s3cret" not in str(e.value)
+
+
+BOMB = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+MERGE_BOMB = "m0: &m0 {k: 1}\n" + "".join(f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}]}}\n" for i in range(1, 40))
+
+
+@pytest.mark.parametrize("text", [
+    BOMB + "cluster: *i\n",  # the value goes into 'expected a string, got ...'
+    EXAMPLE + BOMB.replace("i: &i", "cluster: &i"),
+    EXAMPLE.replace("maintenance:\n", "expect: {kernel_args: *i}\n", 1).replace("cluster: alicelab\n",
+                                                                                 "cluster: alicelab\n" + BOMB),
+    MERGE_BOMB,
+], ids=["alias-bomb-as-value", "alias-bomb-anchor-as-value", "alias-bomb-as-list", "merge-key-bomb"])
+def test_alias_bombs_are_refused_fast_in_one_line(write_inventory, text):
+    path = write_inventory(text)
+    started = time.perf_counter()
+    with pytest.raises(InventoryError, match=r"more than 50000 values, every alias expanded") as e:
+        load_inventory(path)
+    assert time.perf_counter() - started < 1
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_huge_documents_are_refused_fast(write_inventory):
+    path = write_inventory(EXAMPLE + "x: " + "a" * (1 << 20) + "\n")
+    started = time.perf_counter()
+    with pytest.raises(InventoryError, match=r"inventory.yaml: larger than 1024 KiB; fix: an inventory is a few KiB"):
+        load_inventory(path)
+    for junk, problem in (("[" * 1_000_000, "nest"), ("x:\n" + "- a\n" * 250_000, "more than 10000 items"),
+                          ("".join(f"k{i}: {{a: [b]}}\n" for i in range(60_000)), "more than 50000 values; fix")):
+        with pytest.raises(InventoryError, match=problem):
+            load_inventory(write_inventory(junk))
+    assert time.perf_counter() - started < 1.5
+
+
+def test_long_values_are_shortened_in_messages(write_inventory):
+    path = write_inventory(EXAMPLE.replace("cluster: alicelab", "cluster: [" + ", ".join(["x" * 1000] * 500) + "]"))
+    with pytest.raises(InventoryError, match=r"cluster: expected a string, got \['xxx") as e:
+        load_inventory(path)
+    assert len(str(e.value)) < len(str(path)) + 200
+
+
+def test_yaml_merge_keys_may_override(write_inventory):
+    inv = load_inventory(write_inventory(EXAMPLE.replace(
+        "    - {name: alibuild02, address: 172.30.1.2, kind: vm}\n",
+        "    - &agent {name: alibuild02, address: 172.30.1.2, kind: vm, az: cern-geneva-b}\n"
+        "    - {<<: *agent, name: alibuild03, address: 172.30.1.4}\n")))
+    node = inv.node("alibuild03")
+    assert node is not None and (node.address, node.az, node.kind) == ("172.30.1.4", "cern-geneva-b", "vm")
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    (_add("deep: " + "[" * 20_000 + "]" * 20_000 + "\n"), "nest"),
+    (_add("? [a, b]\n: 1\n"), "a list as a key"),
+    (EXAMPLE.replace("until: 2099-12-31", "until: 2026-02-30"), "2026-02-30 is not a day of the calendar"),
+    (BOMB + "cluster: *i\n", "an alias bomb"),
+], ids=["nesting", "list-as-key", "until-not-a-day", "alias-bomb"])
+def test_audit_input_exits_4(write_inventory, run_suite, text, fragment):
+    path = write_inventory(text)
+    result = run_suite(f"--inventory={path}")
+    assert result.ret == 4, result.out + result.err
+    (line,) = result.error_lines()
+    assert str(path) in line and fragment in line
+    assert "Traceback" not in result.out + result.err
+
+
+# ---- the validators that discovery shares
+
+@pytest.mark.parametrize("name", ["alibuild01", "alimesos01.cern.ch", "a", "A-1.b-2", "x" * 63,
+                                  ".".join(["a" * 63] * 3 + ["a" * 61])])
+def test_valid_node_names(name):
+    assert valid_node_name(name) is None
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("", "empty"), ("-oProxyCommand=x", "starts with '-'"), (".hidden", "starts with '.'"),
+    ("alibuild01\n", "contains '\\n'"), ("a b", "contains ' '"), ("a;reboot", "contains ';'"), ("a..b", "empty label"),
+    ("a.", "empty label"), ("a.-b", "label starting with '-'"), ("x" * 64, "longer than 63"),
+    (".".join(["a" * 63] * 3 + ["a" * 62]), "more than 253"), ("alibüild", "contains 'ü'"), ("cluster", "reserved"),
+])
+def test_invalid_node_names(name, problem):
+    found = valid_node_name(name)
+    assert found is not None and problem in found and "\n" not in found
+
+
+@pytest.mark.parametrize("address", ["172.30.0.11", "::1", "2001:db8::1", "fe80::1%eth0", "alibuild01.cern.ch", "h"])
+def test_valid_addresses(address):
+    assert valid_address(address) is None
+
+
+@pytest.mark.parametrize("address", ["-oProxyCommand=x", "a;reboot", "$(reboot)", "`id`", "1.2.3.256", "1.2.3",
+                                     "123", "fe80::1%eth0;reboot", "[::1]", "h ost", "h\n", "", "a/b", "user@host"])
+def test_invalid_addresses(address):
+    found = valid_address(address)
+    assert found is not None and "\n" not in found
+
+
+def test_loaded_names_and_addresses_obey_the_validators(write_inventory):
+    inv = load_inventory(write_inventory())
+    assert all(valid_node_name(n.name) is None and (n.address is None or valid_address(n.address) is None)
+               for n in inv.nodes)
+
+
+# ---- new keys: checks, apis.deadline_s, remediation
+
+def test_new_keys_default(write_inventory):
+    inv = load_inventory(write_inventory())
+    assert inv.check_dirs == ()
+    assert inv.apis.deadline_s == 45
+    assert inv.remediation == RemediationSettings()
+    r = inv.remediation
+    assert (r.enabled, r.kill_switch_file, r.max_failing_masters, r.max_failing_agents, r.drain_deadline_s,
+            r.settle_timeout_s, r.lock_key, r.lock_ttl_s, r.attempts, r.budget_window_h, r.state_file) == (
+        True, None, 1, 3, 21600, 300, "alice-acceptance/remediation-lock", 900, 3, 24, None)
+
+
+def test_new_keys_are_read(write_inventory, tmp_path):
+    (tmp_path / "site-checks").mkdir()
+    (tmp_path / "more").mkdir()
+    inv = load_inventory(write_inventory(_add("""\
+checks: [site-checks, more/]
+remediation:
+  enabled: false
+  kill_switch_file: STOP
+  max_failing_masters: 0
+  max_failing_agents: 5
+  drain_deadline_s: 43200
+  settle_timeout_s: 120.5
+  lock_key: alice/prod/lock
+  lock_ttl_s: 600
+  attempts: 2
+  budget_window_h: 12
+  state_file: state/remediation.json
+""").replace("  openstack:", "  deadline_s: 30\n  openstack:")))
+    assert inv.check_dirs == (tmp_path / "site-checks", tmp_path / "more")
+    assert inv.apis.deadline_s == 30.0
+    assert inv.remediation == RemediationSettings(
+        enabled=False, kill_switch_file=tmp_path / "STOP", max_failing_masters=0, max_failing_agents=5,
+        drain_deadline_s=43200, settle_timeout_s=120.5, lock_key="alice/prod/lock", lock_ttl_s=600, attempts=2,
+        budget_window_h=12, state_file=tmp_path / "state" / "remediation.json")
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("checks: [nope]\n", ["checks[0]: directory not found", "nope"]),
+    ("checks: [inventory.yaml]\n", ["checks[0]: not a directory"]),
+    ("checks: site-checks\n", ["checks: expected a list"]),
+    ("checks: [., ./]\n", ["checks[1]", "listed twice"]),
+    ("remediation: {enabled: 1}\n", ["remediation.enabled: expected true or false, got 1 (int)"]),
+    ("remediation: {enabled: yes please}\n", ["remediation.enabled: expected true or false"]),
+    ("remediation: {max_failing_agents: -1}\n", ["remediation.max_failing_agents: must be >= 0"]),
+    ("remediation: {max_failing_masters: 1.5}\n", ["remediation.max_failing_masters: expected an integer"]),
+    ("remediation: {drain_deadline_s: 0}\n", ["remediation.drain_deadline_s: must be > 0"]),
+    ("remediation: {settle_timeout_s: .nan}\n", ["remediation.settle_timeout_s: nan is not a finite number"]),
+    ("remediation: {lock_ttl_s: 5}\n", ["remediation.lock_ttl_s: must be >= 10 and <= 86400, got 5"]),
+    ("remediation: {lock_ttl_s: 86401}\n", ["remediation.lock_ttl_s: must be >= 10 and <= 86400"]),
+    ("remediation: {attempts: 0}\n", ["remediation.attempts: must be >= 1"]),
+    ("remediation: {budget_window_h: -1}\n", ["remediation.budget_window_h: must be > 0"]),
+    ("remediation: {lock_key: /x//y}\n", ["remediation.lock_key", "not a Consul KV key"]),
+    ("remediation: {state_file: .}\n", ["remediation.state_file", "is a directory"]),
+    ("remediation: {atempts: 2}\n", ["remediation.atempts: unknown key; fix: did you mean 'attempts'?"]),
+    ("remediation: true\n", ["remediation: expected a mapping, got True (bool)"]),
+])
+def test_bad_new_keys(write_inventory, text, fragments):
+    path = write_inventory(_add(text))
+    with pytest.raises(InventoryError) as e:
+        load_inventory(path)
+    assert all(f in str(e.value) for f in fragments), str(e.value)
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("0", "must be > 0 and <= 600, got 0"), ("601", "must be > 0 and <= 600"), (".inf", "inf is not a finite number"),
+    ("false", "expected a number, got False"), ("soon", "expected a number, got 'soon'")])
+def test_bad_deadline(write_inventory, value, fragment):
+    path = write_inventory(EXAMPLE.replace("  openstack:", f"  deadline_s: {value}\n  openstack:"))
+    with pytest.raises(InventoryError, match=re.escape(f"apis.deadline_s: {fragment}")):
+        load_inventory(path)
