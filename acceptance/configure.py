@@ -58,9 +58,10 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
             usage(str(e))
         return run
     nodes = list(inventory.nodes)
+    found: list[str] = []
     if inventory.discovery and not config.getoption("no_discovery"):
         try:
-            nodes = discover(inventory)
+            nodes = discover(inventory, warnings=found)
         except DiscoveryError as e:
             usage(f"{inventory.path}: {e}")
     roles, patterns = split_patterns(config.getoption("role")), split_patterns(config.getoption("nodes"))
@@ -72,6 +73,7 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
         targets.append(CLUSTER_NODE)  # the cluster-wide (API) checks' pseudo-node
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
     waivers, warnings = maintenance(inventory, targets, dt.date.today())
+    warnings = found + warnings
     return Run(config=config, inventory=inventory, targets=targets, run_id=new_run_id(started), started=started,
                report_dir=report_dir, control_dir=private_dir(), waivers=waivers, warnings=warnings,
                is_worker=False, all_nodes=nodes)

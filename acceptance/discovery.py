@@ -10,7 +10,8 @@ import fnmatch
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from acceptance.inventory import Inventory, Node
+from acceptance.inventory import Inventory, Node, valid_address, valid_node_name
+from acceptance.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class DiscoveryError(RuntimeError):
     """OpenStack could not be listed; one line naming the project and the fix."""
 
 
-def discover(inventory: Inventory, lister: Lister | None = None) -> list[Node]:
+def discover(inventory: Inventory, lister: Lister | None = None, warnings: list[str] | None = None) -> list[Node]:
     """Static nodes plus discovered ones; a static entry wins over a discovered node of the same name."""
     if not inventory.discovery:
         return list(inventory.nodes)
@@ -41,15 +42,24 @@ def discover(inventory: Inventory, lister: Lister | None = None) -> list[Node]:
     for rule in inventory.discovery:
         if rule.project not in listings:
             listings[rule.project] = lister(inventory, rule.project)
-    return merge(inventory, listings)
+    return merge(inventory, listings, warnings)
 
 
-def merge(inventory: Inventory, listings: dict[str, Sequence[Server]]) -> list[Node]:
+def merge(inventory: Inventory, listings: dict[str, Sequence[Server]], warnings: list[str] | None = None) -> list[Node]:
+    """Static nodes, then the servers matching a rule. A server whose name or address would not pass the
+    inventory's own rules (an ssh option, shell syntax, a newline) is left out with a warning: discovery is input
+    too, and it never reaches ssh."""
     nodes = list(inventory.nodes)
     known = {n.name for n in nodes}
     for rule in inventory.discovery:
         for server in sorted(listings.get(rule.project, ()), key=lambda s: s.name):
             if server.name in known or not fnmatch.fnmatchcase(server.name, rule.pattern):
+                continue
+            problem = valid_node_name(server.name) or (valid_address(server.address) if server.address else None)
+            if problem:
+                if warnings is not None:
+                    warnings.append(f"discovery.openstack: project {rule.project!r}: a server was left out: "
+                                    f"{problem} (rename it, or narrow the pattern {rule.pattern!r})")
                 continue
             known.add(server.name)
             nodes.append(Node(name=server.name, role=rule.role, kind=rule.kind, address=server.address,
@@ -61,18 +71,14 @@ def openstack_lister(inventory: Inventory, project: str) -> list[Server]:
     """List a project's servers with openstacksdk (clouds.yaml / OS_CLOUD), with a timeout."""
     import os
 
-    import openstack  # imported here: slow to import and only needed with discovery
-    import openstack.config
-    import openstack.connection
+    import openstack.connection  # imported here: slow to import and only needed with discovery
+
+    from acceptance.clients.openstack_api import cloud_region
 
     settings = inventory.apis.openstack
     cloud = (settings.cloud if settings else None) or os.environ.get("OS_CLOUD")
-    timeout = settings.timeout_s if settings else 30
     try:
-        files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None
-        region = openstack.config.OpenStackConfig(config_files=files).get_one(
-            cloud=cloud, project_name=project, api_timeout=timeout
-        )
+        region = cloud_region(inventory, cloud, project)  # timeouts, no retries, TLS verification kept on
         conn = openstack.connection.Connection(config=region)
         servers = []
         for s in conn.compute.servers(details=True):
@@ -84,7 +90,7 @@ def openstack_lister(inventory: Inventory, project: str) -> list[Server]:
     except Exception as e:  # openstacksdk raises many types; report one line
         raise DiscoveryError(
             f"discovery.openstack: cannot list servers of project {project!r} (cloud {cloud!r}): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+            f"{type(e).__name__}: {redact(str(e).splitlines()[0]) if str(e) else ''}; "
             "fix: check apis.openstack / OS_CLOUD and clouds.yaml, or run with --no-discovery"
         ) from None
 

@@ -48,3 +48,14 @@ def test_no_discovery_section_means_no_listing(write_inventory):
     calls: list[str] = []
     assert [n.name for n in discover(inv, fake_lister(calls))] == [n.name for n in inv.nodes]
     assert calls == []
+
+
+def test_discovered_servers_that_cannot_be_nodes_are_left_out_with_a_warning(write_inventory):
+    inv = load_inventory(write_inventory(EXAMPLE + DISCOVERY))
+    hostile = [Server("alibuild99;touch pwned;", "172.30.1.99"), Server("alibuild98", "-oProxyCommand=touch pwned"),
+               Server("alibuild97\n", "172.30.1.97"), Server("alibuild96", "172.30.1.96")]
+    warnings: list[str] = []
+    nodes = {n.name for n in discover(inv, lambda inventory, project: hostile, warnings)}
+    assert "alibuild96" in nodes
+    assert not any(n.startswith(("alibuild99", "alibuild98", "alibuild97")) for n in nodes)
+    assert len(warnings) == 3 and all("a server was left out" in w for w in warnings)
