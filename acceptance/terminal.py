@@ -26,7 +26,7 @@ def teststatus(report: pytest.TestReport) -> Any:
     outcome = dict(report.user_properties).get("outcome")
     if report.skipped and outcome in ("blocked", "waived"):
         return TEST_STATUS[outcome]
-    if report.passed and outcome == "remediated":
+    if report.passed and outcome == "remediated" and report.when == "call":
         return TEST_STATUS[outcome]
     if report.failed and outcome == "error" and report.when == "call":
         return "error", "E", ("ERROR", {"red": True})

@@ -34,7 +34,8 @@ from remediation.lock import ConsulLock
 from remediation.model import Action, ActionFailed, Interrupted, Mode, NeedsHuman, Progress
 from remediation.state import StateFile
 
-ARGS_KEY = pytest.StashKey[dict[str, Any]]()
+ARGS_KEY = pytest.StashKey[dict[str, Any]]()  # the check function's arguments, for its re-check
+ACTION_KEY = pytest.StashKey[object]()  # what its remediation fixture gave
 NOT_FIXED = (AssertionError, CheckError, pytest.fail.Exception)
 
 
@@ -129,7 +130,7 @@ class Engine:
         return (int(disruptive), 0 if f.info.node.role == "master" else 1, f.info.node.name)
 
     def _action(self, f: Failure) -> Action | str:
-        value = f.item.funcargs.get(f.info.spec.remediation or "") if hasattr(f.item, "funcargs") else None
+        value = f.item.stash.get(ACTION_KEY, None)
         if not isinstance(value, Action):
             return f"the remediation fixture {f.info.spec.remediation!r} gave no action ({type(value).__name__})"
         return value

@@ -14,7 +14,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from acceptance.run import ITEM_KEY, Run
-from remediation.engine import ARGS_KEY, Decision, Engine, detail
+from remediation.engine import ACTION_KEY, ARGS_KEY, Decision, Engine, detail
 from remediation.model import MODES, Mode
 
 ENGINE_KEY = pytest.StashKey[Engine]()
@@ -34,9 +34,8 @@ def start(config: pytest.Config, run: Run) -> None:
     if getattr(config.option, "numprocesses", None) or getattr(config.option, "dist", "no") != "no":
         raise pytest.UsageError(f"--remediate={mode} runs in one process (its guardrails count failures across the "
                                 "cluster): drop -n / --dist")
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-
     def say(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")  # registered after this plugin's configure
         if reporter is not None:
             reporter.write_line(message, cyan=True)
 
@@ -49,6 +48,9 @@ def keep_arguments(item: pytest.Item) -> None:
     if ENGINE_KEY in item.config.stash and item.stash.get(ITEM_KEY, None) is not None:
         function = cast(pytest.Function, item)
         item.stash[ARGS_KEY] = {n: function.funcargs[n] for n in inspect.signature(function.obj).parameters}
+        name = item.stash[ITEM_KEY].spec.remediation
+        if name and name in function.funcargs:  # pytest forgets funcargs at teardown
+            item.stash[ACTION_KEY] = function.funcargs[name]
 
 
 def protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
@@ -91,7 +93,9 @@ def _apply(item: pytest.Item, reports: list[pytest.TestReport], d: Decision, mod
     else:
         changes = {"message": f"{first} [remediation {d.verdict}: {d.reason}]"}
     changes["remediation_detail"] = detail(d, mode)
-    for target in (call.user_properties, item.user_properties):
+    # every phase's report carries the verdict (the teardown report too: JUnit and the records read it)
+    for target in (*(r.user_properties for r in reports if dict(r.user_properties).get("outcome")),
+                   item.user_properties):
         kept = [(k, v) for k, v in target if k not in changes]
         target[:] = [*kept, *changes.items()]
 
