@@ -69,6 +69,24 @@ for _spec in APIS:
     globals()[_spec.fixture] = _snapshot_fixture(_spec)
 
 
+def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
+    """A re-check after a remediation reads the API again."""
+    spec = next((s for s in APIS if s.fixture == name), None)
+    snaps = item.config.stash.get(SNAPSHOTS_KEY, None)
+    if spec is None or snaps is None:
+        return None
+    snaps.refetch(spec.name)
+    return usable(snaps, spec.name)
+
+
+def pytest_acceptance_forget_snapshots(config: pytest.Config) -> None:
+    """The next use fetches every API again (a new round of a converging run)."""
+    snaps = config.stash.get(SNAPSHOTS_KEY, None)
+    if snaps is not None:
+        snaps.close()
+        del config.stash[SNAPSHOTS_KEY]
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     snaps = session.config.stash.get(SNAPSHOTS_KEY, None)
     if snaps is not None:

@@ -59,6 +59,7 @@ class CheckSpec:
     kinds: tuple[str, ...] | None
     needs: tuple[Need, ...]
     each: tuple[str, EachSource] | None
+    gate: bool = False  # a reason to say no before a rebuild: collected only by --gate, on the gated node
 
     def applies_to(self, node: Node) -> bool:
         return node.role in self.roles and (self.kinds is None or node.kind in self.kinds)
@@ -88,12 +89,14 @@ def check(
     kinds: Sequence[str] | None = None,
     needs: Sequence[Need] = ("ssh",),
     each: tuple[str, EachSource] | None = None,
+    gate: bool = False,
 ) -> Callable[[F], F]:
     """Declare a check: its stable id, runbook section, severity, remediation, roles and needs."""
     if each is not None and "{" + each[0] + "}" not in id:
         raise ValueError(f"check {id!r}: 'each' names {each[0]!r} but the id has no {{{each[0]}}} placeholder")
     spec = CheckSpec(id=id, runbook=runbook, severity=severity, remediation=fixture_name(remediation),
-                     roles=tuple(roles), kinds=tuple(kinds) if kinds else None, needs=tuple(needs), each=each)
+                     roles=tuple(roles), kinds=tuple(kinds) if kinds else None, needs=tuple(needs), each=each,
+                     gate=gate)
 
     def decorate(fn: F) -> F:
         setattr(fn, CHECK_ATTR, spec)

@@ -109,9 +109,10 @@ def make_items(collector: pytest.Collector, name: str, obj: object, run: Run | N
         collector.config.stash[NO_INVENTORY_KEY] = str(collector.path)
         return []
     items: list[pytest.Item] = []
+    gated = run.gate.node.name if run.gate is not None else None
     for node in run.targets:
-        if not spec.applies_to(node):
-            continue
+        if not spec.applies_to(node) or spec.gate != (node.name == gated):
+            continue  # gate checks only on the gated node, and nothing else there
         for param in spec.params(run.inventory, node):
             info = CheckItem(spec=spec, check_id=spec.check_id(node, param), node=node, param=param)
             item = pytest.Function.from_parent(collector, name=info.test_id, callobj=obj)

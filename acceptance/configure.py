@@ -12,9 +12,11 @@ import pytest
 
 from acceptance.discovery import DiscoveryError, discover
 from acceptance.inventory import CLUSTER, Inventory, InventoryError, Maintenance, Node, load_inventory
+from acceptance.moments import MomentError, gate_targets, parse_gate, parse_run_id, parse_shard
 from acceptance.run import WORKERINPUT_KEY, Run, new_run_id
 from acceptance.targeting import TargetError, select, split_patterns, wants_cluster
 from acceptance.transport.ssh import ControlDirError, private_dir
+from reports.summary import Moment
 
 CLUSTER_NODE = Node(name=CLUSTER, role="cluster", source=CLUSTER)
 
@@ -66,14 +68,37 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
             usage(f"{inventory.path}: {e}")
     roles, patterns = split_patterns(config.getoption("role")), split_patterns(config.getoption("nodes"))
     try:
-        targets = select(nodes, roles, patterns)
-    except TargetError as e:
+        gate = shard = None
+        if config.getoption("gate"):
+            gate = parse_gate(config.getoption("gate"), nodes, bool(config.getoption("prepare")),
+                              split_patterns(config.getoption("allow_allocations")))
+            targets = gate_targets(gate, nodes)
+        else:
+            targets = select(nodes, roles, patterns)
+            if wants_cluster(roles, patterns):
+                targets.append(CLUSTER_NODE)  # the cluster-wide (API) checks' pseudo-node
+        if config.getoption("shard"):
+            shard = parse_shard(config.getoption("shard"))
+            targets = [n for n in targets if shard.holds(n)]
+        run_id = parse_run_id(config.getoption("run_id")) if config.getoption("run_id") else None
+    except (TargetError, MomentError) as e:
         usage(f"{inventory.path}: {e}")
-    if wants_cluster(roles, patterns):
-        targets.append(CLUSTER_NODE)  # the cluster-wide (API) checks' pseudo-node
     started = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    run_id = run_id or new_run_id(started)
+    if shard is not None:
+        run_id = f"{run_id}-s{shard.index}of{shard.count}"  # the shards share the prefix their merge keeps
     waivers, warnings = maintenance(inventory, targets, dt.date.today())
-    warnings = found + warnings
-    return Run(config=config, inventory=inventory, targets=targets, run_id=new_run_id(started), started=started,
-               report_dir=report_dir, control_dir=private_dir(), waivers=waivers, warnings=warnings,
-               is_worker=False, all_nodes=nodes)
+    run = Run(config=config, inventory=inventory, targets=targets, run_id=run_id, started=started,
+              report_dir=report_dir, control_dir=private_dir(), waivers=waivers, warnings=found + warnings,
+              is_worker=False, all_nodes=nodes, gate=gate, shard=shard)
+    run.moment = moment_of(config, run)
+    return run
+
+
+def moment_of(config: pytest.Config, run: Run) -> Moment:
+    if run.gate is not None:
+        return "gate"
+    if config.getoption("converge_timeout") is not None:
+        return "provision"
+    chosen: Moment = config.getoption("moment") or "check"
+    return chosen

@@ -13,6 +13,7 @@ import pytest
 
 from acceptance.checkspec import CheckItem, Need
 from acceptance.inventory import CLUSTER, Expectations, Inventory, Node
+from acceptance.moments import Gate
 from acceptance.outcomes import PING_CHECK, SSH_CHECK, Blocked
 from acceptance.run import ITEM_KEY, Run, need_run
 from acceptance.transport.nodes import Nodes
@@ -79,6 +80,15 @@ def param(request: pytest.FixtureRequest) -> str:
     if value is None:
         raise pytest.UsageError(f"{request.node.nodeid}: fixture 'param' needs @check(each=...)")
     return value
+
+
+@pytest.fixture
+def gate(request: pytest.FixtureRequest) -> Gate:
+    """The gate of a --gate run (its action, node and the allocations the operator accepts)."""
+    chosen = need_run(request.config).gate
+    if chosen is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: fixture 'gate' is only for --gate runs")
+    return chosen
 
 
 @pytest.fixture

@@ -30,3 +30,13 @@ def pytest_acceptance_make_snapshots(config: pytest.Config, run: Any) -> Any:
 def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
     """A fresh value of fixture ``name`` for re-checking ``item`` after a remediation (the node's answers
     read again, an API snapshot fetched again); None keeps ``value``."""
+
+
+@pytest.hookspec
+def pytest_acceptance_forget_snapshots(config: pytest.Config) -> None:
+    """Forget this process's API snapshots: the next use fetches them again (a converging run's next round)."""
+
+
+@pytest.hookspec
+def pytest_acceptance_converge_progress(elapsed_s: float, timeout_s: float, waiting: dict[str, list[str]]) -> None:
+    """After each round of a converging run (--converge-timeout): per node, the checks still waited for."""

@@ -8,21 +8,25 @@ Inert unless ``--inventory`` is given (collecting checks without it is a usage e
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from acceptance import collection, fixtures, hookspecs, terminal
 from acceptance.configure import build_run, usage
+from acceptance.converge import ConvergeLoop
 from acceptance.inventory import CLUSTER
 from acceptance.outcomes import Verdict, classify
-from acceptance.records import Recorder, summary_of, verdict_properties
+from acceptance.records import Recorder, set_properties, summary_of, verdict_properties
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
 from acceptance.transport.nodes import Nodes
 from remediation import phase
 from remediation.model import MODES
+from remediation.prepare import prepare
 from reports import write_all
+from reports.summary import atomic_write, is_healthy
 
 RECORDER = "acceptance-recorder"
 SEEDS_CACHE_KEY = "alice-acceptance/commands"
@@ -54,6 +58,26 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--remediate", choices=MODES, default="off",
                     help="fix failed checks with their remediation: off (default), dry-run (plan and record only), "
                          "safe (non-disruptive actions), all (reboots and drains too, under the guardrails)")
+    moments = parser.getgroup("acceptance-moments", "ALICE acceptance: the three moments")
+    moments.addoption("--moment", choices=("check", "nightly", "provision", "gate"),
+                      help="what this run is for (set by --gate and --converge-timeout; the nightly report sets "
+                           "nightly): recorded in the reports, compared with runs of the same moment")
+    moments.addoption("--gate", metavar="ACTION:NODE",
+                      help="before a rebuild, reboot or deletion (rebuild:alimesos02): go (exit 0) or no-go (exit 1) "
+                           "with every reason")
+    moments.addoption("--prepare", action="store_true",
+                      help="with --gate: drain the agent / move the leadership off the master first (under the "
+                           "remediation lock), then decide")
+    moments.addoption("--allow-allocations", action="append", metavar="JOBS",
+                      help="with --gate: allocations of these jobs may still run on the agent (comma-separated)")
+    moments.addoption("--converge-timeout", type=float, metavar="SECONDS",
+                      help="after provisioning: rerun the failing checks until every check passes or the time is up")
+    moments.addoption("--converge-interval", type=float, default=15, metavar="SECONDS",
+                      help="with --converge-timeout: pause between rounds (default 15)")
+    moments.addoption("--shard", metavar="I/N", help="check only the I-th of N stable slices of the nodes")
+    moments.addoption("--run-id", metavar="ID", help="this run's id (shards of one nightly run share it)")
+    moments.addoption("--metrics-textfile", metavar="PATH",
+                      help="also write the Prometheus metrics there (node exporter's textfile collector)")
     parser.addini("acceptance_checks", type="paths", default=[],
                   help="directories of site checks (relative to the ini file)")
 
@@ -84,6 +108,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.import_plugin("acceptance.apifixtures")
     config.pluginmanager.import_plugin("remediation.fixtures")
     phase.start(config, run)
+    if config.getoption("converge_timeout") is not None:
+        config.pluginmanager.register(ConvergeLoop(run), "acceptance-converge")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -178,6 +204,9 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Any:
+    run = get_run(session.config)
+    if run is not None and run.gate is not None and run.gate.prepare and not session.config.option.collectonly:
+        prepare(run, phase.say(session.config))  # before the checks: they decide on the prepared state
     _prepare_nodes(session)
     try:
         return (yield)
@@ -231,9 +260,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "teardown" and report.passed:
         return report  # carries the decisive phase's outcome through item.user_properties
     props = verdict_properties(verdict)
-    report.user_properties.extend(props)
+    set_properties(report.user_properties, props)
     if report.when == "call" or not report.passed:
-        item.user_properties.extend(props)  # so that JUnit (which reads the teardown report) shows them
+        set_properties(item.user_properties, props)  # so that JUnit (which reads the teardown report) shows them
     return report
 
 
@@ -262,20 +291,31 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if run is None:
         return
     if run.nodes is not None:
-        cache = _cache(session.config)
-        if cache is not None and run.nodes.learned():
-            known = cache.get(SEEDS_CACHE_KEY, {})
-            cache.set(SEEDS_CACHE_KEY, {**(known if isinstance(known, dict) else {}), **run.nodes.learned()})
-        counters = run.nodes.counters()
-        if hasattr(session.config, "workeroutput"):
-            session.config.workeroutput["acceptance_transport"] = counters
-        run.transport.update(counters)
-        run.nodes.close()
-    if run.is_worker:
+        _close_nodes(session.config, run, run.nodes)
+    if run.is_worker or session.config.option.collectonly:
         return
     recorder = session.config.pluginmanager.get_plugin(RECORDER)
     assert isinstance(recorder, Recorder)
-    run.outputs.update(write_all(summary_of(run, recorder, exitstatus), run.report_dir))
+    summary = summary_of(run, recorder, exitstatus)
+    if exitstatus == pytest.ExitCode.OK and not is_healthy(summary.to_json()):
+        session.exitstatus = summary.exit_status = pytest.ExitCode.TESTS_FAILED  # a gate blocked: no go
+    run.outputs.update(write_all(summary, run.report_dir))
+    textfile = session.config.getoption("metrics_textfile")
+    if textfile:
+        run.outputs["textfile"] = copy_atomically(run.outputs["metrics"], Path(textfile))
+
+
+def _close_nodes(config: pytest.Config, run: Run, nodes: Nodes) -> None:
+    """Keep what this run learned (next run's one round trip), hand the ssh counters to the summary."""
+    cache = _cache(config)
+    if cache is not None and nodes.learned():
+        known = cache.get(SEEDS_CACHE_KEY, {})
+        cache.set(SEEDS_CACHE_KEY, {**(known if isinstance(known, dict) else {}), **nodes.learned()})
+    counters = nodes.counters()
+    if hasattr(config, "workeroutput"):
+        config.workeroutput["acceptance_transport"] = counters
+    run.transport.update(counters)
+    nodes.close()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -293,9 +333,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     line = terminal.transport_line(run.transport)
     if line:
         terminalreporter.write_line(line)
-    for kind in ("html", "summary", "metrics"):
+    if run.gate is not None:
+        terminal.gate_verdict(terminalreporter, run)
+    for kind in ("html", "summary", "metrics", "textfile"):
         if kind in run.outputs:
             terminalreporter.write_line(f"{kind}: {run.outputs[kind]}")
+
+
+def copy_atomically(source: Path, target: Path) -> Path:
+    """node exporter's textfile collector must never read half a file."""
+    return atomic_write(target, source.read_bytes())
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

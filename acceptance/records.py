@@ -19,8 +19,14 @@ from acceptance.run import Run
 from reports.summary import NodeTransport, Record, RemediationDetail, Summary, as_outcome
 
 
-def verdict_properties(verdict: Verdict) -> list[tuple[str, str]]:
-    return [("outcome", verdict.outcome), ("message", verdict.message), ("blocked_by", verdict.blocked_by or "")]
+def verdict_properties(verdict: Verdict) -> dict[str, str]:
+    return {"outcome": verdict.outcome, "message": verdict.message, "blocked_by": verdict.blocked_by or ""}
+
+
+def set_properties(target: list[tuple[str, object]], changes: dict[str, str]) -> None:
+    """Set ``changes`` in a report's (or item's) user_properties, replacing earlier values (a check that runs
+    again, a remediation that changes its outcome)."""
+    target[:] = [*((k, v) for k, v in target if k not in changes), *changes.items()]
 
 
 def record_of(report: pytest.TestReport) -> Record | None:

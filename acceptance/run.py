@@ -15,6 +15,7 @@ import pytest
 
 from acceptance.checkspec import CheckItem
 from acceptance.inventory import Inventory, Maintenance, Node
+from acceptance.moments import Gate, Shard
 from acceptance.transport.nodes import Nodes
 from reports.summary import Moment, Records, RemediationEntry
 
@@ -49,6 +50,8 @@ class Run:
     audit: list[RemediationEntry] = field(default_factory=list)  # this run's remediation decisions
     moment: Moment = "check"  # check, nightly, provision, gate
     remediate: str = "off"  # --remediate
+    gate: Gate | None = None  # --gate
+    shard: Shard | None = None  # --shard
     t0: float = field(default_factory=time.monotonic)
 
     def item_info(self, item: pytest.Item) -> CheckItem | None:
@@ -64,6 +67,7 @@ class Run:
             "waivers": {k: {"node": m.node, "reason": m.reason, "until": m.until.isoformat()}
                         for k, m in self.waivers.items()},
             "warnings": self.warnings,
+            "moment": self.moment,
         }
 
     @classmethod
@@ -76,6 +80,7 @@ class Run:
             waivers={k: Maintenance(node=v["node"], reason=v["reason"], until=dt.date.fromisoformat(v["until"]))
                      for k, v in data["waivers"].items()},
             warnings=list(data["warnings"]), is_worker=True, all_nodes=[Node.from_dict(d) for d in data["all_nodes"]],
+            moment=data["moment"],
         )
 
 

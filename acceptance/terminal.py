@@ -91,3 +91,17 @@ def html_row(report: pytest.TestReport, cells: list[str]) -> None:
     props = dict(report.user_properties)
     cells.insert(1, f"<td>{html.escape(str(props.get('node', '')))}</td>")
     cells.insert(2, f"<td>{html.escape(str(props.get('outcome', '')))}</td>")
+
+
+def gate_verdict(tr: Any, run: Run) -> None:
+    """GO or NO-GO, with every reason (what did not pass, on which node)."""
+    gate = run.gate
+    assert gate is not None
+    reasons = [r for r in run.records if r.outcome not in ("passed", "waived", "remediated")]
+    tr.section(f"gate: {gate.title}", sep="=")
+    if not reasons:
+        tr.write_line(f"GO: {gate.title} (every check passed)", green=True, bold=True)
+        return
+    tr.write_line(f"NO-GO: {gate.title}: {len(reasons)} reason(s)", red=True, bold=True)
+    for r in reasons:
+        tr.write_line(f"  {r.check}[{r.node}] {r.outcome}: {r.message}", red=True)

@@ -36,7 +36,7 @@ from remediation.state import StateFile
 
 ARGS_KEY = pytest.StashKey[dict[str, Any]]()  # the check function's arguments, for its re-check
 ACTION_KEY = pytest.StashKey[object]()  # what its remediation fixture gave
-NOT_FIXED = (AssertionError, CheckError, pytest.fail.Exception)
+NOT_FIXED = (AssertionError, CheckError, pytest.fail.Exception, pytest.skip.Exception)  # blocked: not fixed
 
 
 @dataclass

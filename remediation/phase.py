@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
 from _pytest.runner import runtestprotocol
 
+from acceptance.records import set_properties
 from acceptance.run import ITEM_KEY, Run
 from remediation.engine import ACTION_KEY, ARGS_KEY, Decision, Engine, detail
 from remediation.model import MODES, Mode
@@ -27,6 +29,17 @@ def mode_of(config: pytest.Config) -> Mode:
     return value
 
 
+def say(config: pytest.Config) -> Callable[[str], None]:
+    """A line on the terminal, as the run goes (remediation and preparation say what they do)."""
+    def write(message: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")  # registered after this plugin's configure
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(message, cyan=True)
+
+    return write
+
+
 def start(config: pytest.Config, run: Run) -> None:
     mode = mode_of(config)
     if mode == "off":
@@ -34,12 +47,7 @@ def start(config: pytest.Config, run: Run) -> None:
     if getattr(config.option, "numprocesses", None) or getattr(config.option, "dist", "no") != "no":
         raise pytest.UsageError(f"--remediate={mode} runs in one process (its guardrails count failures across the "
                                 "cluster): drop -n / --dist")
-    def say(message: str) -> None:
-        reporter = config.pluginmanager.get_plugin("terminalreporter")  # registered after this plugin's configure
-        if reporter is not None:
-            reporter.write_line(message, cyan=True)
-
-    config.stash[ENGINE_KEY] = Engine(run, mode, say=say)
+    config.stash[ENGINE_KEY] = Engine(run, mode, say=say(config))
     run.remediate = mode
 
 
@@ -61,7 +69,7 @@ def protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
     item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     reports = runtestprotocol(item, nextitem=nextitem, log=False)
     if not engine.defer(item, reports):
-        _log(item, reports)
+        log_reports(item, reports)
     return True
 
 
@@ -77,11 +85,11 @@ def finish(config: pytest.Config) -> None:
         for f in engine.failures:
             decision = decisions.get(f.key)
             if decision is not None:
-                _apply(f.item, f.reports, decision, engine.mode)
-            _log(f.item, f.reports)
+                apply_decision(f.item, f.reports, decision, engine.mode)
+            log_reports(f.item, f.reports)
 
 
-def _apply(item: pytest.Item, reports: list[pytest.TestReport], d: Decision, mode: str) -> None:
+def apply_decision(item: pytest.Item, reports: list[pytest.TestReport], d: Decision, mode: str) -> None:
     call = next(r for r in reports if r.when == "call")
     props = dict(call.user_properties)
     first = str(props.get("message", ""))
@@ -96,11 +104,10 @@ def _apply(item: pytest.Item, reports: list[pytest.TestReport], d: Decision, mod
     # every phase's report carries the verdict (the teardown report too: JUnit and the records read it)
     for target in (*(r.user_properties for r in reports if dict(r.user_properties).get("outcome")),
                    item.user_properties):
-        kept = [(k, v) for k, v in target if k not in changes]
-        target[:] = [*kept, *changes.items()]
+        set_properties(target, changes)
 
 
-def _log(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
+def log_reports(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
     for report in reports:
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)

@@ -226,6 +226,15 @@ class Snapshots:
             return kind.unusable(ApiError("deadline", f"{name}: the snapshot did not finish within "
                                                       f"{self._wait_s:g} s (apis.deadline_s)"))
 
+    def refetch(self, name: str) -> ApiSnapshot:
+        """``name``'s snapshot fetched again, now (a re-check after a remediation reads the API anew)."""
+        future: Future[ApiSnapshot] = Future()
+        future.set_result(_timed(name, self._fetchers[name], self._kinds.get(name, ApiSnapshot)))
+        with self._lock:
+            self._start()
+            self._futures[name] = future
+        return future.result()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

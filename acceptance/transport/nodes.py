@@ -62,11 +62,14 @@ class Nodes:
                 self._pings[node.name] = known
         return known
 
-    def reset(self, node: Node) -> None:
-        """Forget everything about ``node`` (after a reboot): its next commands open a new connection."""
+    def reset(self, node: Node, again: bool = False) -> None:
+        """Forget everything about ``node`` (after a reboot): its next commands open a new connection; ``again``:
+        its next use prepares it again (one seeded round trip) instead of asking live."""
         with self._lock:
             self._pings.pop(node.name, None)
             self._sessions.pop(node.name, None)
+            if again:
+                self._ready.pop(node.name, None)
         self.ssh.forget(node)
 
     def _prepare(self, node: Node) -> None:

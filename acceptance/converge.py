@@ -1,0 +1,112 @@
+"""Post-provisioning (``--converge-timeout``): after ``ai-bs`` or ``ai-rebuild-vm``, which can take an hour, the
+checks run again and again (the failing ones each round, every one to confirm) until every check of the nodes
+passes or the time is up; each round says per node what it still waits for and since when. With ``--remediate``
+the fixes run on the way (puppet reruns, the image pull, the reboot for kernel arguments), under the guardrails.
+Only the last round's reports are logged, so the reports say how the nodes ended."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+from _pytest.runner import runtestprotocol
+
+from acceptance.run import ITEM_KEY, Run
+from remediation.phase import ENGINE_KEY, apply_decision, log_reports
+
+Say = Callable[[str], None]
+
+
+def _settled(reports: list[pytest.TestReport]) -> bool:
+    outcomes = {str(dict(r.user_properties).get("outcome", "passed")) for r in reports}
+    return outcomes <= {"passed", "waived", "remediated"} and not any(r.failed for r in reports)
+
+
+def _waiting(items: list[pytest.Item], last: dict[str, list[pytest.TestReport]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for item in items:
+        info = item.stash[ITEM_KEY]
+        reports = last[item.nodeid]
+        if not _settled(reports):
+            props = dict(next((r for r in reversed(reports) if r.user_properties), reports[-1]).user_properties)
+            why = f" (blocked by {props['blocked_by']})" if props.get("blocked_by") else ""
+            out[info.node.name].append(f"{info.check_id}{why}")
+    return out
+
+
+def run_until_converged(session: pytest.Session, run: Run, timeout_s: float, interval_s: float, say: Say) -> None:
+    items = [i for i in session.items if i.stash.get(ITEM_KEY, None) is not None]
+    engine = session.config.stash.get(ENGINE_KEY, None)
+    start = time.monotonic()
+    since: dict[str, float] = {}
+    last: dict[str, list[pytest.TestReport]] = {}
+    pending, confirming, rounds = items, False, 0
+    while True:
+        rounds += 1
+        for i, item in enumerate(pending):
+            last[item.nodeid] = runtestprotocol(item, nextitem=pending[i + 1] if i + 1 < len(pending) else None,
+                                                log=False)
+        bad = [item for item in pending if not _settled(last[item.nodeid])]
+        if engine is not None and bad:
+            engine.failures = []
+            for item in bad:
+                engine.defer(item, last[item.nodeid])
+            decisions = engine.remediate()
+            for f in engine.failures:
+                if f.key in decisions:
+                    apply_decision(f.item, f.reports, decisions[f.key], engine.mode)
+            engine.failures = []
+            bad = [item for item in bad if not _settled(last[item.nodeid])]
+        if not bad and (confirming or pending is items):
+            say(f"converged after {rounds} round(s) in {time.monotonic() - start:.0f} s: every check passes")
+            break
+        if not bad:
+            pending, confirming = items, True  # every check once more: a fix may have undone another
+            continue
+        confirming = False
+        waiting = _waiting(bad, last)
+        now = time.monotonic()
+        for node, checks in sorted(waiting.items()):
+            since.setdefault(node, now)
+            say(f"{node}: waiting for {', '.join(checks)} (since {now - since[node]:.0f} s, "
+                f"{max(0.0, start + timeout_s - now):.0f} s left)")
+        session.config.hook.pytest_acceptance_converge_progress(
+            elapsed_s=now - start, timeout_s=timeout_s, waiting=dict(waiting))
+        if now - start + interval_s > timeout_s:
+            say(f"did not converge within {timeout_s:.0f} s: {sum(len(c) for c in waiting.values())} check(s) "
+                "still failing")
+            break
+        time.sleep(interval_s)
+        _refresh(session, run, {item.stash[ITEM_KEY].node.name for item in bad})
+        pending = bad
+    for item in items:
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        log_reports(item, last[item.nodeid])
+
+
+def _refresh(session: pytest.Session, run: Run, names: set[str]) -> None:
+    """The next round reads the nodes and the APIs again."""
+    if run.nodes is not None:
+        for node in run.targets:
+            if node.name in names and node.role in ("master", "agent"):
+                run.nodes.reset(node, again=True)
+    session.config.hook.pytest_acceptance_forget_snapshots(config=session.config)
+
+
+class ConvergeLoop:
+    """Registered by the plugin with --converge-timeout: this loop instead of pytest's."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
+        if session.config.option.collectonly:
+            return None
+        from remediation.phase import say
+
+        run_until_converged(session, self.run, session.config.getoption("converge_timeout"),
+                            session.config.getoption("converge_interval"), say(session.config))
+        return True
