@@ -1,3 +1,3 @@
-"""Thin: loads the suite's pytest plugin (also registered as a pytest11 entry point, under the same name)."""
-
-pytest_plugins = ["acceptance.plugin"]
+"""Nothing to load here: the suite's pytest plugin (acceptance.plugin) is registered by its pytest11 entry point
+when the package is installed (`pip install -e .` in a checkout), so that a run from any directory collects the
+same way. A `pytest_plugins` line here would break runs from outside the checkout (a non-top-level conftest)."""

@@ -36,7 +36,10 @@ def builtin_dirs() -> list[Path]:
 
 
 def _argument_dirs(config: pytest.Config) -> list[Path]:
-    """Directories named on the command line (a file's folder): checks there are collected too."""
+    """Directories named on the command line (a file's folder): checks there are collected too. Only what the
+    operator named: never the directory pytest defaults to (running from /tmp must not import /tmp/*.py)."""
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        return []
     out = []
     for arg in config.args:
         path = config.invocation_params.dir / arg.split("::")[0]

@@ -95,6 +95,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.tbstyle = "short"  # an operator wants the reason, not the suite's internals
     remember_environment()
     run = build_run(config, path)
+    if not run.is_worker:  # the run's ssh control sockets go with it, whatever ends the run
+        config.add_cleanup(lambda: shutil.rmtree(run.control_dir, ignore_errors=True))
     config.stash[RUN_KEY] = run
     args = collection.collection_args(config, run)
     if args is not None:
@@ -346,9 +348,6 @@ def copy_atomically(source: Path, target: Path) -> Path:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    run = get_run(config)
-    if run is not None and not run.is_worker:
-        shutil.rmtree(run.control_dir, ignore_errors=True)
     recorder = config.pluginmanager.get_plugin(RECORDER)
     if recorder is not None:
         config.pluginmanager.unregister(recorder)

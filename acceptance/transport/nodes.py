@@ -131,7 +131,10 @@ class Nodes:
 
             def followers(_: Future[None], rest: list[tuple[Node, Future[None]]] = rest) -> None:
                 for node, future in rest:
-                    pool.submit(self._run, node, future)
+                    try:
+                        pool.submit(self._run, node, future)
+                    except RuntimeError:  # the run ended (closed) before the leader was done
+                        future.cancel()
 
             pool.submit(self._run, leader, leader_future)
             leader_future.add_done_callback(followers)

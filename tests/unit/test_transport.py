@@ -96,7 +96,9 @@ def test_hostile_values_never_reach_a_local_shell(tmp_path, monkeypatch, value):
     monkeypatch.chdir(tmp_path)
     known = tmp_path / "known;touch pwned;"
     known.write_text("")
-    ssh = Ssh(SshSettings(known_hosts=known, connect_timeout_s=2, command_timeout_s=5), private_dir())
+    control = tmp_path / "ctl"
+    control.mkdir(mode=0o700)
+    ssh = Ssh(SshSettings(known_hosts=known, connect_timeout_s=2, command_timeout_s=5), private_dir(control))
     node = Node(name="alibuild99", role="agent", address=value, kind="vm")
     try:
         result = ssh.run(node, ["touch pwned-remote"])
