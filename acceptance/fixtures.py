@@ -133,6 +133,16 @@ def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
     return None
 
 
+@pytest.fixture
+def live_host(request: pytest.FixtureRequest) -> Any:
+    """testinfra's host for the node, every command run now on its connection (never from a cache): what
+    remediation actions act through."""
+    info = item_info(request)
+    session = require(need_run(request.config), info.node, info.spec.needs or ("ssh",))
+    assert session is not None
+    return session.live_host
+
+
 # --------------------------------------------------------------------------- the dry pass's values
 
 

@@ -44,35 +44,35 @@ def cloud(run: Run) -> OpenStack:
 
 
 @pytest.fixture
-def restart_unit(host: Any, node: Node, param: str) -> Action:
-    action = actions.restart_unit(node, host, param)
+def restart_unit(live_host: Any, node: Node, param: str) -> Action:
+    action = actions.restart_unit(node, live_host, param)
     action.escalation = ESCALATION
     return action
 
 
 @pytest.fixture
-def restart_prometheus(host: Any, node: Node) -> Action:
-    return actions.restart_unit(node, host, "prometheus")
+def restart_prometheus(live_host: Any, node: Node) -> Action:
+    return actions.restart_unit(node, live_host, "prometheus")
 
 
 @pytest.fixture
-def restart_backup(host: Any, node: Node, expect: Expectations) -> Action:
-    return actions.restart_backup(node, host, expect)
+def restart_backup(live_host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.restart_backup(node, live_host, expect)
 
 
 @pytest.fixture
-def pull_builder_image(host: Any, node: Node, expect: Expectations) -> Action:
-    return actions.pull_image(node, host, expect.builder_image)
+def pull_builder_image(live_host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.pull_image(node, live_host, expect.builder_image)
 
 
 @pytest.fixture
-def rerun_puppet(host: Any, node: Node, expect: Expectations) -> Action:
-    return actions.rerun_puppet(node, host, expect)
+def rerun_puppet(live_host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.rerun_puppet(node, live_host, expect)
 
 
 @pytest.fixture
-def reboot_for_cmdline(request: pytest.FixtureRequest, host: Any, node: Node, expect: Expectations) -> Action:
-    return actions.reboot_for_cmdline(node, host, expect, *_reboots(request))
+def reboot_for_cmdline(request: pytest.FixtureRequest, live_host: Any, node: Node, expect: Expectations) -> Action:
+    return actions.reboot_for_cmdline(node, live_host, expect, *_reboots(request))
 
 
 @pytest.fixture

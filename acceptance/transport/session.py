@@ -55,9 +55,8 @@ class NodeSession:
         self._wanted: list[str] = []
         self._position = (0, 0)
         self._lock = threading.RLock()
-        backend = SessionBackend(self)
-        self.host = testinfra.host.Host(backend)
-        backend.set_host(self.host)
+        self.host = _host(SessionBackend(self))
+        self.live_host = _host(SessionBackend(self, live=True))  # for remediation: every command runs, now
 
     @property
     def connected(self) -> bool:
@@ -106,6 +105,15 @@ class NodeSession:
                 return self.cache[command]
             reason = self.missing.get(command) or (self.connection.message if self.connection else "no answer")
             raise TransportError(f"{self.node.name}: no answer to {command!r}: {reason}")
+
+    def run_live(self, command: str) -> Answer:
+        """Run ``command`` now, whatever is cached (an action: the same command twice runs twice)."""
+        with self._lock:
+            self.cache.pop(command, None)
+            self.missing.pop(command, None)
+            answer = self.answer(command)
+            self.cache.pop(command, None)  # an action's answer says nothing about later reads
+            return answer
 
     def invalidate(self) -> None:
         """Forget every answer (after a remediation changed the node): the next reads are live."""
@@ -158,18 +166,26 @@ def learn(session: NodeSession, probes: Sequence[Callable[[], object]], seed: Se
             return
 
 
+def _host(backend: SessionBackend) -> Any:
+    host = testinfra.host.Host(backend)
+    backend.set_host(host)
+    return host
+
+
 class SessionBackend(BaseBackend):  # type: ignore[misc]
-    """testinfra's backend interface, answered by a :class:`NodeSession` (no local shell anywhere)."""
+    """testinfra's backend interface, answered by a :class:`NodeSession` (no local shell anywhere): from its
+    cache for the checks, or ``live`` for remediation actions."""
 
     NAME = "alice-ssh"
 
-    def __init__(self, session: NodeSession) -> None:
+    def __init__(self, session: NodeSession, live: bool = False) -> None:
         super().__init__(session.node.name)
         self.session = session
+        self.live = live
 
     def run(self, command: str, *args: str, **kwargs: Any) -> Any:
         cmd = self.get_command(command, *args)
-        answer = self.session.answer(cmd)
+        answer = self.session.run_live(cmd) if self.live else self.session.answer(cmd)
         return self.result(answer.rc, self.encode(cmd), answer.stdout, answer.stderr)
 
     def get_encoding(self) -> str:

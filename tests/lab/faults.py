@@ -348,7 +348,8 @@ def _stale_cmdline(node: Node, _: str) -> str:
     # alicelab-boot) lacks it while /etc/default/grub has it; a reboot applies it
     if CGROUP_ARG not in _exec(node, "cat /etc/default/grub"):
         raise LabError(f"{node.name}'s boot configuration lacks {CGROUP_ARG}: run puppet first")
-    _exec(node, f"sed -i 's/ {CGROUP_ARG}//' /run/alicelab-cmdline")
+    # written through the bind mount itself (a new file would not be the mounted one)
+    _exec(node, f"c=$(sed 's/ {CGROUP_ARG}//' /proc/cmdline); printf '%s\\n' \"$c\" > /proc/cmdline")
     return f"{node.name} runs without {CGROUP_ARG} while its boot configuration has it (reboot to apply)"
 
 

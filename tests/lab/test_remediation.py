@@ -109,7 +109,15 @@ def test_each_action_fixes_its_check(tmp_path: Path, fault: str, node: str, chec
 
 def test_backups_after_failures_hold_what_the_master_holds(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
+    listing = "find . -type f -printf '%s %p\\n' | sort"
+
+    def same_content() -> bool:
+        master = ssh("alimesos02", f"cd /build/consul && {listing}").stdout
+        store = ssh("alimesos02", f"cd /var/lib/tsm-lab/data/build/consul && {listing}").stdout
+        return bool(master) and master == store
+
     faults.inject("fail-backup", "alimesos02")
+    ssh("alimesos02", "echo lab > /build/consul/lab-file-$(date +%s)")  # written while backups fail
     try:
         summary = run(tmp_path, inv, "--remediate=safe", "--nodes=alimesos02", "checks/master.py")
         stuck = record(summary, "master.backup.success", "alimesos02")
@@ -118,13 +126,15 @@ def test_backups_after_failures_hold_what_the_master_holds(tmp_path: Path) -> No
         assert any(e["verdict"] == "escalated" for e in audit(tmp_path))
     finally:
         faults.heal("fail-backup", "alimesos02")
-    ssh("alimesos02", "echo lab > /build/consul/lab-file-$(date +%s)")
-    summary = run(tmp_path, inv, "--remediate=safe", "--nodes=alimesos02", "checks/master.py", out="again")
-    assert not [r for r in summary["records"] if r["outcome"] == "failed"], not_passed(summary)
-    listing = "find . -type f -printf '%s %p\\n' | sort"
-    master = ssh("alimesos02", f"cd /build/consul && {listing}").stdout
-    store = ssh("alimesos02", f"cd /var/lib/tsm-lab/data/build/consul && {listing}").stdout
-    assert master and master == store
+    assert eventually(same_content, 60, 2), "after the registration was renewed the store lacks files"
+    faults.inject("stale-backup", "alimesos02")
+    ssh("alimesos02", "echo lab > /build/consul/lab-file-stale-$(date +%s)")
+    try:
+        summary = run(tmp_path, inv, "--remediate=safe", "--nodes=alimesos02", "checks/master.py", out="again")
+    finally:
+        faults.heal("stale-backup", "alimesos02")
+    assert record(summary, "master.backup.recent", "alimesos02")["outcome"] == "remediated"
+    assert same_content(), "the remediated backup does not hold what the master holds"
 
 
 def test_puppet_that_keeps_failing_is_rerun_three_times_then_needs_a_human(tmp_path: Path) -> None:
