@@ -6,16 +6,25 @@ masters, `python3 -m emulators.consul /etc/alicelab/node.json`, standard library
 
 Model:
 - `base.Election` elects a leader among the three servers only with a quorum. The leader owns the
-  state (catalog, checks, KV, sessions) and applies every write ("op"); followers forward writes to it
-  over the RPC port (8300) and receive the whole state after each write (synchronously, as a raft
-  commit would) and on every heartbeat. Reads default to Consul's `default` consistency: they need a
-  known leader (else 500 "No cluster leader"); `?stale` reads any server's copy, as does DNS.
-- Serf is not emulated. The servers' `serfHealth` follows the election's liveness view. Nodes that
-  register through `/v1/catalog/register` (the lab's Nomad clients, every 5 s) stand in for agents:
-  a catalog-registered check not refreshed for ALICELAB_CONSUL_REFRESH_TIMEOUT_S (default 15) seconds
-  turns critical with serf's output, as a node whose agent stopped gossiping would.
+  state (catalog, checks, KV, sessions, client members) and applies every write ("op"); followers forward
+  writes to it over the RPC port (8300) and receive the state when it changed (pushes coalesced; a
+  client's write waits for them, as a raft commit would). Reads default to Consul's `default`
+  consistency: they need a known leader (else 500 "No cluster leader"); `?stale` reads any server's
+  copy, as does DNS. Autopilot (see base.Election) removes a dead server from the raft configuration
+  while a quorum remains; it has then left the LAN pool and its node leaves the catalog; back, it rejoins.
+- Serf, simplified: the servers' membership follows the election (alive, failed, left); client agents
+  (the lab's Nomad clients, for their node) say they are alive on the RPC port (`/internal/member`) and
+  are failed after ALICELAB_CONSUL_REFRESH_TIMEOUT_S (default 15) seconds without news, `leaving` then
+  `left` when they leave. The catalog follows members as Consul's leader makes it: an alive or failed
+  member is a node with serfHealth passing or critical ("Agent not live or unreachable"), one that left
+  is deregistered. A catalog node outside the pool that nobody refreshes for that timeout turns critical.
+- ACLs as node.json's `acl.consul` defines them (acl.py): agent, operator, key, session and write
+  endpoints refuse (403, Consul's "Permission denied: token with AccessorID ... lacks permission ..."),
+  lists are filtered by node:read/service:read/session:read/key:read, with
+  `X-Consul-Results-Filtered-By-ACLs: true` when something was removed and a token was given.
 - Sessions expire after TTL x ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER (default 2, as Consul does) and
-  are invalidated when one of their node checks turns critical; timers are reset on a leader change.
+  are invalidated when one of their node checks turns critical; timers (session TTLs, check refreshes,
+  members' last news) are the leader's own and start afresh on a leader change.
 - Agent services (OpenBao's registration) belong to the server node that received the call; their
   TTL checks expire on the leader's clock; TCP/HTTP checks are run by the owning server.
 """

@@ -3,14 +3,26 @@
 Test equipment only: it runs in the lab's nodes with Debian's python3 (3.11), standard library only:
     PYTHONPATH=/opt/alicelab python3 -m emulators.nomad /etc/alicelab/node.json
 
-Servers elect a leader with `base.Election` (only with a quorum); the leader owns the state (nodes, jobs,
-allocations), places allocations and pushes the state whole to the followers, which forward writes to it.
+Servers elect a leader with `base.Election` (only with a quorum; autopilot removes a dead server from the
+raft configuration and it rejoins when back); the leader owns the state (nodes, jobs, allocations), places
+allocations and replicates the state to the followers when it changed; followers forward writes, and reads
+unless ?stale, to it. Without a leader a request that needs one is held RPC_HOLD_S (5 s) and then fails
+with 500 "No cluster leader". ACLs as node.json's `acl.nomad` defines them (see acl.py): each endpoint
+needs what real Nomad requires (node:read, namespace capabilities, operator:read, management...).
+
 Clients register and heartbeat (every 1 s) over the servers' RPC port 4647; the leader marks a node `down`
-after 6 s without a heartbeat. Clients also register themselves and their running allocations in Consul.
+after 6 s without a heartbeat, or `disconnected` when one of its allocations' groups has a disconnect block
+(those allocations are `unknown` for LostAfter, then lost). A client also reports failed allocations, which
+the leader reschedules by the job's policy. A client is also its node's Consul agent: a LAN member of
+Consul's servers (RPC port 8300) that syncs the node's services into the catalog. Lab faults reach a client
+through flags in node.json's `fault_dir` (default /run/alicelab): `nomad-fail-allocations` (empty: fail
+the CI allocations running here once; "job:ID[,ID]": fail every allocation of those jobs while it is
+there) and `nomad-disconnected` (stop heartbeating).
 
 Jobs are given in node.json (masters only), key `jobs`, a list of:
     {
-      "ID": "ci-mesosci-slc9",          # job ID and name (required)
+      "ID": "ci-mesosci-slc9",          # job ID and name (required; unique across namespaces in the lab)
+      "Namespace": "default",           # optional
       "Type": "service",                # "service" (kept running) or "batch" (runs RunSeconds, then complete)
       "Count": 2,                       # allocations wanted (default 1)
       "Constraints": [                  # Nomad constraints; LTarget ${attr.*}, ${meta.*}, ${node.unique.id},
@@ -21,7 +33,10 @@ Jobs are given in node.json (masters only), key `jobs`, a list of:
       "RunSeconds": 30,                 # batch only: how long an allocation runs (default 60)
       "Group": "ci", "Task": "ci",      # optional; default "ci" for ci-* jobs, else the job ID
       "Image": "registry.cern.ch/alisw/slc9-builder:latest",  # optional, the docker task's image
-      "Priority": 50, "Datacenters": ["cern"]                  # optional
+      "Priority": 50, "Datacenters": ["cern"],                 # optional
+      "Reschedule": {"Attempts": 1, "Interval": "1h", "Delay": "5s", "DelayFunction": "constant",
+                     "MaxDelay": "1h", "Unlimited": false},    # optional; Nomad's defaults per job type
+      "Disconnect": {"LostAfter": "5m", "Replace": true}       # optional, the group's disconnect block
     }
 """
 
