@@ -34,6 +34,11 @@ from tests.lab.emulators.nomad import (
     ALLOC_UNKNOWN,
     DISCONNECT_FLAG,
     FAIL_FLAG,
+    empty_state,
+    job_spec,
+)
+from tests.lab.emulators.nomad import (
+    Cluster as Rules,
 )
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import assert_same_shape
@@ -857,3 +862,29 @@ def test_dead_server_cleanup_leaderless_hold_rejoin_and_transfer(cluster: Cluste
     assert cl.request("PUT", leader, "/v1/operator/raft/transfer-leadership").status_code == 400
     raft = cl.get(follower, "/v1/operator/raft/configuration")
     assert [s["Node"] for s in raft["Servers"] if s["Leader"]] == [f"{leader}.global"]
+
+
+def test_disconnect_window_closes_then_the_node_is_down() -> None:
+    """The scheduler's rules alone (no processes): past the group's LostAfter, an unknown allocation is lost
+    and, with none left unknown, the disconnected node is down."""
+    spec = job_spec({"ID": "ci-x", "Count": 1, "Disconnect": {"LostAfter": "30s"}}, "cern")
+    cl = Rules(empty_state(), [spec], "global")
+    nid = str(uuid.uuid4())
+    cl.upsert_node({"ID": nid, "Name": "alibuild01", "Datacenter": "cern", "NodeClass": "", "NodePool": "default",
+                    "HTTPAddr": "", "Meta": {}, "Drivers": {}, "Attributes": {}})
+    heartbeats = {nid: time.monotonic()}
+    cl.reconcile(heartbeats)
+    alloc = next(iter(cl.state["allocs"].values()))
+    assert (alloc["NodeID"], alloc["ClientStatus"]) == (nid, "running")
+    heartbeats[nid] -= 60  # missed heartbeats
+    cl.reconcile(heartbeats)
+    assert cl.state["nodes"][nid]["Status"] == "disconnected"
+    assert (alloc["ClientStatus"], alloc["DesiredStatus"]) == ("unknown", "run")
+    cl.reconcile(heartbeats)
+    assert cl.state["nodes"][nid]["Status"] == "disconnected", "within its window the node stays disconnected"
+    alloc["UnknownSince"] -= 31 * 10**9  # the window has passed
+    cl.reconcile(heartbeats)
+    assert (alloc["ClientStatus"], alloc["DesiredStatus"], alloc["DesiredDescription"]) == (
+        "lost", "stop", "alloc is lost since its node is down")
+    assert cl.state["nodes"][nid]["Status"] == "down"
+    assert [e["Message"] for e in cl.state["nodes"][nid]["Events"]][-1] == "Node heartbeat missed"
