@@ -12,7 +12,6 @@ import json
 import os
 import random
 import re
-import socket
 import ssl
 import sys
 import threading
@@ -425,7 +424,6 @@ class Election:
         self.last_heard = 0.0
         self.alive: dict[str, bool] = {}
         self.last_reply: dict[str, float] = {}
-        self.handoff_to = ""
         self.leader_since = 0.0
         # replication (leader side: what each follower has acknowledged; follower side: what it applied)
         self.version = 0
@@ -751,12 +749,3 @@ def load_json(path: str) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
-
-def port_free(ip: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((ip, port))
-        except OSError:
-            return False
-    return True
