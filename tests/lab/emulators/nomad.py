@@ -271,6 +271,13 @@ RESCHEDULE_DEFAULTS = {
 }
 
 
+def reschedule_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    """A job's reschedule policy (a spec persisted by an older emulator has none: Nomad's default)."""
+    default = RESCHEDULE_DEFAULTS.get(spec["Type"], RESCHEDULE_DEFAULTS["service"])
+    policy: dict[str, Any] = spec.get("Reschedule") or default
+    return policy
+
+
 def job_spec(raw: dict[str, Any], datacenter: str) -> dict[str, Any]:
     jid = str(raw["ID"])
     default_name = "ci" if jid.startswith("ci-") else jid
@@ -517,7 +524,7 @@ class Cluster:
         job = self.job_of(a)
         if job is None:
             return None
-        policy = job["Spec"]["Reschedule"]
+        policy = reschedule_policy(job["Spec"])
         if not policy["Unlimited"] and int(policy["Attempts"]) <= 0:
             return None
         events = (a.get("RescheduleTracker") or {}).get("Events") or []
@@ -747,7 +754,7 @@ class Cluster:
                 "Name": spec["ID"], "PortLabel": "http", "Tags": [spec["Group"]], "Provider": "consul"}],
             "ShutdownDelay": 0, "Templates": None, "User": "", "Vault": {"Policies": ["nomad"]},
         }
-        policy = spec["Reschedule"]
+        policy = reschedule_policy(spec)
         disconnect = spec.get("Disconnect")
         group = {
             "Constraints": None, "Count": spec["Count"],
