@@ -33,13 +33,63 @@ _LINUX = [
     {"LTarget": "${attr.kernel.name}", "RTarget": "linux", "Operand": "="},
     {"LTarget": "${meta.allow_compilation}", "RTarget": "true", "Operand": "="},
 ]
+# Reschedule and disconnect settings are the lab's own (short delays, so that faults settle quickly):
+# ci-mesosci-slc9 reschedules without limit and outlives a client's disconnection for 5 minutes;
+# ci-mesosdaq-slc9 has one reschedule attempt an hour (the fault `exhaust-reschedule` uses it up).
 JOBS: list[dict[str, Any]] = [
-    {"ID": "ci-mesosci-slc9", "Type": "service", "Count": 2, "Constraints": _LINUX},
-    {"ID": "ci-mesosdaq-slc9", "Type": "service", "Count": 1, "Constraints": _LINUX},
+    {"ID": "ci-mesosci-slc9", "Type": "service", "Count": 2, "Constraints": _LINUX,
+     "Reschedule": {"Delay": "5s", "DelayFunction": "constant", "Unlimited": True},
+     "Disconnect": {"LostAfter": "5m", "Replace": True}},
+    {"ID": "ci-mesosdaq-slc9", "Type": "service", "Count": 1, "Constraints": _LINUX,
+     "Reschedule": {"Attempts": 1, "Interval": "1h", "Delay": "5s", "DelayFunction": "constant", "Unlimited": False}},
     {"ID": "repo", "Type": "service", "Count": 1, "Constraints": _LINUX[:1]},
     {"ID": "publish-alien", "Type": "service", "Count": 1, "Constraints": _LINUX[:1]},
 ]
 JOB_IDS = [j["ID"] for j in JOBS]
+EXHAUSTIBLE_JOB = "ci-mesosdaq-slc9"
+
+# ACL policies, in Nomad's and Consul's own JSON rule syntax (tests/lab/README.md, "Node contract").
+NOMAD_POLICIES: dict[str, Any] = {
+    # what the suite reads: nodes, jobs and allocations in "default", operator (autopilot health), agents
+    "alice-acceptance-read": {"namespace": {"default": {"policy": "read"}}, "node": {"policy": "read"},
+                              "operator": {"policy": "read"}, "agent": {"policy": "read"}},
+}
+CONSUL_POLICIES: dict[str, Any] = {
+    "alice-acceptance-read": {"node_prefix": {"": {"policy": "read"}}, "service_prefix": {"": {"policy": "read"}},
+                              "operator": "read", "agent_prefix": {"": {"policy": "read"}}},
+    # remediation: its lock (a session and keys under alice-acceptance/) and leader transfers
+    "alice-acceptance-remediation": {"session_prefix": {"": {"policy": "write"}},
+                                     "key_prefix": {"alice-acceptance/": {"policy": "write"}},
+                                     "operator": "write", "node_prefix": {"": {"policy": "read"}},
+                                     "service_prefix": {"": {"policy": "read"}}},
+}
+
+
+def acl_config(sec: dict[str, str]) -> dict[str, Any]:
+    """node.json's `acl`: the suite's read-only and remediation tokens of each service. The internal
+    tokens (`tokens` in node.json: the emulators' own traffic, Prometheus, the lab's calls) are
+    management tokens; so is Nomad's remediation token, because a leadership transfer needs one
+    (Operator.TransferLeadershipToPeer: IsManagement)."""
+    return {
+        "nomad": {
+            "policies": NOMAD_POLICIES,
+            "tokens": [
+                {"AccessorID": stable_id("nomad-token", "read"), "SecretID": sec["nomad_read"],
+                 "Name": "alice-acceptance read", "Type": "client", "Policies": ["alice-acceptance-read"]},
+                {"AccessorID": stable_id("nomad-token", "remediation"), "SecretID": sec["nomad_remediation"],
+                 "Name": "alice-acceptance remediation", "Type": "management", "Policies": []},
+            ],
+        },
+        "consul": {
+            "policies": CONSUL_POLICIES,
+            "tokens": [
+                {"AccessorID": stable_id("consul-token", "read"), "SecretID": sec["consul_read"],
+                 "Description": "alice-acceptance read", "Policies": ["alice-acceptance-read"]},
+                {"AccessorID": stable_id("consul-token", "remediation"), "SecretID": sec["consul_remediation"],
+                 "Description": "alice-acceptance remediation", "Policies": ["alice-acceptance-remediation"]},
+            ],
+        },
+    }
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -48,18 +98,27 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
+SECRET_KEYS = {
+    "nomad": lambda: secrets.token_hex(16),  # internal, management
+    "consul": lambda: secrets.token_hex(16),  # internal, management
+    "nomad_read": lambda: secrets.token_hex(16),
+    "nomad_remediation": lambda: secrets.token_hex(16),
+    "consul_read": lambda: secrets.token_hex(16),
+    "consul_remediation": lambda: secrets.token_hex(16),
+    "openstack_password": lambda: secrets.token_urlsafe(18),
+    "lab_admin": lambda: secrets.token_urlsafe(18),
+}
+
+
 def lab_secrets() -> dict[str, str]:
-    """ACL tokens and passwords, made once and kept in .lab/secrets.json (mode 0600)."""
+    """ACL tokens and passwords, made once and kept in .lab/secrets.json (mode 0600); keys that an older
+    file lacks are added."""
     path = STATE / "secrets.json"
-    if path.exists():
-        return dict(json.loads(path.read_text()))
-    data = {
-        "nomad": secrets.token_hex(16),
-        "consul": secrets.token_hex(16),
-        "openstack_password": secrets.token_urlsafe(18),
-        "lab_admin": secrets.token_urlsafe(18),
-    }
-    write(path, json.dumps(data, indent=1), 0o600)
+    data: dict[str, str] = dict(json.loads(path.read_text())) if path.exists() else {}
+    missing = [k for k in SECRET_KEYS if k not in data]
+    if missing:
+        data.update({k: SECRET_KEYS[k]() for k in missing})
+        write(path, json.dumps(data, indent=1), 0o600)
     return data
 
 
@@ -119,7 +178,8 @@ def write_node(node: Node, topo: Topology) -> Path:
             for m in topo.masters
         ],
         "nomad_node_id": stable_id("nomad-node", node.name),
-        "tokens": {"nomad": sec["nomad"], "consul": sec["consul"]},
+        "tokens": {"nomad": sec["nomad"], "consul": sec["consul"]},  # internal, management
+        "acl": acl_config(sec),
         "tls": {
             "ca": "/etc/alicelab/tls/ca.pem",
             "cert": "/etc/alicelab/tls/node.pem",

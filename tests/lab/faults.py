@@ -1,30 +1,43 @@
 """Fault injection: one command per fault, each with its heal. A fault changes the lab the way the
-real failure would (a stopped unit, a sealed Vault, a node off the network, an OpenStack stop); the
-suite observes it only through ssh and the real APIs."""
+real failure would (a stopped unit, a sealed Vault, a node off the network, an OpenStack stop, a failing
+allocation, a client that stops heartbeating); the suite observes it only through ssh and the real APIs.
+
+Every fault's NODE argument is checked before anything is done (LabError, one line): a fault that acts on
+a node needs an existing node of the right role, one that acts on the cluster takes none, and
+`orphan-server` takes the name of a build VM that is NOT a node of the lab (default alibuild99)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import cluster, labapi
-from .configs import server_label
+from .configs import EXHAUSTIBLE_JOB, server_label
 from .dockerctl import LabError, docker, inspect, node_exec
+from .emulators.nomad import DISCONNECT_FLAG, FAIL_FLAG, FAULT_DIR
 from .topology import AZS, BUILD_MIN_FREE_GIB, BUILDER_IMAGE, NETWORK, PROJECT_VMS, STATE, Node, stable_id
 
 CGROUP_ARG = "systemd.unified_cgroup_hierarchy=0"
 BROKEN_PP = "/etc/puppet/code/environments/production/manifests/zz-lab-broken.pp"
 ORPHAN = "alibuild99"
 ORPHAN_IP = "172.30.1.250"
+BUILD_VM_NAME = re.compile(r"alibuild\d{2,3}")
+UNIT_NAME = re.compile(r"[A-Za-z0-9@_.:-]+")
+SERVICES = ("nomad", "consul", "vault")
+
+Action = Callable[[Node], str]
 
 
 @dataclass(frozen=True)
 class Fault:
     doc: str
-    inject: Callable[[Node, str], str]
-    heal: Callable[[Node, str], str]
+    inject: Action
+    heal: Action
     roles: tuple[str, ...] = ("master", "agent")
-    needs_node: bool = True
+    # "node": an existing node of one of `roles`; "none": no NODE (the fault acts on the cluster);
+    # "new-vm": a build VM name that is not a node of the lab (default ORPHAN)
+    target: str = "node"
 
 
 def _exec(node: Node, script: str, timeout: float = 120) -> str:
@@ -55,27 +68,23 @@ def _wait_active(node: Node) -> None:
 
 
 # --- units
-def _units(unit: str) -> str:
-    # docker.socket would start docker.service again at the first `docker` command: stop it too
-    return "docker.socket docker.service" if unit in ("docker", "docker.service") else unit
+def _unit(unit: str) -> tuple[Action, Action]:
+    """Stop a systemd unit on the node; the heal starts it again."""
 
+    # docker.socket would start docker.service again at the first `docker` command: it stops with it
+    units = "docker.socket docker.service" if unit in ("docker", "docker.service") else unit
 
-def _stop_unit(unit: str) -> Callable[[Node, str], str]:
-    def inject(node: Node, _: str) -> str:
-        _exec(node, f"systemctl stop {_units(unit)}")
+    def stop(node: Node) -> str:
+        _exec(node, f"systemctl stop {units}")
         return f"{unit} stopped on {node.name}"
 
-    return inject
-
-
-def _start_unit(unit: str) -> Callable[[Node, str], str]:
-    def heal(node: Node, _: str) -> str:
-        _exec(node, f"systemctl start {_units(unit)}")
+    def start(node: Node) -> str:
+        _exec(node, f"systemctl start {units}")
         if unit == "vault":
             cluster.unseal_all(cluster.current())
         return f"{unit} started on {node.name}"
 
-    return heal
+    return stop, start
 
 
 # --- leaders
@@ -95,28 +104,26 @@ def _leader_of(service: str) -> Node:
     raise LabError(f"{service} has no leader to kill")
 
 
-def _kill_leader(service: str) -> Callable[[Node, str], str]:
-    def inject(_node: Node, _: str) -> str:
+def _kill_leader(service: str) -> tuple[Action, Action]:
+    """Stop the service on its current leader; the heal starts it on every master."""
+
+    def kill(_node: Node) -> str:
         leader = _leader_of(service)
         _exec(leader, f"systemctl stop {service}")
         return f"{service} stopped on its leader {leader.name}"
 
-    return inject
-
-
-def _restart_everywhere(service: str) -> Callable[[Node, str], str]:
-    def heal(_node: Node, _: str) -> str:
+    def restart(_node: Node) -> str:
         for m in cluster.current().masters:
             _exec(m, f"systemctl start {service}")
         if service == "vault":
             cluster.unseal_all(cluster.current())
         return f"{service} running on every master"
 
-    return heal
+    return kill, restart
 
 
 # --- Vault
-def _seal(node: Node, _: str) -> str:
+def _seal(node: Node) -> str:
     init = labapi.vault_init()
     if not init:
         raise LabError("OpenBao is not initialised; run `python -m tests.lab up` first")
@@ -126,18 +133,18 @@ def _seal(node: Node, _: str) -> str:
     return f"OpenBao sealed on {node.name}"
 
 
-def _unseal(node: Node, _: str) -> str:
+def _unseal(node: Node) -> str:
     cluster.unseal_all(cluster.current())
     return "OpenBao unsealed on every master"
 
 
 # --- network and power
-def _partition(node: Node, _: str) -> str:
+def _partition(node: Node) -> str:
     docker("network", "disconnect", NETWORK, node.name, timeout=60)
     return f"{node.name} is off the network"
 
 
-def _reconnect(node: Node, _: str) -> str:
+def _reconnect(node: Node) -> str:
     info = inspect(node.name)
     if info and NETWORK not in info["NetworkSettings"]["Networks"]:
         docker("network", "connect", "--ip", node.ip, NETWORK, node.name, timeout=60)
@@ -145,7 +152,7 @@ def _reconnect(node: Node, _: str) -> str:
     return f"{node.name} is back on the network"
 
 
-def _power_off(node: Node, _: str) -> str:
+def _power_off(node: Node) -> str:
     status, _body = labapi.nova("POST", node.project, f"/servers/{node.server_id}/action", {"os-stop": None})
     if status != 202:
         raise LabError(f"Nova refused to stop {node.name} (HTTP {status})")
@@ -158,7 +165,7 @@ def _power_off(node: Node, _: str) -> str:
     return f"{node.name} powered off through OpenStack"
 
 
-def _power_on(node: Node, _: str) -> str:
+def _power_on(node: Node) -> str:
     st, body = labapi.nova("GET", node.project, f"/servers/{node.server_id}")
     if st == 200 and body["server"]["status"] == "SHUTOFF":
         labapi.nova("POST", node.project, f"/servers/{node.server_id}/action", {"os-start": None})
@@ -167,28 +174,28 @@ def _power_on(node: Node, _: str) -> str:
 
 
 # --- agents' software
-def _rmi(node: Node, _: str) -> str:
+def _rmi(node: Node) -> str:
     _exec(node, f"docker rmi -f {BUILDER_IMAGE}")
     return f"{BUILDER_IMAGE} removed from {node.name}"
 
 
-def _pull(node: Node, _: str) -> str:
+def _pull(node: Node) -> str:
     _exec(node, f"docker pull -q {BUILDER_IMAGE}", timeout=300)
     return f"{BUILDER_IMAGE} pulled on {node.name}"
 
 
-def _break_puppet(node: Node, _: str) -> str:
+def _break_puppet(node: Node) -> str:
     manifest = "exec { 'lab-broken-hostgroup-change': command => '/bin/false', path => ['/bin'] }"
     _exec(node, f'echo "{manifest}" > {BROKEN_PP}; puppet agent -t -v >/dev/null 2>&1; true', timeout=300)
     return f"puppet fails on {node.name}"
 
 
-def _fix_puppet(node: Node, _: str) -> str:
+def _fix_puppet(node: Node) -> str:
     _exec(node, f"rm -f {BROKEN_PP}; puppet agent -t -v >/dev/null 2>&1; true", timeout=300)
     return f"puppet clean on {node.name}"
 
 
-def _stale_puppet(node: Node, _: str) -> str:
+def _stale_puppet(node: Node) -> str:
     # The puppet timer stopped three hours ago: the last summary stays as it was, only older.
     _exec(
         node,
@@ -198,17 +205,17 @@ def _stale_puppet(node: Node, _: str) -> str:
     return f"puppet last ran three hours ago on {node.name}"
 
 
-def _fresh_puppet(node: Node, _: str) -> str:
+def _fresh_puppet(node: Node) -> str:
     _exec(node, "systemctl start puppet-run.timer; puppet agent -t -v >/dev/null 2>&1; true", timeout=300)
     return f"puppet ran now on {node.name}"
 
 
-def _drop_cgroup_arg(node: Node, _: str) -> str:
+def _drop_cgroup_arg(node: Node) -> str:
     _exec(node, f"sed -i 's/ {CGROUP_ARG}//' /etc/default/grub")
     return f"{CGROUP_ARG} dropped from {node.name}'s boot configuration (effective at next boot)"
 
 
-def _restore_cgroup_arg(node: Node, _: str) -> str:
+def _restore_cgroup_arg(node: Node) -> str:
     _exec(
         node,
         f"grep -q '{CGROUP_ARG}' /etc/default/grub || "
@@ -219,7 +226,7 @@ def _restore_cgroup_arg(node: Node, _: str) -> str:
     return f"{CGROUP_ARG} back on {node.name}'s kernel command line"
 
 
-def _fill_build(node: Node, _: str) -> str:
+def _fill_build(node: Node) -> str:
     if not node.has_vdb:
         raise LabError(f"fill-build needs a VM agent with its /build volume; {node.name} has none")
     avail = int(_exec(node, "df -B1 --output=avail /build | tail -1").strip())
@@ -228,32 +235,32 @@ def _fill_build(node: Node, _: str) -> str:
     return f"/build on {node.name} filled"
 
 
-def _empty_build(node: Node, _: str) -> str:
+def _empty_build(node: Node) -> str:
     _exec(node, "rm -f /build/nomad/lab-fill.img")
     return f"/build on {node.name} emptied"
 
 
-def _unmount_build(node: Node, _: str) -> str:
+def _unmount_build(node: Node) -> str:
     if not node.has_vdb:
         raise LabError(f"unmount-build needs a VM agent with its /build volume; {node.name} has none")
     _exec(node, "umount -l /build")
     return f"the vdb volume is no longer mounted on /build on {node.name}"
 
 
-def _remount_build(node: Node, _: str) -> str:
+def _remount_build(node: Node) -> str:
     if not _exec(node, "findmnt -n /build; true").strip():
         _reboot_via_openstack(node)  # the volume comes back at boot, as from fstab
     return f"/build mounted on {node.name}"
 
 
 # --- TSM backups
-def _fail_backup(node: Node, _: str) -> str:
+def _fail_backup(node: Node) -> str:
     # The node's TSM registration expires: the server rejects it and the scheduled backup fails.
     _exec(node, "mv -f /etc/adsm/TSM.PWD /etc/adsm/TSM.PWD.expired; systemctl restart dsmcad; sleep 2")
     return f"TSM backups of {node.name} fail"
 
 
-def _fix_backup(node: Node, _: str) -> str:
+def _fix_backup(node: Node) -> str:
     _exec(
         node,
         "test -f /etc/adsm/TSM.PWD.expired && mv -f /etc/adsm/TSM.PWD.expired /etc/adsm/TSM.PWD; "
@@ -262,7 +269,7 @@ def _fix_backup(node: Node, _: str) -> str:
     return f"TSM backups of {node.name} succeed"
 
 
-def _stale_backup(node: Node, _: str) -> str:
+def _stale_backup(node: Node) -> str:
     script = (
         "import json,time\n"
         "p='/var/lib/tsm-lab/filespaces.json'\n"
@@ -274,33 +281,95 @@ def _stale_backup(node: Node, _: str) -> str:
     return f"the last backup of {node.name} is three days old"
 
 
-def _fresh_backup(node: Node, _: str) -> str:
+def _fresh_backup(node: Node) -> str:
     _exec(node, "dsmc incremental >/dev/null")
     return f"{node.name} backed up now"
 
 
 # --- Nomad
-def _drain(node: Node, _: str) -> str:
+def _nomad(method: str, path: str, body: object = None) -> tuple[int, object]:
+    """A Nomad call through the first master, with the lab's internal (management) token."""
+    return labapi.nomad(method, cluster.current().masters[0].ip, path, body)
+
+
+def _drain(node: Node) -> str:
     nid = stable_id("nomad-node", node.name)
-    m = cluster.current().masters[0]
     spec = {"DrainSpec": {"Deadline": 3600 * 10**9, "IgnoreSystemJobs": False}, "Meta": {"message": "lab fault"}}
-    status, _body = labapi.nomad("POST", m.ip, f"/v1/node/{nid}/drain", spec)
+    status, _body = _nomad("POST", f"/v1/node/{nid}/drain", spec)
     if status != 200:
         raise LabError(f"Nomad refused to drain {node.name} (HTTP {status})")
     return f"{node.name} draining in Nomad"
 
 
-def _undrain(node: Node, _: str) -> str:
+def _undrain(node: Node) -> str:
     nid = stable_id("nomad-node", node.name)
-    m = cluster.current().masters[0]
-    labapi.nomad("POST", m.ip, f"/v1/node/{nid}/drain", {"DrainSpec": None, "MarkEligible": True})
-    labapi.nomad("POST", m.ip, f"/v1/node/{nid}/eligibility", {"Eligibility": "eligible"})
+    _nomad("POST", f"/v1/node/{nid}/drain", {"DrainSpec": None, "MarkEligible": True})
+    _nomad("POST", f"/v1/node/{nid}/eligibility", {"Eligibility": "eligible"})
     return f"{node.name} eligible in Nomad"
 
 
+# --- Nomad clients (flags in FAULT_DIR on the agent, which its client emulator watches)
+def _set_flag(node: Node, flag: str, text: str = "") -> None:
+    _exec(node, f"mkdir -p {FAULT_DIR} && printf '%s' '{text}' > {FAULT_DIR}/{flag}")
+
+
+def _clear_flag(node: Node, flag: str) -> None:
+    _exec(node, f"rm -f {FAULT_DIR}/{flag}")
+
+
+def _ci_allocations(node: Node) -> list[str]:
+    nid = stable_id("nomad-node", node.name)
+    status, allocs = _nomad("GET", f"/v1/node/{nid}/allocations")
+    if status != 200 or not isinstance(allocs, list):
+        raise LabError(f"Nomad did not list the allocations of {node.name} (HTTP {status})")
+    return [a["JobID"] for a in allocs
+            if a["JobID"].startswith("ci-") and a["ClientStatus"] == "running" and a["DesiredStatus"] == "run"]
+
+
+def _fail_allocation(node: Node) -> str:
+    jobs = _ci_allocations(node)
+    if not jobs:
+        raise LabError(f"no CI allocation runs on {node.name}; `nomad job status` shows where they run")
+    _set_flag(node, FAIL_FLAG)
+    return f"the CI allocations on {node.name} ({', '.join(sorted(jobs))}) fail; Nomad reschedules them"
+
+
+def _forget_failures(node: Node) -> str:
+    _clear_flag(node, FAIL_FLAG)
+    _nomad("PUT", "/v1/system/gc")  # the failed allocations go, as after `nomad system gc`
+    return f"no more failing allocations on {node.name}; failed allocations garbage-collected"
+
+
+def _exhaust_reschedule(_node: Node) -> str:
+    for agent in cluster.current().agents:
+        _set_flag(agent, FAIL_FLAG, f"job:{EXHAUSTIBLE_JOB}")
+    return (f"{EXHAUSTIBLE_JOB}'s allocations fail on every agent: its reschedule attempt (one an hour) is used up "
+            "and its last allocation stays failed")
+
+
+def _force_reschedule(_node: Node) -> str:
+    for agent in cluster.current().agents:
+        _clear_flag(agent, FAIL_FLAG)
+    body = {"JobID": EXHAUSTIBLE_JOB, "EvalOptions": {"ForceReschedule": True}}
+    status, _body = _nomad("POST", f"/v1/job/{EXHAUSTIBLE_JOB}/evaluate", body)
+    if status != 200:
+        raise LabError(f"Nomad refused to re-evaluate {EXHAUSTIBLE_JOB} (HTTP {status})")
+    _nomad("PUT", "/v1/system/gc")
+    return f"{EXHAUSTIBLE_JOB} rescheduled (nomad job eval -force-reschedule), failed allocations garbage-collected"
+
+
+def _disconnect(node: Node) -> str:
+    _set_flag(node, DISCONNECT_FLAG)
+    return f"the Nomad client of {node.name} stops heartbeating (the node stays up)"
+
+
+def _reconnect_client(node: Node) -> str:
+    _clear_flag(node, DISCONNECT_FLAG)
+    return f"the Nomad client of {node.name} heartbeats again"
+
+
 # --- OpenStack
-def _orphan(_node: Node, name: str) -> str:
-    orphan = Node(name or ORPHAN, "agent", ORPHAN_IP, "vm", AZS[1])
+def _orphan(orphan: Node) -> str:
     if inspect(orphan.name) is None:
         docker(
             "run",
@@ -326,26 +395,26 @@ def _orphan(_node: Node, name: str) -> str:
     return f"OpenStack server {orphan.name} exists in {PROJECT_VMS} without being a Nomad node"
 
 
-def _remove_orphan(_node: Node, name: str) -> str:
-    docker("rm", "-f", name or ORPHAN, timeout=60, check=False)
-    return f"OpenStack server {name or ORPHAN} deleted"
+def _remove_orphan(orphan: Node) -> str:
+    docker("rm", "-f", orphan.name, timeout=60, check=False)
+    return f"OpenStack server {orphan.name} deleted"
 
 
-def _wrong_az(node: Node, _: str) -> str:
+def _wrong_az(node: Node) -> str:
     others = [m.az for m in cluster.current().masters if m.name != node.name]
     if labapi.lab_override("PATCH", f"/lab/servers/{node.name}", {"az": others[0]}) not in (200, 204):
         raise LabError("the OpenStack emulator refused the override")
     return f"{node.name} reported in {others[0]}, beside another master"
 
 
-def _right_az(node: Node, _: str) -> str:
+def _right_az(node: Node) -> str:
     labapi.lab_override("DELETE", f"/lab/servers/{node.name}/override")
     return f"{node.name} back in its own availability zone"
 
 
-def _stale_cmdline(node: Node, _: str) -> str:
-    # booted before the boot configuration had the argument: /proc/cmdline (bind-mounted from this file by
-    # alicelab-boot) lacks it while /etc/default/grub has it; a reboot applies it
+def _stale_cmdline(node: Node) -> str:
+    # booted before the boot configuration had the argument: /proc/cmdline lacks it while /etc/default/grub
+    # has it (puppet put it there); a reboot applies it
     if CGROUP_ARG not in _exec(node, "cat /etc/default/grub"):
         raise LabError(f"{node.name}'s boot configuration lacks {CGROUP_ARG}: run puppet first")
     # written through the bind mount itself (a new file would not be the mounted one)
@@ -353,26 +422,26 @@ def _stale_cmdline(node: Node, _: str) -> str:
     return f"{node.name} runs without {CGROUP_ARG} while its boot configuration has it (reboot to apply)"
 
 
-def _reboot_if_needed(node: Node, _: str) -> str:
+def _reboot_if_needed(node: Node) -> str:
     if CGROUP_ARG not in _exec(node, "cat /proc/cmdline"):
         _reboot_via_openstack(node)
     return f"{node.name} booted with {CGROUP_ARG}"
 
 
-def _hang(node: Node, _: str) -> str:
+def _hang(node: Node) -> str:
     # the node stops answering ping and ssh (a hung kernel, a dead NIC) until it is power-cycled
     _exec(node, "ip link set eth0 down")
     return f"{node.name} hangs: no ping, no ssh, until a hard reboot through OpenStack"
 
 
-def _power_cycle(node: Node, _: str) -> str:
+def _power_cycle(node: Node) -> str:
     _reboot_via_openstack(node)
     return f"{node.name} hard-rebooted through OpenStack"
 
 
 # --- monitoring
-def _monit(verb: str) -> Callable[[Node, str], str]:
-    def act(_node: Node, _: str) -> str:
+def _monit(verb: str) -> Action:
+    def act(_node: Node) -> str:
         docker(verb, "alicelab-monit", timeout=60)
         return f"MONIT stand-in: docker {verb} done"
 
@@ -380,11 +449,10 @@ def _monit(verb: str) -> Callable[[Node, str], str]:
 
 
 FAULTS: dict[str, Fault] = {
-    "stop-unit:<unit>": Fault("stop a systemd unit on NODE", lambda n, a: "", lambda n, a: ""),
+    "stop-unit:<unit>": Fault("stop a systemd unit on NODE", *_unit("<unit>")),
     "seal-vault": Fault("seal OpenBao on master NODE", _seal, _unseal, ("master",)),
-    "kill-leader:<nomad|consul|vault>": Fault(
-        "stop the service on its current leader", lambda n, a: "", lambda n, a: "", needs_node=False
-    ),
+    "kill-leader:<nomad|consul|vault>": Fault("stop the service on its current leader", *_kill_leader("<service>"),
+                                              target="none"),
     "partition": Fault("cut NODE off the network", _partition, _reconnect),
     "power-off": Fault("stop NODE through the OpenStack API", _power_off, _power_on),
     "remove-builder-image": Fault("remove the builder image from agent NODE", _rmi, _pull, ("agent",)),
@@ -410,65 +478,93 @@ FAULTS: dict[str, Fault] = {
         "the last backup of master NODE is three days old", _stale_backup, _fresh_backup, ("master",)
     ),
     "unexpected-drain": Fault("drain agent NODE in Nomad with nobody's say-so", _drain, _undrain, ("agent",)),
+    "fail-allocation": Fault(
+        "the CI allocations on agent NODE fail; Nomad reschedules them elsewhere (heal: gc the failures)",
+        _fail_allocation,
+        _forget_failures,
+        ("agent",),
+    ),
+    "exhaust-reschedule": Fault(
+        f"{EXHAUSTIBLE_JOB} fails on every agent until no reschedule attempt is left (heal: force-reschedule)",
+        _exhaust_reschedule,
+        _force_reschedule,
+        target="none",
+    ),
+    "disconnect-agent": Fault(
+        "the Nomad client of agent NODE stops heartbeating, the node stays up (down, or disconnected when a "
+        "job has a disconnect block)",
+        _disconnect,
+        _reconnect_client,
+        ("agent",),
+    ),
     "orphan-server": Fault(
-        "an OpenStack build VM (NODE, default alibuild99) that is no Nomad node",
+        f"an OpenStack build VM NAME (default {ORPHAN}, not a node of the lab) that is no Nomad node",
         _orphan,
         _remove_orphan,
-        needs_node=False,
+        target="new-vm",
     ),
     "wrong-az": Fault("master NODE reported in another master's availability zone", _wrong_az, _right_az, ("master",)),
     "target-down": Fault(
-        "stop NODE's node exporter: a Prometheus target down",
-        _stop_unit("prometheus-node-exporter"),
-        _start_unit("prometheus-node-exporter"),
+        "stop NODE's node exporter: a Prometheus target down", *_unit("prometheus-node-exporter")
     ),
     "stale-cmdline": Fault("agent NODE booted without the cgroup kernel argument its boot configuration has",
                            _stale_cmdline, _reboot_if_needed, ("agent",)),
     "hang": Fault("NODE stops answering ping and ssh until a hard reboot through OpenStack", _hang, _power_cycle),
-    "monit-down": Fault(
-        "stop the MONIT stand-in: remote_write fails", _monit("stop"), _monit("start"), needs_node=False
-    ),
+    "monit-down": Fault("stop the MONIT stand-in: remote_write fails", _monit("stop"), _monit("start"), target="none"),
 }
 
 
-def _resolve(name: str) -> tuple[Fault, str]:
+def _resolve(name: str) -> Fault:
     kind, _, arg = name.partition(":")
     if kind == "stop-unit" and arg:
-        return Fault(f"stop {arg}", _stop_unit(arg), _start_unit(arg)), arg
-    if kind == "kill-leader" and arg in ("nomad", "consul", "vault"):
-        return Fault(f"kill the {arg} leader", _kill_leader(arg), _restart_everywhere(arg), ("master",), False), arg
-    if name in FAULTS and ":" not in name:
-        return FAULTS[name], ""
+        if not UNIT_NAME.fullmatch(arg):
+            raise LabError(f"{arg!r} is not a systemd unit name")
+        return Fault(f"stop {arg}", *_unit(arg))
+    if kind == "kill-leader" and arg in SERVICES:
+        return Fault(f"kill the {arg} leader", *_kill_leader(arg), ("master",), "none")
+    if name in FAULTS and "<" not in name:
+        return FAULTS[name]
     raise LabError(f"unknown fault {name!r}; `python -m tests.lab faults` lists them")
 
 
-def _target(fault: Fault, node_name: str) -> Node:
+def _target(name: str, fault: Fault, node_name: str) -> Node:
+    """The node a fault acts on, once its NODE argument is checked (LabError, one line, otherwise)."""
     topo = cluster.current()
-    if not node_name:
-        if fault.needs_node:
-            raise LabError("this fault needs a NODE, e.g. alibuild01")
+    names = {n.name for n in topo.nodes}
+    if fault.target == "none":
+        if node_name:
+            raise LabError(f"{name} acts on the cluster and takes no NODE (got {node_name!r})")
         return topo.masters[0]
-    try:
-        node = topo.get(node_name)
-    except KeyError:
-        if not fault.needs_node:
-            return Node(node_name, "agent", ORPHAN_IP)
-        raise LabError(f"no node {node_name!r} in the lab ({', '.join(n.name for n in topo.nodes)})") from None
+    if fault.target == "new-vm":
+        orphan = node_name or ORPHAN
+        if orphan in names:
+            raise LabError(f"{name}: {orphan} is a node of the lab, not an orphan; give the name of a build VM "
+                           f"that is not one (e.g. alibuild{len(topo.agents) + 100})")
+        if not BUILD_VM_NAME.fullmatch(orphan):
+            raise LabError(f"{name}: {orphan!r} is not a build VM name (alibuildNN)")
+        if ORPHAN_IP in {n.ip for n in topo.nodes}:
+            raise LabError(f"{name}: the orphan's address {ORPHAN_IP} belongs to a node of this lab")
+        return Node(orphan, "agent", ORPHAN_IP, "vm", AZS[1])
+    if not node_name:
+        raise LabError(f"{name} needs a NODE ({' or '.join(fault.roles)}), e.g. "
+                       f"{next(n.name for n in topo.nodes if n.role in fault.roles)}")
+    if node_name not in names:
+        raise LabError(f"no node {node_name!r} in the lab ({', '.join(sorted(names))})")
+    node = topo.get(node_name)
     if node.role not in fault.roles:
-        raise LabError(f"this fault applies to {' or '.join(fault.roles)} nodes; {node_name} is a {node.role}")
+        article = "an" if node.role[0] in "aeiou" else "a"
+        raise LabError(f"{name} applies to {' or '.join(fault.roles)} nodes; {node_name} is {article} {node.role}")
     return node
 
 
 def inject(name: str, node_name: str = "") -> str:
-    fault, _arg = _resolve(name)
-    node = _target(fault, node_name)
-    return fault.inject(node, node_name if not fault.needs_node else "")
+    fault = _resolve(name)
+    return fault.inject(_target(name, fault, node_name))
 
 
 def heal(name: str, node_name: str = "") -> str:
-    fault, _arg = _resolve(name)
-    node = _target(fault, node_name)
-    return fault.heal(node, node_name if not fault.needs_node else "")
+    fault = _resolve(name)
+    return fault.heal(_target(name, fault, node_name))
 
 
 def reboot(node_name: str) -> str:

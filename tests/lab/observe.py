@@ -57,30 +57,36 @@ def _env() -> dict[str, str]:
     return lab_env()
 
 
-def nomad_get(path: str, addr: str | None = None) -> Any:
+# The variables of each API's CLI in .lab/env: address, CA, client certificate and key, token; and its header.
+_API_ENV = {
+    "nomad": ("NOMAD_ADDR", "NOMAD_CACERT", "NOMAD_CLIENT_CERT", "NOMAD_CLIENT_KEY", "NOMAD_TOKEN", "X-Nomad-Token"),
+    "consul": ("CONSUL_HTTP_ADDR", "CONSUL_CACERT", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_HTTP_TOKEN",
+               "X-Consul-Token"),
+}
+
+
+def api_get(service: str, path: str, addr: str | None = None, token_var: str | None = None) -> Any:
+    """GET on Nomad or Consul as the suite does it, from .lab/env (the suite's read-only token unless
+    `token_var` names another variable, e.g. NOMAD_REMEDIATION_TOKEN)."""
+    addr_var, ca, cert, key, token, header = _API_ENV[service]
     e = _env()
     r = requests.get(
-        f"{addr or e['NOMAD_ADDR']}{path}",
-        headers={"X-Nomad-Token": e["NOMAD_TOKEN"]},
-        verify=e["NOMAD_CACERT"],
-        cert=(e["NOMAD_CLIENT_CERT"], e["NOMAD_CLIENT_KEY"]),
-        timeout=5,
+        f"{addr or e[addr_var]}{path}",
+        headers={header: e[token_var or token]},
+        verify=e[ca],
+        cert=(e[cert], e[key]),
+        timeout=10,
     )
     r.raise_for_status()
     return r.json()
+
+
+def nomad_get(path: str, addr: str | None = None) -> Any:
+    return api_get("nomad", path, addr)
 
 
 def consul_get(path: str, addr: str | None = None) -> Any:
-    e = _env()
-    r = requests.get(
-        f"{addr or e['CONSUL_HTTP_ADDR']}{path}",
-        headers={"X-Consul-Token": e["CONSUL_HTTP_TOKEN"]},
-        verify=e["CONSUL_CACERT"],
-        cert=(e["CONSUL_CLIENT_CERT"], e["CONSUL_CLIENT_KEY"]),
-        timeout=5,
-    )
-    r.raise_for_status()
-    return r.json()
+    return api_get("consul", path, addr)
 
 
 def vault_health(ip: str) -> int:

@@ -88,12 +88,16 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -
         "NOMAD_CACERT": str(cacert),
         "NOMAD_CLIENT_CERT": str(cert),
         "NOMAD_CLIENT_KEY": str(ckey),
-        "NOMAD_TOKEN": sec["nomad"],
+        # The suite's tokens, least privilege (configs.acl_config): read-only for checks, and the
+        # remediation's own for drains, leader transfers and its Consul lock.
+        "NOMAD_TOKEN": sec["nomad_read"],
+        "NOMAD_REMEDIATION_TOKEN": sec["nomad_remediation"],
         "CONSUL_HTTP_ADDR": f"https://{m1.ip}:8500",
         "CONSUL_CACERT": str(cacert),
         "CONSUL_CLIENT_CERT": str(cert),
         "CONSUL_CLIENT_KEY": str(ckey),
-        "CONSUL_HTTP_TOKEN": sec["consul"],
+        "CONSUL_HTTP_TOKEN": sec["consul_read"],
+        "CONSUL_REMEDIATION_TOKEN": sec["consul_remediation"],
         "VAULT_ADDR": f"https://{m1.ip}:8200",
         "VAULT_CACERT": str(cacert),
         "VAULT_CLIENT_CERT": str(cert),

@@ -28,6 +28,7 @@ import dns.rdatatype
 import pytest
 import requests
 
+from tests.lab.configs import acl_config
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import FREE_MAPS, assert_same_shape
 from tests.reference import API
@@ -36,7 +37,18 @@ pytestmark = pytest.mark.emulator
 
 LAB = Path(__file__).resolve().parent
 SAMPLES = API / "consul"
-TOKEN = "consul-secret-" + uuid.uuid4().hex
+# Tokens: the lab's (configs.acl_config: management for the emulators' own traffic, the suite's read-only
+# and remediation tokens) plus one that sees only the servers' nodes and the "consul" service.
+SECRETS = {k: "consul-secret-" + uuid.uuid4().hex for k in ("nomad", "nomad_read", "nomad_remediation", "consul",
+                                                             "consul_read", "consul_remediation")}
+TOKEN, READ, REMEDIATION = SECRETS["consul"], SECRETS["consul_read"], SECRETS["consul_remediation"]
+RESTRICTED, RESTRICTED_ACCESSOR = "consul-secret-" + uuid.uuid4().hex, str(uuid.uuid4())
+ACL = acl_config(SECRETS)
+ACL["consul"]["policies"]["servers-only"] = {"node_prefix": {"alimesos": {"policy": "read"}},
+                                             "service": {"consul": {"policy": "read"}}}
+ACL["consul"]["tokens"].append({"AccessorID": RESTRICTED_ACCESSOR, "SecretID": RESTRICTED,
+                                "Description": "servers only", "Policies": ["servers-only"]})
+AUTOPILOT_S = 2  # the emulators' autopilot interval and stabilization time in this test (10 s by default)
 
 
 def _free(ips: list[str]) -> bool:
@@ -101,7 +113,7 @@ class Cluster:
             cfg = {
                 "name": m["name"], "role": "master", "kind": None, "ip": m["ip"], "region": "global",
                 "datacenter": "cern", "masters": MASTERS, "nomad_node_id": str(uuid.uuid4()),
-                "tokens": {"nomad": "unused", "consul": TOKEN}, "tls": self.pki["nodes"][m["name"]],
+                "tokens": {"nomad": "unused", "consul": TOKEN}, "acl": ACL, "tls": self.pki["nodes"][m["name"]],
                 "build_dir": "/build", "jobs": [],
             }
             path = tmp / f"{m['name']}.json"
@@ -112,7 +124,8 @@ class Cluster:
     # --- processes
     def start(self, name: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(LAB), "ALICELAB_CONSUL_REFRESH_TIMEOUT_S": str(REFRESH_TIMEOUT_S),
-               "ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER": "1"}
+               "ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER": "1", "ALICELAB_AUTOPILOT_INTERVAL_S": str(AUTOPILOT_S),
+               "ALICELAB_AUTOPILOT_STABILIZATION_S": str(AUTOPILOT_S)}
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the subprocess
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "emulators.consul", str(self.configs[name])], env=env, stdout=log, stderr=log
@@ -171,8 +184,23 @@ class Cluster:
     def leader_name(self, not_: str = "") -> str:
         """The name of the leader all running servers agree on (other than `not_`, a server just stopped)."""
         avoid = f"{self.ip(not_)}:8300" if not_ else ""
-        addr = wait_for("a leader", lambda: (lambda a: a if a != avoid else "")(self.leader()))
+        try:
+            addr = wait_for("a leader", lambda: (lambda a: a if a != avoid else "")(self.leader()))
+        except BaseException:
+            print("election state:", self.views())
+            raise
         return next(m["name"] for m in MASTERS if f"{m['ip']}:8300" == addr)
+
+    def views(self) -> dict[str, Any]:
+        """Each running server's raft state, term and leader (for failure messages)."""
+        out: dict[str, Any] = {}
+        for n in self.running():
+            try:
+                st = self.get(self.ip(n), "/v1/agent/self").json()["Stats"]
+                out[n] = (st["raft"]["state"], st["raft"]["term"], st["consul"]["leader_addr"])
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                out[n] = repr(exc)
+        return out
 
     def client(self, name: str) -> consul.Consul:
         return consul.Consul(host=self.ip(name), port=8500, scheme="https", verify=self.ca, cert=self.client_cert,
@@ -375,11 +403,15 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     assert c.get(ip, "/v1/catalog/nodes").status_code == 500
     assert c.get(ip, "/v1/catalog/nodes?stale").status_code == 200  # stale reads are still served
     members = {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}
-    assert members == {first: 4, follower: 4, last: 1}
+    # failed (4); the first one may already be `left` (3): autopilot removes a dead server while a quorum remains
+    assert (members[first] in (3, 4), members[follower], members[last]) == (True, 4, 1)
     c.start(first)
     c.start(follower)
     leader = c.leader_name()
     wait_for("all three alive", lambda: len(c.get(c.ip(leader), "/v1/health/state/critical").json()) == 0)
+    # A server back after autopilot removed it is a non-voter until it is stable; only voters can lead.
+    wait_for("three voters", lambda: [s["Voter"] for s in c.get(
+        c.ip(leader), "/v1/operator/raft/configuration").json()["Servers"]] == [True] * 3, 15)
     # Transfer leadership to a chosen server, asked through a follower (forwarded to the leader).
     target = next(m for m in MASTERS if m["name"] != leader)
     via = next(m["ip"] for m in MASTERS if m["name"] not in (leader, target["name"]))
@@ -483,9 +515,14 @@ def test_catalog_dns_and_agent_ttl_checks(cluster: Cluster) -> None:
 
 def test_acl_and_client_certificates(cluster: Cluster) -> None:
     c, ip = cluster, MASTERS[0]["ip"]
+    # Lists are filtered, not refused: the anonymous token sees nothing (and is not told that anything was hidden).
     r = c.get(ip, "/v1/catalog/nodes", token=None)
-    assert r.status_code == 403
-    assert r.text.startswith("Permission denied")
+    assert (r.status_code, r.json()) == (200, [])
+    assert "X-Consul-Results-Filtered-By-ACLs" not in r.headers
+    r = c.get(ip, "/v1/operator/raft/configuration", token=None)
+    assert (r.status_code, r.text.strip()) == (403, "Permission denied: token with AccessorID "
+                                                    "'00000000-0000-0000-0000-000000000002' lacks permission "
+                                                    "'operator:read'")
     r = c.get(ip, "/v1/kv/x", token="wrong")
     assert (r.status_code, r.text.strip()) == (403, "ACL not found")
     assert c.put(ip, "/v1/kv/x", token=None, data=b"1").status_code == 403
@@ -497,3 +534,181 @@ def test_acl_and_client_certificates(cluster: Cluster) -> None:
     assert c.get(ip, "/v1/status/leader", token=None).status_code == 200
     with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
         requests.get(f"https://{ip}:8500/v1/status/leader", verify=c.ca, timeout=5)
+
+
+def member_says(c: Cluster, via: str, name: str, addr: str, status: str = "alive") -> Any:
+    """What a client agent tells the servers (the lab's Nomad clients do it for their node's Consul agent)."""
+    body = {"Node": name, "Address": addr, "ID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)), "Status": status,
+            "Tags": {"role": "node", "dc": "cern", "segment": "", "build": "1.20.5:74efe419", "vsn": "2"}}
+    r = requests.post(f"https://{via}:8300/internal/member", json=body, verify=c.ca, cert=c.client_cert, timeout=5)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+FILTERED = "X-Consul-Results-Filtered-By-ACLs"
+
+
+def test_acl_rights_and_filtering(cluster: Cluster) -> None:
+    c, ip = cluster, MASTERS[0]["ip"]
+    servers = {m["name"] for m in MASTERS}
+    register(c, ip, "alibuild05", "127.0.1.5", "ci-x", ["t"])
+    member_says(c, ip, "alibuild05", "127.0.1.5")
+    try:
+        # The suite's read token sees everything: full lists, no header.
+        for path in ("/v1/catalog/nodes", "/v1/agent/members", "/v1/health/state/any", "/v1/catalog/services",
+                     "/v1/health/service/ci-x", "/v1/catalog/service/ci-x", "/v1/catalog/node/alibuild05"):
+            r = c.get(ip, path, token=READ)
+            assert r.status_code == 200 and FILTERED not in r.headers, (path, r.text)
+        assert {n["Node"] for n in c.get(ip, "/v1/catalog/nodes", token=READ).json()} == servers | {"alibuild05"}
+        assert {m["Name"] for m in c.get(ip, "/v1/agent/members", token=READ).json()} == servers | {"alibuild05"}
+        # A token that reads only the servers' nodes and the consul service: filtered lists, with the header.
+        r = c.get(ip, "/v1/catalog/nodes", token=RESTRICTED)
+        assert {n["Node"] for n in r.json()} == servers and r.headers[FILTERED] == "true"
+        r = c.get(ip, "/v1/agent/members", token=RESTRICTED)
+        assert {m["Name"] for m in r.json()} == servers and r.headers[FILTERED] == "true"
+        r = c.get(ip, "/v1/catalog/services", token=RESTRICTED)
+        assert r.json() == {"consul": []} and r.headers[FILTERED] == "true"
+        r = c.get(ip, "/v1/health/state/any", token=RESTRICTED)
+        assert {ch["Node"] for ch in r.json()} == servers and r.headers[FILTERED] == "true"
+        assert {ch["ServiceName"] for ch in r.json()} <= {"", "consul"}
+        r = c.get(ip, "/v1/health/service/ci-x", token=RESTRICTED)
+        assert r.json() == [] and r.headers[FILTERED] == "true"
+        r = c.get(ip, "/v1/catalog/node/alibuild05", token=RESTRICTED)
+        assert r.json() is None and r.headers[FILTERED] == "true"
+        r = c.get(ip, "/v1/health/service/consul", token=RESTRICTED)
+        assert len(r.json()) == 3 and FILTERED not in r.headers
+        # operator: read for the configuration and autopilot, write for a leader transfer
+        assert c.get(ip, "/v1/operator/raft/configuration", token=READ).status_code == 200
+        health = wait_for("autopilot healthy", lambda: (h := c.get(ip, "/v1/operator/autopilot/health",
+                                                                   token=READ)).status_code == 200 and h.json())
+        assert_same_shape(sample("operator_autopilot_health")["body"], health)
+        assert (health["Healthy"], health["FailureTolerance"], len(health["Servers"])) == (True, 1, 3)
+        assert sum(s["Leader"] for s in health["Servers"]) == 1 and all(s["Voter"] for s in health["Servers"])
+        read_accessor = next(t["AccessorID"] for t in ACL["consul"]["tokens"] if t["SecretID"] == READ)
+        r = c.request("POST", ip, "/v1/operator/raft/transfer-leader", token=READ)
+        assert (r.status_code, r.text.strip()) == (403, f"Permission denied: token with AccessorID '{read_accessor}' "
+                                                        "lacks permission 'operator:write'")
+        r = c.get(ip, "/v1/agent/self", token=RESTRICTED)
+        assert r.status_code == 403
+        assert r.text.strip().endswith(f"lacks permission 'agent:read' on \"{MASTERS[0]['name']}\"")
+        assert c.get(ip, "/v1/agent/self", token=READ).status_code == 200
+        assert c.get(ip, "/v1/agent/metrics", token=READ).status_code == 200
+        # The read token writes nothing.
+        assert c.put(ip, "/v1/kv/alice-acceptance/lock", token=READ, data=b"x").status_code == 403
+        r = c.put(ip, "/v1/session/create", token=READ, json={"Name": "x"})
+        assert r.status_code == 403 and f"lacks permission 'session:write' on \"{MASTERS[0]['name']}\"" in r.text
+        # The remediation token: its lock (a session, keys under alice-acceptance/) and nothing else in KV.
+        sid = c.put(ip, "/v1/session/create", token=REMEDIATION, json={"Name": "remediation"}).json()["ID"]
+        assert c.put(ip, f"/v1/kv/alice-acceptance/lock?acquire={sid}", token=REMEDIATION, data=b"me").json() is True
+        assert c.get(ip, "/v1/kv/alice-acceptance/lock", token=REMEDIATION).json()[0]["Session"] == sid
+        r = c.put(ip, "/v1/kv/other/key", token=REMEDIATION, data=b"x")
+        assert r.status_code == 403 and "lacks permission 'key:write' on \"other/key\"" in r.text
+        assert c.request("DELETE", ip, "/v1/kv/?recurse", token=REMEDIATION).status_code == 403
+        assert c.put(ip, f"/v1/session/destroy/{sid}", token=REMEDIATION).json() is True
+        assert c.request("DELETE", ip, "/v1/kv/alice-acceptance/?recurse", token=REMEDIATION).json() is True
+        assert c.get(ip, "/v1/catalog/nodes", token="unknown").text.strip() == "ACL not found"
+    finally:
+        member_says(c, ip, "alibuild05", "127.0.1.5", "leaving")  # a member that left is deregistered
+    wait_for("alibuild05 gone", lambda: "alibuild05" not in {n["Node"] for n in c.get(ip, "/v1/catalog/nodes").json()})
+
+
+def test_dead_server_cleanup_and_rejoin(cluster: Cluster) -> None:
+    """Autopilot's cleanup_dead_servers: a failed server is removed from the raft configuration (a quorum
+    remains) and leaves the LAN pool, so the catalog forgets its node; back, it rejoins. No live server is
+    ever seen critical meanwhile (the serfHealth regression)."""
+    c = cluster
+    leader = c.leader_name()
+    victim = next(m["name"] for m in MASTERS if m["name"] != leader)
+    ip = c.ip(leader)
+    live = {m["name"] for m in MASTERS} - {victim}
+    c.stop(victim)
+
+    def left() -> bool:
+        critical = {ch["Node"] for ch in c.get(ip, "/v1/health/state/critical").json()}
+        assert not critical & live, f"a live server is critical: {critical}"
+        members = {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}
+        return bool(members[victim] == 3)
+
+    wait_for(f"{victim} left", left, 20)
+    servers = c.get(ip, "/v1/operator/raft/configuration", token=READ).json()["Servers"]
+    assert {s["Node"] for s in servers} == live
+    assert len(c.get(ip, "/v1/status/peers", token=None).json()) == 2
+    wait_for("the node deregistered", lambda: victim not in {n["Node"] for n in c.get(ip, "/v1/catalog/nodes").json()})
+    assert c.get(ip, "/v1/health/state/critical").json() == []
+    health = c.get(ip, "/v1/operator/autopilot/health", token=READ).json()
+    assert (len(health["Servers"]), health["FailureTolerance"], health["Healthy"]) == (2, 0, True)
+
+    c.start(victim)
+    wait_for(f"{victim} alive", lambda: {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}[
+        victim] == 1)
+    wait_for("its node back, serfHealth passing", lambda: [ch["Status"] for ch in c.get(
+        ip, f"/v1/health/node/{victim}").json() if ch["CheckID"] == "serfHealth"] == ["passing"])
+    health = wait_for("three healthy voters", lambda: (h := c.get(ip, "/v1/operator/autopilot/health", token=READ)
+                                                        ).status_code == 200 and all(
+        s["Voter"] for s in h.json()["Servers"]) and len(h.json()["Servers"]) == 3 and h.json(), 15)
+    assert health["FailureTolerance"] == 1
+
+
+def test_client_agents_are_lan_members(cluster: Cluster) -> None:
+    """A node's Consul agent (in the lab: its Nomad client emulator) is a LAN member: alive while it
+    gossips, `failed` (serfHealth critical) when it stops answering, `leaving` then `left` (and out of the
+    catalog) when it leaves; back, it rejoins and registers its services again."""
+    c = cluster
+    ip = MASTERS[0]["ip"]
+    client_ip = ip.rsplit(".", 1)[0] + ".41"
+    name = "alibuild41"
+    pki = make_ca_and_certs(c.tmp / "tls", {name: client_ip})
+    cfg = {"name": name, "role": "agent", "kind": "vm", "ip": client_ip, "region": "global", "datacenter": "cern",
+           "masters": MASTERS, "nomad_node_id": str(uuid.uuid4()), "tokens": {"nomad": "unused", "consul": TOKEN},
+           "tls": pki["nodes"][name], "build_dir": str(c.tmp), "fault_dir": str(c.tmp / "faults"), "jobs": [],
+           "consul_leave_on_terminate": True}
+    path = c.tmp / f"{name}.json"
+    path.write_text(json.dumps(cfg))
+
+    def start() -> subprocess.Popen[bytes]:
+        log = open(c.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the subprocess
+        return subprocess.Popen([sys.executable, "-m", "emulators.nomad", str(path)],
+                                env={**os.environ, "PYTHONPATH": str(LAB)}, stdout=log, stderr=log)
+
+    def status() -> int | None:
+        return {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}.get(name)
+
+    def serf() -> list[tuple[str, str]]:
+        return [(ch["Status"], ch["Output"]) for ch in c.get(ip, f"/v1/health/node/{name}").json()
+                if ch["CheckID"] == "serfHealth"]
+
+    proc = start()
+    try:
+        wait_for(f"{name} alive", lambda: status() == 1)
+        member = next(m for m in c.get(ip, "/v1/agent/members").json() if m["Name"] == name)
+        assert_same_shape(schema(sample("agent_members")["body"][0]), member, free_maps=CONSUL_FREE_MAPS)
+        assert (member["Addr"], member["Port"], member["Tags"]["role"]) == (client_ip, 8301, "node")
+        wait_for("its serfHealth passing", lambda: serf() == [("passing", "Agent alive and reachable")])
+        wait_for("its nomad-client service", lambda: [e["Node"]["Node"] for e in c.get(
+            ip, "/v1/health/service/nomad-client?passing").json()] == [name])
+        # A crash: no leave; failed once the agent is silent for the failure timeout.
+        proc.kill()
+        proc.wait(5)
+        wait_for(f"{name} failed", lambda: status() == 4, REFRESH_TIMEOUT_S + 8)
+        assert serf() == [("critical", "Agent not live or unreachable")]
+        assert c.get(ip, "/v1/health/service/nomad-client?passing").json() == []
+        # Back: alive again.
+        proc = start()
+        wait_for(f"{name} alive again", lambda: status() == 1 and serf() == [("passing", "Agent alive and reachable")])
+        # A graceful stop (SIGTERM during a shutdown: leave_on_terminate): leaving, then left and deregistered.
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(5)
+        seen: list[int | None] = []
+
+        def gone() -> bool:
+            seen.append(status())
+            return seen[-1] == 3
+
+        wait_for(f"{name} left", gone, 10, interval=0.1)
+        assert 2 in seen, f"never seen leaving: {seen}"
+        wait_for(f"{name} out of the catalog", lambda: name not in {
+            n["Node"] for n in c.get(ip, "/v1/catalog/nodes").json()})
+        assert c.get(ip, "/v1/health/state/critical").json() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()

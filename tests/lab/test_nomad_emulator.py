@@ -3,7 +3,7 @@
 Local, no containers: three servers on 127.0.0.11-13 and two clients on 127.0.0.21-22, each a subprocess
 running `python -S -m emulators.nomad node.json` (no site-packages: the lab's nodes have only the standard
 library), with a throwaway CA. The tests share one cluster and run in file order: the ones that break it
-(stopping clients, then servers) come last.
+(failing allocations, disconnecting and stopping clients, then servers) come last.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,20 @@ import nomad
 import pytest
 import requests
 
+from tests.lab.configs import acl_config
 from tests.lab.emulators import base
+from tests.lab.emulators.nomad import (
+    ALLOC_RECONNECTED,
+    ALLOC_RESCHEDULED,
+    ALLOC_UNKNOWN,
+    DISCONNECT_FLAG,
+    FAIL_FLAG,
+    empty_state,
+    job_spec,
+)
+from tests.lab.emulators.nomad import (
+    Cluster as Rules,
+)
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import assert_same_shape
 from tests.reference import API
@@ -40,19 +54,42 @@ PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.execut
 SERVERS = {"alimesos01": "127.0.0.11", "alimesos02": "127.0.0.12", "alimesos03": "127.0.0.13"}
 CLIENTS = {"alibuild01": "127.0.0.21", "alimetal01": "127.0.0.22"}
 BATCH_RUN_S = 15
+AUTOPILOT_S = 2  # the emulators' autopilot interval and stabilization time in this test (10 s by default)
 CI_CONSTRAINTS = [
     {"LTarget": "${attr.kernel.name}", "RTarget": "linux", "Operand": "="},
     {"LTarget": "${meta.allow_compilation}", "RTarget": "true", "Operand": "="},
 ]
+FAST_RESCHEDULE = {"Delay": "1s", "DelayFunction": "constant", "Unlimited": True}
+ONE_ATTEMPT = {"Attempts": 1, "Interval": "1h", "Delay": "1s", "DelayFunction": "constant", "Unlimited": False}
+DISCONNECT_JOB, EXHAUSTIBLE_JOB = "ci-longbuild", "ci-mesosdaq-slc9"
 JOBS: list[dict[str, Any]] = [
-    {"ID": "ci-mesosci-slc9", "Type": "service", "Count": 2, "Constraints": CI_CONSTRAINTS},
+    {"ID": "ci-mesosci-slc9", "Type": "service", "Count": 2, "Constraints": CI_CONSTRAINTS,
+     "Reschedule": FAST_RESCHEDULE},
     {"ID": "repo", "Type": "service", "Count": 1, "Constraints": CI_CONSTRAINTS[:1]},
     {"ID": "publish-alien", "Type": "batch", "Count": 1, "RunSeconds": BATCH_RUN_S, "Constraints": CI_CONSTRAINTS[:1]},
     # No node has this meta: the job stays queued.
     {"ID": "ci-mesosci-slc9-gpu", "Type": "service", "Count": 1,
      "Constraints": [{"LTarget": "${meta.gpu}", "RTarget": "true", "Operand": "="}]},
+    # One reschedule attempt an hour: its allocations' failures use it up.
+    {"ID": EXHAUSTIBLE_JOB, "Type": "service", "Count": 1, "Constraints": CI_CONSTRAINTS, "Reschedule": ONE_ATTEMPT},
+    # A group with a disconnect block: unknown (not lost) for a minute while its node is disconnected.
+    {"ID": DISCONNECT_JOB, "Type": "service", "Count": 1, "Constraints": CI_CONSTRAINTS,
+     "Reschedule": FAST_RESCHEDULE, "Disconnect": {"LostAfter": "60s", "Replace": True}},
+    # Another namespace: lists of "default" never show it.
+    {"ID": "infra-monitor", "Namespace": "infra", "Type": "service", "Count": 1, "Constraints": CI_CONSTRAINTS[:1]},
 ]
-SERVICE_COUNTS = {"ci-mesosci-slc9": 2, "repo": 1}
+DEFAULT_JOBS = {j["ID"] for j in JOBS if "Namespace" not in j}
+SERVICE_COUNTS = {"ci-mesosci-slc9": 2, "repo": 1, EXHAUSTIBLE_JOB: 1, DISCONNECT_JOB: 1}
+# Tokens: the lab's own policies (configs.acl_config) plus one restricted to the namespace "infra".
+SECRETS = {k: str(uuid.uuid4()) for k in ("nomad", "nomad_read", "nomad_remediation", "consul", "consul_read",
+                                          "consul_remediation")}
+MANAGEMENT, READ, REMEDIATION = SECRETS["nomad"], SECRETS["nomad_read"], SECRETS["nomad_remediation"]
+INFRA = str(uuid.uuid4())
+ACL = acl_config(SECRETS)
+ACL["nomad"]["policies"]["infra-only"] = {"namespace": {"infra": {"policy": "read"}}, "node": {"policy": "read"}}
+ACL["nomad"]["tokens"].append({"AccessorID": str(uuid.uuid4()), "SecretID": INFRA, "Name": "infra",
+                               "Type": "client", "Policies": ["infra-only"]})
+REQUEST_TIMEOUT_S = 15  # above the servers' 5 s hold without a leader
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -113,8 +150,8 @@ class FakeConsul:
 class Cluster:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.token = str(uuid.uuid4())
-        self.consul_token = str(uuid.uuid4())
+        self.token = MANAGEMENT
+        self.consul_token = SECRETS["consul"]
         names = {**SERVERS, **CLIENTS, "operator": "127.0.0.1"}
         self.pki = make_ca_and_certs(root / "tls", names)
         self.ca = self.pki["ca"]
@@ -138,8 +175,8 @@ class Cluster:
                 "kind": None if name in SERVERS else ("metal" if "metal" in name else "vm"), "ip": ip,
                 "region": "global", "datacenter": "cern", "masters": masters,
                 "nomad_node_id": self.node_ids.get(name, str(uuid.uuid4())),
-                "tokens": {"nomad": self.token, "consul": self.consul_token},
-                "tls": self.pki["nodes"][name], "build_dir": str(build),
+                "tokens": {"nomad": self.token, "consul": self.consul_token}, "acl": ACL,
+                "tls": self.pki["nodes"][name], "build_dir": str(build), "fault_dir": str(self.fault_dir(name)),
                 "jobs": JOBS if name in SERVERS else [],
             }
             (root / f"{name}.json").write_text(json.dumps(cfg))
@@ -148,6 +185,7 @@ class Cluster:
     def start(self, name: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "PYTHON"))}
         env["PYTHONPATH"] = str(LAB)
+        env["ALICELAB_AUTOPILOT_INTERVAL_S"] = env["ALICELAB_AUTOPILOT_STABILIZATION_S"] = str(AUTOPILOT_S)
         log = (self.root / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [PYTHON, "-S", "-m", "emulators.nomad", str(self.root / f"{name}.json")],
@@ -167,6 +205,17 @@ class Cluster:
             proc.wait()
         return time.monotonic() - started
 
+    # --- lab faults: the flags a client watches
+    def fault_dir(self, name: str) -> Path:
+        return self.root / "faults" / name
+
+    def flag(self, name: str, flag: str, text: str = "") -> None:
+        self.fault_dir(name).mkdir(parents=True, exist_ok=True)
+        (self.fault_dir(name) / flag).write_text(text)
+
+    def unflag(self, name: str, flag: str) -> None:
+        (self.fault_dir(name) / flag).unlink(missing_ok=True)
+
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.root.glob("*.log")))
 
@@ -180,7 +229,8 @@ class Cluster:
         if token is not None:
             headers["X-Nomad-Token"] = token or self.token
         # verify given per request: REQUESTS_CA_BUNDLE in the environment would override the session's
-        return self.session.request(method, self.url(who, path), headers=headers, timeout=5, verify=self.ca, **kw)
+        return self.session.request(method, self.url(who, path), headers=headers, timeout=REQUEST_TIMEOUT_S,
+                                    verify=self.ca, **kw)
 
     def get(self, who: str, path: str, **kw: Any) -> Any:
         resp = self.request("GET", who, path, **kw)
@@ -188,7 +238,9 @@ class Cluster:
         return resp.json()
 
     def leader_of(self, who: str) -> str:
-        leader: str = self.request("GET", who, "/v1/status/leader", token=None).json()
+        """The leader `who` knows of, from its own state (a stale read: without a leader a consistent one
+        is held for 5 s and fails)."""
+        leader: str = self.request("GET", who, "/v1/status/leader", token=None, params={"stale": ""}).json()
         return leader
 
     def agreed_leader(self, among: list[str]) -> str:
@@ -213,6 +265,13 @@ class Cluster:
     def node(self, name: str) -> dict[str, Any]:
         node: dict[str, Any] = self.get(self.any_server(), f"/v1/node/{self.node_ids[name]}", params={"stale": ""})
         return node
+
+    def alloc(self, aid: str) -> dict[str, Any]:
+        alloc: dict[str, Any] = self.get(self.any_server(), f"/v1/allocation/{aid}", params={"stale": ""})
+        return alloc
+
+    def members(self, who: str) -> dict[str, str]:
+        return {m["Name"].split(".")[0]: m["Status"] for m in self.get(who, "/v1/agent/members")["Members"]}
 
     def placed(self) -> bool:
         run = self.running()
@@ -325,7 +384,7 @@ def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
     jobs = cl.get("alimesos03", "/v1/jobs")
     assert_same_shape(sample("jobs_list")["body"], jobs)
     by_id = {j["ID"]: j for j in jobs}
-    assert set(by_id) == {j["ID"] for j in JOBS}
+    assert set(by_id) == DEFAULT_JOBS
     assert by_id["ci-mesosci-slc9"]["Status"] == "running"
     assert by_id["ci-mesosci-slc9"]["JobSummary"]["Summary"]["ci"]["Running"] == 2
     assert by_id["ci-mesosci-slc9-gpu"]["Status"] == "pending"
@@ -339,6 +398,15 @@ def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
     assert [s["Address"] for s in raft["Servers"] if s["Leader"]] == [leader]
     assert {s["ID"] for s in raft["Servers"]} == set(cl.ids.values())
 
+    # operator:read is enough for autopilot's view (the read-only token), answered by the leader
+    health = wait_for("autopilot to see three healthy servers", lambda: (h := cl.request(
+        "GET", "alimesos03", "/v1/operator/autopilot/health", token=READ)).status_code == 200 and h.json(), 10)
+    assert_same_shape(sample("operator_autopilot_health")["body"], health)
+    assert (health["Healthy"], health["FailureTolerance"]) == (True, 1)
+    assert {s["ID"] for s in health["Servers"]} == set(health["Voters"]) == set(cl.ids.values())
+    assert [s["Address"] for s in health["Servers"] if s["Leader"]] == [leader]
+    assert health["Leader"] == next(s["ID"] for s in health["Servers"] if s["Leader"])
+
     text = cl.request("GET", leader.replace(":4647", ""), "/v1/metrics", params={"format": "prometheus"}).text
     assert "nomad_raft_state_leader{" in text and 'host="' in text
     assert "nomad_nomad_heartbeat_active{" in text
@@ -346,6 +414,80 @@ def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
     client_text = cl.request("GET", "alibuild01", "/v1/metrics", params={"format": "prometheus"}).text
     assert "nomad_client_allocations_running{" in client_text
     assert cl.get("alibuild01", "/v1/metrics")["Gauges"]
+
+
+def test_acl_rights_per_endpoint(cluster: Cluster) -> None:
+    """The read-only token of the lab (node:read, namespace default read, operator:read, agent:read) and
+    what real Nomad requires of each endpoint; a management token (the remediation's) for the rest."""
+    cl = cluster
+    node_id = cl.node_ids["alibuild01"]
+    leader = cl.agreed_leader(list(SERVERS))
+    leader_id = next(cl.ids[n] for n, ip in SERVERS.items() if f"{ip}:4647" == leader)
+    alloc = cl.running()[0]["ID"]
+    allowed = ["/v1/nodes", f"/v1/node/{node_id}", f"/v1/node/{node_id}/allocations", "/v1/agent/members",
+               "/v1/agent/self", "/v1/agent/servers", "/v1/jobs", "/v1/job/repo", "/v1/job/repo/summary",
+               "/v1/job/repo/allocations", "/v1/allocations", f"/v1/allocation/{alloc}", "/v1/regions"]
+    for who in ("alimesos02", "alibuild01"):  # a server, and a client that forwards
+        for path in allowed:
+            r = cl.request("GET", who, path, token=READ)
+            assert r.status_code == 200, (who, path, r.text)
+        health = cl.request("GET", who, "/v1/operator/autopilot/health", token=READ)
+        assert health.status_code in (200, 429), health.text  # 429: some server unhealthy, same body
+        denied = [("GET", "/v1/operator/raft/configuration", None),  # management only, not operator:read
+                  ("PUT", "/v1/operator/raft/transfer-leadership", {"id": leader_id}),
+                  ("POST", f"/v1/node/{node_id}/drain", None), ("POST", f"/v1/node/{node_id}/eligibility", None),
+                  ("PUT", "/v1/system/gc", None), ("POST", "/v1/job/repo/evaluate", None)]
+        for method, path, params in denied:
+            r = cl.request(method, who, path, token=READ, params=params, json={"Eligibility": "eligible"})
+            assert (r.status_code, r.text.strip()) == (403, "Permission denied"), (who, method, path)
+        assert cl.request("GET", who, "/v1/operator/raft/configuration", token=MANAGEMENT).status_code == 200
+        unknown = cl.request("GET", who, "/v1/nodes", token=str(uuid.uuid4()))
+        assert (unknown.status_code, unknown.text.strip()) == (403, "ACL token not found")
+        anonymous = cl.request("GET", who, "/v1/nodes", token=None)
+        assert (anonymous.status_code, anonymous.text.strip()) == (403, "Permission denied")
+        for open_path in ("/v1/status/leader", "/v1/status/peers", "/v1/agent/health", "/v1/metrics"):
+            assert cl.request("GET", who, open_path, token=None).status_code == 200, open_path
+    # The remediation token (management, as a leadership transfer needs): the transfer (to the current
+    # leader: a no-op) and node writes.
+    r = cl.request("PUT", "alimesos01", "/v1/operator/raft/transfer-leadership", token=REMEDIATION,
+                   params={"id": leader_id})
+    assert r.status_code == 200 and r.json()["Noop"] is True, r.text
+    r = cl.request("POST", "alimesos01", f"/v1/node/{node_id}/eligibility", token=REMEDIATION,
+                   json={"Eligibility": "eligible"})
+    assert r.status_code == 200, r.text
+
+
+def test_namespaces(cluster: Cluster) -> None:
+    cl = cluster
+    wait_for("the infra job placed", lambda: cl.get("alimesos01", "/v1/allocations", params={
+        "namespace": "infra", "stale": ""}), 10)
+
+    def ids(path: str, token: str = MANAGEMENT, **params: str) -> set[str]:
+        return {x["JobID"] if "JobID" in x else x["ID"] for x in cl.get("alimesos02", path, token=token, params=params)}
+
+    assert ids("/v1/jobs") == DEFAULT_JOBS  # namespace "default" when none is given
+    assert ids("/v1/jobs", namespace="default") == DEFAULT_JOBS
+    assert ids("/v1/jobs", namespace="infra") == {"infra-monitor"}
+    assert ids("/v1/jobs", namespace="other") == set()
+    assert ids("/v1/jobs", namespace="*") == DEFAULT_JOBS | {"infra-monitor"}
+    assert "infra-monitor" not in ids("/v1/allocations")
+    assert ids("/v1/allocations", namespace="infra") == {"infra-monitor"}
+    assert ids("/v1/allocations", namespace="other") == set()
+    assert "infra-monitor" in ids("/v1/allocations", namespace="*")
+    assert cl.request("GET", "alimesos02", "/v1/job/infra-monitor").status_code == 404
+    job = cl.get("alimesos02", "/v1/job/infra-monitor", params={"namespace": "infra"})
+    assert job["Namespace"] == "infra"
+    assert cl.request("GET", "alimesos02", "/v1/job/repo", params={"namespace": "infra"}).status_code == 404
+    # ACLs per namespace: the read token covers "default" only, the infra token "infra" only.
+    for path in ("/v1/jobs", "/v1/allocations", "/v1/job/infra-monitor"):
+        assert cl.request("GET", "alimesos02", path, token=READ, params={"namespace": "infra"}).status_code == 403
+        assert cl.request("GET", "alimesos02", path, token=INFRA).status_code == 403
+    assert ids("/v1/jobs", token=READ, namespace="*") == DEFAULT_JOBS
+    assert ids("/v1/jobs", token=INFRA, namespace="*") == {"infra-monitor"}
+    assert ids("/v1/allocations", token=INFRA, namespace="infra") == {"infra-monitor"}
+    node = next(a["NodeID"] for a in cl.get("alimesos02", "/v1/allocations", params={"namespace": "infra"}))
+    assert {a["Namespace"] for a in cl.get("alimesos02", f"/v1/node/{node}/allocations", token=INFRA)} == {"infra"}
+    assert "infra" not in {a["Namespace"] for a in cl.get("alimesos02", f"/v1/node/{node}/allocations", token=READ)}
 
 
 def test_drain_with_deadline_moves_services_and_lets_batch_finish(cluster: Cluster) -> None:
@@ -414,7 +556,7 @@ def test_python_nomad_unmodified(cluster: Cluster, monkeypatch: pytest.MonkeyPat
         assert n.node.get_node(node_id)["Name"] == "alimetal01"
         assert n.status.leader.get_leader() in {f"{ip}:4647" for ip in SERVERS.values()}
         assert len(n.operator.get_configuration()["Servers"]) == 3
-        assert {j["ID"] for j in n.jobs.get_jobs()} == {j["ID"] for j in JOBS}
+        assert {j["ID"] for j in n.jobs.get_jobs()} == DEFAULT_JOBS
         assert n.allocations.get_allocations()
 
     n = nomad.Nomad(host="127.0.0.13", port=4646, secure=True, verify=cl.ca, cert=cl.cert, token=cl.token, timeout=5)
@@ -445,7 +587,9 @@ def test_clients_sync_to_consul(cluster: Cluster) -> None:
         services = fake.snapshot()
         clients = {f"_nomad-client-{cl.node_ids[n][:8]}" for n in CLIENTS}
         tasks = {s for s in services if s.startswith("_nomad-task-")}
-        expected = {f"_nomad-task-{a['ID']}" for a in cl.running()}
+        everywhere = cl.get("alimesos01", "/v1/allocations", params={"namespace": "*", "stale": ""})
+        expected = {f"_nomad-task-{a['ID']}" for a in everywhere
+                    if a["ClientStatus"] == "running" and a["DesiredStatus"] == "run"}
         return clients <= set(services) and tasks == expected
 
     wait_for("Consul to hold the clients and exactly the running allocations", synced, 13)
@@ -479,13 +623,126 @@ def test_acl_and_tls(cluster: Cluster) -> None:
         requests.get("https://127.0.0.11:4647/internal/state", verify=cl.ca, timeout=5)
 
 
+def test_failed_allocation_is_rescheduled_elsewhere(cluster: Cluster) -> None:
+    """The fault `fail-allocation`: the client reports its CI allocations failed; the job's reschedule
+    policy (here 1 s, unlimited) replaces them on another node, with a reschedule tracker."""
+    cl = cluster
+    wait_for("the jobs placed", cl.placed, 10)
+    target = cl.running("ci-mesosci-slc9")[0]
+    node = target["NodeName"]
+    other = next(n for n in CLIENTS if n != node)
+    cl.flag(node, FAIL_FLAG)
+    failed = wait_for("the allocation failed", lambda: (a := cl.alloc(target["ID"]))["ClientStatus"] == "failed"
+                      and a, 8)
+    task = failed["TaskStates"]["ci"]
+    assert task["Failed"] is True and task["State"] == "dead"
+    assert [e["Type"] for e in task["Events"]][-2:] == ["Terminated", "Not Restarting"]
+    assert failed["ClientDescription"] == "Failed tasks"
+    wait_for("the flag consumed", lambda: not (cl.fault_dir(node) / FAIL_FLAG).exists(), 5)
+    failed = wait_for("the allocation rescheduled", lambda: (a := cl.alloc(target["ID"]))["NextAllocation"] and a, 10)
+    assert (failed["DesiredStatus"], failed["DesiredDescription"]) == ("stop", ALLOC_RESCHEDULED)
+    replacement = cl.alloc(failed["NextAllocation"])
+    assert replacement["PreviousAllocation"] == target["ID"]
+    assert replacement["NodeName"] == other, "a reschedule avoids the node where the allocation failed"
+    event = replacement["RescheduleTracker"]["Events"][-1]
+    assert (event["PrevAllocID"], event["PrevNodeID"]) == (target["ID"], cl.node_ids[node])
+    assert event["Delay"] == 1_000_000_000
+    assert replacement["ClientStatus"] == "running"
+    assert cl.get("alimesos01", "/v1/job/ci-mesosci-slc9/summary")["Summary"]["ci"]["Failed"] >= 1
+    wait_for("the jobs placed again", cl.placed, 10)
+
+
+def test_allocation_with_no_reschedule_attempt_left_stays_failed(cluster: Cluster) -> None:
+    """The fault `exhaust-reschedule`: a job whose allocations fail on every node uses up its one
+    attempt an hour; its last allocation stays failed with no replacement and the job is dead. An
+    operator's `nomad job eval -force-reschedule` brings it back, `nomad system gc` clears the failures."""
+    cl = cluster
+    job = EXHAUSTIBLE_JOB
+    wait_for(f"{job} running", lambda: cl.running(job), 10)
+    for name in CLIENTS:
+        cl.flag(name, FAIL_FLAG, f"job:{job}")
+    try:
+        def exhausted() -> list[dict[str, Any]]:
+            allocs = cl.get("alimesos02", f"/v1/job/{job}/allocations", params={"stale": ""})
+            final = [a for a in allocs if a["ClientStatus"] == "failed" and a["DesiredStatus"] == "run"
+                     and not a["NextAllocation"]]
+            busy = [a for a in allocs if a["ClientStatus"] in ("pending", "running")]
+            return final if final and not busy else []
+
+        final = wait_for("the reschedule attempts used up", exhausted, 30)[0]
+        events = cl.alloc(final["ID"])["RescheduleTracker"]["Events"]
+        assert len(events) == 1, "one attempt an hour: the failed replacement is not replaced again"
+        time.sleep(2)  # past its reschedule delay: still no replacement
+        assert cl.get("alimesos02", f"/v1/allocation/{final['ID']}")["NextAllocation"] == ""
+        assert cl.get("alimesos02", f"/v1/job/{job}")["Status"] == "dead"
+        summary = cl.get("alimesos02", f"/v1/job/{job}/summary")["Summary"]["ci"]
+        assert (summary["Running"], summary["Queued"]) == (0, 0) and summary["Failed"] >= 1
+    finally:
+        for name in CLIENTS:
+            cl.unflag(name, FAIL_FLAG)
+    body = {"JobID": job, "EvalOptions": {"ForceReschedule": True}}
+    assert cl.request("POST", "alimesos01", f"/v1/job/{job}/evaluate", token=READ, json=body).status_code == 403
+    r = cl.request("POST", "alimesos01", f"/v1/job/{job}/evaluate", token=REMEDIATION, json=body)
+    assert r.status_code == 200, r.text
+    assert set(r.json()) >= {"EvalID", "EvalCreateIndex", "JobModifyIndex"}
+    wait_for(f"{job} running again", lambda: cl.running(job), 10)
+    assert cl.request("PUT", "alimesos01", "/v1/system/gc", token=READ).status_code == 403
+    assert cl.request("PUT", "alimesos01", "/v1/system/gc", token=REMEDIATION).status_code == 200
+    wait_for("the failed allocations collected", lambda: not [
+        a for a in cl.get("alimesos02", f"/v1/job/{job}/allocations", params={"stale": ""})
+        if a["ClientStatus"] == "failed"], 5)
+
+
+def test_disconnected_client_keeps_allocations_unknown_until_it_reconnects(cluster: Cluster) -> None:
+    """The fault `disconnect-agent`: the client stops heartbeating while its node is up. Its node is
+    `disconnected` (not down) because an allocation's group has a disconnect block: that one is `unknown`
+    and replaced elsewhere, the others are lost; when the client is back, the unknown allocation runs on
+    and its replacement is stopped."""
+    cl = cluster
+    wait_for("the jobs placed", cl.placed, 10)
+    kept = cl.running(DISCONNECT_JOB)[0]
+    node = kept["NodeName"]
+    other = next(n for n in CLIENTS if n != node)
+    lost = [a["ID"] for a in cl.running() if a["NodeName"] == node and a["JobID"] != DISCONNECT_JOB]
+    cl.flag(node, DISCONNECT_FLAG)
+    try:
+        wait_for(f"{node} disconnected", lambda: cl.node(node)["Status"] == "disconnected", 12)
+        assert cl.node(other)["Status"] == "ready"
+        assert "Node heartbeat missed" in [e["Message"] for e in cl.node(node)["Events"]]
+        unknown = cl.alloc(kept["ID"])
+        assert (unknown["ClientStatus"], unknown["DesiredStatus"]) == ("unknown", "run")
+        assert unknown["ClientDescription"] == ALLOC_UNKNOWN
+        assert all(cl.alloc(i)["ClientStatus"] == "lost" for i in lost)
+        replacement = wait_for("a replacement on the other node", lambda: next(
+            (a for a in cl.allocs() if a["PreviousAllocation"] == kept["ID"] and a["ClientStatus"] == "running"),
+            None), 5)
+        assert replacement["NodeName"] == other
+        assert cl.get("alimesos01", f"/v1/job/{DISCONNECT_JOB}/summary")["Summary"]["ci"]["Unknown"] == 1
+        assert cl.get("alimesos01", f"/v1/job/{DISCONNECT_JOB}")["Status"] == "running"
+        # The node itself is up: its client answers, and says it lost its servers.
+        wait_for("the client unhealthy", lambda: cl.request("GET", node, "/v1/agent/health", token=None)
+                 .status_code == 500, 10)
+    finally:
+        cl.unflag(node, DISCONNECT_FLAG)
+    wait_for(f"{node} ready again", lambda: cl.node(node)["Status"] == "ready", 8)
+    back = cl.alloc(kept["ID"])
+    assert (back["ClientStatus"], back["DesiredStatus"]) == ("running", "run")
+    stopped = cl.alloc(replacement["ID"])
+    assert (stopped["DesiredStatus"], stopped["DesiredDescription"]) == ("stop", ALLOC_RECONNECTED)
+    wait_for("the jobs placed again", cl.placed, 10)
+
+
 def test_stopped_client_goes_down_and_its_allocations_are_replaced(cluster: Cluster) -> None:
     cl = cluster
+    wait_for("the jobs placed", cl.placed, 10)
     running = cl.running()
-    victim = max(CLIENTS, key=lambda n: sum(a["NodeName"] == n for a in running))
+    # The client whose allocations have no disconnect block goes down; the other would be disconnected.
+    hosts_disconnectable = {a["NodeName"] for a in running if a["JobID"] == DISCONNECT_JOB}
+    victim = max(CLIENTS, key=lambda n: (n not in hosts_disconnectable, sum(a["NodeName"] == n for a in running)))
+    assert victim not in hosts_disconnectable
     survivor = next(n for n in CLIENTS if n != victim)
     lost = [a["ID"] for a in running if a["NodeName"] == victim]
-    assert lost, "nothing runs on either client"
+    assert lost, f"nothing runs on {victim}"
 
     assert cl.stop(victim) < 1.0, "SIGTERM must end the client within a second"
     started = time.monotonic()
@@ -510,7 +767,7 @@ def test_stopped_client_goes_down_and_its_allocations_are_replaced(cluster: Clus
     assert "Node heartbeat missed" in [e["Message"] for e in cl.node(victim)["Events"]]
 
 
-def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
+def test_dead_server_cleanup_leaderless_hold_rejoin_and_transfer(cluster: Cluster) -> None:
     cl = cluster
     by_addr = {f"{ip}:4647": name for name, ip in SERVERS.items()}
     first = by_addr[cl.agreed_leader(list(SERVERS))]
@@ -519,36 +776,72 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     rest = [n for n in SERVERS if n != first]
     first_addr = f"{SERVERS[first]}:4647"
     second = by_addr[wait_for("a new leader among the other two",
-                              lambda: (a := cl.agreed_leader(rest)) != first_addr and a, 8)]
-    members = {m["Name"]: m["Status"] for m in cl.get(second, "/v1/agent/members")["Members"]}
-    wait_for("the stopped server failed in members", lambda: {
-        m["Name"]: m["Status"] for m in cl.get(second, "/v1/agent/members")["Members"]}[f"{first}.global"] == "failed",
-        8)  # a peer is dead after Election.LEADER_TIMEOUT_S of silence, seen at the next tick
-    assert members[f"{second}.global"] == "alive"
+                              lambda: (a := cl.agreed_leader(rest)) != first_addr and a, 10)]
+    assert cl.members(second)[second] == "alive"
+    # Autopilot (cleanup_dead_servers): the dead server is failed, then removed from the raft configuration
+    # at the next reconcile (every 2 s here, 10 s by default) and its serf status is `left`.
+    wait_for(f"{first} left", lambda: cl.members(second)[first] == "left", 15)
+    raft = cl.get(second, "/v1/operator/raft/configuration")
+    assert sorted(s["Node"] for s in raft["Servers"]) == sorted(f"{n}.global" for n in rest)
+    assert sorted(cl.get(second, "/v1/status/peers", token=None)) == sorted(f"{SERVERS[n]}:4647" for n in rest)
+    health = cl.get(second, "/v1/operator/autopilot/health", token=READ)
+    assert len(health["Servers"]) == 2 and health["FailureTolerance"] == 0 and health["Healthy"] is True
 
+    # Without a quorum, no leader: a request that needs one is held for 5 s (RPCHoldTimeout) and then fails;
+    # ?stale reads answer at once from the server's own state.
     cl.stop(second)
     last = next(n for n in rest if n != second)
     wait_for("no leader without a quorum", lambda: cl.leader_of(last) == "", 10)
-    resp = cl.request("GET", last, "/v1/nodes")
-    assert (resp.status_code, resp.text.strip()) == (500, "No cluster leader")
+    node_id = cl.node_ids["alibuild01"]
+    held = {
+        "nodes": ("GET", "/v1/nodes", None),
+        "leader": ("GET", "/v1/status/leader", None),
+        "health": ("GET", "/v1/agent/health", None),
+        "autopilot": ("GET", "/v1/operator/autopilot/health", {"stale": ""}),  # never stale: the leader's
+        "write": ("POST", f"/v1/node/{node_id}/eligibility", None),
+    }
+
+    def timed(method: str, path: str, params: dict[str, str] | None) -> tuple[float, requests.Response]:
+        t0 = time.monotonic()
+        r = cl.request(method, last, path, params=params, json={"Eligibility": "eligible"})
+        return time.monotonic() - t0, r
+
+    with ThreadPoolExecutor(max_workers=len(held)) as pool:
+        futures = {k: pool.submit(timed, *v) for k, v in held.items()}
+        results = {k: f.result() for k, f in futures.items()}
+    for what, (took, r) in results.items():
+        assert 4.5 <= took <= 10, (what, took)
+        assert r.status_code == 500, (what, r.text)
+    for what in ("nodes", "leader", "autopilot", "write"):
+        assert results[what][1].text.strip() == "No cluster leader", what
+    health_body = results["health"][1].json()
+    assert_same_shape(sample("agent_health_500_unhealthy")["body"], health_body)
+    assert health_body["server"] == {"ok": False, "message": "No cluster leader"}
+    t0 = time.monotonic()
     stale = cl.request("GET", last, "/v1/nodes", params={"stale": "true"})
     assert stale.status_code == 200 and len(stale.json()) == 2
     assert stale.headers["X-Nomad-KnownLeader"] == "false"
-    health = cl.request("GET", last, "/v1/agent/health", token=None)
-    assert health.status_code == 500
-    assert_same_shape(sample("agent_health_500_unhealthy")["body"], health.json())
-    write = cl.request("POST", last, f"/v1/node/{cl.node_ids['alibuild01']}/eligibility",
-                       json={"Eligibility": "eligible"})
-    assert write.status_code == 500
+    assert cl.request("GET", last, "/v1/status/leader", params={"stale": ""}).json() == ""
+    quick = cl.request("GET", last, "/v1/agent/health", token=None, params={"stale": ""})
+    assert quick.status_code == 500 and quick.json()["server"]["message"] == "no leader"
+    assert time.monotonic() - t0 < 3, "stale reads are not held"
 
-    cl.start(first)
-    wait_for("a leader again with two servers", lambda: cl.agreed_leader([first, last]), 15)
+    # A voter comes back: a leader again; then the removed server rejoins, as a non-voter promoted once stable.
     cl.start(second)
+    wait_for("a leader again with two servers", lambda: cl.agreed_leader([second, last]), 15)
+    cl.start(first)
     leader = by_addr[wait_for("all three agree", lambda: cl.agreed_leader(list(SERVERS)), 15)]
+    wait_for(f"{first} alive again", lambda: cl.members(leader)[first] == "alive", 10)
+    wait_for(f"{first} back in the raft configuration", lambda: f"{first}.global" in {
+        s["Node"] for s in cl.get(leader, "/v1/operator/raft/configuration")["Servers"]}, 10)
+    health = wait_for("three healthy voters", lambda: (h := cl.request(
+        "GET", leader, "/v1/operator/autopilot/health", token=READ)).status_code == 200 and len(
+        h.json()["Voters"]) == 3 and h.json(), 15)
+    assert health["FailureTolerance"] == 1
     # The state survived: the jobs and nodes are still known, nothing was marked down meanwhile.
     nodes = cl.get(leader, "/v1/nodes")
     assert sorted(n["Status"] for n in nodes) == ["ready", "ready"]
-    wait_for("the jobs placed", cl.placed, 3)
+    wait_for("the jobs placed", cl.placed, 5)
 
     target = next(n for n in SERVERS if n != leader)
     follower = next(n for n in SERVERS if n not in (leader, target))
@@ -569,3 +862,29 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     assert cl.request("PUT", leader, "/v1/operator/raft/transfer-leadership").status_code == 400
     raft = cl.get(follower, "/v1/operator/raft/configuration")
     assert [s["Node"] for s in raft["Servers"] if s["Leader"]] == [f"{leader}.global"]
+
+
+def test_disconnect_window_closes_then_the_node_is_down() -> None:
+    """The scheduler's rules alone (no processes): past the group's LostAfter, an unknown allocation is lost
+    and, with none left unknown, the disconnected node is down."""
+    spec = job_spec({"ID": "ci-x", "Count": 1, "Disconnect": {"LostAfter": "30s"}}, "cern")
+    cl = Rules(empty_state(), [spec], "global")
+    nid = str(uuid.uuid4())
+    cl.upsert_node({"ID": nid, "Name": "alibuild01", "Datacenter": "cern", "NodeClass": "", "NodePool": "default",
+                    "HTTPAddr": "", "Meta": {}, "Drivers": {}, "Attributes": {}})
+    heartbeats = {nid: time.monotonic()}
+    cl.reconcile(heartbeats)
+    alloc = next(iter(cl.state["allocs"].values()))
+    assert (alloc["NodeID"], alloc["ClientStatus"]) == (nid, "running")
+    heartbeats[nid] -= 60  # missed heartbeats
+    cl.reconcile(heartbeats)
+    assert cl.state["nodes"][nid]["Status"] == "disconnected"
+    assert (alloc["ClientStatus"], alloc["DesiredStatus"]) == ("unknown", "run")
+    cl.reconcile(heartbeats)
+    assert cl.state["nodes"][nid]["Status"] == "disconnected", "within its window the node stays disconnected"
+    alloc["UnknownSince"] -= 31 * 10**9  # the window has passed
+    cl.reconcile(heartbeats)
+    assert (alloc["ClientStatus"], alloc["DesiredStatus"], alloc["DesiredDescription"]) == (
+        "lost", "stop", "alloc is lost since its node is down")
+    assert cl.state["nodes"][nid]["Status"] == "down"
+    assert [e["Message"] for e in cl.state["nodes"][nid]["Events"]][-1] == "Node heartbeat missed"

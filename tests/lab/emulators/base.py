@@ -1,20 +1,22 @@
-"""What every lab emulator shares: an HTTPS JSON server with client certificates and ACL
-tokens, calls to peers, and a small leader election.
+"""What every lab emulator shares: an HTTPS JSON server with client certificates and ACL tokens
+(HTTP/1.1 keep-alive), calls to peers over persistent connections, and a small leader election with
+the raft configuration and autopilot's dead-server cleanup.
 
 Test equipment only (it runs inside the lab's nodes with Debian's python3): standard library only.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
+import random
 import re
 import ssl
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -48,6 +50,19 @@ class Tls:
         return ctx
 
 
+_CLIENT_CONTEXTS: dict[tuple[str, str, str], ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def client_context(tls: Tls) -> ssl.SSLContext:
+    """One client context per certificate for the life of the process (loading one reads three files)."""
+    key = (tls.ca, tls.cert, tls.key)
+    with _CONTEXTS_LOCK:
+        if key not in _CLIENT_CONTEXTS:
+            _CLIENT_CONTEXTS[key] = tls.client_context()
+        return _CLIENT_CONTEXTS[key]
+
+
 @dataclass
 class Request:
     method: str
@@ -56,6 +71,8 @@ class Request:
     headers: dict[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
+    authz: Any = None  # the resolved ACL token (set by the server's token check)
+    filtered: bool = False  # whether ACLs removed items from the answer (Consul's X-Consul-Results-Filtered-By-ACLs)
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -88,38 +105,89 @@ def error(status: int, text: str) -> Response:
 Handler = Callable[[Request], Response]
 
 
+@dataclass
+class Route:
+    methods: set[str]
+    regex: re.Pattern[str]
+    fn: Handler
+    acl: bool  # whether the endpoint resolves and checks an ACL token
+    need: str  # the right the endpoint needs, as the emulator's token check understands it ("" = any token)
+
+
 class Router:
     """Maps (method, path pattern) to handlers; `{name}` in a pattern captures one path segment,
     `{name*}` the rest of the path."""
 
     def __init__(self) -> None:
-        self._routes: list[tuple[set[str], re.Pattern[str], Handler, bool]] = []
+        self.routes: list[Route] = []
 
-    def route(self, methods: str, pattern: str, acl: bool = True) -> Callable[[Handler], Handler]:
+    def route(self, methods: str, pattern: str, acl: bool = True, need: str = "") -> Callable[[Handler], Handler]:
         regex = re.sub(r"\{(\w+)\*\}", r"(?P<\1>.*)", pattern)
         regex = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", regex)
         compiled = re.compile("^" + regex + "$")
 
         def register(fn: Handler) -> Handler:
-            self._routes.append((set(methods.split("|")), compiled, fn, acl))
+            self.routes.append(Route(set(methods.split("|")), compiled, fn, acl, need))
             return fn
 
         return register
 
-    def match(self, method: str, path: str) -> tuple[Handler, dict[str, str], bool] | None | str:
-        """The handler, its path parameters and whether it needs a token; "405" when only the
-        method is wrong; None when nothing matches."""
+    def wrap(self, wrapper: Callable[[Handler], Handler]) -> None:
+        for r in self.routes:
+            r.fn = wrapper(r.fn)
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None | str:
+        """The route and its path parameters; "405" when only the method is wrong; None when nothing matches."""
         wrong_method = False
-        for methods, regex, fn, acl in self._routes:
-            m = regex.match(path)
+        for r in self.routes:
+            m = r.regex.match(path)
             if m:
-                if method in methods:
-                    return fn, m.groupdict(), acl
+                if method in r.methods:
+                    return r, m.groupdict()
                 wrong_method = True
         return "405" if wrong_method else None
 
 
-TokenCheck = Callable[[Request], Response | None]
+TokenCheck = Callable[[Request, str], Response | None]
+
+
+def dispatch(router: Router, req: Request, check: TokenCheck | None) -> Response:
+    """Runs a request through a router: route, token check, handler."""
+    found = router.match(req.method, req.path)
+    if found is None:
+        return error(404, "Invalid URL path")
+    if isinstance(found, str):
+        return error(405, "Invalid method")
+    route, params = found
+    req.params = params
+    denied = check(req, route.need) if (route.acl and check) else None
+    return denied or _safe(route.fn, req)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, addr: tuple[str, int], handler: type[BaseHTTPRequestHandler], ctx: ssl.SSLContext | None):
+        self.ctx = ctx
+        super().__init__(addr, handler)
+
+    def get_request(self) -> tuple[Any, Any]:
+        sock, addr = self.socket.accept()
+        if self.ctx is not None:
+            # The handshake runs in the connection's own thread (see _Handler.setup), not in the accept loop,
+            # where one slow handshake would hold up every other new connection.
+            sock = self.ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (OSError, ssl.SSLError, ValueError)):
+            return  # a client that went away or failed its handshake: nothing to report
+        super().handle_error(request, client_address)
+
+
+IDLE_TIMEOUT_S = 60.0  # a keep-alive connection idle this long is closed by the server
 
 
 def serve(
@@ -130,11 +198,19 @@ def serve(
     token_check: TokenCheck | None = None,
     name: str = "api",
 ) -> ThreadingHTTPServer:
-    """Starts an HTTPS (or, with tls=None, plain HTTP) server in a daemon thread."""
+    """Starts an HTTPS (or, with tls=None, plain HTTP) server in a daemon thread; connections are kept
+    alive (HTTP/1.1) until the client closes them or they are idle for IDLE_TIMEOUT_S."""
 
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = name
+        timeout = IDLE_TIMEOUT_S
+
+        def setup(self) -> None:
+            if isinstance(self.request, ssl.SSLSocket):
+                self.request.settimeout(10.0)
+                self.request.do_handshake()
+            super().setup()
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             return  # the journal would drown in scrapes and heartbeats
@@ -145,16 +221,7 @@ def serve(
             body = self.rfile.read(length) if length else b""
             query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
             req = Request(self.command, parts.path, query, {k.lower(): v for k, v in self.headers.items()}, body)
-            found = router.match(self.command, parts.path)
-            if found is None:
-                resp = error(404, "Invalid URL path")
-            elif found == "405":
-                resp = error(405, "Invalid method")
-            else:
-                assert not isinstance(found, str)
-                fn, params, acl = found
-                req.params = params
-                resp = (token_check(req) if (acl and token_check) else None) or _safe(fn, req)
+            resp = dispatch(router, req, token_check)
             payload = resp.encode() if self.command != "HEAD" else b""
             self.send_response(resp.status)
             headers = {"Content-Type": "application/json", **resp.headers}
@@ -167,10 +234,7 @@ def serve(
 
         do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _dispatch  # noqa: N815
 
-    server = ThreadingHTTPServer((bind, port), _Handler)
-    server.daemon_threads = True
-    if tls is not None:
-        server.socket = tls.server_context().wrap_socket(server.socket, server_side=True)
+    server = _Server((bind, port), _Handler, tls.server_context() if tls is not None else None)
     threading.Thread(target=server.serve_forever, name=f"{name}:{port}", daemon=True).start()
     return server
 
@@ -190,6 +254,86 @@ def bearer_token(req: Request, header: str) -> str:
     return auth[7:] if auth.lower().startswith("bearer ") else req.query.get("token", "")
 
 
+# ----------------------------------------------------------------------------- calls to peers
+
+POOL_IDLE_S = 30.0  # connections idle longer than this are not reused (the server closes them at 60 s)
+POOL_PER_HOST = 4
+
+
+class _Pool:
+    """Persistent HTTP(S) connections, per peer and client certificate: one TLS handshake per
+    connection instead of one per call."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: dict[tuple[str, str, int, int], list[tuple[float, http.client.HTTPConnection]]] = {}
+
+    def _get(self, key: tuple[str, str, int, int]) -> http.client.HTTPConnection | None:
+        with self.lock:
+            conns = self.idle.get(key) or []
+            while conns:
+                since, conn = conns.pop()
+                if time.monotonic() - since < POOL_IDLE_S:
+                    return conn
+                conn.close()
+        return None
+
+    def _put(self, key: tuple[str, str, int, int], conn: http.client.HTTPConnection) -> None:
+        with self.lock:
+            conns = self.idle.setdefault(key, [])
+            if len(conns) < POOL_PER_HOST:
+                conns.append((time.monotonic(), conn))
+                return
+        conn.close()
+
+    def _drop(self, key: tuple[str, str, int, int]) -> None:
+        with self.lock:
+            conns = self.idle.pop(key, [])
+        for _, conn in conns:
+            conn.close()
+
+    def request(self, url: str, ctx: ssl.SSLContext | None, method: str, body: bytes | None,
+                headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        key = (parts.scheme, host, port, id(ctx))
+        target = parts.path + (f"?{parts.query}" if parts.query else "")
+        for attempt in (0, 1):
+            conn = self._get(key) if attempt == 0 else None
+            reused = conn is not None
+            if conn is None:
+                if parts.scheme == "https":
+                    conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+                else:
+                    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            elif conn.sock is not None:
+                conn.sock.settimeout(timeout)
+            try:
+                conn.request(method, target, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused and not isinstance(exc, TimeoutError):
+                    # The peer closed the connection (restarted, or idle too long): the others kept for it are
+                    # as stale; once more on a new one.
+                    self._drop(key)
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            if resp.will_close:
+                conn.close()
+            else:
+                self._put(key, conn)
+            return resp.status, data
+        raise ConnectionError("unreachable")
+
+
+_POOL = _Pool()
+
+
 def call(
     url: str,
     tls: Tls | None,
@@ -197,24 +341,27 @@ def call(
     body: Any = None,
     headers: dict[str, str] | None = None,
     timeout: float = 2.0,
+    raw_body: bytes | None = None,
 ) -> tuple[int, Any]:
-    """One JSON call to a peer; (0, None) when it cannot be reached."""
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
-    ctx = tls.client_context() if tls else None
+    """One JSON call to a peer over a kept-alive connection; (0, None) when it cannot be reached.
+    `raw_body` is sent as is (an already serialised JSON document)."""
+    data = raw_body if raw_body is not None else (None if body is None else json.dumps(body).encode())
+    hdrs = dict(headers or {})
+    if data is not None:
+        hdrs.setdefault("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=ctx) as r:  # noqa: S310 - lab peers only
-            raw = r.read()
-            return r.status, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, raw.decode(errors="replace")
-    except (OSError, ValueError):
+        status, raw = _POOL.request(url, client_context(tls) if tls else None, method, data, hdrs, timeout)
+    except (OSError, ValueError, http.client.HTTPException):
         return 0, None
+    if not raw:
+        return status, None
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
 
+
+# ----------------------------------------------------------------------------- election and raft
 
 @dataclass
 class Peer:
@@ -223,37 +370,76 @@ class Peer:
     address: str  # "ip:rpcport", as /v1/status/peers reports it
 
 
-class Election:
-    """Leader election among three servers, sufficient for the lab's needs: a leader exists only
-    while a majority can talk to each other, a lost leader is replaced, and leadership can be
-    handed to a chosen server. Not raft: no log, state is pushed whole by the leader (see `state`).
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
 
-    Each server polls its peers' `/internal/election` (served by the emulator, on its RPC port) and
-    acts on what it sees. Terms only go up; a server follows the highest term it has heard of.
+
+class Election:
+    """Leader election among the servers, sufficient for the lab's needs: a leader exists only while a
+    majority can talk to each other, a lost leader is replaced, and leadership can be handed to a chosen
+    server. Not raft: no log; the leader replicates its state whole (see `notify_changed`).
+
+    Each server talks to each peer from a thread of its own over a kept-alive connection: a small
+    heartbeat every HEARTBEAT_S (`/internal/election`), and, from the leader, the state when it changed
+    (`/internal/replicate`, coalesced over COALESCE_S). A peer is failed after FAIL_AFTER_S without a
+    reply (at least two missed heartbeats, so that one slow reply on a busy machine is not a failure);
+    a follower that hears nothing from its leader for LEADER_TIMEOUT_S looks for a new one. Terms only
+    go up; a server follows the highest term it has heard of.
+
+    The leader also keeps the raft configuration as autopilot does (cleanup_dead_servers, on by
+    default in Nomad and Consul): every AUTOPILOT_INTERVAL_S it removes failed voters from the
+    configuration (never more than (voters-1)/2, so a quorum remains) and their serf status becomes
+    `left`; a server that comes back rejoins as a non-voter and is promoted after STABILIZATION_S.
+    The configuration travels with the leader's heartbeats. (Simplification: quorum is counted over
+    all configured servers, not over the current voters.)
     """
 
     HEARTBEAT_S = 1.0
-    LEADER_TIMEOUT_S = 3.0
+    CALL_TIMEOUT_S = 1.5
+    FAIL_AFTER_S = 4.0
+    LEADER_TIMEOUT_S = 4.0
+    COALESCE_S = 0.05
+    AUTOPILOT_INTERVAL_S = _env_float("ALICELAB_AUTOPILOT_INTERVAL_S", 10.0)
+    STABILIZATION_S = _env_float("ALICELAB_AUTOPILOT_STABILIZATION_S", 10.0)
 
     def __init__(
         self,
         me: Peer,
         peers: list[Peer],
         tls: Tls | None,
-        url_of: Callable[[Peer], str],
-        get_state: Callable[[], Any],
-        put_state: Callable[[Any], None],
+        base_url: Callable[[Peer], str],
+        snapshot: Callable[[], bytes] | None = None,
+        install: Callable[[Any], None] | None = None,
+        local_index: Callable[[], int] | None = None,
     ) -> None:
-        self.me, self.peers, self.tls, self.url_of = me, [p for p in peers if p.id != me.id], tls, url_of
-        self.get_state, self.put_state = get_state, put_state
+        self.me, self.peers, self.tls, self.base_url = me, [p for p in peers if p.id != me.id], tls, base_url
+        self.snapshot, self.install, self.local_index = snapshot, install, local_index or (lambda: 0)
         self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.term = 0
         self.leader_id = ""
         self.last_heard = 0.0
         self.alive: dict[str, bool] = {}
         self.last_reply: dict[str, float] = {}
-        self.handoff_to = ""
         self.leader_since = 0.0
+        # replication (leader side: what each follower has acknowledged; follower side: what it applied)
+        self.version = 0
+        self.acked: dict[str, int] = {}
+        self.push_backoff: dict[str, float] = {}
+        self.applied = (0, 0)
+        # the raft configuration and the servers that left it
+        self.voters: set[str] = {p.id for p in self.all_peers()}
+        self.nonvoters: dict[str, float] = {}  # id -> since when it has been healthy (leader's clock)
+        self.left: set[str] = set()
+        self.config_index = 1
+        # the leader's autopilot bookkeeping
+        self.next_reconcile = 0.0
+        self.healthy: dict[str, bool] = {}
+        self.stable_since: dict[str, float] = {}
+        self.peer_index: dict[str, int] = {}
 
     # --- what the API reports
     def leader(self) -> Peer | None:
@@ -270,32 +456,130 @@ class Election:
     def _peer(self, pid: str) -> Peer | None:
         return next((p for p in [self.me, *self.peers] if p.id == pid), None)
 
+    def member_status(self, pid: str) -> str:
+        """The serf status of a server as this one sees it: alive, failed, or left (removed by autopilot)."""
+        with self.lock:
+            return self._status(pid)
+
+    def _status(self, pid: str) -> str:
+        if pid == self.me.id or self.alive.get(pid):
+            return "alive"
+        return "left" if pid in self.left else "failed"
+
+    def raft_servers(self) -> list[tuple[Peer, bool]]:
+        """The raft configuration: (server, voter), by name."""
+        with self.lock:
+            return [(p, p.id in self.voters) for p in self.all_peers() if p.id in self.voters or p.id in self.nonvoters]
+
+    def health(self) -> dict[str, Any]:
+        """Autopilot's view of the servers (meaningful on the leader): per server its serf status,
+        whether it is healthy (alive and in recent contact with the leader), voter, last contact (s),
+        term, index and since when its health is what it is; the failure tolerance."""
+        now, wall = time.monotonic(), time.time()
+        local = self.local_index()
+        with self.lock:
+            servers = []
+            for p in self.all_peers():
+                if p.id not in self.voters and p.id not in self.nonvoters:
+                    continue
+                mine = p.id == self.me.id
+                contact = 0.0 if mine else max(0.0, now - self.last_reply.get(p.id, -1e9))
+                status = self._status(p.id)
+                healthy = status == "alive" and (mine or contact < 2.5 * self.HEARTBEAT_S)
+                servers.append({"peer": p, "status": status, "healthy": healthy, "voter": p.id in self.voters,
+                                "leader": p.id == self.leader_id, "last_contact": min(contact, 1e6),
+                                "term": self.term, "index": local if mine else self.peer_index.get(p.id, 0),
+                                "stable_since": self.stable_since.get(p.id, self.leader_since or wall)})
+            healthy_voters = sum(1 for s in servers if s["voter"] and s["healthy"])
+            tolerance = max(0, healthy_voters - (len(self.voters) // 2 + 1))
+            return {"healthy": all(s["healthy"] for s in servers), "failure_tolerance": tolerance,
+                    "servers": servers, "leader": self.leader_id, "voters": sorted(self.voters)}
+
     # --- the protocol, answered on the RPC port
     def on_message(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """A peer tells us its term and leader (and, from a leader, the state)."""
+        """A peer tells us its term and leader (and, from a leader, the raft configuration)."""
         with self.lock:
             sender = self._peer(msg.get("from", ""))
+            if sender is not None and sender.id != self.me.id:
+                self.last_reply[sender.id] = time.monotonic()  # a message is as good a sign of life as a reply
             if (sender is not None and sender.id != self.me.id and msg.get("leader") == sender.id
                     and msg["term"] == self.term and self.leader_id == self.me.id and sender.name < self.me.name):
                 # Two servers that stood at the same moment (each seeing a different majority) lead the same
                 # term; as terms only go up, that would last: the lower-named one keeps the leadership.
                 self.leader_id = sender.id
                 self.last_heard = time.monotonic()
-            newer = msg["term"] > self.term
-            leads_this_term = msg["term"] == self.term and msg.get("leader") == msg["from"]
-            if newer or (leads_this_term and (not self.leader_id or self.leader_id == msg["from"])):
-                self.term = msg["term"]
-                self.leader_id = msg.get("leader", "")
-                if self.leader_id == msg["from"]:
-                    self.last_heard = time.monotonic()
-                    if "state" in msg:
-                        self.put_state(msg["state"])
+            self._follow(msg)
             if msg.get("handoff") == self.me.id and msg.get("leader") == msg["from"]:
                 # The leader asks us to take over: a new term with us as leader.
                 self.term = max(self.term, msg["term"]) + 1
-                self.leader_id = self.me.id
-                self.leader_since = time.time()
-            return {"term": self.term, "leader": self.leader_id, "from": self.me.id}
+                self._become_leader()
+            return {"term": self.term, "leader": self.leader_id, "from": self.me.id,
+                    "applied": list(self.applied), "index": self.local_index()}
+
+    def _follow(self, msg: dict[str, Any]) -> bool:
+        """Adopts the sender's term and leader when they are news; True when it is our leader speaking."""
+        now = time.monotonic()
+        sender, leader = msg["from"], msg.get("leader", "")
+        claims = bool(leader) and leader == sender
+        if msg["term"] > self.term:
+            self.term, self.leader_id = msg["term"], leader
+            if claims:
+                self.last_heard = now
+        elif msg["term"] == self.term and self.leader_id != self.me.id:
+            if claims and (not self.leader_id or self.leader_id == sender
+                           or now - self.last_heard > self.LEADER_TIMEOUT_S):
+                self.leader_id, self.last_heard = sender, now
+            elif not claims and sender == self.leader_id and leader and leader != self.me.id:
+                # Our leader stood down for another one of the same term (two stood at once): follow that one.
+                self.leader_id, self.last_heard = leader, now
+        if not claims or self.leader_id != sender or self.leader_id == self.me.id:
+            return False
+        self.last_heard = now
+        conf = msg.get("config")
+        if conf:
+            self.voters, self.left = set(conf["voters"]), set(conf["left"])
+            self.nonvoters = {pid: 0.0 for pid in conf["nonvoters"]}
+            self.config_index = int(conf.get("index", self.config_index))
+        return True
+
+    def on_replicate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The leader's state (whole): installed when it comes from the leader of the current term."""
+        with self.lock:
+            ours = msg["term"] >= self.term and self._follow(msg)
+            reply = {"term": self.term, "leader": self.leader_id, "from": self.me.id}
+        if ours and self.install is not None:
+            self.install(msg["state"])
+            with self.lock:
+                self.applied = (int(msg["term"]), int(msg["version"]))
+        return reply
+
+    def notify_changed(self) -> int:
+        """The leader's state changed: followers get it (coalesced); returns the version to wait for."""
+        with self.cond:
+            self.version += 1
+            self.cond.notify_all()
+            return self.version
+
+    def wait_replicated(self, version: int, timeout: float) -> bool:
+        """Waits until every live follower holds `version` (as a raft commit waits for its followers)."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                behind = [p for p in self.peers if self.alive.get(p.id) and self.acked.get(p.id, 0) < version]
+                left = deadline - time.monotonic()
+                if not behind or self.leader_id != self.me.id or left <= 0:
+                    return not behind
+                self.cond.wait(min(left, 0.1))
+
+    def _become_leader(self) -> None:
+        """Caller holds the lock."""
+        self.leader_id = self.me.id
+        self.leader_since = time.time()
+        self.version += 1
+        self.acked = {}
+        self.next_reconcile = time.monotonic() + self.AUTOPILOT_INTERVAL_S
+        self.healthy, self.stable_since = {}, {}
+        self.cond.notify_all()
 
     def transfer_to(self, target: Peer) -> bool:
         """Asks `target` to take over leadership; True once it has."""
@@ -303,7 +587,8 @@ class Election:
             return target.id == self.me.id and self.is_leader()
         with self.lock:
             msg = {"term": self.term, "leader": self.me.id, "from": self.me.id, "handoff": target.id}
-        status, reply = call(self.url_of(target), self.tls, "POST", msg)
+        status, reply = call(self.base_url(target) + "/internal/election", self.tls, "POST", msg,
+                             timeout=self.CALL_TIMEOUT_S + 1)
         if status == 200 and reply and reply.get("leader") == target.id:
             with self.lock:
                 self.term, self.leader_id = reply["term"], target.id
@@ -311,55 +596,156 @@ class Election:
             return True
         return False
 
+    # --- the loops
     def run(self) -> None:
+        for p in self.peers:
+            threading.Thread(target=self._peer_loop, args=(p,), name=f"peer-{p.name}", daemon=True).start()
         threading.Thread(target=self._loop, name="election", daemon=True).start()
 
     def _loop(self) -> None:
         while True:
-            self._tick()
-            time.sleep(self.HEARTBEAT_S)
+            try:
+                self._decide()
+            except Exception as exc:  # test equipment must keep going
+                print(f"election: {exc!r}", file=sys.stderr, flush=True)
+            time.sleep(self.HEARTBEAT_S / 2)
 
-    def _tick(self) -> None:
+    def _push_due(self, p: Peer) -> bool:
+        return (self.leader_id == self.me.id and self.snapshot is not None
+                and self.acked.get(p.id, 0) < self.version and time.monotonic() >= self.push_backoff.get(p.id, 0))
+
+    def _peer_loop(self, p: Peer) -> None:
+        next_beat = 0.0
+        while True:
+            try:
+                with self.cond:
+                    if not self._push_due(p):
+                        self.cond.wait(max(0.0, next_beat - time.monotonic()))
+                    push = self._push_due(p)
+                    beat = time.monotonic() >= next_beat
+                if push:
+                    time.sleep(self.COALESCE_S)  # writes close together travel in one push
+                    self._push(p)
+                    next_beat = time.monotonic() + self.HEARTBEAT_S
+                elif beat:
+                    self._beat(p)
+                    next_beat = time.monotonic() + self.HEARTBEAT_S
+            except Exception as exc:  # test equipment must keep going
+                print(f"election {p.name}: {exc!r}", file=sys.stderr, flush=True)
+                time.sleep(self.HEARTBEAT_S)
+
+    def _beat(self, p: Peer) -> None:
         with self.lock:
             msg: dict[str, Any] = {"term": self.term, "leader": self.leader_id, "from": self.me.id}
-            leading = self.leader_id == self.me.id
-        if leading:
-            msg["state"] = self.get_state()
-        # Peers in parallel, each with up to 2 s: on a busy machine a TLS handshake alone can take a second.
-        with ThreadPoolExecutor(max_workers=len(self.peers) or 1) as pool:
-            futures = {p.id: pool.submit(call, self.url_of(p), self.tls, "POST", msg, None, 2.0) for p in self.peers}
-            replies = {pid: f.result() for pid, f in futures.items()}
-        now = time.monotonic()
-        for pid, (status, _) in replies.items():
-            if status == 200:
-                self.last_reply[pid] = now
-        # A peer is dead after LEADER_TIMEOUT_S of silence, not after one slow reply (a busy machine).
-        alive = {pid: now - self.last_reply.get(pid, -1e9) < self.LEADER_TIMEOUT_S for pid in replies}
-        quorum = 1 + sum(alive.values()) >= (len(self.peers) + 1) // 2 + 1
+            if self.leader_id == self.me.id:
+                msg["config"] = {"voters": sorted(self.voters), "nonvoters": sorted(self.nonvoters),
+                                 "left": sorted(self.left), "index": self.config_index}
+        status, reply = call(self.base_url(p) + "/internal/election", self.tls, "POST", msg,
+                             timeout=self.CALL_TIMEOUT_S)
+        if status != 200 or not isinstance(reply, dict):
+            return
+        with self.cond:
+            self.last_reply[p.id] = time.monotonic()
+            self.alive[p.id] = True
+            if reply["term"] > self.term:
+                self.term, self.leader_id = reply["term"], reply["leader"]
+                self.last_heard = time.monotonic()
+            elif self.leader_id == self.me.id:
+                self.peer_index[p.id] = int(reply.get("index") or 0)
+                term, version = reply.get("applied") or (0, 0)
+                if term != self.term:
+                    self.acked[p.id] = 0  # a follower that restarted, or one that never had our state
+                elif version < self.acked.get(p.id, 0):
+                    self.acked[p.id] = version
+                self.cond.notify_all()
+
+    def _push(self, p: Peer) -> None:
         with self.lock:
-            self.alive = alive
-            for status, reply in replies.values():
-                if status == 200 and reply["term"] > self.term:
+            if self.leader_id != self.me.id or self.snapshot is None:
+                return
+            term, version = self.term, self.version
+        raw = self.snapshot()
+        head = json.dumps({"term": term, "leader": self.me.id, "from": self.me.id, "version": version})
+        body = head[:-1].encode() + b', "state": ' + raw + b"}"
+        status, reply = call(self.base_url(p) + "/internal/replicate", self.tls, "POST", raw_body=body,
+                             timeout=self.CALL_TIMEOUT_S + 1)
+        with self.cond:
+            if status == 200 and isinstance(reply, dict):
+                self.last_reply[p.id] = time.monotonic()
+                self.alive[p.id] = True
+                if reply["term"] > self.term:
                     self.term, self.leader_id = reply["term"], reply["leader"]
-                    self.last_heard = time.monotonic()
+                elif reply["term"] == term == self.term:
+                    self.acked[p.id] = max(self.acked.get(p.id, 0), version)
+                self.cond.notify_all()
+            else:
+                self.push_backoff[p.id] = time.monotonic() + self.HEARTBEAT_S
+
+    def _decide(self) -> None:
+        now = time.monotonic()
+        with self.cond:
+            self.alive = {p.id: now - self.last_reply.get(p.id, -1e9) < self.FAIL_AFTER_S for p in self.peers}
+            quorum = 1 + sum(self.alive.values()) >= (len(self.peers) + 1) // 2 + 1
             if self.leader_id == self.me.id:
                 if not quorum:
                     self.leader_id = ""  # a leader cut off from the majority steps down
+                else:
+                    self._autopilot(now)
                 return
-            stale = time.monotonic() - self.last_heard > self.LEADER_TIMEOUT_S
-            if quorum and (not self.leader_id or stale):
-                # Only the lowest-named live server stands, so that two never run at once.
-                candidates = [self.me] + [p for p in self.peers if alive.get(p.id)]
+            stale = now - self.last_heard > self.LEADER_TIMEOUT_S
+            if quorum and self.me.id in self.voters and (not self.leader_id or stale):
+                # Only the lowest-named live voter stands, so that two never run at once.
+                candidates = [self.me] + [p for p in self.peers if self.alive.get(p.id) and p.id in self.voters]
                 if self.leader_id:
                     candidates = [c for c in candidates if c.id != self.leader_id]
                 if min(candidates, key=lambda p: p.name).id == self.me.id:
                     self.term += 1
-                    self.leader_id = self.me.id
-                    self.leader_since = time.time()
+                    self._become_leader()
             elif not quorum:
                 self.leader_id = ""
+
+    def _autopilot(self, now: float) -> None:
+        """The leader's autopilot round (caller holds the lock)."""
+        changed = False
+        for p in self.peers:
+            alive = self.alive.get(p.id, False)
+            if alive and p.id not in self.voters and p.id not in self.nonvoters:
+                self.left.discard(p.id)  # back: it rejoins the configuration as a non-voter
+                self.nonvoters[p.id] = now
+                changed = True
+            elif not alive and p.id in self.nonvoters:
+                self.nonvoters[p.id] = now  # stabilization starts again once it is healthy
+        for pid, since in list(self.nonvoters.items()):
+            if self.alive.get(pid) and now - since >= self.STABILIZATION_S:
+                del self.nonvoters[pid]
+                self.voters.add(pid)
+                changed = True
+        if now >= self.next_reconcile:
+            self.next_reconcile = now + self.AUTOPILOT_INTERVAL_S
+            for pid in [pid for pid in self.nonvoters if not self.alive.get(pid)]:
+                del self.nonvoters[pid]
+                self.left.add(pid)
+                changed = True
+            failed = sorted(pid for pid in self.voters if pid != self.me.id and not self.alive.get(pid))
+            for pid in failed[: (len(self.voters) - 1) // 2]:
+                self.voters.discard(pid)
+                self.left.add(pid)
+                changed = True
+        if changed:
+            self.config_index += 1
+        wall = time.time()
+        for p in self.all_peers():
+            healthy = p.id == self.me.id or bool(self.alive.get(p.id))
+            if self.healthy.get(p.id) != healthy:
+                self.healthy[p.id] = healthy
+                self.stable_since[p.id] = wall
+
+
+def jitter(limit: float) -> float:
+    return random.uniform(0, limit)
 
 
 def load_json(path: str) -> Any:
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
+

@@ -6,16 +6,25 @@ masters, `python3 -m emulators.consul /etc/alicelab/node.json`, standard library
 
 Model:
 - `base.Election` elects a leader among the three servers only with a quorum. The leader owns the
-  state (catalog, checks, KV, sessions) and applies every write ("op"); followers forward writes to it
-  over the RPC port (8300) and receive the whole state after each write (synchronously, as a raft
-  commit would) and on every heartbeat. Reads default to Consul's `default` consistency: they need a
-  known leader (else 500 "No cluster leader"); `?stale` reads any server's copy, as does DNS.
-- Serf is not emulated. The servers' `serfHealth` follows the election's liveness view. Nodes that
-  register through `/v1/catalog/register` (the lab's Nomad clients, every 5 s) stand in for agents:
-  a catalog-registered check not refreshed for ALICELAB_CONSUL_REFRESH_TIMEOUT_S (default 15) seconds
-  turns critical with serf's output, as a node whose agent stopped gossiping would.
+  state (catalog, checks, KV, sessions, client members) and applies every write ("op"); followers forward
+  writes to it over the RPC port (8300) and receive the state when it changed (pushes coalesced; a
+  client's write waits for them, as a raft commit would). Reads default to Consul's `default`
+  consistency: they need a known leader (else 500 "No cluster leader"); `?stale` reads any server's
+  copy, as does DNS. Autopilot (see base.Election) removes a dead server from the raft configuration
+  while a quorum remains; it has then left the LAN pool and its node leaves the catalog; back, it rejoins.
+- Serf, simplified: the servers' membership follows the election (alive, failed, left); client agents
+  (the lab's Nomad clients, for their node) say they are alive on the RPC port (`/internal/member`) and
+  are failed after ALICELAB_CONSUL_REFRESH_TIMEOUT_S (default 15) seconds without news, `leaving` then
+  `left` when they leave. The catalog follows members as Consul's leader makes it: an alive or failed
+  member is a node with serfHealth passing or critical ("Agent not live or unreachable"), one that left
+  is deregistered. A catalog node outside the pool that nobody refreshes for that timeout turns critical.
+- ACLs as node.json's `acl.consul` defines them (acl.py): agent, operator, key, session and write
+  endpoints refuse (403, Consul's "Permission denied: token with AccessorID ... lacks permission ..."),
+  lists are filtered by node:read/service:read/session:read/key:read, with
+  `X-Consul-Results-Filtered-By-ACLs: true` when something was removed and a token was given.
 - Sessions expire after TTL x ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER (default 2, as Consul does) and
-  are invalidated when one of their node checks turns critical; timers are reset on a leader change.
+  are invalidated when one of their node checks turns critical; timers (session TTLs, check refreshes,
+  members' last news) are the leader's own and start afresh on a leader change.
 - Agent services (OpenBao's registration) belong to the server node that received the call; their
   TTL checks expire on the leader's clock; TCP/HTTP checks are run by the owning server.
 """
@@ -23,8 +32,8 @@ Model:
 from __future__ import annotations
 
 import base64
-import copy
 import ipaddress
+import json
 import os
 import random
 import re
@@ -43,13 +52,15 @@ from collections.abc import Callable
 from typing import Any
 
 from . import base
+from .acl import SEGMENTED, ConsulACL, ConsulAuthz
 
 VERSION = "1.20.5"
 REVISION = "74efe419"
 API_PORT, RPC_PORT, DNS_PORT, SERF_PORT = 8500, 8300, 8600, 8301
 REFRESH_TIMEOUT_S = float(os.environ.get("ALICELAB_CONSUL_REFRESH_TIMEOUT_S", "15"))
 SESSION_TTL_MULTIPLIER = float(os.environ.get("ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER", "2"))
-ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
+LEAVE_S = 1.0  # a leaving member is `leaving` this long, then `left`
+SERF_STATUS = {"alive": 1, "leaving": 2, "left": 3, "failed": 4}  # serf.MemberStatus, as Consul reports it
 STATES = ("passing", "warning", "critical")
 UDP_ANSWER_LIMIT = 3  # Consul's dns_config.udp_answer_limit default
 
@@ -106,34 +117,42 @@ def empty_state() -> dict[str, Any]:
         "Nodes": {},  # name -> node
         "Services": {},  # node -> service id -> service
         "Checks": {},  # node -> check id -> check
-        "CheckMeta": {},  # "node/check" -> {source: catalog|agent|server, refreshed, ttl, def, expired}
+        "CheckMeta": {},  # "node/check" -> {source: catalog|agent|server, ttl, def, expired}
         "KV": {},  # key -> entry (Value base64 or None)
         "LockDelay": {},  # key -> wall-clock time until which acquire is refused
         "Sessions": {},  # id -> session
-        "SessionExpiry": {},  # id -> wall-clock expiry (TTL sessions only)
+        "Members": {},  # client agents' LAN members: name -> {Name, Addr, ID, Tags, Status, Since}
     }
 
 
 class Store:
     """The replicated state and the operations that change it. Every method named `op_*` runs on
-    the leader only, under `lock`, and returns a JSON result or raises OpError."""
+    the leader only, under `lock`, and returns a JSON result or raises OpError; an operation that
+    changes the state moves `Index` (the leader replicates the state when it moved).
+
+    Timers are the leader's own, not replicated (as in Consul, where TTL checks time out on their agent,
+    sessions on the leader, and serf detects failures): when a check was last refreshed, when a TTL
+    session expires, when a client agent was last heard of. A new leader starts them afresh."""
 
     def __init__(self, datacenter: str) -> None:
         self.dc = datacenter
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)  # blocking queries wait on it
         self.s = empty_state()
+        self.refreshed: dict[str, float] = {}  # "node/check" -> when the check was last registered or updated
+        self.session_expiry: dict[str, float] = {}  # session id -> wall-clock expiry (TTL sessions only)
+        self.member_seen: dict[str, float] = {}  # client agent -> when it was last heard of
 
     # --- replication
-    def snapshot(self, term: int) -> dict[str, Any]:
+    def snapshot(self, term: int) -> bytes:
         with self.lock:
             self.s["Term"] = max(self.s["Term"], term)
-            return copy.deepcopy(self.s)
+            return json.dumps(self.s).encode()
 
     def install(self, state: dict[str, Any]) -> None:
         with self.lock:
             if (state.get("Term", 0), state.get("Index", 0)) >= (self.s["Term"], self.s["Index"]):
-                self.s = state
+                self.s = dict(empty_state(), **state)
                 self.changed.notify_all()
 
     def index(self) -> int:
@@ -150,8 +169,8 @@ class Store:
             fn: Callable[[dict[str, Any]], Any] = getattr(self, "op_" + op["op"])
             return fn(op)
 
-    # --- catalog
-    def _node(self, name: str, node_id: str, address: str, meta: dict[str, str] | None, idx: int) -> None:
+    # --- catalog (a registration identical to what is there changes nothing, as in Consul's state store)
+    def _node(self, name: str, node_id: str, address: str, meta: dict[str, str] | None, idx: int) -> bool:
         old = self.s["Nodes"].get(name)
         node = {
             "ID": node_id or (old or {}).get("ID", ""),
@@ -163,13 +182,14 @@ class Store:
             "CreateIndex": (old or {}).get("CreateIndex", idx),
             "ModifyIndex": idx,
         }
-        if old and all(old[k] == node[k] for k in ("ID", "Address", "Meta")):
-            return  # an unchanged node keeps its ModifyIndex, as in Consul's state store
-        self.s["Nodes"][name] = node
         self.s["Services"].setdefault(name, {})
         self.s["Checks"].setdefault(name, {})
+        if old and all(old[k] == node[k] for k in ("ID", "Address", "Meta")):
+            return False  # an unchanged node keeps its ModifyIndex
+        self.s["Nodes"][name] = node
+        return True
 
-    def _service(self, node: str, svc: dict[str, Any], idx: int) -> str:
+    def _service(self, node: str, svc: dict[str, Any], idx: int) -> tuple[str, bool]:
         name = svc.get("Service") or svc.get("Name") or ""
         if not name:
             raise OpError(400, "Must provide service name (Service.Service) with the registration")
@@ -197,11 +217,11 @@ class Store:
             "ModifyIndex": idx,
         }
         if old and all(old[k] == entry[k] for k in entry if k not in ("CreateIndex", "ModifyIndex")):
-            entry["ModifyIndex"] = old["ModifyIndex"]
+            return sid, False
         self.s["Services"].setdefault(node, {})[sid] = entry
-        return sid
+        return sid, True
 
-    def _check(self, node: str, chk: dict[str, Any], idx: int, source: str, now: float) -> str:
+    def _check(self, node: str, chk: dict[str, Any], idx: int, source: str, now: float) -> tuple[str, bool]:
         cid = chk.get("CheckID") or chk.get("ID") or chk.get("Name") or ""
         if not cid:
             raise OpError(400, "Missing check ID")
@@ -232,24 +252,39 @@ class Store:
             "CreateIndex": (old or {}).get("CreateIndex", idx),
             "ModifyIndex": idx,
         }
-        self.s["Checks"].setdefault(node, {})[cid] = entry
-        self.s["CheckMeta"][f"{node}/{cid}"] = {
+        key = f"{node}/{cid}"
+        meta = {
             "source": source,
-            "refreshed": now,
             "ttl": ttl,
             "def": {k: chk[k] for k in ("HTTP", "TCP", "Interval", "Timeout", "Method", "Header") if k in chk},
         }
-        return cid
+        self.refreshed[key] = now
+        old_meta = {k: v for k, v in self.s["CheckMeta"].get(key, {}).items() if k != "expired"}
+        if (old and old_meta == meta
+                and all(old[k] == entry[k] for k in entry if k not in ("CreateIndex", "ModifyIndex"))):
+            self.s["CheckMeta"][key].pop("expired", None)
+            return cid, False
+        self.s["Checks"].setdefault(node, {})[cid] = entry
+        self.s["CheckMeta"][key] = meta
+        return cid, True
 
     def _drop_check(self, node: str, cid: str) -> None:
         self.s["Checks"].get(node, {}).pop(cid, None)
         self.s["CheckMeta"].pop(f"{node}/{cid}", None)
+        self.refreshed.pop(f"{node}/{cid}", None)
 
     def _drop_service(self, node: str, sid: str) -> None:
         self.s["Services"].get(node, {}).pop(sid, None)
         for cid, chk in list(self.s["Checks"].get(node, {}).items()):
             if chk["ServiceID"] == sid:
                 self._drop_check(node, cid)
+
+    def _drop_node(self, node: str) -> None:
+        for cid in list(self.s["Checks"].get(node, {})):
+            self._drop_check(node, cid)
+        for table in ("Nodes", "Services", "Checks"):
+            self.s[table].pop(node, None)
+        self._invalidate_sessions(lambda sess: sess["Node"] == node)
 
     def _set_status(self, node: str, cid: str, status: str, output: str, idx: int) -> bool:
         chk = self.s["Checks"].get(node, {}).get(cid)
@@ -265,14 +300,17 @@ class Store:
             raise OpError(400, "Must supply node")
         if not body.get("Address"):
             raise OpError(400, "Must supply address")
-        idx = self.bump()
+        idx = self.s["Index"] + 1
+        changed = False
         if not body.get("SkipNodeUpdate") or node not in self.s["Nodes"]:
-            self._node(node, body.get("ID") or "", body["Address"], body.get("NodeMeta"), idx)
+            changed |= self._node(node, body.get("ID") or "", body["Address"], body.get("NodeMeta"), idx)
         if body.get("Service"):
-            self._service(node, body["Service"], idx)
+            changed |= self._service(node, body["Service"], idx)[1]
         checks = list(body.get("Checks") or []) + ([body["Check"]] if body.get("Check") else [])
         for chk in checks:
-            self._check(node, chk, idx, "catalog", now)
+            changed |= self._check(node, chk, idx, "catalog", now)[1]
+        if changed:
+            self.bump()
         return True
 
     def op_catalog_deregister(self, op: dict[str, Any]) -> Any:
@@ -286,11 +324,7 @@ class Store:
         elif body.get("CheckID"):
             self._drop_check(node, body["CheckID"])
         else:
-            for cid in list(self.s["Checks"].get(node, {})):
-                self._drop_check(node, cid)
-            for table in ("Nodes", "Services", "Checks"):
-                self.s[table].pop(node, None)
-            self._invalidate_sessions(lambda sess: sess["Node"] == node)
+            self._drop_node(node)
         return True
 
     # --- agent API (services and checks owned by the server node that received the call)
@@ -298,15 +332,21 @@ class Store:
         node, body, now = op["node"], op["body"], op["now"]
         if node not in self.s["Nodes"]:
             raise OpError(500, f"Unknown node {node!r}: the server has not joined the catalog yet")
-        idx = self.bump()
-        sid = self._service(node, {**body, "Service": body.get("Name") or body.get("Service")}, idx)
+        idx = self.s["Index"] + 1
+        sid, changed = self._service(node, {**body, "Service": body.get("Name") or body.get("Service")}, idx)
         name = self.s["Services"][node][sid]["Service"]
         defs = list(body.get("Checks") or []) + ([body["Check"]] if body.get("Check") else [])
         for i, chk in enumerate(defs):
             default_id = f"service:{sid}" if len(defs) == 1 else f"service:{sid}:{i + 1}"
             chk = {**chk, "ServiceID": sid, "CheckID": chk.get("CheckID") or chk.get("ID") or default_id}
             chk.setdefault("Name", f"Service '{name}' check")
-            self._check(node, chk, idx, "agent", now)
+            old = self.s["Checks"].get(node, {}).get(chk["CheckID"])
+            if old is not None and "Status" not in chk:
+                chk["Status"] = old["Status"]  # re-registering without a status keeps the check's status
+                chk.setdefault("Output", old["Output"])
+            changed |= self._check(node, chk, idx, "agent", now)[1]
+        if changed:
+            self.bump()
         return None
 
     def op_agent_service_deregister(self, op: dict[str, Any]) -> Any:
@@ -319,8 +359,8 @@ class Store:
         return None
 
     def op_agent_check_register(self, op: dict[str, Any]) -> Any:
-        idx = self.bump()
-        self._check(op["node"], op["body"], idx, "agent", op["now"])
+        if self._check(op["node"], op["body"], self.s["Index"] + 1, "agent", op["now"])[1]:
+            self.bump()
         return None
 
     def op_agent_check_deregister(self, op: dict[str, Any]) -> Any:
@@ -341,7 +381,7 @@ class Store:
             raise OpError(500, f'CheckID "{cid}" does not have associated TTL')
         if op["status"] not in STATES:
             raise OpError(400, f"Invalid check status: \"{op['status']}\"")
-        meta["refreshed"] = op["now"]
+        self.refreshed[f"{node}/{cid}"] = op["now"]
         meta.pop("expired", None)
         if self._set_status(node, cid, op["status"], op.get("output") or "", self.s["Index"] + 1):
             self.bump()
@@ -388,7 +428,7 @@ class Store:
             "ModifyIndex": idx,
         }
         if ttl:
-            self.s["SessionExpiry"][sid] = now + ttl * SESSION_TTL_MULTIPLIER
+            self.session_expiry[sid] = now + ttl * SESSION_TTL_MULTIPLIER
         return {"ID": sid}
 
     def op_session_destroy(self, op: dict[str, Any]) -> Any:
@@ -403,12 +443,12 @@ class Store:
             raise OpError(404, f"Session id '{op['id']}' not found")
         ttl = parse_duration(sess["TTL"])
         if ttl:
-            self.s["SessionExpiry"][op["id"]] = op["now"] + ttl * SESSION_TTL_MULTIPLIER
+            self.session_expiry[op["id"]] = op["now"] + ttl * SESSION_TTL_MULTIPLIER
         return [sess]
 
     def _invalidate(self, sid: str, now: float, lock_delay: bool = True) -> None:
         sess = self.s["Sessions"].pop(sid, None)
-        self.s["SessionExpiry"].pop(sid, None)
+        self.session_expiry.pop(sid, None)
         if sess is None:
             return
         idx = self.s["Index"]
@@ -479,34 +519,81 @@ class Store:
             self.s["KV"].pop(k, None)
         return True
 
+    # --- LAN members (client agents; the servers' own membership comes from the election)
+    def op_member(self, op: dict[str, Any]) -> Any:
+        """A client agent says it is alive (or leaving): gossip, as far as the servers need it."""
+        body, now = op["body"], op["now"]
+        name = str(body["Node"])
+        status = "leaving" if body.get("Status") == "leaving" else "alive"
+        old = self.s["Members"].get(name)
+        if status == "alive":
+            self.member_seen[name] = now
+        member = {"Name": name, "Addr": str(body["Address"]), "ID": str(body.get("ID") or ""),
+                  "Tags": dict(body.get("Tags") or {}), "Status": status,
+                  "Since": old["Since"] if old and old["Status"] == status else now}
+        changed = member != old
+        self.s["Members"][name] = member
+        if status == "alive":  # the leader registers a joining member at once (handleAliveMember)
+            changed |= self._member_node(name, member["Addr"], member["ID"], "alive", False, now)
+        if changed:
+            self.bump()
+        return {"Known": name in self.s["Nodes"]}
+
+    def _member_node(self, name: str, ip: str, node_id: str, status: str, server: bool, now: float) -> bool:
+        """The catalog follows a LAN member as Consul's leader makes it: an alive or failed member is a
+        node with a serfHealth check (passing or critical), a member that left is deregistered."""
+        idx = self.s["Index"] + 1
+        if status == "left":
+            if name in self.s["Nodes"]:
+                self._drop_node(name)
+                return True
+            return False
+        dirty = False
+        if name not in self.s["Nodes"] or self.s["Nodes"][name]["Address"] != ip:
+            meta = {"consul-network-segment": "", "consul-version": VERSION}
+            dirty |= self._node(name, node_id, ip, meta, idx)
+        if server and "consul" not in self.s["Services"].get(name, {}):
+            dirty |= self._service(name, {"ID": "consul", "Service": "consul", "Port": RPC_PORT}, idx)[1]
+        if "serfHealth" not in self.s["Checks"].get(name, {}):
+            chk = {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing",
+                   "Output": "Agent alive and reachable"}
+            dirty |= self._check(name, chk, idx, "serf", now)[1]
+        ok = status == "alive"
+        output = "Agent alive and reachable" if ok else "Agent not live or unreachable"
+        dirty |= self._set_status(name, "serfHealth", "passing" if ok else "critical", output, idx)
+        return dirty
+
     # --- the leader's housekeeping (serf health, check refresh/TTL expiry, session expiry)
     def op_reap(self, op: dict[str, Any]) -> Any:
-        now, servers, alive = op["now"], op["servers"], op["alive"]
-        idx = self.s["Index"] + 1
+        """`servers`: [{name, ip, id, status}] with the election's view of each server (alive, failed, or
+        left once autopilot removed it); client agents fail when not heard of for REFRESH_TIMEOUT_S and
+        have left LEAVE_S after they said they were leaving."""
+        now = op["now"]
         dirty = False
-        for srv in servers:
-            name = srv["name"]
-            if name not in self.s["Nodes"] or self.s["Nodes"][name]["Address"] != srv["ip"]:
-                meta = {"consul-network-segment": "", "consul-version": VERSION}
-                self._node(name, srv["id"], srv["ip"], meta, idx)
-                self._service(name, {"ID": "consul", "Service": "consul", "Port": RPC_PORT}, idx)
+        for name, m in self.s["Members"].items():
+            if m["Status"] == "alive" and now - self.member_seen.setdefault(name, now) > REFRESH_TIMEOUT_S:
+                m["Status"], m["Since"] = "failed", now
                 dirty = True
-            if "serfHealth" not in self.s["Checks"].get(name, {}):
-                chk = {"CheckID": "serfHealth", "Name": "Serf Health Status", "Status": "passing"}
-                self._check(name, chk, idx, "server", now)
+            elif m["Status"] == "leaving" and now - m["Since"] >= LEAVE_S:
+                m["Status"], m["Since"] = "left", now
                 dirty = True
-            ok = alive.get(srv["id"], False)
-            output = "Agent alive and reachable" if ok else "Agent not live or unreachable"
-            dirty |= self._set_status(name, "serfHealth", "passing" if ok else "critical", output, idx)
+        members = [(srv["name"], srv["ip"], srv["id"], srv["status"], True) for srv in op["servers"]]
+        members += [(m["Name"], m["Addr"], m["ID"], m["Status"], False) for m in self.s["Members"].values()
+                    if m["Name"] not in {srv["name"] for srv in op["servers"]}]
+        for name, ip, node_id, status, server in members:
+            dirty |= self._member_node(name, ip, node_id, "alive" if status == "leaving" else status, server, now)
+        in_pool = {name for name, *_ in members}
+        idx = self.s["Index"] + 1
         for key, meta in self.s["CheckMeta"].items():
             node, cid = key.split("/", 1)
-            if meta["source"] == "catalog" and now - meta["refreshed"] > REFRESH_TIMEOUT_S:
-                # No refresh: the node's agent would have stopped gossiping, serf marks it failed.
+            refreshed = self.refreshed.setdefault(key, now)
+            if meta["source"] == "catalog" and node not in in_pool and now - refreshed > REFRESH_TIMEOUT_S:
+                # A node outside the LAN pool that nobody refreshes: treated as an agent that stopped gossiping.
                 dirty |= self._set_status(node, cid, "critical", "Agent not live or unreachable", idx)
-            elif meta["ttl"] and not meta.get("expired") and now - meta["refreshed"] > meta["ttl"]:
+            elif meta["ttl"] and not meta.get("expired") and now - refreshed > meta["ttl"]:
                 meta["expired"] = True
                 dirty |= self._set_status(node, cid, "critical", "TTL expired", idx)
-        expired = {sid for sid, t in self.s["SessionExpiry"].items() if t < now}
+        expired = {sid for sid, t in self.session_expiry.items() if t < now}
 
         def doomed(sess: dict[str, Any]) -> bool:
             checks = self.s["Checks"].get(sess["Node"], {})
@@ -520,12 +607,14 @@ class Store:
             self.bump()
         return dirty
 
-    def op_reset_session_timers(self, op: dict[str, Any]) -> Any:
-        """A new leader gives every TTL session a full TTL again, as Consul's leader does."""
-        for sid, sess in self.s["Sessions"].items():
-            ttl = parse_duration(sess["TTL"])
-            if ttl:
-                self.s["SessionExpiry"][sid] = op["now"] + ttl * SESSION_TTL_MULTIPLIER
+    def op_reset_timers(self, op: dict[str, Any]) -> Any:
+        """A new leader starts every timer afresh: TTL sessions get a full TTL again (as Consul's leader
+        does), checks and client agents a full timeout."""
+        now = op["now"]
+        self.session_expiry = {sid: now + parse_duration(sess["TTL"]) * SESSION_TTL_MULTIPLIER
+                               for sid, sess in self.s["Sessions"].items() if parse_duration(sess["TTL"])}
+        self.refreshed = {key: now for key in self.s["CheckMeta"]}
+        self.member_seen = {name: now for name in self.s["Members"]}
         return None
 
     # --- read helpers (callers hold the lock)
@@ -609,7 +698,8 @@ class ConsulServer:
         self.name: str = cfg["name"]
         self.ip: str = cfg["ip"]
         self.dc: str = cfg.get("datacenter") or "dc1"
-        self.token: str = cfg["tokens"]["consul"]
+        self.token: str = cfg["tokens"]["consul"]  # the internal (management) token
+        self.acl = ConsulACL((cfg.get("acl") or {}).get("consul"), self.token)
         self.tls = base.Tls.from_config(cfg["tls"])
         self.masters: list[dict[str, Any]] = cfg["masters"]
         me = next(m for m in self.masters if m["name"] == self.name)
@@ -620,9 +710,10 @@ class ConsulServer:
             next(p for p in peers if p.id == self.node_id),
             peers,
             self.tls,
-            lambda p: f"https://{p.address}/internal/election",
-            lambda: self.store.snapshot(self._term()),
-            self._install,
+            lambda p: f"https://{p.address}",
+            snapshot=lambda: self.store.snapshot(self._term()),
+            install=self._install,
+            local_index=self.store.index,
         )
         self.started = time.time()
         self.last_contact = time.monotonic()
@@ -631,8 +722,8 @@ class ConsulServer:
         self.api = base.Router()
         self.rpc = base.Router()
         self._routes()
-        for router in (self.api, self.rpc):
-            router._routes = [(m, rx, guarded(fn), acl) for m, rx, fn, acl in router._routes]
+        self.api.wrap(guarded)
+        self.rpc.wrap(guarded)
 
     # --- election glue
     def _term(self) -> int:
@@ -641,30 +732,11 @@ class ConsulServer:
 
     def _install(self, state: Any) -> None:
         self.last_contact = time.monotonic()
-        self.store.install(state)
+        if isinstance(state, dict):
+            self.store.install(state)
 
     def _rpc_url(self, peer: base.Peer, path: str) -> str:
         return f"https://{peer.address}{path}"
-
-    def replicate(self) -> None:
-        """Pushes the state to every peer in parallel and waits (briefly) for them, as a raft commit
-        waits for its followers: a write acknowledged to a client survives a leader change."""
-        with self.election.lock:
-            if self.election.leader_id != self.node_id:
-                return
-            msg: dict[str, Any] = {"term": self.election.term, "leader": self.node_id, "from": self.node_id}
-        msg["state"] = self.store.snapshot(msg["term"])
-        threads = [
-            threading.Thread(
-                target=base.call, args=(self._rpc_url(p, "/internal/election"), self.tls, "POST", msg), daemon=True
-            )
-            for p in self.election.peers
-        ]
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 1.0
-        for t in threads:
-            t.join(max(0.0, deadline - time.monotonic()))
 
     def submit(self, op: dict[str, Any]) -> base.Response:
         """A write: applied here when leading, else forwarded to the leader."""
@@ -684,10 +756,17 @@ class ConsulServer:
             return base.error(500, f"rpc error making call: failed to reach leader {leader.address}")
         return base.error(status, str(reply).rstrip("\n"))
 
-    def apply_local(self, op: dict[str, Any]) -> Any:
+    def apply_local(self, op: dict[str, Any], wait: bool = True) -> Any:
+        """Applies an operation on the leader; when it changed the state, the followers get it (the
+        pushes of writes close together are coalesced) and a client's write waits for them, as a raft
+        commit does, so that it survives a change of leader."""
+        before = self.store.index()
         result = self.store.apply(op)
         self.applied += 1
-        self.replicate()
+        if self.store.index() != before:
+            version = self.election.notify_changed()
+            if wait:
+                self.election.wait_replicated(version, 1.0)
         return result
 
     def _result(self, result: Any) -> base.Response:
@@ -722,61 +801,97 @@ class ConsulServer:
                     self.store.changed.wait(min(1.0, deadline - time.monotonic()))
         with self.store.lock:
             body = fn()
-        if isinstance(body, base.Response):
-            body.headers.update(self.meta_headers())
-            return body
-        return base.Response(200, body, headers=self.meta_headers())
+        resp = body if isinstance(body, base.Response) else base.Response(200, body)
+        resp.headers.update(self.meta_headers())
+        resp.headers.update(self._filtered_header(req))
+        return resp
 
     # --- ACL
-    def token_check(self, req: base.Request) -> base.Response | None:
-        token = base.bearer_token(req, "x-consul-token")
-        if not token:
-            # Anonymous token under default-deny ACLs.
-            text = f"Permission denied: token with AccessorID '{ANONYMOUS_ACCESSOR}' lacks permission for this request"
-            return base.error(403, text)
-        if token != self.token:
+    def token_check(self, req: base.Request, need: str) -> base.Response | None:
+        """Resolves the token (X-Consul-Token, Bearer or ?token=; none is the anonymous token) and checks
+        the right a route needs ("agent:read", "operator:read", "operator:write"); the handlers check
+        and filter by node, service, key and session themselves."""
+        authz = self.acl.resolve(base.bearer_token(req, "x-consul-token"))
+        if authz is None:
             return base.error(403, "ACL not found")
+        req.authz = authz
+        if need:
+            resource, _, level = need.partition(":")
+            name = self.name if resource in SEGMENTED else None
+            if not authz.allows(resource, name or "", level):
+                return base.error(403, authz.denied(resource, level, name))
         return None
 
+    @staticmethod
+    def _authz(req: base.Request) -> ConsulAuthz:
+        authz: ConsulAuthz = req.authz
+        return authz
+
+    def _deny(self, req: base.Request, resource: str, name: str, level: str) -> base.Response | None:
+        authz = self._authz(req)
+        return None if authz.allows(resource, name, level) else base.error(403, authz.denied(resource, level, name))
+
+    def _keep(self, req: base.Request, items: list[Any], allowed: Callable[[ConsulAuthz, Any], bool]) -> list[Any]:
+        """The items the token may read; the rest are filtered out, as Consul filters lists by ACL."""
+        authz = self._authz(req)
+        kept = [x for x in items if allowed(authz, x)]
+        if len(kept) != len(items):
+            req.filtered = True
+        return kept
+
+    @staticmethod
+    def _filtered_header(req: base.Request) -> dict[str, str]:
+        # Only for a request that carried a token (Consul's maskResultsFilteredByACLs).
+        if req.filtered and base.bearer_token(req, "x-consul-token"):
+            return {"X-Consul-Results-Filtered-By-ACLs": "true"}
+        return {}
+
+    @staticmethod
+    def _node_ok(authz: ConsulAuthz, node: str) -> bool:
+        return authz.allows("node", node, "read")
+
+    @staticmethod
+    def _service_ok(authz: ConsulAuthz, service: str) -> bool:
+        return not service or authz.allows("service", service, "read")
+
+    def _instance_ok(self, authz: ConsulAuthz, inst: tuple[dict[str, Any], dict[str, Any], Any]) -> bool:
+        return self._node_ok(authz, inst[0]["Node"]) and self._service_ok(authz, inst[1]["Service"])
+
+    def _check_ok(self, authz: ConsulAuthz, chk: dict[str, Any]) -> bool:
+        return self._node_ok(authz, chk["Node"]) and self._service_ok(authz, chk["ServiceName"])
+
+    def _check_write(self, req: base.Request, node: str, service_id: str) -> base.Response | None:
+        """A check is written with service:write on its service, or node:write on its node."""
+        if service_id:
+            with self.store.lock:
+                svc = self.store.s["Services"].get(node, {}).get(service_id)
+            return self._deny(req, "service", svc["Service"] if svc else service_id, "write")
+        return self._deny(req, "node", node, "write")
+
     # --- views
-    def _member(self, m: dict[str, Any], alive: bool) -> dict[str, Any]:
-        return {
-            "Name": m["name"],
-            "Addr": m["ip"],
-            "Port": SERF_PORT,
-            "Tags": {
-                "acls": "1",
-                "build": f"{VERSION}:{REVISION}",
-                "dc": self.dc,
-                "expect": str(len(self.masters)),
-                "ft_fs": "1",
-                "ft_si": "1",
-                "grpc_tls_port": "8503",
-                "id": m["consul_id"],
-                "port": str(RPC_PORT),
-                "raft_vsn": "3",
-                "role": "consul",
-                "segment": "",
-                "use_tls": "1",
-                "vsn": "2",
-                "vsn_max": "3",
-                "vsn_min": "2",
-                "wan_join_port": "8302",
-            },
-            "Status": 1 if alive else 4,
-            "ProtocolMin": 1,
-            "ProtocolMax": 5,
-            "ProtocolCur": 2,
-            "DelegateMin": 2,
-            "DelegateMax": 5,
-            "DelegateCur": 4,
-        }
+    def _serf_member(self, name: str, addr: str, tags: dict[str, str], status: str) -> dict[str, Any]:
+        return {"Name": name, "Addr": addr, "Port": SERF_PORT, "Tags": tags, "Status": SERF_STATUS[status],
+                "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2, "DelegateMin": 2, "DelegateMax": 5,
+                "DelegateCur": 4}
+
+    def _member(self, m: dict[str, Any], status: str) -> dict[str, Any]:
+        tags = {"acls": "1", "build": f"{VERSION}:{REVISION}", "dc": self.dc, "expect": str(len(self.masters)),
+                "ft_fs": "1", "ft_si": "1", "grpc_tls_port": "8503", "id": m["consul_id"], "port": str(RPC_PORT),
+                "raft_vsn": "3", "role": "consul", "segment": "", "use_tls": "1", "vsn": "2", "vsn_max": "3",
+                "vsn_min": "2", "wan_join_port": "8302"}
+        return self._serf_member(m["name"], m["ip"], tags, status)
+
+    def members(self) -> list[dict[str, Any]]:
+        """The LAN pool: the servers (their status from the election and autopilot), then the client agents."""
+        out = [self._member(m, self.election.member_status(m["consul_id"])) for m in self.masters]
+        servers = {m["name"] for m in self.masters}
+        with self.store.lock:
+            clients = [dict(c) for _, c in sorted(self.store.s["Members"].items()) if c["Name"] not in servers]
+        out += [self._serf_member(c["Name"], c["Addr"], c["Tags"], c["Status"]) for c in clients]
+        return out
 
     def _alive(self, m: dict[str, Any]) -> bool:
-        if m["consul_id"] == self.node_id:
-            return True
-        with self.election.lock:
-            return self.election.alive.get(m["consul_id"], False)
+        return self.election.member_status(m["consul_id"]) == "alive"
 
     def _catalog_service_entry(self, node: dict[str, Any], svc: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -806,9 +921,21 @@ class ConsulServer:
     def _public_service(svc: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in svc.items() if k != "Datacenter"}
 
+    def autopilot_health(self) -> dict[str, Any]:
+        """GET /v1/operator/autopilot/health's body, as the leader computes it."""
+        h = self.election.health()
+        servers = [{"ID": s["peer"].id, "Name": s["peer"].name, "Address": s["peer"].address,
+                    "SerfStatus": s["status"], "Version": VERSION, "Leader": s["leader"],
+                    "LastContact": readable_duration(s["last_contact"]), "LastTerm": s["term"],
+                    "LastIndex": s["index"], "Healthy": s["healthy"], "Voter": s["voter"],
+                    "StableSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s["stable_since"]))}
+                   for s in h["servers"]]
+        return {"Healthy": h["healthy"], "FailureTolerance": h["failure_tolerance"], "Servers": servers}
+
     def metrics_gauges(self) -> list[tuple[str, str, float, str]]:
         """(name, type, value, help) of the metrics Prometheus scrapes."""
         leader = self.election.leader()
+        leading = leader is not None and leader.id == self.node_id
         alive = sum(self._alive(m) for m in self.masters)
         with self.store.lock:
             st = self.store.s
@@ -816,17 +943,22 @@ class ConsulServer:
             instances = sum(len(svcs) for svcs in st["Services"].values())
             crit = sum(c["Status"] == "critical" for c in self.store.all_checks())
             counts = (len(st["Nodes"]), len(services), instances, len(st["KV"]), len(st["Sessions"]), crit)
-        healthy = 1.0 if leader is not None and alive == len(self.masters) else 0.0
-        tolerance = max(0, alive - (len(self.masters) // 2 + 1)) if leader is not None else 0
+            lan = alive + sum(m["Status"] == "alive" for m in st["Members"].values())
+        raft = self.election.raft_servers()
+        if leading:
+            health = self.election.health()
+            healthy, tolerance = float(health["healthy"]), float(health["failure_tolerance"])
+        else:
+            healthy = 1.0 if leader is not None and alive == len(self.masters) else 0.0
+            tolerance = float(max(0, alive - (len(self.masters) // 2 + 1)) if leader is not None else 0)
         return [
-            ("consul_server_isLeader", "gauge", float(leader is not None and leader.id == self.node_id),
-             "Tracks if the server is a leader."),
+            ("consul_server_isLeader", "gauge", float(leading), "Tracks if the server is a leader."),
             ("consul_raft_leader", "gauge", float(leader is not None), "1 when this server knows a raft leader."),
-            ("consul_raft_peers", "gauge", float(len(self.masters)), "Number of raft peers."),
+            ("consul_raft_peers", "gauge", float(len(raft)), "Number of raft peers."),
             ("consul_autopilot_healthy", "gauge", healthy, "Tracks the overall health of the local server cluster."),
-            ("consul_autopilot_failure_tolerance", "gauge", float(tolerance),
+            ("consul_autopilot_failure_tolerance", "gauge", tolerance,
              "Tracks the number of voting servers that the cluster can lose while continuing to function."),
-            ("consul_serf_lan_members", "gauge", float(alive), "Number of alive LAN serf members (servers)."),
+            ("consul_serf_lan_members", "gauge", float(lan), "Number of alive LAN serf members."),
             ("consul_state_nodes", "gauge", float(counts[0]), "Number of nodes in the catalog."),
             ("consul_catalog_services", "gauge", float(counts[1]), "Number of services in the catalog."),
             ("consul_state_services", "gauge", float(counts[1]), "Number of unique services in the state store."),
@@ -842,11 +974,15 @@ class ConsulServer:
     def _routes(self) -> None:
         api, rpc = self.api, self.rpc
 
-        @rpc.route("POST", "/internal/election")
+        @rpc.route("POST", "/internal/election", acl=False)
         def _election(req: base.Request) -> base.Response:
             return base.Response(200, self.election.on_message(req.json()))
 
-        @rpc.route("POST", "/internal/apply")
+        @rpc.route("POST", "/internal/replicate", acl=False)
+        def _replicate(req: base.Request) -> base.Response:
+            return base.Response(200, self.election.on_replicate(req.json()))
+
+        @rpc.route("POST", "/internal/apply", acl=False)
         def _apply(req: base.Request) -> base.Response:
             if not self.election.is_leader():
                 return base.error(500, "No cluster leader")
@@ -855,7 +991,25 @@ class ConsulServer:
             except OpError as exc:
                 return base.error(exc.status, exc.text)
 
-        @rpc.route("POST", "/internal/transfer-leader")
+        @rpc.route("POST", "/internal/member", acl=False)
+        def _member_rpc(req: base.Request) -> base.Response:
+            leader = self.election.leader()
+            if leader is None:
+                return base.error(500, "No cluster leader")
+            if leader.id != self.node_id:
+                status, reply = base.call(self._rpc_url(leader, "/internal/member"), self.tls, "POST",
+                                          raw_body=req.body, timeout=2.0)
+                return base.Response(200, reply) if status == 200 else base.error(500, "No cluster leader")
+            return base.Response(200, self.apply_local({"op": "member", "body": req.json(), "now": time.time()},
+                                                       wait=False))
+
+        @rpc.route("GET", "/internal/autopilot", acl=False)
+        def _autopilot_rpc(req: base.Request) -> base.Response:
+            if not self.election.is_leader():
+                return base.error(500, "No cluster leader")
+            return base.Response(200, self.autopilot_health())
+
+        @rpc.route("POST", "/internal/transfer-leader", acl=False)
         def _transfer(req: base.Request) -> base.Response:
             return self._transfer_leader(req.json().get("id", ""))
 
@@ -867,14 +1021,16 @@ class ConsulServer:
 
         @api.route("GET", "/v1/status/peers", acl=False)
         def _peers(req: base.Request) -> base.Response:
-            return base.Response(200, [p.address for p in self.election.all_peers()])
+            return base.Response(200, [p.address for p, _ in self.election.raft_servers()])
 
         # agent
         @api.route("GET", "/v1/agent/members")
         def _members(req: base.Request) -> base.Response:
-            return base.Response(200, [self._member(m, self._alive(m)) for m in self.masters])
+            # filtered by node:read (agent-local: the header is set here, only for a request with a token)
+            kept = self._keep(req, self.members(), lambda a, m: self._node_ok(a, m["Name"]))
+            return base.Response(200, kept, headers=self._filtered_header(req))
 
-        @api.route("GET", "/v1/agent/self")
+        @api.route("GET", "/v1/agent/self", need="agent:read")
         def _self(req: base.Request) -> base.Response:
             me = next(m for m in self.masters if m["name"] == self.name)
             leader = self.election.leader()
@@ -893,7 +1049,7 @@ class ConsulServer:
                 "DebugConfig": {"ACLsEnabled": True, "BootstrapExpect": len(self.masters), "DNSPort": DNS_PORT,
                                 "HTTPSPort": API_PORT, "ServerPort": RPC_PORT, "DataDir": "/build/consul"},
                 "Coord": {"Vec": [0.0] * 8, "Error": 1.5, "Adjustment": 0.0, "Height": 1e-05},
-                "Member": self._member(me, True),
+                "Member": self._member(me, "alive"),
                 "Stats": {
                     "consul": {
                         "server": "true",
@@ -904,7 +1060,7 @@ class ConsulServer:
                         "acl": "enabled",
                     },
                     "raft": {"state": "Leader" if self.election.is_leader() else "Follower",
-                             "num_peers": str(len(self.masters) - 1), "protocol_version": "3",
+                             "num_peers": str(len(self.election.raft_servers()) - 1), "protocol_version": "3",
                              "term": str(self._term()), "applied_index": str(self.store.index())},
                     "runtime": {"arch": "amd64", "os": "linux", "version": "go1.22.12",
                                 "goroutines": str(threading.active_count())},
@@ -917,55 +1073,73 @@ class ConsulServer:
             with self.store.lock:
                 svcs = self.store.s["Services"].get(self.name, {})
                 # The leader-managed "consul" service and serfHealth are not the agent's local state.
-                return base.Response(200, {sid: self._public_service(s) for sid, s in sorted(svcs.items())
-                                           if sid != "consul"})
+                mine = [(sid, self._public_service(s)) for sid, s in sorted(svcs.items()) if sid != "consul"]
+            kept = self._keep(req, mine, lambda a, x: self._service_ok(a, x[1]["Service"]))
+            return base.Response(200, dict(kept), headers=self._filtered_header(req))
 
         @api.route("GET", "/v1/agent/service/{sid}")
         def _agent_service(req: base.Request) -> base.Response:
             with self.store.lock:
                 svc = self.store.s["Services"].get(self.name, {}).get(req.params["sid"])
-                if svc is None:
-                    return base.error(404, f"unknown service ID: {req.params['sid']}")
-                return base.Response(200, self._public_service(svc))
+                svc = self._public_service(svc) if svc else None
+            if svc is None:
+                return base.error(404, f"unknown service ID: {req.params['sid']}")
+            return self._deny(req, "service", svc["Service"], "read") or base.Response(200, svc)
 
         @api.route("GET", "/v1/agent/checks")
         def _agent_checks(req: base.Request) -> base.Response:
             with self.store.lock:
-                checks = self.store.s["Checks"].get(self.name, {})
-                return base.Response(200, {cid: public_check(c) for cid, c in sorted(checks.items())
-                                           if cid != "serfHealth"})
+                checks = [(cid, public_check(c)) for cid, c in sorted(self.store.s["Checks"].get(self.name, {}).items())
+                          if cid != "serfHealth"]
+            kept = self._keep(req, checks, lambda a, x: self._check_ok(a, x[1]))
+            return base.Response(200, dict(kept), headers=self._filtered_header(req))
 
         @api.route("PUT", "/v1/agent/service/register")
         def _svc_register(req: base.Request) -> base.Response:
-            return self.submit({"op": "agent_service_register", "node": self.name, "body": canon(req.json() or {})})
+            body = canon(req.json() or {})
+            return (self._deny(req, "service", str(body.get("Name") or body.get("Service") or ""), "write")
+                    or self.submit({"op": "agent_service_register", "node": self.name, "body": body}))
 
         @api.route("PUT", "/v1/agent/service/deregister/{sid}")
         def _svc_deregister(req: base.Request) -> base.Response:
-            return self.submit({"op": "agent_service_deregister", "node": self.name, "id": req.params["sid"]})
+            with self.store.lock:
+                svc = self.store.s["Services"].get(self.name, {}).get(req.params["sid"])
+            return ((self._deny(req, "service", svc["Service"], "write") if svc else None)
+                    or self.submit({"op": "agent_service_deregister", "node": self.name, "id": req.params["sid"]}))
 
         @api.route("PUT", "/v1/agent/check/register")
         def _chk_register(req: base.Request) -> base.Response:
-            return self.submit({"op": "agent_check_register", "node": self.name, "body": canon(req.json() or {})})
+            body = canon(req.json() or {})
+            return (self._check_write(req, self.name, str(body.get("ServiceID") or ""))
+                    or self.submit({"op": "agent_check_register", "node": self.name, "body": body}))
+
+        def _existing_check_write(req: base.Request) -> base.Response | None:
+            with self.store.lock:
+                chk = self.store.s["Checks"].get(self.name, {}).get(req.params["cid"])
+            return self._check_write(req, self.name, chk["ServiceID"]) if chk else None
 
         @api.route("PUT", "/v1/agent/check/deregister/{cid}")
         def _chk_deregister(req: base.Request) -> base.Response:
-            return self.submit({"op": "agent_check_deregister", "node": self.name, "id": req.params["cid"]})
+            return _existing_check_write(req) or self.submit(
+                {"op": "agent_check_deregister", "node": self.name, "id": req.params["cid"]})
 
         @api.route("PUT", "/v1/agent/check/update/{cid}")
         def _chk_update(req: base.Request) -> base.Response:
             body = canon(req.json() or {})
-            return self.submit({"op": "agent_check_update", "node": self.name, "id": req.params["cid"],
-                                "status": body.get("Status", ""), "output": body.get("Output", "")})
+            return _existing_check_write(req) or self.submit(
+                {"op": "agent_check_update", "node": self.name, "id": req.params["cid"],
+                 "status": body.get("Status", ""), "output": body.get("Output", "")})
 
         for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
 
             def _chk_verb(req: base.Request, status: str = status) -> base.Response:
-                return self.submit({"op": "agent_check_update", "node": self.name, "id": req.params["cid"],
-                                    "status": status, "output": req.query.get("note", "")})
+                return _existing_check_write(req) or self.submit(
+                    {"op": "agent_check_update", "node": self.name, "id": req.params["cid"], "status": status,
+                     "output": req.query.get("note", "")})
 
             api.route("PUT", f"/v1/agent/check/{verb}/{{cid}}")(_chk_verb)
 
-        @api.route("GET", "/v1/agent/metrics")
+        @api.route("GET", "/v1/agent/metrics", need="agent:read")
         def _metrics(req: base.Request) -> base.Response:
             gauges = self.metrics_gauges()
             if req.query.get("format") == "prometheus":
@@ -989,24 +1163,51 @@ class ConsulServer:
         # catalog
         @api.route("PUT", "/v1/catalog/register")
         def _cat_register(req: base.Request) -> base.Response:
-            return self.submit({"op": "catalog_register", "body": canon(req.json() or {})})
+            body = canon(req.json() or {})
+            node = str(body.get("Node") or "")
+            denied = None
+            if not body.get("SkipNodeUpdate"):
+                denied = self._deny(req, "node", node, "write")
+            if denied is None and body.get("Service"):
+                svc = body["Service"]
+                denied = self._deny(req, "service", str(svc.get("Service") or svc.get("Name") or ""), "write")
+            for chk in list(body.get("Checks") or []) + ([body["Check"]] if body.get("Check") else []):
+                if denied is None and not chk.get("ServiceID"):
+                    denied = self._deny(req, "node", node, "write")
+            return denied or self.submit({"op": "catalog_register", "body": body})
 
         @api.route("PUT", "/v1/catalog/deregister")
         def _cat_deregister(req: base.Request) -> base.Response:
-            return self.submit({"op": "catalog_deregister", "body": canon(req.json() or {})})
+            body = canon(req.json() or {})
+            node = str(body.get("Node") or "")
+            if body.get("ServiceID"):
+                with self.store.lock:
+                    svc = self.store.s["Services"].get(node, {}).get(body["ServiceID"])
+                denied = self._deny(req, "service", svc["Service"], "write") if svc else None
+            elif body.get("CheckID"):
+                with self.store.lock:
+                    chk = self.store.s["Checks"].get(node, {}).get(body["CheckID"])
+                denied = self._check_write(req, node, chk["ServiceID"]) if chk else None
+            else:
+                denied = self._deny(req, "node", node, "write")
+            return denied or self.submit({"op": "catalog_deregister", "body": body})
 
         @api.route("GET", "/v1/catalog/nodes")
         def _cat_nodes(req: base.Request) -> base.Response:
-            return self.read(req, lambda: [dict(n) for _, n in sorted(self.store.s["Nodes"].items())])
+            return self.read(req, lambda: self._keep(req, [dict(n) for _, n in sorted(self.store.s["Nodes"].items())],
+                                                     lambda a, n: self._node_ok(a, n["Node"])))
 
         @api.route("GET", "/v1/catalog/node/{node}")
         def _cat_node(req: base.Request) -> base.Response:
             def view() -> Any:
                 node = self.store.s["Nodes"].get(req.params["node"])
+                if node is not None and not self._node_ok(self._authz(req), node["Node"]):
+                    req.filtered, node = True, None
                 if node is None:
                     return base.Response(200, raw=b"null")
-                svcs = self.store.s["Services"].get(node["Node"], {})
-                return {"Node": node, "Services": {k: self._public_service(v) for k, v in svcs.items()}}
+                svcs = self._keep(req, list(self.store.s["Services"].get(node["Node"], {}).items()),
+                                  lambda a, x: self._service_ok(a, x[1]["Service"]))
+                return {"Node": node, "Services": {k: self._public_service(v) for k, v in svcs}}
 
             return self.read(req, view)
 
@@ -1018,15 +1219,17 @@ class ConsulServer:
                     for svc in svcs.values():
                         tags = out.setdefault(svc["Service"], [])
                         tags += [t for t in svc["Tags"] if t not in tags]
-                return {k: sorted(v) for k, v in sorted(out.items())}
+                kept = self._keep(req, sorted(out), lambda a, name: self._service_ok(a, name))
+                return {k: sorted(out[k]) for k in kept}
 
             return self.read(req, view)
 
         @api.route("GET", "/v1/catalog/service/{service}")
         def _cat_service(req: base.Request) -> base.Response:
             return self.read(req, lambda: [
-                self._catalog_service_entry(node, svc)
-                for node, svc, _ in self.store.instances(req.params["service"], req.query.get("tag", ""))
+                self._catalog_service_entry(node, svc) for node, svc, _ in self._keep(
+                    req, self.store.instances(req.params["service"], req.query.get("tag", "")),
+                    self._instance_ok)
             ])
 
         # health
@@ -1034,7 +1237,9 @@ class ConsulServer:
         def _health_service(req: base.Request) -> base.Response:
             def view() -> Any:
                 out = []
-                for node, svc, checks in self.store.instances(req.params["service"], req.query.get("tag", "")):
+                instances = self._keep(req, self.store.instances(req.params["service"], req.query.get("tag", "")),
+                                       self._instance_ok)
+                for node, svc, checks in instances:
                     if req.flag("passing") and any(c["Status"] != "passing" for c in checks):
                         continue
                     out.append({"Node": node, "Service": self._public_service(svc),
@@ -1043,40 +1248,58 @@ class ConsulServer:
 
             return self.read(req, view)
 
+        def _checks_view(req: base.Request, checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [public_check(c) for c in self._keep(req, checks, self._check_ok)]
+
         @api.route("GET", "/v1/health/state/{state}")
         def _health_state(req: base.Request) -> base.Response:
             state = req.params["state"]
             if state not in ("any", *STATES):
                 return base.error(400, "Bad request: invalid state")
-            return self.read(req, lambda: [public_check(c) for c in self.store.all_checks()
-                                           if state == "any" or c["Status"] == state])
+            return self.read(req, lambda: _checks_view(req, [c for c in self.store.all_checks()
+                                                             if state == "any" or c["Status"] == state]))
 
         @api.route("GET", "/v1/health/checks/{service}")
         def _health_checks(req: base.Request) -> base.Response:
             name = req.params["service"]
-            return self.read(req, lambda: [public_check(c) for c in self.store.all_checks()
-                                           if c["ServiceName"] == name])
+            return self.read(req, lambda: _checks_view(req, [c for c in self.store.all_checks()
+                                                             if c["ServiceName"] == name]))
 
         @api.route("GET", "/v1/health/node/{node}")
         def _health_node(req: base.Request) -> base.Response:
             node = req.params["node"]
-            return self.read(req, lambda: [public_check(c) for _, c in
-                                           sorted(self.store.s["Checks"].get(node, {}).items())])
+            return self.read(req, lambda: _checks_view(req, [c for _, c in
+                                                             sorted(self.store.s["Checks"].get(node, {}).items())]))
 
         # operator
-        @api.route("GET", "/v1/operator/raft/configuration")
+        @api.route("GET", "/v1/operator/raft/configuration", need="operator:read")
         def _raft_config(req: base.Request) -> base.Response:
             leader = self.election.leader()
 
             def view() -> Any:
                 servers = [{"ID": p.id, "Node": p.name, "Address": p.address,
-                            "Leader": leader is not None and p.id == leader.id, "ProtocolVersion": "3", "Voter": True}
-                           for p in self.election.all_peers()]
+                            "Leader": leader is not None and p.id == leader.id, "ProtocolVersion": "3",
+                            "Voter": voter}
+                           for p, voter in self.election.raft_servers()]
                 return {"Servers": servers, "Index": self.store.s["Index"]}
 
             return self.read(req, view)
 
-        @api.route("POST|PUT", "/v1/operator/raft/transfer-leader")
+        @api.route("GET", "/v1/operator/autopilot/health", need="operator:read")
+        def _autopilot_health(req: base.Request) -> base.Response:
+            leader = self.election.leader()
+            if leader is None:
+                return base.error(500, "No cluster leader")
+            if leader.id == self.node_id:
+                body = self.autopilot_health()
+            else:
+                status, body = base.call(self._rpc_url(leader, "/internal/autopilot"), self.tls, timeout=3.0)
+                if status != 200 or not isinstance(body, dict):
+                    return base.error(500, "No cluster leader")
+            # 429 while some server is unhealthy (Consul's OperatorServerHealth)
+            return base.Response(200 if body["Healthy"] else 429, body)
+
+        @api.route("POST|PUT", "/v1/operator/raft/transfer-leader", need="operator:write")
         def _raft_transfer(req: base.Request) -> base.Response:
             leader = self.election.leader()
             if leader is None:
@@ -1090,36 +1313,57 @@ class ConsulServer:
             return base.error(status or 500, str(reply).rstrip("\n") if status else "rpc error: leader unreachable")
 
         # sessions
+        def _session_node(sid: str) -> str | None:
+            with self.store.lock:
+                sess = self.store.s["Sessions"].get(sid)
+                return str(sess["Node"]) if sess else None
+
+        def _session_ok(authz: ConsulAuthz, sess: dict[str, Any]) -> bool:
+            return authz.allows("session", sess["Node"], "read")
+
         @api.route("PUT", "/v1/session/create")
         def _session_create(req: base.Request) -> base.Response:
-            return self.submit({"op": "session_create", "node": self.name, "body": canon(req.json() or {})})
+            body = canon(req.json() or {})
+            return (self._deny(req, "session", str(body.get("Node") or self.name), "write")
+                    or self.submit({"op": "session_create", "node": self.name, "body": body}))
 
         @api.route("PUT", "/v1/session/destroy/{sid}")
         def _session_destroy(req: base.Request) -> base.Response:
-            return self.submit({"op": "session_destroy", "id": req.params["sid"]})
+            node = _session_node(req.params["sid"])
+            return ((self._deny(req, "session", node, "write") if node is not None else None)
+                    or self.submit({"op": "session_destroy", "id": req.params["sid"]}))
 
         @api.route("PUT", "/v1/session/renew/{sid}")
         def _session_renew(req: base.Request) -> base.Response:
-            return self.submit({"op": "session_renew", "id": req.params["sid"]})
+            node = _session_node(req.params["sid"])
+            return ((self._deny(req, "session", node, "write") if node is not None else None)
+                    or self.submit({"op": "session_renew", "id": req.params["sid"]}))
 
         @api.route("GET", "/v1/session/info/{sid}")
         def _session_info(req: base.Request) -> base.Response:
             sid = req.params["sid"]
-            return self.read(req, lambda: [dict(s) for s in [self.store.s["Sessions"].get(sid)] if s])
+            return self.read(req, lambda: self._keep(
+                req, [dict(s) for s in [self.store.s["Sessions"].get(sid)] if s], _session_ok))
 
         @api.route("GET", "/v1/session/list")
         def _session_list(req: base.Request) -> base.Response:
-            return self.read(req, lambda: [dict(s) for _, s in sorted(self.store.s["Sessions"].items())])
+            return self.read(req, lambda: self._keep(
+                req, [dict(s) for _, s in sorted(self.store.s["Sessions"].items())], _session_ok))
 
         @api.route("GET", "/v1/session/node/{node}")
-        def _session_node(req: base.Request) -> base.Response:
+        def _session_node_list(req: base.Request) -> base.Response:
             node = req.params["node"]
-            return self.read(req, lambda: [dict(s) for _, s in sorted(self.store.s["Sessions"].items())
-                                           if s["Node"] == node])
+            return self.read(req, lambda: self._keep(
+                req, [dict(s) for _, s in sorted(self.store.s["Sessions"].items()) if s["Node"] == node],
+                _session_ok))
 
         # KV
         @api.route("GET", "/v1/kv/{key*}")
         def _kv_get(req: base.Request) -> base.Response:
+            if not (req.flag("recurse") or req.flag("keys")):
+                denied = self._deny(req, "key", req.params["key"], "read")
+                if denied:
+                    return denied
             return self.read(req, lambda: self._kv_view(req))
 
         @api.route("PUT", "/v1/kv/{key*}")
@@ -1131,6 +1375,9 @@ class ConsulServer:
                 return base.error(413, f"Request body({len(req.body)} bytes) too large, max size: 524288 bytes")
             if req.query.get("acquire") and req.query.get("release"):
                 return base.error(400, "Conflicting flags: acquire=&release=")
+            denied = self._deny(req, "key", key, "write")
+            if denied:
+                return denied
             op = {"op": "kv_put", "key": key,
                   "value": base64.b64encode(req.body).decode() if req.body else None,
                   "flags": int(req.query["flags"]) if req.query.get("flags") else None,
@@ -1140,27 +1387,35 @@ class ConsulServer:
 
         @api.route("DELETE", "/v1/kv/{key*}")
         def _kv_delete(req: base.Request) -> base.Response:
-            return self.submit({"op": "kv_delete", "key": req.params["key"], "recurse": req.flag("recurse"),
+            key, authz = req.params["key"], self._authz(req)
+            if req.flag("recurse"):
+                if not authz.key_write_prefix(key):
+                    return base.error(403, authz.denied("key", "write", key))
+            elif not authz.allows("key", key, "write"):
+                return base.error(403, authz.denied("key", "write", key))
+            return self.submit({"op": "kv_delete", "key": key, "recurse": req.flag("recurse"),
                                 "cas": int(req.query["cas"]) if req.query.get("cas") else None})
 
     def _kv_view(self, req: base.Request) -> Any:
         key = req.params["key"]
         kv = self.store.s["KV"]
+        authz = self._authz(req)
         if req.flag("keys"):
             sep = req.query.get("separator", "")
+            readable = self._keep(req, [k for k in sorted(kv) if k.startswith(key)],
+                                  lambda a, k: a.allows("key", k, "read") or a.allows("key", k, "list"))
             keys: list[str] = []
-            for k in sorted(kv):
-                if not k.startswith(key):
-                    continue
+            for k in readable:
                 if sep and sep in k[len(key):]:
                     k = k[: len(key) + k[len(key):].index(sep) + len(sep)]
                 if k not in keys:
                     keys.append(k)
             return keys if keys else base.Response(404, raw=b"")
         if req.flag("recurse"):
-            found = [_kv_public(kv[k]) for k in sorted(kv) if k.startswith(key)]
+            found = [_kv_public(kv[k]) for k in self._keep(req, [k for k in sorted(kv) if k.startswith(key)],
+                                                           lambda a, k: a.allows("key", k, "read"))]
         else:
-            found = [_kv_public(kv[key])] if key in kv else []
+            found = [_kv_public(kv[key])] if key in kv and authz.allows("key", key, "read") else []
         if not found:
             return base.Response(404, raw=b"")
         if req.flag("raw"):
@@ -1172,20 +1427,19 @@ class ConsulServer:
     def _transfer_leader(self, target_id: str) -> base.Response:
         if not self.election.is_leader():
             return base.error(500, "No cluster leader")
-        peers = self.election.peers
+        raft = [p for p, voter in self.election.raft_servers() if voter]
         if target_id:
-            target = next((p for p in self.election.all_peers() if p.id == target_id), None)
+            target = next((p for p in raft if p.id == target_id), None)
             if target is None:
                 return base.error(500, f"Failed to transfer Leader: cannot find peer with ID {target_id!r}")
             if target.id == self.node_id:
                 return base.error(500, "Failed to transfer Leader: cannot transfer leadership to itself")
         else:
-            with self.election.lock:
-                live = [p for p in peers if self.election.alive.get(p.id)]
+            live = [p for p in raft if p.id != self.node_id and self.election.member_status(p.id) == "alive"]
             if not live:
                 return base.error(404, "Failed to transfer Leader: no live server to transfer to")
             target = random.choice(live)
-        self.replicate()  # the new leader starts from the latest state
+        self.election.wait_replicated(self.election.notify_changed(), 1.0)  # the new leader starts from our state
         if self.election.transfer_to(target):
             return base.Response(200, {"Success": True})
         return base.error(404, f"Failed to transfer Leader: {target.name} did not take over")
@@ -1201,13 +1455,10 @@ class ConsulServer:
                     term = self._term()
                     if term != term_led:
                         term_led = term
-                        self.store.apply({"op": "reset_session_timers", "now": now})
-                    with self.election.lock:
-                        alive = dict(self.election.alive)
-                    alive[self.node_id] = True
-                    servers = [{"name": m["name"], "ip": m["ip"], "id": m["consul_id"]} for m in self.masters]
-                    if self.store.apply({"op": "reap", "now": now, "servers": servers, "alive": alive}):
-                        self.replicate()
+                        self.store.apply({"op": "reset_timers", "now": now})
+                    servers = [{"name": m["name"], "ip": m["ip"], "id": m["consul_id"],
+                                "status": self.election.member_status(m["consul_id"])} for m in self.masters]
+                    self.apply_local({"op": "reap", "now": now, "servers": servers}, wait=False)
                 else:
                     term_led = -1
                 self.run_checks()
@@ -1230,22 +1481,24 @@ class ConsulServer:
                 self.submit({"op": "agent_check_update", "node": self.name, "id": cid, "status": status,
                              "output": output, "ttl_only": False})
 
-    def _election_loop(self) -> None:
-        """Election.run's loop, but one that survives an unexpected reply from a peer."""
-        while True:
-            try:
-                self.election._tick()
-            except Exception:
-                log("election: " + traceback.format_exc())
-            time.sleep(self.election.HEARTBEAT_S)
-
     def run(self) -> None:
         base.serve(self.ip, RPC_PORT, self.rpc, self.tls, name="consul-rpc")
         base.serve(self.ip, API_PORT, self.api, self.tls, self.token_check, name="consul")
-        threading.Thread(target=self._election_loop, name="election", daemon=True).start()
+        self.election.run()
         threading.Thread(target=self.housekeeping, name="housekeeping", daemon=True).start()
         DnsServer(self).start()
         log(f"{self.name} serving https://{self.ip}:{API_PORT}, dns {self.ip}:{DNS_PORT}")
+
+
+def readable_duration(seconds: float) -> str:
+    """A duration as Go prints it (api.ReadableDuration): "0s", "27.291304ms", "1.5s"."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1:
+        return f"{seconds * 1000:.6f}".rstrip("0").rstrip(".") + "ms"
+    minutes, rest = divmod(seconds, 60)
+    text = f"{rest:.6f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{text}" if minutes else text
 
 
 def probe(d: dict[str, Any], timeout: float, tls: base.Tls) -> tuple[str, str]:

@@ -3,14 +3,26 @@
 Test equipment only: it runs in the lab's nodes with Debian's python3 (3.11), standard library only:
     PYTHONPATH=/opt/alicelab python3 -m emulators.nomad /etc/alicelab/node.json
 
-Servers elect a leader with `base.Election` (only with a quorum); the leader owns the state (nodes, jobs,
-allocations), places allocations and pushes the state whole to the followers, which forward writes to it.
+Servers elect a leader with `base.Election` (only with a quorum; autopilot removes a dead server from the
+raft configuration and it rejoins when back); the leader owns the state (nodes, jobs, allocations), places
+allocations and replicates the state to the followers when it changed; followers forward writes, and reads
+unless ?stale, to it. Without a leader a request that needs one is held RPC_HOLD_S (5 s) and then fails
+with 500 "No cluster leader". ACLs as node.json's `acl.nomad` defines them (see acl.py): each endpoint
+needs what real Nomad requires (node:read, namespace capabilities, operator:read, management...).
+
 Clients register and heartbeat (every 1 s) over the servers' RPC port 4647; the leader marks a node `down`
-after 6 s without a heartbeat. Clients also register themselves and their running allocations in Consul.
+after 6 s without a heartbeat, or `disconnected` when one of its allocations' groups has a disconnect block
+(those allocations are `unknown` for LostAfter, then lost). A client also reports failed allocations, which
+the leader reschedules by the job's policy. A client is also its node's Consul agent: a LAN member of
+Consul's servers (RPC port 8300) that syncs the node's services into the catalog. Lab faults reach a client
+through flags in node.json's `fault_dir` (default /run/alicelab): `nomad-fail-allocations` (empty: fail
+the CI allocations running here once; "job:ID[,ID]": fail every allocation of those jobs while it is
+there) and `nomad-disconnected` (stop heartbeating).
 
 Jobs are given in node.json (masters only), key `jobs`, a list of:
     {
-      "ID": "ci-mesosci-slc9",          # job ID and name (required)
+      "ID": "ci-mesosci-slc9",          # job ID and name (required; unique across namespaces in the lab)
+      "Namespace": "default",           # optional
       "Type": "service",                # "service" (kept running) or "batch" (runs RunSeconds, then complete)
       "Count": 2,                       # allocations wanted (default 1)
       "Constraints": [                  # Nomad constraints; LTarget ${attr.*}, ${meta.*}, ${node.unique.id},
@@ -21,17 +33,22 @@ Jobs are given in node.json (masters only), key `jobs`, a list of:
       "RunSeconds": 30,                 # batch only: how long an allocation runs (default 60)
       "Group": "ci", "Task": "ci",      # optional; default "ci" for ci-* jobs, else the job ID
       "Image": "registry.cern.ch/alisw/slc9-builder:latest",  # optional, the docker task's image
-      "Priority": 50, "Datacenters": ["cern"]                  # optional
+      "Priority": 50, "Datacenters": ["cern"],                 # optional
+      "Reschedule": {"Attempts": 1, "Interval": "1h", "Delay": "5s", "DelayFunction": "constant",
+                     "MaxDelay": "1h", "Unlimited": false},    # optional; Nomad's defaults per job type
+      "Disconnect": {"LostAfter": "5m", "Replace": true}       # optional, the group's disconnect block
     }
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -41,6 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import base
+from .acl import NomadACL, NomadAuthz
 
 VERSION = "1.9.7"
 REVISION = "f869597f5dd7ca5a3e2d3d9e8ec7b5fcd8b7a3d2"
@@ -48,11 +66,23 @@ HTTP_PORT, RPC_PORT, SERF_PORT = 4646, 4647, 4648
 HEARTBEAT_S = 1.0
 HEARTBEAT_TTL_S = 6.0
 CONSUL_SYNC_S = 5.0
+CONSUL_ANTI_ENTROPY_S = 60.0  # a full re-registration of the node's services in Consul
 LEADER_LOOP_S = 0.25
 MAX_TERMINAL_ALLOCS_PER_JOB = 20
 ZERO_TIME = "0001-01-01T00:00:00Z"
 NO_LEADER = "No cluster leader"
+PERMISSION_DENIED = "Permission denied"
+TOKEN_NOT_FOUND = "ACL token not found"
 HOPS_HEADER = "x-alicelab-hops"
+# How long a server holds a request that needs the leader while there is none (Nomad's RPCHoldTimeout).
+RPC_HOLD_S = float(os.environ.get("ALICELAB_NOMAD_RPC_HOLD_S", "5"))
+RPC_HOLD_JITTER_S = RPC_HOLD_S / 16  # structs.JitterFraction
+FAULT_DIR = "/run/alicelab"  # where lab faults leave flags for a client (node.json "fault_dir")
+FAIL_FLAG, DISCONNECT_FLAG = "nomad-fail-allocations", "nomad-disconnected"
+ALLOC_RESCHEDULED = "alloc was rescheduled because it failed"
+ALLOC_LOST = "alloc is lost since its node is down"
+ALLOC_UNKNOWN = "alloc is unknown since its node is disconnected"
+ALLOC_RECONNECTED = "alloc not needed due to disconnected client reconnect"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -83,37 +113,35 @@ def every(name: str, interval: float, fn: Callable[[], None]) -> None:
     threading.Thread(target=run, name=name, daemon=True).start()
 
 
-def token_check(token: str) -> base.TokenCheck:
-    def check(req: base.Request) -> base.Response | None:
-        given = base.bearer_token(req, "x-nomad-token")
-        if not given:
-            return base.error(403, "Permission denied")
-        if given != token:
-            return base.error(403, "ACL token not found")  # what Nomad answers for an unknown secret
-        return None
+def namespace_of(req: base.Request) -> str:
+    return req.query.get("namespace") or "default"
+
+
+def token_check(acl: NomadACL) -> base.TokenCheck:
+    """Resolves the request's token (X-Nomad-Token or Bearer) and checks the right the route needs:
+    "node:read", "agent:read", "operator:read", "node:write", "management", or "" (any known token;
+    the handler checks namespace capabilities itself)."""
+
+    def check(req: base.Request, need: str) -> base.Response | None:
+        authz = acl.resolve(base.bearer_token(req, "x-nomad-token"))
+        if authz is None:
+            return base.error(403, TOKEN_NOT_FOUND)  # what Nomad answers for an unknown secret
+        req.authz = authz
+        if need == "management":
+            ok = authz.management
+        elif need:
+            resource, _, level = need.partition(":")
+            ok = authz.allows(resource, level)
+        else:
+            ok = True
+        return None if ok else base.error(403, PERMISSION_DENIED)
 
     return check
 
 
-def dispatch(router: base.Router, req: base.Request, check: base.TokenCheck) -> base.Response:
-    """Runs a request through a router as base.serve would (used for requests forwarded over RPC)."""
-    found = router.match(req.method, req.path)
-    if found is None:
-        return base.error(404, "Invalid URL path")
-    if isinstance(found, str):
-        return base.error(405, "Invalid method")
-    fn, params, acl = found
-    req.params = params
-    denied = check(req) if acl else None
-    if denied is not None:
-        return denied
-    try:
-        return fn(req)
-    except (KeyError, ValueError, TypeError) as exc:
-        return base.error(400, f"Bad request: {exc}")
-    except Exception as exc:
-        log(f"handler {req.path}: {traceback.format_exc()}")
-        return base.error(500, str(exc))
+def authz_of(req: base.Request) -> NomadAuthz:
+    authz: NomadAuthz = req.authz
+    return authz
 
 
 def request_to_json(req: base.Request, hops: int) -> dict[str, Any]:
@@ -136,7 +164,10 @@ def response_from_json(d: dict[str, Any]) -> base.Response:
     return base.Response(status=int(d["status"]), raw=str(d.get("body", "")).encode(), headers=dict(d["headers"]))
 
 
-def parse_duration(text: str, default: float) -> float:
+def parse_duration(text: Any, default: float) -> float:
+    """A Go duration ("5s", "1h30m", "500ms") or a number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
     total, found = 0.0, False
     for num, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text or ""):
         found = True
@@ -231,12 +262,34 @@ def agent_config(cfg: dict[str, Any], server: bool) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- jobs and allocations
 
+# Nomad's defaults (structs.DefaultServiceJobReschedulePolicy / DefaultBatchJobReschedulePolicy), in seconds.
+RESCHEDULE_DEFAULTS = {
+    "service": {"Attempts": 0, "Interval": 0.0, "Delay": 30.0, "DelayFunction": "exponential", "MaxDelay": 3600.0,
+                "Unlimited": True},
+    "batch": {"Attempts": 1, "Interval": 86400.0, "Delay": 5.0, "DelayFunction": "constant", "MaxDelay": 3600.0,
+              "Unlimited": False},
+}
+
+
+def reschedule_policy(spec: dict[str, Any]) -> dict[str, Any]:
+    """A job's reschedule policy (a spec persisted by an older emulator has none: Nomad's default)."""
+    default = RESCHEDULE_DEFAULTS.get(spec["Type"], RESCHEDULE_DEFAULTS["service"])
+    policy: dict[str, Any] = spec.get("Reschedule") or default
+    return policy
+
+
 def job_spec(raw: dict[str, Any], datacenter: str) -> dict[str, Any]:
     jid = str(raw["ID"])
     default_name = "ci" if jid.startswith("ci-") else jid
+    kind = raw.get("Type", "service")
+    policy = dict(RESCHEDULE_DEFAULTS.get(kind, RESCHEDULE_DEFAULTS["service"]))
+    for key, value in (raw.get("Reschedule") or {}).items():
+        policy[key] = parse_duration(value, 0.0) if key in ("Interval", "Delay", "MaxDelay") else value
+    disconnect = raw.get("Disconnect")
     return {
         "ID": jid,
-        "Type": raw.get("Type", "service"),
+        "Namespace": raw.get("Namespace", "default"),
+        "Type": kind,
         "Count": int(raw.get("Count", 1)),
         "Constraints": list(raw.get("Constraints") or []),
         "RunSeconds": float(raw.get("RunSeconds", 60)),
@@ -245,6 +298,14 @@ def job_spec(raw: dict[str, Any], datacenter: str) -> dict[str, Any]:
         "Image": raw.get("Image", "registry.cern.ch/alisw/slc9-builder:latest"),
         "Priority": int(raw.get("Priority", 50)),
         "Datacenters": list(raw.get("Datacenters") or [datacenter]),
+        "Reschedule": policy,
+        # The group's disconnect block (Nomad >= 1.8; max_client_disconnect before): while its node is
+        # disconnected an allocation is `unknown` for LostAfter seconds instead of `lost` at once.
+        "Disconnect": None if not disconnect else {
+            "LostAfter": parse_duration(disconnect.get("LostAfter"), 0.0),
+            "Replace": bool(disconnect.get("Replace", True)),
+            "Reconcile": disconnect.get("Reconcile", "best_score"),
+        },
     }
 
 
@@ -282,22 +343,23 @@ def satisfies(node: dict[str, Any], constraints: list[dict[str, Any]]) -> bool:
     return True
 
 
-def task_event(kind: str, ns: int, message: str = "", details: dict[str, str] | None = None) -> dict[str, Any]:
+def task_event(kind: str, ns: int, message: str = "", details: dict[str, str] | None = None,
+               exit_code: int = 0) -> dict[str, Any]:
     display = {"Received": "Task received by client", "Task Setup": "Building Task Directory",
                "Driver": "Downloading image", "Started": "Task started by client",
-               "Terminated": "Exit Code: 0", "Killing": "Sent interrupt. Waiting 5s before force killing",
+               "Terminated": f"Exit Code: {exit_code}", "Killing": "Sent interrupt. Waiting 5s before force killing",
                "Killed": "Task successfully killed"}.get(kind, message)
     return {
         "Details": details or {}, "DiskLimit": 0, "DisplayMessage": display, "DownloadError": "", "DriverError": "",
-        "DriverMessage": "", "ExitCode": 0, "FailedSibling": "", "FailsTask": False, "GenericSource": "",
-        "KillError": "", "KillReason": "", "KillTimeout": 0, "Message": message, "RestartReason": "",
-        "SetupError": "", "Signal": 0, "StartDelay": 0, "TaskSignal": "", "TaskSignalReason": "", "Time": ns,
-        "Type": kind, "ValidationError": "", "VaultError": "",
+        "DriverMessage": "", "ExitCode": exit_code, "FailedSibling": "", "FailsTask": kind == "Not Restarting",
+        "GenericSource": "", "KillError": "", "KillReason": "", "KillTimeout": 0, "Message": message,
+        "RestartReason": message if kind == "Not Restarting" else "", "SetupError": "", "Signal": 0, "StartDelay": 0,
+        "TaskSignal": "", "TaskSignalReason": "", "Time": ns, "Type": kind, "ValidationError": "", "VaultError": "",
     }
 
 
 def empty_state() -> dict[str, Any]:
-    return {"index": 1, "nodes": {}, "jobs": {}, "allocs": {}, "drains": {}}
+    return {"index": 1, "nodes": {}, "jobs": {}, "allocs": {}, "drains": {}, "disconnects": {}}
 
 
 ACTIVE = ("pending", "running")
@@ -307,20 +369,42 @@ def is_active(a: dict[str, Any]) -> bool:
     return bool(a["DesiredStatus"] == "run" and a["ClientStatus"] in ACTIVE)
 
 
+def is_unknown(a: dict[str, Any]) -> bool:
+    """Running on a disconnected node, as far as the servers know."""
+    return bool(a["DesiredStatus"] == "run" and a["ClientStatus"] == "unknown")
+
+
 def finished_ok(a: dict[str, Any]) -> bool:
     """A batch allocation that ran to its end (not one stopped by a drain or a lost node)."""
     return bool(a["ClientStatus"] == "complete" and a["DesiredStatus"] == "run")
 
 
+def ns_time() -> int:
+    return time.time_ns()
+
+
 class Cluster:
-    """The state the leader owns, and the rules it applies to it. Callers hold the server's lock."""
+    """The state the leader owns, and the rules it applies to it (the scheduler's, simplified): placement,
+    node heartbeats (down / disconnected), drains, failed allocations and their rescheduling.
+    Callers hold the server's lock."""
 
     def __init__(self, state: dict[str, Any], jobs: list[dict[str, Any]], region: str) -> None:
         self.state, self.jobs, self.region = state, jobs, region
+        state.setdefault("disconnects", {})
 
     def bump(self) -> int:
         self.state["index"] += 1
         return int(self.state["index"])
+
+    def job_of(self, a: dict[str, Any]) -> dict[str, Any] | None:
+        job: dict[str, Any] | None = self.state["jobs"].get(a["JobID"])
+        return job
+
+    def lost_after(self, a: dict[str, Any]) -> float:
+        """Seconds an allocation may stay `unknown` on a disconnected node (0: lost at once)."""
+        job = self.job_of(a)
+        disconnect = job["Spec"].get("Disconnect") if job else None
+        return float(disconnect["LostAfter"]) if disconnect else 0.0
 
     # --- nodes
     def node_event(self, node: dict[str, Any], message: str, subsystem: str, idx: int) -> None:
@@ -333,7 +417,8 @@ class Cluster:
         node["Status"], node["StatusUpdatedAt"], node["ModifyIndex"] = status, int(time.time()), idx
         self.node_event(node, message, "Cluster", idx)
 
-    def upsert_node(self, info: dict[str, Any]) -> dict[str, Any]:
+    def upsert_node(self, info: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Registers or updates a node from its client's fingerprint; (node, whether anything changed)."""
         nodes = self.state["nodes"]
         node: dict[str, Any] | None = nodes.get(info["ID"])
         if node is None:
@@ -343,14 +428,33 @@ class Cluster:
                         Events=[], CreateIndex=idx, ModifyIndex=idx, SecretID="")
             self.node_event(node, "Node registered", "Cluster", idx)
             nodes[info["ID"]] = node
-            return node
+            return node, True
         fingerprint = ("Name", "Datacenter", "NodeClass", "NodePool", "HTTPAddr", "Meta", "Drivers")
         if any(node.get(k) != info.get(k) for k in fingerprint):
             node["ModifyIndex"] = self.bump()
+        changed = any(node.get(k) != v for k, v in info.items())
         node.update(info)  # attributes (free disk space) change all the time: no new index for them
-        if node["Status"] != "ready":
+        return node, changed
+
+    def heartbeat(self, node: dict[str, Any]) -> None:
+        """A heartbeat from a node the servers had given up on."""
+        if node["Status"] == "disconnected":
+            self.reconnect(node)
+        elif node["Status"] != "ready":
             self.set_status(node, "ready", "Node reregistered by heartbeat")
-        return node
+
+    def reconnect(self, node: dict[str, Any]) -> None:
+        """A disconnected node is back before its allocations were lost: they run on, and the
+        replacements placed meanwhile are stopped (the `best_score` reconcile, preferring the original)."""
+        self.state["disconnects"].pop(node["ID"], None)
+        self.set_status(node, "ready", "Node reregistered by heartbeat")
+        allocs = self.state["allocs"]
+        for a in [a for a in allocs.values() if a["NodeID"] == node["ID"] and is_unknown(a)]:
+            a["ClientStatus"], a["ClientDescription"] = "running", "Tasks are running"
+            self.touch(a)
+            for r in allocs.values():
+                if r["PreviousAllocation"] == a["ID"] and is_active(r):
+                    self.stop_alloc(r, "complete", ALLOC_RECONNECTED)
 
     # --- allocations
     def touch(self, a: dict[str, Any]) -> None:
@@ -360,7 +464,7 @@ class Cluster:
     def stop_alloc(self, a: dict[str, Any], client: str, desired_desc: str, migrate: bool = False) -> None:
         now = time.time_ns()
         a["DesiredStatus"], a["DesiredDescription"] = "stop", desired_desc
-        if a["ClientStatus"] in ACTIVE:
+        if a["ClientStatus"] in (*ACTIVE, "unknown"):
             a["ClientStatus"] = client
             a["ClientDescription"] = "All tasks have completed" if client == "complete" else ""
             a["FinishedAt"] = now
@@ -370,33 +474,69 @@ class Cluster:
             a["DesiredTransition"]["Migrate"] = True
         self.touch(a)
 
-    def place(self, job: dict[str, Any], slot: int, node: dict[str, Any], prev: dict[str, Any] | None) -> None:
+    def fail_alloc(self, a: dict[str, Any], exit_code: int = 1) -> None:
+        """The client reports that the allocation's task failed (and its restarts are used up)."""
+        if not is_active(a):
+            return
+        now = time.time_ns()
+        reason = 'Exceeded allowed attempts 2 in interval 30m0s and mode is "fail"'
+        a["ClientStatus"], a["ClientDescription"], a["FinishedAt"] = "failed", "Failed tasks", now
+        a["TaskFailed"], a["Restarts"] = True, 2
+        a["FollowupEvalID"] = str(uuid.uuid4())
+        a["Events"] += [task_event("Terminated", now, "", {"exit_code": str(exit_code), "signal": "0"}, exit_code),
+                        task_event("Not Restarting", now, reason, {"fails_task": "true", "restart_reason": reason})]
+        self.touch(a)
+
+    def place(self, job: dict[str, Any], slot: int, node: dict[str, Any], prev: dict[str, Any] | None,
+              tracker: dict[str, Any] | None = None) -> None:
         spec = job["Spec"]
         now = time.time_ns()
         idx = self.bump()
         aid = str(uuid.uuid4())
         self.state["allocs"][aid] = {
             "ID": aid, "EvalID": str(uuid.uuid4()), "Name": f"{spec['ID']}.{spec['Group']}[{slot}]", "Slot": slot,
-            "Namespace": "default", "NodeID": node["ID"], "NodeName": node["Name"], "JobID": spec["ID"],
-            "JobType": spec["Type"], "JobVersion": job["Version"], "TaskGroup": spec["Group"], "Task": spec["Task"],
-            "DesiredStatus": "run", "DesiredDescription": "", "ClientStatus": "running",
+            "Namespace": spec.get("Namespace", "default"), "NodeID": node["ID"], "NodeName": node["Name"],
+            "JobID": spec["ID"], "JobType": spec["Type"], "JobVersion": job["Version"], "TaskGroup": spec["Group"],
+            "Task": spec["Task"], "DesiredStatus": "run", "DesiredDescription": "", "ClientStatus": "running",
             "ClientDescription": "Tasks are running",
             "DesiredTransition": {"ForceReschedule": None, "Migrate": None, "Reschedule": None},
             "CreateIndex": idx, "ModifyIndex": idx, "AllocModifyIndex": idx, "CreateTime": now, "ModifyTime": now,
             "StartedAt": now, "FinishedAt": 0, "PreviousAllocation": prev["ID"] if prev else "",
-            "NextAllocation": "",
+            "NextAllocation": "", "RescheduleTracker": tracker, "FollowupEvalID": "",
             "Events": [task_event("Received", now), task_event("Task Setup", now, "Building Task Directory",
                                                                {"message": "Building Task Directory"}),
                        task_event("Driver", now, "", {"image": spec["Image"]}), task_event("Started", now)],
         }
         if prev:
             prev["NextAllocation"] = aid
+            if tracker is not None:  # a reschedule: the failed allocation is stopped
+                prev["DesiredStatus"], prev["DesiredDescription"] = "stop", ALLOC_RESCHEDULED
             self.touch(prev)
 
     def feasible(self, spec: dict[str, Any]) -> list[dict[str, Any]]:
         return [n for n in self.state["nodes"].values()
                 if n["Status"] == "ready" and n["SchedulingEligibility"] == "eligible" and not n["Drain"]
                 and n["Datacenter"] in spec["Datacenters"] and satisfies(n, spec["Constraints"])]
+
+    def reschedule(self, a: dict[str, Any]) -> tuple[int, int] | None:
+        """When a failed allocation may be replaced and with which delay (ns), by its job's reschedule
+        policy; None when it has no attempts left (or rescheduling is off)."""
+        job = self.job_of(a)
+        if job is None:
+            return None
+        policy = reschedule_policy(job["Spec"])
+        if not policy["Unlimited"] and int(policy["Attempts"]) <= 0:
+            return None
+        events = (a.get("RescheduleTracker") or {}).get("Events") or []
+        failed_at = int(a["FinishedAt"] or a["ModifyTime"])
+        if not policy["Unlimited"]:
+            window_start = failed_at - int(float(policy["Interval"]) * 1e9)
+            if sum(1 for e in events if e["RescheduleTime"] >= window_start) >= int(policy["Attempts"]):
+                return None
+        delay = float(policy["Delay"])
+        if policy["DelayFunction"] != "constant" and events:
+            delay = min(float(policy["MaxDelay"]), delay * 2 ** len(events))
+        return failed_at + int(delay * 1e9), int(delay * 1e9)
 
     def reconcile(self, heartbeats: dict[str, float]) -> None:
         st = self.state
@@ -412,17 +552,42 @@ class Cluster:
             elif job["Spec"] != spec:
                 idx = self.bump()
                 job.update(Spec=spec, ModifyIndex=idx, JobModifyIndex=idx, SubmitTime=now, Version=job["Version"] + 1)
-        # Missed heartbeats: the node is down and what ran there is lost.
+        # Missed heartbeats: the node is down and what ran there is lost, or, when some of its allocations
+        # may outlive a disconnection, it is disconnected and those are unknown until their window closes.
         for node in st["nodes"].values():
-            if node["Status"] == "ready" and mono - heartbeats.get(node["ID"], 0.0) > HEARTBEAT_TTL_S:
-                self.set_status(node, "down", "Node heartbeat missed")
-                for a in allocs.values():
-                    if a["NodeID"] == node["ID"] and a["ClientStatus"] in ACTIVE:
-                        self.stop_alloc(a, "lost", "alloc is lost since its node is down")
+            if node["Status"] not in ("ready", "disconnected"):
+                continue
+            if mono - heartbeats.get(node["ID"], 0.0) <= HEARTBEAT_TTL_S:
+                continue
+            mine = [a for a in allocs.values() if a["NodeID"] == node["ID"]]
+            if node["Status"] == "ready":
+                running = [a for a in mine if is_active(a)]
+                if any(self.lost_after(a) > 0 for a in running):
+                    self.set_status(node, "disconnected", "Node heartbeat missed")
+                    st["disconnects"][node["ID"]] = now
+                    for a in running:
+                        if self.lost_after(a) > 0:
+                            a["ClientStatus"], a["ClientDescription"] = "unknown", ALLOC_UNKNOWN
+                            a["UnknownSince"], a["FollowupEvalID"] = now, str(uuid.uuid4())
+                            self.touch(a)
+                        else:
+                            self.stop_alloc(a, "lost", ALLOC_LOST)
+                else:
+                    self.set_status(node, "down", "Node heartbeat missed")
+                    for a in running:
+                        self.stop_alloc(a, "lost", ALLOC_LOST)
+            else:
+                unknown = [a for a in mine if is_unknown(a)]
+                for a in unknown:
+                    if now >= int(a.get("UnknownSince") or now) + int(self.lost_after(a) * 1e9):
+                        self.stop_alloc(a, "lost", ALLOC_LOST)
+                if not any(is_unknown(a) for a in unknown):
+                    st["disconnects"].pop(node["ID"], None)
+                    self.set_status(node, "down", "Node heartbeat missed")
         # Batch allocations finish after their run time.
         for a in allocs.values():
             job = st["jobs"].get(a["JobID"])
-            if (a["JobType"] == "batch" and a["ClientStatus"] == "running" and job
+            if (a["JobType"] == "batch" and a["ClientStatus"] == "running" and a["DesiredStatus"] == "run" and job
                     and now >= a["StartedAt"] + int(job["Spec"]["RunSeconds"] * 1e9)):
                 a["ClientStatus"], a["ClientDescription"], a["FinishedAt"] = "complete", "All tasks have completed", now
                 a["Events"].append(task_event("Terminated", now, "", {"exit_code": "0", "signal": "0"}))
@@ -453,17 +618,46 @@ class Cluster:
             self.place_job(job)
         self.gc()
 
-    def place_job(self, job: dict[str, Any]) -> None:
+    def slots(self, job: dict[str, Any]) -> dict[int, tuple[str, dict[str, Any] | None]]:
+        """What each of a job's slots holds: "active", "unknown" (kept while its node is disconnected),
+        "done" (batch), "waiting" (failed, rescheduled after a delay), "exhausted" (failed, no attempts
+        left), or "free" (to place, with the allocation it replaces, if any)."""
         spec = job["Spec"]
         mine = [a for a in self.state["allocs"].values() if a["JobID"] == spec["ID"]]
-        active = [a for a in mine if is_active(a)]
-        for a in active:
-            if a["Slot"] >= spec["Count"]:
+        now = time.time_ns()
+        out: dict[int, tuple[str, dict[str, Any] | None]] = {}
+        for slot in range(spec["Count"]):
+            here = [a for a in mine if a["Slot"] == slot]
+            replace = bool((spec.get("Disconnect") or {}).get("Replace", True))
+            if any(is_active(a) for a in here):
+                out[slot] = ("active", None)
+                continue
+            if not replace and any(is_unknown(a) for a in here):
+                out[slot] = ("unknown", None)
+                continue
+            if spec["Type"] == "batch" and any(finished_ok(a) for a in here):
+                out[slot] = ("done", None)
+                continue
+            prev = max((a for a in here if not a["NextAllocation"]), key=lambda a: a["CreateIndex"], default=None)
+            if prev is not None and prev["ClientStatus"] == "failed" and not prev["DesiredTransition"].get(
+                    "ForceReschedule"):
+                when = self.reschedule(prev)
+                if when is None:
+                    out[slot] = ("exhausted", prev)
+                    continue
+                if now < when[0]:
+                    out[slot] = ("waiting", prev)
+                    continue
+            out[slot] = ("free", prev)
+        return out
+
+    def place_job(self, job: dict[str, Any]) -> None:
+        spec = job["Spec"]
+        for a in self.state["allocs"].values():
+            if a["JobID"] == spec["ID"] and is_active(a) and a["Slot"] >= spec["Count"]:
                 self.stop_alloc(a, "complete", "alloc not needed due to job update")
-        done = [a for a in mine if spec["Type"] == "batch" and finished_ok(a)]
-        taken = {a["Slot"] for a in active + done}
-        missing = [s for s in range(spec["Count"]) if s not in taken]
-        if not missing:
+        free = [(slot, prev) for slot, (what, prev) in sorted(self.slots(job).items()) if what == "free"]
+        if not free:
             return
         nodes = self.feasible(spec)
         distinct = any(c.get("Operand") == "distinct_hosts" for c in spec["Constraints"])
@@ -473,25 +667,38 @@ class Cluster:
             if is_active(a) and a["NodeID"] in load:
                 load[a["NodeID"]] += 1
                 own[a["NodeID"]] += a["JobID"] == spec["ID"]
-        for slot in missing:
+        for slot, prev in free:
+            tracker = None
+            avoid: set[str] = set()
+            if prev is not None and prev["ClientStatus"] == "failed":
+                when = self.reschedule(prev)
+                old = (prev.get("RescheduleTracker") or {}).get("Events") or []
+                event = {"PrevAllocID": prev["ID"], "PrevNodeID": prev["NodeID"], "RescheduleTime": time.time_ns(),
+                         "Delay": when[1] if when else 0}
+                tracker = {"Events": [*old, event], "LastReschedule": "ok"}
+                avoid = {prev["NodeID"], *(e["PrevNodeID"] for e in old)}  # Nomad penalises previous nodes
             choices = [n for n in nodes if not (distinct and own[n["ID"]])]
             if not choices:
                 return  # stays queued until a node fits
-            node = min(choices, key=lambda n: (own[n["ID"]], load[n["ID"]], n["Name"]))
-            prev = max((a for a in mine if a["Slot"] == slot and not is_active(a) and not a["NextAllocation"]),
-                       key=lambda a: a["CreateIndex"], default=None)
-            self.place(job, slot, node, prev)
+            node = min(choices, key=lambda n: (n["ID"] in avoid, own[n["ID"]], load[n["ID"]], n["Name"]))
+            self.place(job, slot, node, prev, tracker)
             own[node["ID"]] += 1
             load[node["ID"]] += 1
 
-    def gc(self) -> None:
+    def gc(self, force: bool = False) -> None:
+        """Keeps the newest terminal allocations of each job (all of them go with force, as
+        `nomad system gc` does, except those a job still stands on: a finished batch slot, a failed
+        allocation with no attempts left)."""
         by_job: dict[str, list[dict[str, Any]]] = {}
         for a in self.state["allocs"].values():
-            if not is_active(a) and not finished_ok(a):
+            if not is_active(a) and not is_unknown(a) and not finished_ok(a):
                 by_job.setdefault(a["JobID"], []).append(a)
         for terminal in by_job.values():
             terminal.sort(key=lambda a: a["ModifyIndex"])
-            for a in terminal[:-MAX_TERMINAL_ALLOCS_PER_JOB]:
+            doomed = terminal if force else terminal[:-MAX_TERMINAL_ALLOCS_PER_JOB]
+            for a in doomed:
+                if force and a["ClientStatus"] == "failed" and a["DesiredStatus"] == "run":
+                    continue
                 del self.state["allocs"][a["ID"]]
 
     # --- views
@@ -499,35 +706,30 @@ class Cluster:
         spec = job["Spec"]
         mine = [a for a in self.state["allocs"].values() if a["JobID"] == spec["ID"]]
         count = {s: sum(1 for a in mine if a["ClientStatus"] == s) for s in ("pending", "running", "complete",
-                                                                               "failed", "lost")}
-        finished = sum(1 for a in mine if finished_ok(a))
-        live = count["pending"] + count["running"]
-        queued = max(0, spec["Count"] - live - (finished if spec["Type"] == "batch" else 0))
+                                                                               "failed", "lost", "unknown")}
+        queued = sum(1 for what, _ in self.slots(job).values() if what == "free")
         return {
-            "JobID": spec["ID"], "Namespace": "default",
+            "JobID": spec["ID"], "Namespace": spec.get("Namespace", "default"),
             "Summary": {spec["Group"]: {"Queued": queued, "Complete": count["complete"], "Failed": count["failed"],
                                         "Running": count["running"], "Starting": count["pending"],
-                                        "Lost": count["lost"], "Unknown": 0}},
+                                        "Lost": count["lost"], "Unknown": count["unknown"]}},
             "Children": {"Pending": 0, "Running": 0, "Dead": 0},
             "CreateIndex": job["CreateIndex"],
             "ModifyIndex": max([job["ModifyIndex"], *(a["ModifyIndex"] for a in mine)]),
         }
 
     def job_status(self, job: dict[str, Any]) -> str:
-        spec = job["Spec"]
-        mine = [a for a in self.state["allocs"].values() if a["JobID"] == spec["ID"]]
-        if any(is_active(a) for a in mine):
+        mine = [a for a in self.state["allocs"].values() if a["JobID"] == job["Spec"]["ID"]]
+        if any(is_active(a) or is_unknown(a) for a in mine):
             return "running"
-        if spec["Type"] == "batch":
-            finished = sum(1 for a in mine if finished_ok(a))
-            if finished >= spec["Count"]:
-                return "dead"
+        if all(what in ("done", "exhausted") for what, _ in self.slots(job).values()):
+            return "dead"
         return "pending"
 
     def job_stub(self, job: dict[str, Any]) -> dict[str, Any]:
         spec = job["Spec"]
         return {
-            "ID": spec["ID"], "ParentID": "", "Name": spec["ID"], "Namespace": "default",
+            "ID": spec["ID"], "ParentID": "", "Name": spec["ID"], "Namespace": spec.get("Namespace", "default"),
             "Datacenters": spec["Datacenters"], "NodePool": "default", "Multiregion": None, "Type": spec["Type"],
             "Priority": spec["Priority"], "Periodic": False, "ParameterizedJob": False, "Stop": False,
             "Status": self.job_status(job), "StatusDescription": "", "JobSummary": self.summary(job),
@@ -552,14 +754,21 @@ class Cluster:
                 "Name": spec["ID"], "PortLabel": "http", "Tags": [spec["Group"]], "Provider": "consul"}],
             "ShutdownDelay": 0, "Templates": None, "User": "", "Vault": {"Policies": ["nomad"]},
         }
+        policy = reschedule_policy(spec)
+        disconnect = spec.get("Disconnect")
         group = {
             "Constraints": None, "Count": spec["Count"],
-            "EphemeralDisk": {"Migrate": False, "SizeMB": 300, "Sticky": True}, "Meta": None,
+            "Disconnect": None if not disconnect else {
+                "LostAfter": int(disconnect["LostAfter"] * 1e9), "Replace": disconnect["Replace"],
+                "Reconcile": disconnect["Reconcile"], "StopOnClientAfter": None},
+            "EphemeralDisk": {"Migrate": False, "SizeMB": 300, "Sticky": True}, "MaxClientDisconnect": None,
+            "Meta": None,
             "Migrate": {"HealthCheck": "checks", "HealthyDeadline": 300000000000, "MaxParallel": 1,
                         "MinHealthyTime": 10000000000},
             "Name": spec["Group"],
-            "ReschedulePolicy": {"Attempts": 0, "Delay": 30000000000, "DelayFunction": "exponential", "Interval": 0,
-                                 "MaxDelay": 3600000000000, "Unlimited": True},
+            "ReschedulePolicy": {"Attempts": int(policy["Attempts"]), "Delay": int(policy["Delay"] * 1e9),
+                                 "DelayFunction": policy["DelayFunction"], "Interval": int(policy["Interval"] * 1e9),
+                                 "MaxDelay": int(policy["MaxDelay"] * 1e9), "Unlimited": bool(policy["Unlimited"])},
             "RestartPolicy": {"Attempts": 2, "Delay": 15000000000, "Interval": 1800000000000, "Mode": "fail"},
             "Tasks": [task], "Update": None,
         }
@@ -567,19 +776,20 @@ class Cluster:
             "AllAtOnce": False, "Constraints": [dict(c) for c in spec["Constraints"]] or None,
             "CreateIndex": job["CreateIndex"], "Datacenters": spec["Datacenters"], "ID": spec["ID"],
             "JobModifyIndex": job["JobModifyIndex"], "Meta": None, "ModifyIndex": job["ModifyIndex"],
-            "Name": spec["ID"], "Namespace": "default", "NodePool": "default", "ParameterizedJob": None,
-            "ParentID": "", "Payload": None, "Periodic": None, "Priority": spec["Priority"], "Region": self.region,
-            "Stable": True, "Status": self.job_status(job), "StatusDescription": "", "Stop": False,
-            "SubmitTime": job["SubmitTime"], "TaskGroups": [group], "Type": spec["Type"],
+            "Name": spec["ID"], "Namespace": spec.get("Namespace", "default"), "NodePool": "default",
+            "ParameterizedJob": None, "ParentID": "", "Payload": None, "Periodic": None, "Priority": spec["Priority"],
+            "Region": self.region, "Stable": True, "Status": self.job_status(job), "StatusDescription": "",
+            "Stop": False, "SubmitTime": job["SubmitTime"], "TaskGroups": [group], "Type": spec["Type"],
             "Update": {"AutoRevert": False, "Canary": 0, "HealthCheck": "", "HealthyDeadline": 0, "MaxParallel": 0,
                        "MinHealthyTime": 0, "Stagger": 0},
             "VaultToken": "", "Version": job["Version"],
         }
 
     def task_state(self, a: dict[str, Any]) -> dict[str, Any]:
-        state = "running" if a["ClientStatus"] == "running" else "pending" if a["ClientStatus"] == "pending" else "dead"
-        return {"Events": a["Events"], "Failed": a["ClientStatus"] == "failed",
-                "FinishedAt": rfc3339(a["FinishedAt"]), "LastRestart": ZERO_TIME, "Restarts": 0,
+        client = a["ClientStatus"]
+        state = "running" if client in ("running", "unknown") else "pending" if client == "pending" else "dead"
+        return {"Events": a["Events"], "Failed": bool(a.get("TaskFailed")),
+                "FinishedAt": rfc3339(a["FinishedAt"]), "LastRestart": ZERO_TIME, "Restarts": int(a.get("Restarts", 0)),
                 "StartedAt": rfc3339(a["StartedAt"]), "State": state, "TaskHandle": None}
 
     def alloc_stub(self, a: dict[str, Any]) -> dict[str, Any]:
@@ -589,13 +799,14 @@ class Cluster:
             "DeploymentStatus": {"Canary": False, "Healthy": a["ClientStatus"] == "running",
                                  "ModifyIndex": a["ModifyIndex"], "Timestamp": rfc3339(a["StartedAt"])},
             "DesiredDescription": a["DesiredDescription"], "DesiredStatus": a["DesiredStatus"],
-            "DesiredTransition": dict(a["DesiredTransition"]), "EvalID": a["EvalID"], "FollowupEvalID": "",
+            "DesiredTransition": dict(a["DesiredTransition"]), "EvalID": a["EvalID"],
+            "FollowupEvalID": a.get("FollowupEvalID", ""),
             "ID": a["ID"], "JobID": a["JobID"], "JobType": a["JobType"], "JobVersion": a["JobVersion"],
             "ModifyIndex": a["ModifyIndex"], "ModifyTime": a["ModifyTime"], "Name": a["Name"],
             "Namespace": a["Namespace"], "NextAllocation": a["NextAllocation"], "NodeID": a["NodeID"],
             "NodeName": a["NodeName"], "PreemptedAllocations": None, "PreemptedByAllocation": "",
-            "PreviousAllocation": a["PreviousAllocation"], "RescheduleTracker": None, "TaskGroup": a["TaskGroup"],
-            "TaskStates": {a["Task"]: self.task_state(a)},
+            "PreviousAllocation": a["PreviousAllocation"], "RescheduleTracker": a.get("RescheduleTracker"),
+            "TaskGroup": a["TaskGroup"], "TaskStates": {a["Task"]: self.task_state(a)},
         }
 
     def alloc_full(self, a: dict[str, Any]) -> dict[str, Any]:
@@ -642,9 +853,10 @@ class Server:
         self.cfg = cfg
         self.name, self.ip = cfg["name"], cfg["ip"]
         self.region, self.dc = cfg.get("region", "global"), cfg.get("datacenter", "cern")
-        self.token = cfg["tokens"]["nomad"]
+        self.token = cfg["tokens"]["nomad"]  # the internal (management) token
         self.tls = base.Tls.from_config(cfg["tls"])
-        self.check = token_check(self.token)
+        self.acl = NomadACL((cfg.get("acl") or {}).get("nomad"), self.token)
+        self.check = token_check(self.acl)
         self.peers = [base.Peer(id=m["nomad_id"], name=m["name"], address=f"{m['ip']}:{RPC_PORT}")
                       for m in cfg["masters"]]
         self.me = next(p for p in self.peers if p.name == self.name)
@@ -654,11 +866,13 @@ class Server:
         self.sync_lock = threading.Lock()
         self.state = self._load()
         self.persisted_index = self.state["index"]
+        self.rev = 0  # changes that move no index (node attributes), for replication
+        self.pushed: tuple[int, int, int] = (-1, -1, -1)
         self.heartbeats: dict[str, float] = {}  # the leader's timers: node ID -> time of the last heartbeat
         self.synced_term = -1
         self.times_leader = 0
-        self.election = base.Election(self.me, self.peers, self.tls, lambda p: f"https://{p.address}/internal/election",
-                                      self._state_for_push, self._adopt)
+        self.election = base.Election(self.me, self.peers, self.tls, lambda p: f"https://{p.address}",
+                                      snapshot=self._raw_state, install=self._adopt, local_index=self._index)
         self.api = base.Router()
         self.rpc = base.Router()
         self._routes()
@@ -685,20 +899,23 @@ class Server:
         os.replace(tmp, os.path.join(self.data_dir, "state.json"))
         self.persisted_index = index
 
+    def _index(self) -> int:
+        with self.lock:
+            return int(self.state["index"])
+
+    def _raw_state(self) -> bytes:
+        with self.lock:
+            return json.dumps(self.state).encode()
+
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             copy: dict[str, Any] = json.loads(json.dumps(self.state))
             return copy
 
-    def _state_for_push(self) -> dict[str, Any]:
-        self.ensure_synced()
-        return self.snapshot()
-
     def _adopt(self, state: Any) -> None:
-        # Called by the election with its lock held: must not call back into it.
         if isinstance(state, dict) and "index" in state:
             with self.lock:
-                self.state = state
+                self.state = dict(empty_state(), **state)
 
     def ensure_synced(self) -> None:
         """On taking leadership, start from the most recent state any reachable server holds, as raft
@@ -719,6 +936,7 @@ class Server:
                 self.heartbeats = {nid: now for nid in self.state["nodes"]}
             self.synced_term = term
             self.times_leader += 1
+            self.election.notify_changed()
             log(f"{self.name} is the leader (term {term})")
 
     def cluster(self) -> Cluster:
@@ -729,6 +947,10 @@ class Server:
             self.ensure_synced()
             with self.lock:
                 self.cluster().reconcile(self.heartbeats)
+                marker = (self.election.term, self.state["index"], self.rev)
+            if marker != self.pushed:  # followers get the state when it changed, not on every tick
+                self.pushed = marker
+                self.election.notify_changed()
 
     def start(self) -> None:
         base.serve(self.ip, HTTP_PORT, self.api, self.tls, self.check, name="nomad")
@@ -759,14 +981,28 @@ class Server:
                     return
             time.sleep(0.05)
 
+    def wait_leader(self) -> base.Peer | None:
+        """The leader; without one, the request is held for up to RPC_HOLD_S, re-checking after a jitter
+        (Nomad's getLeaderForRPC), and None at the end."""
+        deadline = time.monotonic() + RPC_HOLD_S
+        while True:
+            leader = self.election.leader()
+            left = deadline - time.monotonic()
+            if leader is not None or left <= 0:
+                return leader
+            time.sleep(min(left, 0.01 + base.jitter(RPC_HOLD_JITTER_S)))
+
     def query(self, req: base.Request, produce: Callable[[Cluster], Any]) -> base.Response:
-        """A read: as in Nomad, a follower forwards it to the leader unless ?stale, which reads this
-        server's own copy of the state (up to a tick behind)."""
-        leader = self.election.leader()
-        if leader is None and not req.flag("stale"):
-            return base.error(500, NO_LEADER)
-        if leader is not None and leader.id != self.me.id and not req.flag("stale"):
-            return self.forward(req)
+        """A read: as in Nomad, a follower forwards it to the leader (held while there is none) unless
+        ?stale, which reads this server's own copy of the state."""
+        if req.flag("stale"):
+            leader = self.election.leader()
+        else:
+            leader = self.wait_leader()
+            if leader is None:
+                return base.error(500, NO_LEADER)
+            if leader.id != self.me.id:
+                return self.forward(req)
         self._block(req)
         with self.lock:
             body = produce(self.cluster())
@@ -784,19 +1020,38 @@ class Server:
         with self.lock:
             resp = apply(self.cluster())
             index = self.state["index"]
+        self.election.notify_changed()
         resp.headers.update(self._headers(index, self.me))
         return resp
 
     def forward(self, req: base.Request, path: str = "/internal/forward") -> base.Response:
-        leader = self.election.leader()
+        leader = self.wait_leader()
         hops = int(req.headers.get(HOPS_HEADER, "0") or 0)
         if leader is None or leader.id == self.me.id or hops >= 3:
             return base.error(500, NO_LEADER)
         status, reply = base.call(f"https://{leader.address}{path}", self.tls, "POST", request_to_json(req, hops + 1),
-                                  timeout=5.0)
+                                  timeout=RPC_HOLD_S + 3)
         if status == 200 and isinstance(reply, dict) and "status" in reply:
             return response_from_json(reply)
         return base.error(500, f"rpc error: {NO_LEADER}")
+
+    def _ns_denied(self, req: base.Request, capability: str) -> base.Response | None:
+        """403 unless the token has the capability in the request's namespace (?namespace=, default "default")."""
+        return None if authz_of(req).allows_ns(namespace_of(req), capability) else base.error(403, PERMISSION_DENIED)
+
+    @staticmethod
+    def _in_ns(req: base.Request, capability: str) -> Callable[[str], bool]:
+        """Which namespaces a list shows: the requested one, or with "*" every one the token may read."""
+        ns, authz = namespace_of(req), authz_of(req)
+        if ns == "*":
+            return lambda x: authz.allows_ns(x, capability)
+        return lambda x: x == ns
+
+    def _job(self, cl: Cluster, req: base.Request) -> dict[str, Any] | None:
+        job: dict[str, Any] | None = cl.state["jobs"].get(req.params["job_id"])
+        if job is None or not self._in_ns(req, "read-job")(job["Spec"].get("Namespace", "default")):
+            return None
+        return job
 
     # --- routes
     def _routes(self) -> None:
@@ -806,47 +1061,39 @@ class Server:
         def election(req: base.Request) -> base.Response:
             return base.Response(body=self.election.on_message(req.json()))
 
+        @rpc.route("POST", "/internal/replicate", acl=False)
+        def replicate(req: base.Request) -> base.Response:
+            return base.Response(body=self.election.on_replicate(req.json()))
+
         @rpc.route("GET", "/internal/state", acl=False)
         def state(req: base.Request) -> base.Response:
-            return base.Response(body=self.snapshot())
+            return base.Response(raw=self._raw_state())
 
         @rpc.route("POST", "/internal/forward", acl=False)  # the forwarded request carries its own token
         def forwarded(req: base.Request) -> base.Response:
-            return base.Response(body=response_to_json(dispatch(self.api, request_from_json(req.json()), self.check)))
+            return base.Response(body=response_to_json(base.dispatch(self.api, request_from_json(req.json()),
+                                                                     self.check)))
 
-        @rpc.route("POST", "/internal/node/register")
-        @rpc.route("POST", "/internal/node/heartbeat")
+        @rpc.route("POST", "/internal/node/register", need="management")
+        @rpc.route("POST", "/internal/node/heartbeat", need="management")
         def heartbeat(req: base.Request) -> base.Response:
-            if not self.election.is_leader():
-                leader = self.election.leader()
-                if leader is None:
-                    return base.error(500, NO_LEADER)
-                status, reply = base.call(f"https://{leader.address}{req.path}", self.tls, "POST", req.json(),
-                                          headers={"X-Nomad-Token": self.token}, timeout=2.0)
-                return base.Response(body=reply) if status == 200 else base.error(500, NO_LEADER)
-            self.ensure_synced()
-            info = req.json()
-            with self.lock:
-                cl = self.cluster()
-                cl.upsert_node(info)
-                self.heartbeats[info["ID"]] = time.monotonic()
-                running = [{"ID": a["ID"], "JobID": a["JobID"], "Name": a["Name"], "TaskGroup": a["TaskGroup"],
-                            "ClientStatus": a["ClientStatus"], "CreateIndex": a["CreateIndex"]}
-                           for a in self.state["allocs"].values() if a["NodeID"] == info["ID"] and is_active(a)]
-            return base.Response(body={"HeartbeatTTL": int(HEARTBEAT_TTL_S * 1e9), "Allocs": running,
-                                       "LeaderRPCAddr": self.me.address,
-                                       "Servers": [p.address for p in self.election.all_peers()]})
+            return self._heartbeat(req)
 
         @api.route("GET", "/v1/status/leader", acl=False)
         def status_leader(req: base.Request) -> base.Response:
-            leader = self.election.leader()
+            # Forwarded to the leader like any RPC (held while there is none); ?stale answers locally.
+            leader = self.election.leader() if req.flag("stale") else self.wait_leader()
+            if leader is None and not req.flag("stale"):
+                return base.error(500, NO_LEADER)
             return base.Response(body=leader.address if leader else "")
 
         @api.route("GET", "/v1/status/peers", acl=False)
         def status_peers(req: base.Request) -> base.Response:
-            return base.Response(body=[p.address for p in self.election.all_peers()])
+            if not req.flag("stale") and self.wait_leader() is None:
+                return base.error(500, NO_LEADER)
+            return base.Response(body=[p.address for p, _ in self.election.raft_servers()])
 
-        @api.route("GET", "/v1/regions")
+        @api.route("GET", "/v1/regions", acl=False)
         def regions(req: base.Request) -> base.Response:
             return base.Response(body=[self.region])
 
@@ -854,20 +1101,24 @@ class Server:
         def health(req: base.Request) -> base.Response:
             if req.query.get("type") == "client":
                 return base.Response(status=500, body={"client": {"ok": False, "message": "client not enabled"}})
-            if self.election.leader() is None:
-                return base.Response(status=500, body={"server": {"ok": False, "message": "no leader"}})
+            # The agent asks Status.Leader: held and then "No cluster leader" without one, unless ?stale.
+            if req.flag("stale"):
+                if self.election.leader() is None:
+                    return base.Response(status=500, body={"server": {"ok": False, "message": "no leader"}})
+            elif self.wait_leader() is None:
+                return base.Response(status=500, body={"server": {"ok": False, "message": NO_LEADER}})
             return base.Response(body={"server": {"ok": True, "message": "ok"}})
 
-        @api.route("GET", "/v1/agent/members")
+        @api.route("GET", "/v1/agent/members", need="node:read")
         def members(req: base.Request) -> base.Response:
             return base.Response(body={"ServerName": self.name, "ServerRegion": self.region, "ServerDC": self.dc,
                                        "Members": [self._member(p) for p in self.election.all_peers()]})
 
-        @api.route("GET", "/v1/agent/servers")
+        @api.route("GET", "/v1/agent/servers", need="agent:read")
         def servers(req: base.Request) -> base.Response:
             return base.Response(body=[p.address for p in self.election.all_peers()])
 
-        @api.route("GET", "/v1/agent/self")
+        @api.route("GET", "/v1/agent/self", need="agent:read")
         def agent_self(req: base.Request) -> base.Response:
             return base.Response(body={"config": agent_config(self.cfg, server=True), "member": self._member(self.me),
                                        "stats": self._stats()})
@@ -876,90 +1127,174 @@ class Server:
         def metrics(req: base.Request) -> base.Response:
             return metrics_response(req, self._gauges())
 
-        @api.route("GET", "/v1/nodes")
+        @api.route("GET", "/v1/nodes", need="node:read")
         def nodes(req: base.Request) -> base.Response:
             prefix, with_os = req.query.get("prefix", ""), req.flag("os")
             return self.query(req, lambda cl: [cl.node_stub(n, with_os) for n in sorted(
                 cl.state["nodes"].values(), key=lambda n: n["ID"]) if n["ID"].startswith(prefix)])
 
-        @api.route("GET", "/v1/node/{node_id}")
+        @api.route("GET", "/v1/node/{node_id}", need="node:read")
         def node(req: base.Request) -> base.Response:
             nid = req.params["node_id"]
             return self.query(req, lambda cl: cl.state["nodes"].get(nid) or base.error(404, "node not found"))
 
-        @api.route("GET", "/v1/node/{node_id}/allocations")
+        @api.route("GET", "/v1/node/{node_id}/allocations", need="node:read")
         def node_allocs(req: base.Request) -> base.Response:
-            nid = req.params["node_id"]
+            nid, authz = req.params["node_id"], authz_of(req)
             return self.query(req, lambda cl: [cl.alloc_full(a) for a in sorted(
-                cl.state["allocs"].values(), key=lambda a: a["CreateIndex"]) if a["NodeID"] == nid])
+                cl.state["allocs"].values(), key=lambda a: a["CreateIndex"])
+                if a["NodeID"] == nid and authz.allows_ns(a["Namespace"], "read-job")])
 
-        @api.route("PUT|POST", "/v1/node/{node_id}/drain")
+        @api.route("PUT|POST", "/v1/node/{node_id}/drain", need="node:write")
         def drain(req: base.Request) -> base.Response:
             body = req.json() or {}
-            accessor = str(uuid.uuid5(uuid.NAMESPACE_OID, base.bearer_token(req, "x-nomad-token")))
+            accessor = authz_of(req).accessor
             return self.write(req, lambda cl: self._drain(cl, req.params["node_id"], body, accessor))
 
-        @api.route("PUT|POST", "/v1/node/{node_id}/eligibility")
+        @api.route("PUT|POST", "/v1/node/{node_id}/eligibility", need="node:write")
         def eligibility(req: base.Request) -> base.Response:
             body = req.json() or {}
             return self.write(req, lambda cl: self._eligibility(cl, req.params["node_id"], body))
 
-        @api.route("PUT|POST", "/v1/node/{node_id}/purge")
+        @api.route("PUT|POST", "/v1/node/{node_id}/purge", need="node:write")
         def purge(req: base.Request) -> base.Response:
             return self.write(req, lambda cl: self._purge(cl, req.params["node_id"]))
 
-        @api.route("GET", "/v1/operator/raft/configuration")
+        @api.route("GET", "/v1/operator/raft/configuration", need="management")
         def raft_configuration(req: base.Request) -> base.Response:
             leader = self.election.leader()
             servers = [{"Address": p.address, "ID": p.id, "Leader": bool(leader and leader.id == p.id),
-                        "Node": f"{p.name}.{self.region}", "RaftProtocol": "3", "Voter": True}
-                       for p in self.election.all_peers()]
+                        "Node": f"{p.name}.{self.region}", "RaftProtocol": "3", "Voter": voter}
+                       for p, voter in self.election.raft_servers()]
             return self.query(req, lambda cl: {"Index": cl.state["index"], "Servers": servers})
 
-        @api.route("PUT|POST", "/v1/operator/raft/transfer-leadership")
+        @api.route("GET", "/v1/operator/autopilot/health", need="operator:read")
+        def autopilot_health(req: base.Request) -> base.Response:
+            return self._autopilot_health(req)
+
+        @api.route("PUT|POST", "/v1/operator/raft/transfer-leadership", need="management")
         def transfer(req: base.Request) -> base.Response:
             return self._transfer(req)
 
+        @api.route("PUT", "/v1/system/gc", need="management")
+        def system_gc(req: base.Request) -> base.Response:
+            def collect(cl: Cluster) -> base.Response:
+                cl.gc(force=True)
+                cl.bump()
+                return base.Response(raw=b"")
+
+            return self.write(req, collect)
+
         @api.route("GET", "/v1/jobs")
         def jobs(req: base.Request) -> base.Response:
-            prefix = req.query.get("prefix", "")
-            return self.query(req, lambda cl: [cl.job_stub(j) for _, j in sorted(cl.state["jobs"].items())
-                                               if j["Spec"]["ID"].startswith(prefix)])
+            prefix, keep = req.query.get("prefix", ""), self._in_ns(req, "list-jobs")
+            return self._ns_denied(req, "list-jobs") or self.query(req, lambda cl: [
+                cl.job_stub(j) for _, j in sorted(cl.state["jobs"].items())
+                if j["Spec"]["ID"].startswith(prefix) and keep(j["Spec"].get("Namespace", "default"))])
 
         @api.route("GET", "/v1/job/{job_id}")
         def job(req: base.Request) -> base.Response:
-            jid = req.params["job_id"]
-            return self.query(req, lambda cl: cl.job_full(cl.state["jobs"][jid]) if jid in cl.state["jobs"]
-                              else base.error(404, "job not found"))
+            return self._ns_denied(req, "read-job") or self.query(
+                req, lambda cl: cl.job_full(j) if (j := self._job(cl, req)) else base.error(404, "job not found"))
 
         @api.route("GET", "/v1/job/{job_id}/summary")
         def job_summary(req: base.Request) -> base.Response:
-            jid = req.params["job_id"]
-            return self.query(req, lambda cl: cl.summary(cl.state["jobs"][jid]) if jid in cl.state["jobs"]
-                              else base.error(404, "job not found"))
+            return self._ns_denied(req, "read-job") or self.query(
+                req, lambda cl: cl.summary(j) if (j := self._job(cl, req)) else base.error(404, "job not found"))
 
         @api.route("GET", "/v1/job/{job_id}/allocations")
         def job_allocs(req: base.Request) -> base.Response:
-            jid = req.params["job_id"]
-            return self.query(req, lambda cl: [cl.alloc_stub(a) for a in sorted(
-                cl.state["allocs"].values(), key=lambda a: a["CreateIndex"]) if a["JobID"] == jid])
+            def view(cl: Cluster) -> Any:
+                j = self._job(cl, req)
+                return [cl.alloc_stub(a) for a in sorted(cl.state["allocs"].values(), key=lambda a: a["CreateIndex"])
+                        if j and a["JobID"] == j["Spec"]["ID"]]
+
+            return self._ns_denied(req, "read-job") or self.query(req, view)
+
+        @api.route("POST|PUT", "/v1/job/{job_id}/evaluate")
+        def job_evaluate(req: base.Request) -> base.Response:
+            body = req.json() or {}
+            force = bool((body.get("EvalOptions") or {}).get("ForceReschedule"))
+            return self._ns_denied(req, "submit-job") or self.write(req, lambda cl: self._evaluate(cl, req, force))
 
         @api.route("GET", "/v1/allocations")
         def allocations(req: base.Request) -> base.Response:
-            prefix = req.query.get("prefix", "")
-            return self.query(req, lambda cl: [cl.alloc_stub(a) for a in sorted(
-                cl.state["allocs"].values(), key=lambda a: a["CreateIndex"]) if a["ID"].startswith(prefix)])
+            prefix, keep = req.query.get("prefix", ""), self._in_ns(req, "read-job")
+            return self._ns_denied(req, "read-job") or self.query(req, lambda cl: [
+                cl.alloc_stub(a) for a in sorted(cl.state["allocs"].values(), key=lambda a: a["CreateIndex"])
+                if a["ID"].startswith(prefix) and keep(a["Namespace"])])
 
         @api.route("GET", "/v1/allocation/{alloc_id}")
         def allocation(req: base.Request) -> base.Response:
-            aid = req.params["alloc_id"]
-            return self.query(req, lambda cl: cl.alloc_full(cl.state["allocs"][aid]) if aid in cl.state["allocs"]
-                              else base.error(404, "alloc not found"))
+            aid, authz = req.params["alloc_id"], authz_of(req)
+
+            def view(cl: Cluster) -> Any:
+                a = cl.state["allocs"].get(aid)
+                if a is None:
+                    return base.error(404, "alloc not found")
+                if not authz.allows_ns(a["Namespace"], "read-job"):
+                    return base.error(403, PERMISSION_DENIED)
+                return cl.alloc_full(a)
+
+            return self.query(req, view)
+
+    # --- client heartbeats (RPC)
+    def _heartbeat(self, req: base.Request) -> base.Response:
+        """A client's heartbeat: {ID, Info (its fingerprint, when it changed or was asked for),
+        Failed ([{ID, ExitCode}]: allocations whose task failed)}."""
+        if not self.election.is_leader():
+            leader = self.election.leader()
+            if leader is None:
+                return base.error(500, NO_LEADER)
+            status, reply = base.call(f"https://{leader.address}{req.path}", self.tls, "POST", raw_body=req.body,
+                                      headers={"X-Nomad-Token": self.token}, timeout=2.0)
+            return base.Response(body=reply) if status == 200 else base.error(500, NO_LEADER)
+        self.ensure_synced()
+        body = req.json()
+        info, nid = body.get("Info"), str(body["ID"])
+        with self.lock:
+            cl = self.cluster()
+            node = cl.state["nodes"].get(nid)
+            if info:
+                node, changed = cl.upsert_node(info)
+                self.rev += changed
+            if node is None:
+                return base.Response(body={"NeedInfo": True, "HeartbeatTTL": int(HEARTBEAT_TTL_S * 1e9),
+                                           "Allocs": [], "LeaderRPCAddr": self.me.address, "Servers": []})
+            cl.heartbeat(node)
+            self.heartbeats[nid] = time.monotonic()
+            for failure in body.get("Failed") or []:
+                a = cl.state["allocs"].get(failure.get("ID", ""))
+                if a is not None and a["NodeID"] == nid:
+                    cl.fail_alloc(a, int(failure.get("ExitCode", 1)))
+            running = [{"ID": a["ID"], "JobID": a["JobID"], "Name": a["Name"], "TaskGroup": a["TaskGroup"],
+                        "ClientStatus": a["ClientStatus"], "CreateIndex": a["CreateIndex"],
+                        "StartedAt": a["StartedAt"]}
+                       for a in self.state["allocs"].values() if a["NodeID"] == nid and is_active(a)]
+        return base.Response(body={"HeartbeatTTL": int(HEARTBEAT_TTL_S * 1e9), "Allocs": running, "NeedInfo": False,
+                                   "LeaderRPCAddr": self.me.address,
+                                   "Servers": [p.address for p, _ in self.election.raft_servers()]})
 
     # --- writes
     @staticmethod
     def _update_response(index: int) -> base.Response:
         return base.Response(body={"EvalCreateIndex": 0, "EvalIDs": None, "Index": index, "NodeModifyIndex": index})
+
+    def _evaluate(self, cl: Cluster, req: base.Request, force: bool) -> base.Response:
+        """`nomad job eval [-force-reschedule]`: with ForceReschedule, failed allocations are replaced now,
+        past their reschedule limit or delay."""
+        job = self._job(cl, req)
+        if job is None:
+            return base.error(404, "job not found")
+        if force:
+            for a in cl.state["allocs"].values():
+                if a["JobID"] == job["Spec"]["ID"] and a["ClientStatus"] == "failed" and not a["NextAllocation"]:
+                    a["DesiredTransition"]["ForceReschedule"] = True
+                    cl.touch(a)
+        cl.place_job(job)
+        idx = cl.bump()
+        return base.Response(body={"EvalID": str(uuid.uuid4()), "EvalCreateIndex": idx,
+                                   "JobModifyIndex": job["JobModifyIndex"]})
 
     def _drain(self, cl: Cluster, node_id: str, body: dict[str, Any], accessor: str) -> base.Response:
         node = cl.state["nodes"].get(node_id)
@@ -1014,6 +1349,7 @@ class Server:
             return base.error(404, "node not found")
         for aid in [aid for aid, a in cl.state["allocs"].items() if a["NodeID"] == node_id]:
             del cl.state["allocs"][aid]
+        cl.state["disconnects"].pop(node_id, None)
         idx = cl.bump()
         return base.Response(body={"EvalIDs": [], "EvalCreateIndex": 0, "NodeModifyIndex": idx},
                              headers={"X-Nomad-Index": str(idx)})
@@ -1026,7 +1362,7 @@ class Server:
             return base.error(400, "must specify either id or address")
         if not (pid or addr):
             return base.error(400, f"{'id' if pid is not None else 'address'} must be non-empty")
-        target = next((p for p in self.election.all_peers() if p.id == pid or p.address == addr), None)
+        target = next((p for p, _ in self.election.raft_servers() if p.id == pid or p.address == addr), None)
         if target is None:
             what = f'id "{pid}"' if pid else f'address "{addr}"'
             return base.error(400, f"{what} was not found in the Raft configuration")
@@ -1036,21 +1372,40 @@ class Server:
         to = {"Address": target.address, "ID": target.id}
         if target.id == self.me.id:
             return base.Response(body={"From": me, "To": to, "Noop": True, "Err": None})
+        self.election.wait_replicated(self.election.notify_changed(), 1.0)  # the new leader starts from our state
         if not self.election.transfer_to(target):
             return base.error(500, f"failed to transfer leadership to {target.address}")
         log(f"leadership transferred to {target.name}")
         return base.Response(body={"From": me, "To": to, "Noop": False, "Err": None})
 
+    def _autopilot_health(self, req: base.Request) -> base.Response:
+        """GET /v1/operator/autopilot/health: always answered by the leader (Nomad forces AllowStale off);
+        429 while some server is unhealthy."""
+        leader = self.wait_leader()
+        if leader is None:
+            return base.error(500, NO_LEADER)
+        if leader.id != self.me.id:
+            return self.forward(req)
+        h = self.election.health()
+        servers = [{"ID": s["peer"].id, "Name": f"{s['peer'].name}.{self.region}", "Address": s["peer"].address,
+                    "SerfStatus": s["status"], "Version": VERSION, "Leader": s["leader"],
+                    "LastContact": int(s["last_contact"] * 1e9), "LastTerm": s["term"], "LastIndex": s["index"],
+                    "Healthy": s["healthy"], "Voter": s["voter"],
+                    "StableSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s["stable_since"]))}
+                   for s in h["servers"]]
+        body = {"Healthy": h["healthy"], "FailureTolerance": h["failure_tolerance"], "Servers": servers,
+                "Leader": h["leader"], "Voters": h["voters"]}
+        return base.Response(status=200 if h["healthy"] else 429, body=body)
+
     # --- agent views
     def _member(self, p: base.Peer) -> dict[str, Any]:
         ip = p.address.rsplit(":", 1)[0]
-        alive = p.id == self.me.id or self.election.alive.get(p.id, False)
         return {
             "Name": f"{p.name}.{self.region}", "Addr": ip, "Port": SERF_PORT,
             "Tags": {"role": "nomad", "region": self.region, "dc": self.dc, "build": VERSION, "revision": REVISION,
                      "port": str(RPC_PORT), "expect": str(len(self.peers)), "vsn": "1", "mvn": "1",
                      "raft_vsn": "3", "id": p.id, "rpc_addr": ip},
-            "Status": "alive" if alive else "failed",
+            "Status": self.election.member_status(p.id),
             "ProtocolMin": 1, "ProtocolMax": 5, "ProtocolCur": 2, "DelegateMin": 2, "DelegateMax": 5, "DelegateCur": 4,
         }
 
@@ -1062,8 +1417,10 @@ class Server:
         term = str(self.election.term)
         contact = "0" if leading else ("never" if not leader else
                                        f"{(time.monotonic() - self.election.last_heard) * 1000:.3f}ms")
-        peers_conf = " ".join(f"{{Suffrage:Voter ID:{p.id} Address:{p.address}}}" for p in self.election.all_peers())
-        alive = sum(1 for v in self.election.alive.values() if v)
+        raft = self.election.raft_servers()
+        peers_conf = " ".join(f"{{Suffrage:{'Voter' if voter else 'Nonvoter'} ID:{p.id} Address:{p.address}}}"
+                              for p, voter in raft)
+        statuses = [self.election.member_status(p.id) for p in self.election.all_peers()]
         return {
             "runtime": runtime_stats(),
             "nomad": {"server": "true", "leader": str(leading).lower(), "leader_addr": leader.address if leader else "",
@@ -1071,14 +1428,14 @@ class Server:
             "raft": {"applied_index": index, "commit_index": index, "fsm_pending": "0", "last_contact": contact,
                      "last_log_index": index, "last_log_term": term, "last_snapshot_index": "0",
                      "last_snapshot_term": "0", "latest_configuration": f"[{peers_conf}]",
-                     "latest_configuration_index": "1", "num_peers": str(len(self.peers) - 1),
+                     "latest_configuration_index": str(self.election.config_index), "num_peers": str(len(raft) - 1),
                      "protocol_version": "3", "protocol_version_max": "3", "protocol_version_min": "0",
                      "snapshot_version_max": "1", "snapshot_version_min": "0",
                      "state": "Leader" if leading else "Follower", "term": term},
             "serf": {"encrypted": "true", "event_queue": "0", "event_time": "1",
-                     "failed": str(len(self.peers) - 1 - alive),
-                     "health_score": "0", "intent_queue": "0", "left": "0", "member_time": "1",
-                     "members": str(len(self.peers)), "query_queue": "0", "query_time": "1"},
+                     "failed": str(statuses.count("failed")),
+                     "health_score": "0", "intent_queue": "0", "left": str(statuses.count("left")), "member_time": "1",
+                     "members": str(len(statuses)), "query_queue": "0", "query_time": "1"},
         }
 
     def _gauges(self) -> list[tuple[str, dict[str, str], float]]:
@@ -1086,7 +1443,7 @@ class Server:
         host = {"host": self.name}
         gauges: list[tuple[str, dict[str, str], float]] = [
             ("nomad_raft_state_leader", host, 1.0 if leading else 0.0),
-            ("nomad_raft_peers", host, float(len(self.peers))),
+            ("nomad_raft_peers", host, float(len(self.election.raft_servers()))),
             ("nomad_runtime_num_goroutines", host, float(threading.active_count())),
         ]
         with self.lock:
@@ -1095,9 +1452,10 @@ class Server:
             gauges.append(("nomad_nomad_heartbeat_active", host, float(active) if leading else 0.0))
             if leading:  # as in Nomad, only the leader publishes job summaries
                 for jid, job in sorted(cl.state["jobs"].items()):
+                    ns = job["Spec"].get("Namespace", "default")
                     for group, s in cl.summary(job)["Summary"].items():
-                        labels = dict(host, job=jid, task_group=group, namespace="default")
-                        for key in ("Running", "Queued", "Complete", "Failed", "Lost", "Starting"):
+                        labels = dict(host, job=jid, task_group=group, namespace=ns)
+                        for key in ("Running", "Queued", "Complete", "Failed", "Lost", "Starting", "Unknown"):
                             gauges.append((f"nomad_nomad_job_summary_{key.lower()}", labels, float(s[key])))
         return gauges
 
@@ -1144,6 +1502,9 @@ def _mem_total() -> int:
 
 
 class Client:
+    """A Nomad client, and (the lab has no Consul binary) the node's Consul client agent: it keeps the
+    node a live member of Consul's LAN pool and syncs its services into Consul's catalog."""
+
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
         self.name, self.ip = cfg["name"], cfg["ip"]
@@ -1152,15 +1513,21 @@ class Client:
         self.token = cfg["tokens"]["nomad"]
         self.consul_token = cfg.get("tokens", {}).get("consul", "")
         self.build_dir = cfg.get("build_dir", "/build")
+        self.fault_dir = cfg.get("fault_dir") or FAULT_DIR
         self.tls = base.Tls.from_config(cfg["tls"])
-        self.check = token_check(self.token)
+        self.check = token_check(NomadACL((cfg.get("acl") or {}).get("nomad"), self.token))
         self.masters = [m["ip"] for m in cfg.get("masters", [])]
-        self.preferred = 0  # index in masters of the server that answered last
+        self.preferred = 0  # index in masters of the server that answered last (the leader, once known)
+        self.consul_preferred = 0
         self.allocs: list[dict[str, Any]] = []
         self.last_ok = 0.0
         self.known_servers: list[str] = []
-        self.registered_allocs: set[str] = set()
+        self.sent_info = ""  # the fingerprint the servers have (as JSON)
+        self.consul_registered: dict[str, dict[str, Any]] = {}  # service ID -> registration last sent
+        self.consul_next_full = 0.0
+        self.consul_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"consul-agent.{self.name}"))
         self.started = time.time_ns()
+        self.static = self._static_info()
         self.api = base.Router()
         self._routes()
 
@@ -1168,12 +1535,17 @@ class Client:
         st = os.statvfs(self.build_dir)
         return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
 
+    def _static_info(self) -> dict[str, Any]:
+        """What the fingerprint reads from files once (it does not change while the client runs)."""
+        os_id, os_version = _os_release()
+        return {"os": (os_id, os_version), "mem": _mem_total(), "volume": _volume_of(self.build_dir)}
+
     def node_info(self) -> dict[str, Any]:
         u = os.uname()
         free, total = self.storage()
-        os_id, os_version = _os_release()
+        os_id, os_version = self.static["os"]
         cores = os.cpu_count() or 1
-        mem = _mem_total()
+        mem = self.static["mem"]
         updated = rfc3339(self.started)
         attrs = {
             "cpu.arch": _arch(), "cpu.numcores": str(cores), "cpu.totalcompute": str(cores * 2000),
@@ -1186,7 +1558,7 @@ class Client:
             "unique.hostname": self.name, "unique.network.ip-address": self.ip,
             "unique.advertise.address": f"{self.ip}:{HTTP_PORT}", "unique.cgroup.mountpoint": "/sys/fs/cgroup",
             "unique.consul.name": self.name, "unique.storage.bytesfree": str(free),
-            "unique.storage.bytestotal": str(total), "unique.storage.volume": _volume_of(self.build_dir),
+            "unique.storage.bytestotal": str(total), "unique.storage.volume": self.static["volume"],
             "consul.datacenter": self.dc, "consul.version": "1.20.5", "consul.server": "false",
         }
         docker_attrs = {k: v for k, v in attrs.items() if k.startswith("driver.docker")}
@@ -1218,13 +1590,14 @@ class Client:
                                   "Networks": {"ReservedHostPorts": ""}},
         }
 
-    def _ordered_masters(self) -> list[int]:
+    def _ordered(self, preferred: int) -> list[int]:
         n = len(self.masters)
-        return [(self.preferred + i) % n for i in range(n)]
+        return [(preferred + i) % n for i in range(n)]
 
     def rpc(self, path: str, body: Any, timeout: float) -> Any:
-        """One call to the servers' RPC port, trying each master; None when none answers."""
-        for i in self._ordered_masters():
+        """One call to the servers' RPC port, trying each master (the leader first, once known);
+        None when none answers."""
+        for i in self._ordered(self.preferred):
             status, reply = base.call(f"https://{self.masters[i]}:{RPC_PORT}{path}", self.tls, "POST", body,
                                       headers={"X-Nomad-Token": self.token}, timeout=timeout)
             if status == 200:
@@ -1232,50 +1605,133 @@ class Client:
                 return reply
         return None
 
-    def heartbeat(self) -> None:
-        reply = self.rpc("/internal/node/heartbeat", self.node_info(), timeout=1.5)
-        if isinstance(reply, dict):
-            self.allocs = list(reply.get("Allocs") or [])
-            self.known_servers = list(reply.get("Servers") or [])
-            self.last_ok = time.monotonic()
+    # --- lab faults: flags in fault_dir (see tests/lab/faults.py)
+    def _flag(self, name: str) -> str | None:
+        try:
+            with open(os.path.join(self.fault_dir, name), encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError:
+            return None
 
-    # --- Consul, as Nomad clients sync their services
+    def _failing(self) -> tuple[list[dict[str, Any]], bool]:
+        """The allocations to report failed: with the flag `nomad-fail-allocations` empty (or "once"),
+        the CI allocations running here, once; with "job:ID[,ID...]", every allocation of those jobs
+        that has run two seconds, for as long as the flag is there."""
+        flag = self._flag(FAIL_FLAG)
+        if flag is None:
+            return [], False
+        if flag.startswith("job:"):
+            jobs = set(flag[4:].split(","))
+            return [a for a in self.allocs if a["JobID"] in jobs and a.get("ClientStatus") == "running"
+                    and time.time_ns() - int(a.get("StartedAt") or 0) >= 2e9], False
+        return [a for a in self.allocs if a["JobID"].startswith("ci-") and a.get("ClientStatus") == "running"], True
+
+    def heartbeat(self) -> None:
+        if self._flag(DISCONNECT_FLAG) is not None:
+            return  # the fault `disconnect-agent`: this client no longer reaches the servers
+        failing, once = self._failing()
+        info = self.node_info()
+        text = json.dumps(info, sort_keys=True)
+        body: dict[str, Any] = {"ID": self.node_id, "Failed": [{"ID": a["ID"], "ExitCode": 1} for a in failing]}
+        if text != self.sent_info:
+            body["Info"] = info
+        reply = self.rpc("/internal/node/heartbeat", body, timeout=1.5)
+        if not isinstance(reply, dict):
+            return
+        if reply.get("NeedInfo"):
+            self.sent_info = ""  # a server that does not know us (a new leader without our node): send it all
+            return
+        if "Info" in body:
+            self.sent_info = text
+        if failing and once:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self.fault_dir, FAIL_FLAG))
+        self.allocs = list(reply.get("Allocs") or [])
+        self.known_servers = list(reply.get("Servers") or [])
+        leader_ip = str(reply.get("LeaderRPCAddr") or "").rsplit(":", 1)[0]
+        if leader_ip in self.masters:
+            self.preferred = self.masters.index(leader_ip)
+        self.last_ok = time.monotonic()
+
+    # --- Consul, as the node's Consul agent and as Nomad clients sync their services
     def _consul(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        for ip in self.masters:
-            status, reply = base.call(f"https://{ip}:8500{path}", self.tls, method, body,
+        for i in self._ordered(self.consul_preferred):
+            status, reply = base.call(f"https://{self.masters[i]}:8500{path}", self.tls, method, body,
                                       headers={"X-Consul-Token": self.consul_token}, timeout=2.0)
             if status == 200:
+                self.consul_preferred = i
                 return status, reply
         return 0, None
 
+    def consul_member(self, status: str = "alive") -> dict[str, Any] | None:
+        """Gossip, simplified: tells the Consul servers (their RPC port) that this node's agent is alive
+        (or leaving); the answer says whether the catalog still has the node."""
+        body = {"Node": self.name, "Address": self.ip, "ID": self.consul_id, "Status": status,
+                "Tags": {"build": "1.20.5:74efe419", "dc": self.dc, "id": self.consul_id, "role": "node",
+                         "segment": "", "vsn": "2", "vsn_max": "3", "vsn_min": "2", "ft_fs": "1", "ft_si": "1"}}
+        for i in self._ordered(self.consul_preferred):
+            code, reply = base.call(f"https://{self.masters[i]}:8300/internal/member", self.tls, "POST", body,
+                                    timeout=2.0)
+            if code == 200 and isinstance(reply, dict):
+                return reply
+        return None
+
     def consul_sync(self) -> None:
+        member = self.consul_member()
         short = self.node_id[:8]
         svc_id = f"_nomad-client-{short}"
         common = {"Node": self.name, "Address": self.ip, "Datacenter": self.dc}
-        self._consul("PUT", "/v1/catalog/register", dict(common, Service={
+        wanted: dict[str, dict[str, Any]] = {svc_id: dict(common, Service={
             "ID": svc_id, "Service": "nomad-client", "Port": HTTP_PORT, "Tags": ["http"]}, Check={
             "CheckID": "nomad-client-health", "Name": "Nomad Client HTTP Check", "Status": "passing",
-            "ServiceID": svc_id}))
+            "ServiceID": svc_id})}
         running = sorted((a for a in self.allocs if a.get("ClientStatus") == "running"),
                          key=lambda a: a.get("CreateIndex", 0))
-        current: set[str] = set()
         for n, a in enumerate(running):
             sid = f"_nomad-task-{a['ID']}"
-            status, _ = self._consul("PUT", "/v1/catalog/register", dict(common, Service={
+            wanted[sid] = dict(common, Service={
                 "ID": sid, "Service": a["JobID"], "Port": 8000 + n, "Tags": [a["TaskGroup"]]}, Check={
                 "CheckID": f"_nomad-check-{a['ID']}", "Name": f"service: \"{a['JobID']}\" check",
-                "Status": "passing", "ServiceID": sid}))
-            if status == 200:
-                current.add(sid)
-        # Services of allocations that stopped (also those a previous run of this agent left behind).
-        stale = set(self.registered_allocs)
-        status, reply = self._consul("GET", f"/v1/catalog/node/{self.name}")
-        if status == 200 and isinstance(reply, dict):
-            stale |= {sid for sid in (reply.get("Services") or {}) if str(sid).startswith("_nomad-task-")}
-        for sid in stale - current - {svc_id}:
+                "Status": "passing", "ServiceID": sid})
+        # Anti-entropy: everything again now and then, and at once when the catalog lost the node (it left).
+        full = time.monotonic() >= self.consul_next_full or (member is not None and member.get("Known") is False)
+        ok = True
+        for sid, reg in wanted.items():
+            if full or self.consul_registered.get(sid) != reg:
+                if self._consul("PUT", "/v1/catalog/register", reg)[0] == 200:
+                    self.consul_registered[sid] = reg
+                else:
+                    ok = False
+        stale = set(self.consul_registered) - set(wanted)
+        if full:  # services of allocations that stopped, also those a previous run of this agent left behind
+            status, reply = self._consul("GET", f"/v1/catalog/node/{self.name}")
+            if status == 200 and isinstance(reply, dict):
+                stale |= {sid for sid in (reply.get("Services") or {})
+                          if str(sid).startswith("_nomad-task-") and sid not in wanted}
+            else:
+                ok = False
+        for sid in stale:
             if self._consul("PUT", "/v1/catalog/deregister", dict(common, ServiceID=sid))[0] == 200:
-                stale.discard(sid)
-        self.registered_allocs = current | (stale - current - {svc_id})
+                self.consul_registered.pop(sid, None)
+            else:
+                ok = False
+        if full and ok:
+            self.consul_next_full = time.monotonic() + CONSUL_ANTI_ENTROPY_S
+
+    def leave(self) -> None:
+        """On SIGTERM during a system shutdown, the node's Consul agent leaves the cluster (a client agent's
+        leave_on_terminate defaults to true); stopping only nomad.service does not make it leave (a real
+        node's Consul agent is a service of its own). node.json "consul_leave_on_terminate" overrides."""
+        wanted = self.cfg.get("consul_leave_on_terminate")
+        if wanted is None:
+            try:
+                state = subprocess.run(["systemctl", "is-system-running"], capture_output=True, text=True,
+                                       timeout=2, check=False).stdout.strip()
+            except (OSError, subprocess.SubprocessError):
+                state = ""
+            wanted = state == "stopping"
+        if wanted:
+            self.consul_member("leaving")
 
     # --- API
     def start(self) -> None:
@@ -1298,7 +1754,7 @@ class Client:
                 return base.Response(status=500, body={"client": {"ok": False, "message": "no known servers"}})
             return base.Response(body={"client": {"ok": True, "message": "ok"}})
 
-        @api.route("GET", "/v1/agent/self")
+        @api.route("GET", "/v1/agent/self", need="agent:read")
         def agent_self(req: base.Request) -> base.Response:
             last = f"{time.monotonic() - self.last_ok:.6f}s" if self.last_ok else "never"
             return base.Response(body={
@@ -1316,7 +1772,7 @@ class Client:
             free, total = self.storage()
             labels = {"host": self.name, "node_id": self.node_id, "datacenter": self.dc, "node_class": "none",
                       "node_pool": "default", "node_status": "ready" if self._healthy() else "initializing"}
-            disk = {"host": self.name, "disk": _volume_of(self.build_dir), "node_id": self.node_id}
+            disk = {"host": self.name, "disk": self.static["volume"], "node_id": self.node_id}
             running = sum(1 for a in self.allocs if a.get("ClientStatus") == "running")
             return metrics_response(req, [
                 ("nomad_client_allocations_running", labels, float(running)),
@@ -1331,7 +1787,9 @@ class Client:
         # Everything else goes to a server, as a Nomad client forwards API calls; the server checks the token.
         @api.route("GET|PUT|POST|DELETE", "/v1/{rest*}", acl=False)
         def forward(req: base.Request) -> base.Response:
-            reply = self.rpc("/internal/forward", request_to_json(req, 0), timeout=5.0)
+            if self._flag(DISCONNECT_FLAG) is not None:
+                return base.error(500, "no servers")
+            reply = self.rpc("/internal/forward", request_to_json(req, 0), timeout=RPC_HOLD_S + 5)
             if isinstance(reply, dict) and "status" in reply:
                 return response_from_json(reply)
             return base.error(500, "no servers")
@@ -1353,8 +1811,10 @@ def main(argv: list[str] | None = None) -> int:
     agent.start()
     while not stop.wait(0.2):
         pass
-    # A client leaves without deregistering: the servers notice the missed heartbeats, as with Nomad.
+    # A client leaves Nomad without deregistering: the servers notice the missed heartbeats, as with Nomad.
     log(f"{cfg['name']} stopping")
+    if isinstance(agent, Client):
+        agent.leave()
     os._exit(0)
 
 
