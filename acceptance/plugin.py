@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from acceptance import collection, fixtures, hookspecs, terminal
+from acceptance import collection, fixtures, hookspecs, terminal, watchdog
 from acceptance.configure import build_run, usage
 from acceptance.converge import ConvergeLoop
 from acceptance.inventory import CLUSTER
@@ -76,6 +76,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                       help="with --converge-timeout: pause between rounds (default 15)")
     moments.addoption("--shard", metavar="I/N", help="check only the I-th of N stable slices of the nodes")
     moments.addoption("--run-id", metavar="ID", help="this run's id (shards of one nightly run share it)")
+    group.addoption("--run-timeout", type=float, metavar="SECONDS",
+                    help="a watchdog: interrupt the run after this long (it still writes its reports, the checks "
+                         "that did not run counted as not_run)")
     moments.addoption("--metrics-textfile", metavar="PATH",
                       help="also write the Prometheus metrics there (node exporter's textfile collector)")
     parser.addini("acceptance_checks", type="paths", default=[],
@@ -97,6 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run = build_run(config, path)
     if not run.is_worker:  # the run's ssh control sockets go with it, whatever ends the run
         config.add_cleanup(lambda: shutil.rmtree(run.control_dir, ignore_errors=True))
+        config.add_cleanup(watchdog.install(config.getoption("run_timeout")))
     config.stash[RUN_KEY] = run
     args = collection.collection_args(config, run)
     if args is not None:

@@ -64,6 +64,8 @@ class Recorder:
         self.collected: dict[str, dict[str, str]] = {}  # test id -> the item's static properties
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup" and report.passed:
+            return  # the check has not run yet: an interruption now leaves it not_run, never passed
         record = record_of(report)
         if record is not None:
             self.run.records.add(record)

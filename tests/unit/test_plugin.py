@@ -5,7 +5,12 @@ statuses. Nothing here depends on the built-in catalogue."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +186,49 @@ def test_one_file_adds_a_check(pytester, site):
     _, summary = run(pytester, site)
     assert by_id(summary)["site.consul-config[alimesos01]"]["outcome"] == "passed"
     assert Path(site["checks"] / "extra.py").exists()
+
+
+SLOW = '''
+import time
+from acceptance.checkspec import check
+
+
+@check("site.slow", runbook="x", roles=["master"], needs=())
+def test_slow(node):
+    time.sleep(60)
+'''
+
+
+def _subprocess_run(pytester, site, monkeypatch, *args: str) -> Any:
+    spec = site["out"].parent / "spec.json"
+    spec.write_text("{}")
+    monkeypatch.setenv("ACCEPTANCE_FAKE_SPEC", str(spec))
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[2]))
+    return subprocess.Popen([sys.executable, "-m", "pytest", f"--inventory={site['inventory']}",
+                             f"--report-dir={site['out']}", "-p", "no:cacheprovider", "-p", "tests.unit.fakessh",
+                             str(site["checks"]), *args], cwd=pytester.path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_the_watchdog_ends_a_run_that_hangs_with_its_reports(pytester, site, monkeypatch):
+    (site["checks"] / "zz_slow.py").write_text(SLOW)
+    started = time.monotonic()
+    proc = _subprocess_run(pytester, site, monkeypatch, "--run-timeout=4")
+    proc.communicate(timeout=60)
+    assert proc.returncode == 2 and time.monotonic() - started < 30
+    summary = json.loads((site["out"] / "latest" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["healthy"] is False
+    assert summary["totals"]["not_run"] >= 1
+
+
+def test_sigterm_ends_the_run_like_ctrl_c_with_its_reports(pytester, site, monkeypatch):
+    (site["checks"] / "zz_slow.py").write_text(SLOW)
+    proc = _subprocess_run(pytester, site, monkeypatch)
+    time.sleep(6)  # well inside the slow check (start-up and the other checks take about 2 s)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    summary = json.loads((site["out"] / "latest" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["totals"]["not_run"] >= 1
+    assert not list(Path(tempfile.gettempdir()).glob(f"alice-acc-*/{'alimesos01'}"))
