@@ -22,6 +22,7 @@ from acceptance.records import Recorder, set_properties, summary_of, verdict_pro
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
 from acceptance.transport.nodes import Nodes
+from remediation import fixtures as remediation_fixtures
 from remediation import phase
 from remediation.model import MODES
 from remediation.prepare import prepare
@@ -112,7 +113,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.pluginmanager.register(Recorder(run), RECORDER)
     config.pluginmanager.register(fixtures, "acceptance.fixtures")
     config.pluginmanager.import_plugin("acceptance.apifixtures")
-    config.pluginmanager.import_plugin("remediation.fixtures")
+    config.pluginmanager.register(remediation_fixtures, "remediation.fixtures")
     phase.start(config, run)
     if config.getoption("converge_timeout") is not None:
         config.pluginmanager.register(ConvergeLoop(run), "acceptance-converge")

@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
-from . import certs
+from . import certs, labapi
 from .configs import ca, lab_secrets, node_dir, ssh_keys, write
+from .dockerctl import LabError
 from .topology import (
     BUILD_MIN_FREE_GIB,
     BUILDER_IMAGE,
@@ -27,9 +28,37 @@ def client_cert() -> tuple[Path, Path]:
     return certs.ensure_cert(STATE, ca(), "client", ["alice-acceptance"], [])
 
 
-def vault_token() -> str:
-    path = STATE / "vault-init.json"
-    return str(json.loads(path.read_text())["root_token"]) if path.exists() else ""
+VAULT_POLICIES = {
+    # what the checks read (cluster.vault.ha), and what remediation does (step down before a disruption)
+    "acceptance-read": 'path "sys/ha-status" { capabilities = ["read"] }',
+    "acceptance-remediation": 'path "sys/step-down" { capabilities = ["update", "sudo"] }',
+}
+
+
+def vault_tokens(ip: str) -> dict[str, str]:
+    """The suite's Vault tokens, least privilege (never the root token): made with the root token at `up`,
+    kept in .lab/vault-tokens.json (0600), made again when OpenBao no longer knows them (a new init)."""
+    init_path, path = STATE / "vault-init.json", STATE / "vault-tokens.json"
+    if not init_path.exists():
+        return {"read": "", "remediation": ""}
+    tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if tokens and all(labapi.vault("GET", ip, "/v1/auth/token/lookup-self", token=t)[0] == 200
+                      for t in tokens.values()):
+        return tokens
+    root = str(json.loads(init_path.read_text())["root_token"])
+    for name, rules in VAULT_POLICIES.items():
+        status, _ = labapi.vault("PUT", ip, f"/v1/sys/policies/acl/{name}", {"policy": rules}, token=root)
+        if status not in (200, 204):
+            raise LabError(f"OpenBao refused the policy {name} (HTTP {status})")
+    for key, policy in (("read", "acceptance-read"), ("remediation", "acceptance-remediation")):
+        status, body = labapi.vault("POST", ip, "/v1/auth/token/create", {
+            "policies": [policy], "no_default_policy": True, "ttl": "8760h", "display_name": f"acceptance-{key}"},
+            token=root)
+        if status != 200:
+            raise LabError(f"OpenBao refused to create the {key} token (HTTP {status})")
+        tokens[key] = body["auth"]["client_token"]
+    write(path, json.dumps(tokens), 0o600)
+    return tokens
 
 
 def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -> None:
@@ -38,6 +67,7 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -
     cacert = STATE / "ca.pem"
     write(cacert, ca()[0].read_text())
     m1 = topo.masters[0]
+    vault = vault_tokens(m1.ip)
 
     lines = []
     for n in topo.nodes:
@@ -102,7 +132,8 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -
         "VAULT_CACERT": str(cacert),
         "VAULT_CLIENT_CERT": str(cert),
         "VAULT_CLIENT_KEY": str(ckey),
-        "VAULT_TOKEN": vault_token(),
+        "VAULT_TOKEN": vault["read"],
+        "VAULT_REMEDIATION_TOKEN": vault["remediation"],
         "OS_CLOUD": "alicelab",
         "OS_CLIENT_CONFIG_FILE": str(STATE / "clouds.yaml"),
     }
