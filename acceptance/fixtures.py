@@ -159,6 +159,20 @@ def _dry_values(run: Run, info: CheckItem, session: NodeSession) -> dict[str, Ca
     }
 
 
+def check_arguments(run: Run, item: pytest.Item, session: NodeSession) -> dict[str, Any] | None:
+    """The values of a check's arguments when they are all fixtures of this module (None otherwise): for its
+    dry pass, and for its re-check after a remediation when it never ran (blocked at its setup)."""
+    info = item.stash.get(ITEM_KEY, None)
+    function = getattr(item, "obj", None)
+    if info is None or function is None:
+        return None
+    names = list(inspect.signature(function).parameters)
+    values = _dry_values(run, info, session)
+    if not all(n in values for n in names):
+        return None
+    return {n: values[n]() for n in names}
+
+
 def dry_probes(run: Run, session: NodeSession) -> list[Callable[[], object]]:
     """The node's checks that use ``host`` and only fixtures the dry pass can give, bound to its session."""
     probes: list[Callable[[], object]] = []

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from acceptance import collection, fixtures, hookspecs, terminal, watchdog
+from acceptance.clients.http import requests_made
 from acceptance.configure import build_run, usage
 from acceptance.converge import ConvergeLoop
 from acceptance.inventory import CLUSTER
@@ -103,6 +104,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(lambda: shutil.rmtree(run.control_dir, ignore_errors=True))
         config.add_cleanup(watchdog.install(config.getoption("run_timeout")))
     config.stash[RUN_KEY] = run
+    run.api_baseline = requests_made()
     args = collection.collection_args(config, run)
     if args is not None:
         config.args = args
@@ -299,6 +301,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if run.nodes is not None:
         _close_nodes(session.config, run, run.nodes)
+    for api, count in requests_made().items():  # this run's, in a process that may have run others before
+        run.api_requests[api] = count - run.api_baseline.get(api, 0)
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["acceptance_api_requests"] = dict(run.api_requests)
     if run.is_worker or session.config.option.collectonly:
         return
     recorder = session.config.pluginmanager.get_plugin(RECORDER)
@@ -329,7 +335,10 @@ def _close_nodes(config: pytest.Config, run: Run, nodes: Nodes) -> None:
 def pytest_testnodedown(node: Any, error: Any) -> None:
     run = get_run(node.config)
     if run is not None:
-        run.transport.update(getattr(node, "workeroutput", {}).get("acceptance_transport", {}))
+        output = getattr(node, "workeroutput", {})
+        run.transport.update(output.get("acceptance_transport", {}))
+        for api, count in output.get("acceptance_api_requests", {}).items():
+            run.api_requests[api] = run.api_requests.get(api, 0) + count
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -337,9 +346,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.is_worker:
         return
     terminal.per_node(terminalreporter, run)
-    line = terminal.transport_line(run.transport)
-    if line:
-        terminalreporter.write_line(line)
+    for line in (terminal.transport_line(run.transport), terminal.api_line(run.api_requests)):
+        if line:
+            terminalreporter.write_line(line)
     if run.gate is not None:
         terminal.gate_verdict(terminalreporter, run)
     for kind in ("html", "summary", "metrics", "textfile"):

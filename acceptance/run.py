@@ -47,6 +47,7 @@ class Run:
     nodes: Nodes | None = None
     transport: dict[str, dict[str, int]] = field(default_factory=dict)  # ssh counters per node (all processes)
     api_requests: dict[str, int] = field(default_factory=dict)  # per API
+    api_baseline: dict[str, int] = field(default_factory=dict)  # the process's count when the run began
     audit: list[RemediationEntry] = field(default_factory=list)  # this run's remediation decisions
     moment: Moment = "check"  # check, nightly, provision, gate
     remediate: str = "off"  # --remediate

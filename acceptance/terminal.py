@@ -82,6 +82,13 @@ def transport_line(counters: Mapping[str, Mapping[str, int]]) -> str | None:
             f"{sum(v['commands'] for v in values)} commands ({sum(v['live_commands'] for v in values)} live)")
 
 
+def api_line(requests: Mapping[str, int]) -> str | None:
+    """'API requests: consul 12, nomad 7, ...'."""
+    if not requests:
+        return None
+    return "API requests: " + ", ".join(f"{api} {n}" for api, n in sorted(requests.items()))
+
+
 def html_header(cells: list[str]) -> None:
     cells.insert(1, "<th>Node</th>")
     cells.insert(2, "<th>Outcome</th>")

@@ -11,6 +11,7 @@ checks pass, by this run or by the next one (the state file remembers it).
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections import defaultdict
@@ -22,10 +23,11 @@ import pytest
 import tenacity
 
 from acceptance.checkspec import CheckItem
+from acceptance.fixtures import check_arguments
 from acceptance.inventory import Node
 from acceptance.outcomes import CheckError
 from acceptance.redaction import redact
-from acceptance.run import ITEM_KEY, Run
+from acceptance.run import ITEM_KEY, Run, get_run
 from remediation import gates
 from remediation.audit import AuditLog
 from remediation.clients import Consul, Http, Nomad, Vault, write_config
@@ -118,7 +120,7 @@ class Engine:
                 decisions[f.key] = decision
                 if same is not None:
                     done[same] = decision
-            self._reenable_drained(decisions)
+            self._reenable_drained()
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -302,22 +304,16 @@ class Engine:
         return self._record(f, first.action, Decision(verdict, first.action, reason, None, fixed=message is None,
                                                       message=message or ""))
 
-    def _reenable_drained(self, decisions: dict[str, Decision]) -> None:
+    def _reenable_drained(self) -> None:
         """Nodes this suite drained (this run or an earlier one): eligible again once every check of the node
-        passes; never while a failure of the node is left."""
+        itself passes (its testinfra checks: the Nomad node's own readiness is what the drain changed)."""
         if self.mode in ("off", "dry-run"):
             return
         with self.state.edit() as data:
             drained = dict(data["drained"])
         for name, entry in drained.items():
-            bad = [r.check for r in self.run.records if r.node == name and r.outcome in ("failed", "error")]
-            bad += [f.info.check_id for f in self.failures if f.info.node.name == name
-                    and not decisions.get(f.key, Decision("", "", "")).fixed]
-            if bad:
-                self.say(f"{name} stays drained: {', '.join(sorted(set(bad)))} not passing")
-                continue
-            items = self.run.items.get(name, [])
-            still = []
+            items = [i for i in self.run.items.get(name, []) if _on_the_node(i)]
+            still = []  # every check of the node, now (what the run recorded may predate the fix)
             for item in items:
                 try:
                     recheck(item)
@@ -344,10 +340,20 @@ class Engine:
                     data["drained"].pop(name, None)
 
 
+def _on_the_node(item: pytest.Item) -> bool:
+    """A check of the node itself (through ssh or ping), not of how the cluster sees it."""
+    names = set(inspect.signature(cast(pytest.Function, item).obj).parameters)
+    return bool(names & {"host", "ping_result", "ssh_result"})
+
+
 def recheck(item: pytest.Item) -> None:
     """Run the check again with its fixtures' values, refreshed where a fixture says how (the node's host
     answers live, API snapshots are fetched again)."""
     args = item.stash.get(ARGS_KEY, None)
+    run = get_run(item.config)
+    info = item.stash.get(ITEM_KEY, None)
+    if args is None and run is not None and run.nodes is not None and info is not None:
+        args = check_arguments(run, item, run.nodes.ready(info.node))  # it never ran: blocked at its setup
     if args is None:
         raise CheckError(f"{item.nodeid}: no arguments kept for a re-check")
     fresh = {}

@@ -40,7 +40,7 @@ class Client(Protocol):
 def http_client(cfg: ApiConfig, url: str) -> HttpClient:
     """The API's client on one address: its CA, client certificate and token header."""
     return HttpClient(url, verify=cfg.verify, cert=cfg.client_cert, headers=cfg.headers,
-                      connect_timeout_s=cfg.timeout[0])
+                      connect_timeout_s=cfg.timeout[0], api=cfg.name)
 
 
 @dataclass

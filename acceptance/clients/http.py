@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -181,12 +182,28 @@ def new_session() -> tuple[requests.Session, _Sockets]:
     return session, sockets
 
 
+_requests: Counter[str] = Counter()
+_requests_lock = threading.Lock()
+
+
+def count_request(api: str) -> None:
+    with _requests_lock:
+        _requests[api] += 1
+
+
+def requests_made() -> dict[str, int]:
+    """HTTP requests sent per API by this process (the run's cost, in the summary's transport)."""
+    with _requests_lock:
+        return dict(_requests)
+
+
 class HttpClient:
     """GET on one base URL with the API's TLS files and token header. Used by one thread at a time."""
 
     def __init__(self, base_url: str, *, verify: str | bool = True, cert: tuple[str, str] | None = None,
                  headers: Mapping[str, str] | None = None, connect_timeout_s: float = 3.05,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, api: str = "") -> None:
+        self.api = api
         self.url = base_url.rstrip("/")
         self.verify = verify
         self.cert = cert
@@ -209,6 +226,7 @@ class HttpClient:
         watchdog = threading.Timer(timeout_s, abort)
         watchdog.daemon = True
         watchdog.start()
+        count_request(self.api or self.url)
         try:
             response = self.session.get(
                 self.url + path, params=params, headers=self.headers, verify=self.verify, cert=self.cert,

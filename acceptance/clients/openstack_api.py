@@ -17,7 +17,7 @@ from acceptance.clients import shapes
 from acceptance.clients.call import Deadline, parse_answer
 from acceptance.clients.config import DEADLINE_S, ApiConfig
 from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status, classify, one_line, protocol_error
-from acceptance.clients.http import MAX_BODY, Answer
+from acceptance.clients.http import MAX_BODY, Answer, count_request
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
 from acceptance.inventory import Expectations, Inventory, Node
 from acceptance.redaction import remember_mapping
@@ -169,6 +169,7 @@ def _cfg(choice: CloudChoice) -> ApiConfig:
 
 
 def _answer(conn: Any, cfg: ApiConfig, path: str) -> Answer:
+    count_request("openstack")
     response = conn.compute.get(path, raise_exc=False)
     body = bytes(response.content or b"")
     if len(body) > MAX_BODY:

@@ -1,0 +1,24 @@
+"""A pytest plugin for the resilience tests (`-p tests.lab.midrun`): injects the lab fault named by
+ALICELAB_MIDRUN_FAULT ("fault NODE") before the check named by ALICELAB_MIDRUN_BEFORE runs, i.e. in the middle
+of the suite's run, as a real failure would arrive."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+_done = False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _done
+    fault = os.environ.get("ALICELAB_MIDRUN_FAULT", "")
+    before = os.environ.get("ALICELAB_MIDRUN_BEFORE", "")
+    if _done or not fault or not item.name.startswith(before):
+        return
+    _done = True
+    from . import faults
+
+    name, _, node = fault.partition(" ")
+    print(f"\nmid-run: {faults.inject(name, node)}")
