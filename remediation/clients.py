@@ -59,20 +59,21 @@ class Http:
         if self.cfg.problem:
             raise ActionFailed(self.cfg.problem)
         headers = {TOKEN_HEADERS[self.cfg.name]: self.cfg.token} if self.cfg.token else {}
-        last = ""
+        last, answered = "", False
         for url in self.cfg.urls:
             try:
                 r = self.session.request(method, url + path, json=body, params=params, headers=headers,
                                          verify=self.cfg.verify, cert=self.cfg.client_cert, timeout=self.cfg.timeout,
                                          allow_redirects=False)
             except requests.RequestException as e:
-                last = f"{url}: {type(e).__name__}"
+                if not answered:  # an answer (no leader, 5xx) says more than a server that is down
+                    last = f"{url}: no answer ({type(e).__name__})"
                 continue
             if r.status_code in (401, 403):
                 raise ActionFailed(f"{self.cfg.title} refused {method} {path} ({r.status_code}): set "
                                    f"{self.cfg.token_var} to a token with the rights README.md lists")
             if r.status_code not in ok:
-                last = f"{url}: {method} {path}: HTTP {r.status_code} {redact(r.text[:200])}"
+                last, answered = f"{url}: {method} {path}: HTTP {r.status_code} {redact(r.text[:200])}", True
                 if r.status_code >= 500:
                     continue
                 raise ActionFailed(last)
