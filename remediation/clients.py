@@ -110,42 +110,35 @@ class Nomad:
         self.http.call("POST", f"/v1/node/{node_id}/drain", {"DrainSpec": None, "MarkEligible": True})
         self.http.call("POST", f"/v1/node/{node_id}/eligibility", {"Eligibility": "eligible"})
 
-    def leader_host(self) -> str:
-        return str(self.http.call("GET", "/v1/status/leader") or "").rsplit(":", 1)[0]
 
-    def transfer_away(self, master: Node, others: Sequence[Node], progress: Progress) -> str:
-        if self.leader_host() not in (master.address, master.name):
-            return "Nomad leadership is already elsewhere"
-        health = self.http.call("GET", "/v1/operator/autopilot/health")
-        targets = [s for s in (health or {}).get("Servers") or []
-                   if s.get("Healthy") and str(s.get("Address", "")).split(":")[0] in {o.address for o in others}]
-        if not targets:
-            raise ActionFailed("no healthy Nomad server to move the leadership to")
-        self.http.call("PUT", "/v1/operator/raft/transfer-leadership", params={"id": str(targets[0]["ID"])})
-        progress.wait("the Nomad leadership to move", lambda: self.leader_host() not in (master.address, master.name),
-                      60)
-        return f"Nomad leadership moved to {targets[0].get('Name')}"
+class Raft:
+    """A Nomad or Consul server cluster's leadership: the same moves, each product's own paths."""
 
+    TRANSFER = {"nomad": ("PUT", "/v1/operator/raft/transfer-leadership"),
+                "consul": ("POST", "/v1/operator/raft/transfer-leader")}
 
-class Consul:
     def __init__(self, http: Http) -> None:
         self.http = http
+        self.title = http.cfg.title
 
     def leader_host(self) -> str:
         return str(self.http.call("GET", "/v1/status/leader") or "").rsplit(":", 1)[0]
 
     def transfer_away(self, master: Node, others: Sequence[Node], progress: Progress) -> str:
+        """Move the leadership off ``master`` to a healthy voter among ``others`` (nothing when elsewhere)."""
         if self.leader_host() not in (master.address, master.name):
-            return "Consul leadership is already elsewhere"
-        raft = self.http.call("GET", "/v1/operator/raft/configuration")
-        targets = [s for s in (raft or {}).get("Servers") or []
-                   if str(s.get("Address", "")).split(":")[0] in {o.address for o in others} and s.get("Voter")]
+            return f"{self.title} leadership is already elsewhere"
+        health = self.http.call("GET", "/v1/operator/autopilot/health", ok=(200, 429))
+        addresses = {o.address for o in others}
+        targets = [s for s in (health or {}).get("Servers") or [] if isinstance(s, dict) and s.get("Healthy")
+                   and s.get("Voter") and str(s.get("Address", "")).split(":")[0] in addresses]
         if not targets:
-            raise ActionFailed("no Consul voter to move the leadership to")
-        self.http.call("POST", "/v1/operator/raft/transfer-leader", params={"id": str(targets[0]["ID"])})
-        progress.wait("the Consul leadership to move", lambda: self.leader_host() not in (master.address, master.name),
-                      60)
-        return f"Consul leadership moved to {targets[0].get('Node')}"
+            raise ActionFailed(f"no healthy {self.title} voter to move the leadership to")
+        method, path = self.TRANSFER[self.http.cfg.name]
+        self.http.call(method, path, params={"id": str(targets[0]["ID"])})
+        progress.wait(f"the {self.title} leadership to move",
+                      lambda: self.leader_host() not in (master.address, master.name), 60)
+        return f"{self.title} leadership moved to {targets[0].get('Name')}"
 
 
 class Vault:
@@ -225,3 +218,30 @@ class OpenStack:
         progress.wait(f"{node.name} ACTIVE", lambda: str(conn.compute.get_server(server.id).status) == "ACTIVE",
                       timeout_s)
         return f"{node.name} {what}"
+
+
+def move_leadership_off(inventory: Inventory, master: Node, masters: Sequence[Node], progress: Progress) -> str:
+    """Before a master is disrupted: its Nomad and Consul leadership to another master, its Vault stepped down."""
+    others = [m for m in masters if m.name != master.name]
+    return "; ".join([Raft(Http(write_config("nomad", inventory, masters))).transfer_away(master, others, progress),
+                      Raft(Http(write_config("consul", inventory, masters))).transfer_away(master, others, progress),
+                      Vault(write_config("vault", inventory, masters)).step_down_if_active(master, progress)])
+
+
+def drain_until_idle(nomad: Nomad, node: Node, deadline_s: float, wait_s: float, progress: Progress,
+                     allowed_jobs: Sequence[str] = ()) -> list[str]:
+    """Drain ``node`` (unless a drain is on or it is already ineligible) and wait up to ``wait_s`` until no
+    allocation runs there but those of ``allowed_jobs``; the allocations still running (empty: idle)."""
+    n = nomad.node(node.name)
+    if not n.get("Drain") and n.get("SchedulingEligibility") == "eligible":
+        nomad.drain(str(n["ID"]), deadline_s)
+        progress.say(f"{node.name} draining in Nomad (deadline {deadline_s:g} s)")
+
+    def running() -> list[str]:
+        return [a for a in nomad.running(str(n["ID"])) if a.split("/")[0] not in allowed_jobs]
+
+    try:
+        progress.wait(f"no allocation running on {node.name}", lambda: not running(), wait_s, 5)
+    except ActionFailed:
+        return running()
+    return []

@@ -30,7 +30,7 @@ from acceptance.redaction import redact
 from acceptance.run import ITEM_KEY, Run, get_run
 from remediation import gates
 from remediation.audit import AuditLog
-from remediation.clients import Consul, Http, Nomad, Vault, write_config
+from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off, write_config
 from remediation.fixtures import escalation_action
 from remediation.lock import ConsulLock
 from remediation.model import Action, ActionFailed, Interrupted, Mode, NeedsHuman, Progress
@@ -251,29 +251,17 @@ class Engine:
             stop = gates.quorum(inventory, node, self.masters)
             if stop:
                 return "quorum", stop
-            others = [m for m in self.masters if m.name != node.name]
-            progress.say(Nomad(Http(write_config("nomad", inventory, self.masters))).transfer_away(
-                node, others, progress))
-            progress.say(Consul(Http(write_config("consul", inventory, self.masters))).transfer_away(
-                node, others, progress))
-            progress.say(Vault(write_config("vault", inventory, self.masters)).step_down_if_active(node, progress))
+            progress.say(move_leadership_off(inventory, node, self.masters, progress))
         if "workload" in action.gates:
+            settings = inventory.remediation
             nomad = Nomad(Http(write_config("nomad", inventory, self.masters)))
-            n = nomad.node(node.name)
-            with self.state.edit() as data:
-                data["drained"].setdefault(node.name, {"by": self.run.run_id, "since": time.time(),
-                                                       "for": f.info.check_id, "was_eligible":
-                                                       n.get("SchedulingEligibility") == "eligible"})
-            if not n.get("Drain") and n.get("SchedulingEligibility") == "eligible":
-                nomad.drain(str(n["ID"]), inventory.remediation.drain_deadline_s)
-                progress.say(f"{node.name} draining in Nomad (deadline "
-                             f"{inventory.remediation.drain_deadline_s:g} s)")
-            wait = min(inventory.remediation.drain_deadline_s + 60, inventory.remediation.settle_timeout_s * 4)
-            try:
-                progress.wait(f"no allocation running on {node.name}", lambda: not nomad.running(str(n["ID"])),
-                              wait, 5)
-            except ActionFailed:
-                running = nomad.running(str(n["ID"]))
+            with self.state.edit() as data:  # remembered before draining: a killed run's drain is not forgotten
+                data["drained"].setdefault(node.name, {
+                    "by": self.run.run_id, "since": time.time(), "for": f.info.check_id,
+                    "was_eligible": nomad.node(node.name).get("SchedulingEligibility") == "eligible"})
+            running = drain_until_idle(nomad, node, settings.drain_deadline_s,
+                                       min(settings.drain_deadline_s + 60, settings.settle_timeout_s * 4), progress)
+            if running:
                 return "workload", (f"{node.name} still runs {len(running)} allocation(s) ({', '.join(running[:3])}) "
                                     "after draining: left drained, the next run continues")
         return None

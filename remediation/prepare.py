@@ -11,7 +11,7 @@ from collections.abc import Callable
 from acceptance.run import Run
 from remediation import gates
 from remediation.audit import AuditLog
-from remediation.clients import Consul, Http, Nomad, Vault, write_config
+from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off, write_config
 from remediation.lock import ConsulLock
 from remediation.model import ActionFailed, Progress
 
@@ -52,23 +52,12 @@ def _prepare(run: Run, say: Callable[[str], None]) -> tuple[str, str, str | None
             stop = gates.quorum(run.inventory, gate.node, masters)
             if stop:
                 return "refused", stop, "quorum"
-            others = [m for m in masters if m.name != gate.node.name]
-            done = [Nomad(Http(write_config("nomad", run.inventory, masters))).transfer_away(gate.node, others,
-                                                                                            progress),
-                    Consul(Http(write_config("consul", run.inventory, masters))).transfer_away(gate.node, others,
-                                                                                              progress),
-                    Vault(write_config("vault", run.inventory, masters)).step_down_if_active(gate.node, progress)]
-            return "taken", "; ".join(done), None
+            return "taken", move_leadership_off(run.inventory, gate.node, masters, progress), None
         nomad = Nomad(Http(write_config("nomad", run.inventory, masters)))
-        node = nomad.node(gate.node.name)
-        if not node.get("Drain") and node.get("SchedulingEligibility") == "eligible":
-            nomad.drain(str(node["ID"]), settings.drain_deadline_s)
-            say(f"{gate.node.name} draining in Nomad (deadline {settings.drain_deadline_s:g} s)")
-
-        def idle() -> bool:
-            return not [a for a in nomad.running(str(node["ID"])) if a.split("/")[0] not in gate.allowed_jobs]
-
-        progress.wait(f"no allocation running on {gate.node.name}", idle, settings.drain_deadline_s + 60, 5)
+        running = drain_until_idle(nomad, gate.node, settings.drain_deadline_s, settings.drain_deadline_s + 60,
+                                   progress, gate.allowed_jobs)
+        if running:
+            return "failed", f"{gate.node.name} still runs {', '.join(running[:3])} after draining", "workload"
         return "taken", f"{gate.node.name} drained: no allocation runs", None
     finally:
         lock.release()
