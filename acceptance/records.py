@@ -107,5 +107,6 @@ def summary_of(run: Run, recorder: Recorder, exitstatus: int) -> Summary:
                    started=run.started.isoformat(), duration_s=time.monotonic() - run.t0,
                    records=list(run.records), exit_status=int(exitstatus), warnings=run.warnings, nodes=nodes,
                    moment=run.moment, interrupted=interrupted, remediations=list(run.audit),
+                   shard={"index": run.shard.index, "count": run.shard.count} if run.shard else None,
                    transport={"nodes": {name: cast(NodeTransport, c) for name, c in run.transport.items()},
                               "api_requests": dict(run.api_requests)})

@@ -21,4 +21,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     from . import faults
 
     name, _, node = fault.partition(" ")
-    print(f"\nmid-run: {faults.inject(name, node)}")
+    said = faults.inject(name, node)
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"mid-run: {said}")

@@ -17,7 +17,7 @@ from .cluster import current
 from .cluster import env as lab_env
 from .observe import eventually, ssh
 from .test_remediation import inventory
-from .topology import MONIT_IP, STATE, stable_id
+from .topology import MONIT_IP, REPO, STATE, stable_id
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
 
@@ -58,8 +58,8 @@ def test_provisioning_converges_a_rebuilt_agent(tmp_path: Path) -> None:
     assert clean == ["summary=1", "0", "0"], f"not clean after the rebuild: {clean}"
     inv = inventory(tmp_path)
     done = cli(tmp_path, "provision", "alibuild02", f"--inventory={inv}", f"--report-dir={tmp_path / 'out'}",
-               "--remediate=all", "--timeout=900", "--interval=5", "checks/node.py", "checks/agent.py",
-               "-p", "no:cacheprovider")
+               "--remediate=all", "--timeout=900", "--interval=5", str(REPO / "checks" / "node.py"),
+               str(REPO / "checks" / "agent.py"), "-p", "no:cacheprovider")
     said = done.stdout
     assert done.returncode == 0, said[-4000:] + done.stderr[-2000:]
     assert "converged after" in said
@@ -98,6 +98,11 @@ def test_gate_says_no_for_the_leader_then_prepare_moves_it(tmp_path: Path) -> No
 def test_gate_says_no_while_another_master_is_down(tmp_path: Path) -> None:
     faults.inject("stop-unit:consul", "alimesos03")
     try:
+        def noticed() -> bool:  # serf needs a few seconds to call the server failed
+            _, health = labapi.consul("GET", current().masters[0].ip, "/v1/operator/autopilot/health")
+            return any(s["Name"] == "alimesos03" and not s["Healthy"] for s in health["Servers"])
+
+        assert eventually(noticed, 60, 2), "Consul never noticed its server on alimesos03 stopped"
         done = cli(tmp_path, "gate", "rebuild:alimesos02", f"--inventory={inventory(tmp_path)}",
                    f"--report-dir={tmp_path / 'out'}", "-p", "no:cacheprovider")
     finally:
