@@ -49,6 +49,11 @@ def run_until_converged(session: pytest.Session, run: Run, timeout_s: float, int
             last[item.nodeid] = runtestprotocol(item, nextitem=pending[i + 1] if i + 1 < len(pending) else None,
                                                 log=False)
         bad = [item for item in pending if not _settled(last[item.nodeid])]
+        now = time.monotonic()
+        for node, checks in sorted(_waiting(bad, last).items()):
+            since.setdefault(node, now)
+            say(f"{node}: waiting for {', '.join(checks)} (since {now - since[node]:.0f} s, "
+                f"{max(0.0, start + timeout_s - now):.0f} s left)")
         if engine is not None and bad:
             engine.failures = []
             for item in bad:
@@ -68,10 +73,6 @@ def run_until_converged(session: pytest.Session, run: Run, timeout_s: float, int
         confirming = False
         waiting = _waiting(bad, last)
         now = time.monotonic()
-        for node, checks in sorted(waiting.items()):
-            since.setdefault(node, now)
-            say(f"{node}: waiting for {', '.join(checks)} (since {now - since[node]:.0f} s, "
-                f"{max(0.0, start + timeout_s - now):.0f} s left)")
         session.config.hook.pytest_acceptance_converge_progress(
             elapsed_s=now - start, timeout_s=timeout_s, waiting=dict(waiting))
         if now - start + interval_s > timeout_s:

@@ -9,8 +9,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -60,10 +60,12 @@ class Shard:
     count: int
 
     def holds(self, node: Node) -> bool:
-        """Stable whatever the other nodes: by a hash of the name (the cluster checks go to shard 1)."""
+        """Stable whatever the other nodes: by a hash of the name (the cluster checks go to shard 1). SHA-256,
+        not CRC-32: the CRC of names that differ in a digit or two share their low bits (all in one shard)."""
         if node.role == "cluster":
             return self.index == 1
-        return zlib.crc32(node.name.encode()) % self.count == self.index - 1
+        digest = hashlib.sha256(node.name.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
 
 
 def parse_shard(value: str) -> Shard:

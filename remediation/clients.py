@@ -152,8 +152,12 @@ class Vault:
         client = hvac.Client(url=url, token=self.cfg.token, verify=self.cfg.verify, cert=self.cfg.client_cert,
                              timeout=self.cfg.timeout_s)
         client.session.max_redirects = 0
-        health = client.sys.read_health_status(method="GET")
-        if not isinstance(health, dict) or health.get("standby", True):
+
+        def health() -> Any:  # standbyok: a standby answers 200 with its state too (429 is not JSON to hvac)
+            return client.sys.read_health_status(method="GET", standby_ok=True)
+
+        now = health()
+        if not isinstance(now, dict) or now.get("standby", True) or now.get("sealed", True):
             return "Vault is not active there"
         try:
             client.sys.step_down()
@@ -162,7 +166,7 @@ class Vault:
                                f"{self.cfg.token_var} to a token with sudo on sys/step-down") from None
 
         def standby() -> bool:
-            h = client.sys.read_health_status(method="GET")
+            h = health()
             return isinstance(h, dict) and bool(h.get("standby"))
 
         progress.wait(f"Vault on {master.name} to step down", standby, 60)

@@ -1,6 +1,6 @@
 """A pytest plugin for the resilience tests (`-p tests.lab.midrun`): injects the lab fault named by
-ALICELAB_MIDRUN_FAULT ("fault NODE") before the check named by ALICELAB_MIDRUN_BEFORE runs, i.e. in the middle
-of the suite's run, as a real failure would arrive."""
+ALICELAB_MIDRUN_FAULT ("fault NODE") before the first check whose id holds ALICELAB_MIDRUN_BEFORE runs, in the
+middle of the suite's run, as a real failure would arrive."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     global _done
     fault = os.environ.get("ALICELAB_MIDRUN_FAULT", "")
     before = os.environ.get("ALICELAB_MIDRUN_BEFORE", "")
-    if _done or not fault or not item.name.startswith(before):
+    if _done or not fault or before not in item.nodeid:
         return
     _done = True
     from . import faults
