@@ -1,6 +1,6 @@
 """A pytest plugin for the resilience tests (`-p tests.lab.midrun`): injects the lab fault named by
 ALICELAB_MIDRUN_FAULT ("fault NODE") before the first check whose id holds ALICELAB_MIDRUN_BEFORE runs, in the
-middle of the suite's run, as a real failure would arrive."""
+middle of the suite's run, as a real failure would arrive; writes what it did to ALICELAB_MIDRUN_DONE."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
     name, _, node = fault.partition(" ")
     said = faults.inject(name, node)
-    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"mid-run: {said}")
+    done = os.environ.get("ALICELAB_MIDRUN_DONE")
+    if done:  # what the test reads back: the fault arrived while the run was going
+        with open(done, "w", encoding="utf-8") as fh:
+            fh.write(f"{item.nodeid}: {said}\n")
