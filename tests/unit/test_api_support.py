@@ -289,10 +289,7 @@ def apis(**kw: Any) -> Apis:
             values[k] = Endpoint(v)
         elif k in fields:
             values[k] = v
-    made = Apis(**values)
-    if "deadline_s" in kw and "deadline_s" not in fields:  # the inventory rewrite adds it; until then, an attribute
-        object.__setattr__(made, "deadline_s", kw["deadline_s"])
-    return made
+    return Apis(**values)
 
 
 def cluster(inv: Inventory) -> Cluster:
