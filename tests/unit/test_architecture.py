@@ -1,6 +1,6 @@
 """The product's layering, read from its sources (no import is run): no import cycle among its modules,
-``reports`` standing alone (it reads the records' JSON, not the suite's objects), and nothing of the product
-taken from the tests.
+``reports`` standing alone (it reads the records' JSON, not the suite's objects), the inventory at the start of
+the data flow (it imports nothing of the rest), and nothing of the product taken from the tests.
 
 Every import counts: at the top of a module, inside a function, under ``TYPE_CHECKING``. ``from a.b import c``
 is an edge to the module ``a.b.c`` when there is one, else to ``a.b``.
@@ -112,6 +112,16 @@ def test_reports_import_nothing_of_the_suite() -> None:
     graph = import_graph()
     found = sorted(f"{m} imports {t}" for m, targets in graph.items() if _top(m) == "reports"
                    for t in targets if _top(t) != "reports")
+    assert not found, "; ".join(found)
+
+
+def test_the_inventory_imports_nothing_of_the_suite() -> None:
+    """The data flow starts at the inventory: every other layer may read it, it reads none of them."""
+    def inside(name: str) -> bool:
+        return name == "acceptance.inventory" or name.startswith("acceptance.inventory.")
+
+    found = sorted(f"{m} imports {t}" for m, targets in import_graph().items() if inside(m)
+                   for t in targets if not inside(t))
     assert not found, "; ".join(found)
 
 
