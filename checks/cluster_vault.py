@@ -4,9 +4,11 @@ node, the others standby, HA enabled. Read from /v1/sys/health and /v1/sys/leade
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from acceptance.checkspec import check
 from acceptance.clients import vault_api
-from acceptance.clients.vault_api import Leader, VaultSnapshot
+from acceptance.clients.vault_api import Health, Leader, VaultSnapshot
 from acceptance.inventory import CLUSTER, Inventory, Node
 from acceptance.outcomes import CheckError
 from remediation.fixtures import unseal_vault
@@ -18,16 +20,19 @@ RUNBOOK_ARCH = "Cluster architecture description"
 @check("master.vault.initialised", runbook=RUNBOOK, severity="critical", remediation=unseal_vault,
        roles=["master"], needs=("reachable",))
 def test_initialised(vault_snapshot: VaultSnapshot, node: Node) -> None:
-    masters = vault_snapshot.masters
-    problem = vault_api.initialised_problem(masters.of(node.name).health)
-    assert problem is None, f"{problem} at {masters.url_of(node.name)}"
+    _assert_health(vault_snapshot, node, vault_api.initialised_problem)
 
 
 @check("master.vault.unsealed", runbook=RUNBOOK, severity="critical", remediation=unseal_vault,
        roles=["master"], needs=("reachable",))
 def test_unsealed(vault_snapshot: VaultSnapshot, node: Node) -> None:
-    masters = vault_snapshot.masters
-    problem = vault_api.unsealed_problem(masters.of(node.name).health)
+    _assert_health(vault_snapshot, node, vault_api.unsealed_problem)
+
+
+def _assert_health(snap: VaultSnapshot, node: Node, problem_of: Callable[[Health], str | None]) -> None:
+    """The master's own /v1/sys/health judged by ``problem_of``; the message names the address asked."""
+    masters = snap.masters
+    problem = problem_of(masters.of(node.name).health)
     assert problem is None, f"{problem} at {masters.url_of(node.name)}"
 
 

@@ -8,7 +8,8 @@ One :class:`Caller` serves one snapshot and holds its :class:`Deadline` (``apis.
 leaderless cluster (Nomad holds each consistent read 5 s, then answers 500 "No cluster leader") is therefore
 reported within the deadline, not after every master was tried for every part.
 
-:func:`per_master` is the one fan-out over the masters (Vault's and Prometheus' own health on each master).
+:func:`per_master` is the one fan-out over the masters (Vault's and Prometheus' own health on each master);
+:func:`master_part` makes a snapshot part of it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from acceptance.clients.config import DEFAULT_PORTS, ApiConfig, master_urls
 from acceptance.clients.errors import ApiError, check_status, classify, json_of, protocol_error
 from acceptance.clients.http import Answer, HttpClient
 from acceptance.clients.shapes import ShapeError
+from acceptance.clients.snapshot import PerNode
 from acceptance.inventory import Node
 
 T = TypeVar("T")
@@ -195,17 +197,26 @@ def parse_answer(cfg: ApiConfig, answer: Answer, parse: Callable[[Any], T]) -> T
                              f"is not as documented ({type(e).__name__})") from None
 
 
+MasterProbe = Callable[[ApiConfig, Client, Callable[[], float]], T]  # (cfg aimed at one master, its client, timeout)
+
+
+def _master_url(cfg: ApiConfig, master: Node) -> str | None:
+    """The API's scheme and port on the master's address; None when that address is not a host."""
+    urls = master_urls(cfg.url, [master], DEFAULT_PORTS.get(cfg.name, 443))
+    return urls[0] if urls else None
+
+
 def per_master(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline,
-               probe: Callable[[ApiConfig, Client, Callable[[], float]], T]) -> dict[str, T | ApiError]:
+               probe: MasterProbe[T]) -> dict[str, T | ApiError]:
     """``probe(cfg aimed at one master, its client, timeout)`` on every master at once (``timeout()``: the
     seconds the next request may take), one attempt each (a node's own answer, not the cluster's), all within
     ``deadline``; by master name, the value or the error."""
     out: dict[str, T | ApiError] = {}
     targets: list[tuple[str, str]] = []
     for m in masters:
-        urls = master_urls(cfg.url, [m], DEFAULT_PORTS.get(cfg.name, 443))
-        if urls:
-            targets.append((m.name, urls[0]))
+        url = _master_url(cfg, m)
+        if url is not None:
+            targets.append((m.name, url))
         else:
             out[m.name] = ApiError("config", f"{cfg.title} on {m.name}: its address {m.address!r} in the inventory "
                                              "is not a host name or IP address; fix: correct it")
@@ -238,3 +249,9 @@ def per_master(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline,
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     return out
+
+
+def master_part(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline, probe: MasterProbe[T]) -> PerNode[T]:
+    """:func:`per_master` as a snapshot part: each master's value or error, and the URL it was asked at."""
+    return PerNode(cfg.title, per_master(cfg, masters, deadline, probe),
+                   {m.name: _master_url(cfg, m) or "?" for m in masters})

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acceptance.inventory import Inventory, Node
+from acceptance.inventory import Inventory, Node, valid_address
 from acceptance.redaction import remember
 
 CONNECT_TIMEOUT_S = 3.05
@@ -102,23 +102,6 @@ class ApiConfig:
         return dataclasses.replace(self, urls=(url,))
 
 
-def valid_address(text: str) -> str | None:
-    """Why ``text`` is not a host name or IP address (None when it is one). The inventory's own validator
-    when it has one, else this local check: no scheme, user, path or whitespace can ride along."""
-    try:
-        from acceptance import inventory
-
-        check = getattr(inventory, "valid_address", None)
-    except ImportError:  # pragma: no cover
-        check = None
-    if callable(check):
-        problem = check(text)
-        return problem if isinstance(problem, str) or problem is None else None
-    if not text or len(text) > 253 or not all(c.isalnum() or c in ".-:[]_" for c in text):
-        return "not a host name or IP address"
-    return None
-
-
 def credentials_problem(url: str, where: str) -> str | None:
     """A URL with ``user:password@`` is refused (the suite takes credentials from the environment only); the
     message does not repeat them."""
@@ -169,7 +152,7 @@ def api_config(name: str, inventory: Inventory, env: Mapping[str, str] | None = 
             default_scheme = "https"
         base = _normalise(env[names.addr], default_scheme)
         where = names.addr
-    deadline = float(getattr(apis, "deadline_s", DEADLINE_S))
+    deadline = float(apis.deadline_s)
     common = ApiConfig(name=name, timeout_s=float(apis.timeout_s), retry_s=min(float(apis.retry_s), deadline),
                        deadline_s=deadline, token_var=names.token, token_header=names.header,
                        namespace=(env.get("NOMAD_NAMESPACE") or "default") if name == "nomad" else "default")

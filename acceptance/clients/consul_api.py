@@ -210,10 +210,9 @@ def resolve(names: Iterable[str], server: tuple[list[str], int], timeout_s: floa
 
 
 def fetch(cfg: ApiConfig, dns: str | None = None, caller: Caller | None = None) -> ConsulSnapshot:
-    snap = ConsulSnapshot()
     if cfg.problem:
-        snap.root = ApiError("config", cfg.problem)
-        return snap
+        return ConsulSnapshot.unusable(ApiError("config", cfg.problem))
+    snap = ConsulSnapshot()
     caller = caller or Caller(cfg)
     filtered = _filtered(cfg)
 

@@ -134,10 +134,9 @@ def _leader_elected(answer: Answer) -> ApiError | None:
 
 
 def fetch(cfg: ApiConfig, caller: Caller | None = None) -> NomadSnapshot:
-    snap = NomadSnapshot()
     if cfg.problem:
-        snap.root = ApiError("config", cfg.problem)
-        return snap
+        return NomadSnapshot.unusable(ApiError("config", cfg.problem))
+    snap = NomadSnapshot()
     caller = caller or Caller(cfg)
     ns = {"namespace": cfg.namespace}
     need = rights(cfg.namespace)

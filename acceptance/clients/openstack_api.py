@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from acceptance.clients import shapes
 from acceptance.clients.call import Deadline, parse_answer
-from acceptance.clients.config import DEADLINE_S, ApiConfig
+from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status, classify, one_line, protocol_error
 from acceptance.clients.http import MAX_BODY, Answer, count_request
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
@@ -227,7 +227,7 @@ def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None 
         snap.root = ApiError("config", "OpenStack is not configured; fix: set OS_CLOUD (and OS_CLIENT_CONFIG_FILE) or "
                                        f"apis.openstack.cloud in {inventory.path}")
         return snap
-    seconds = deadline_s if deadline_s is not None else float(getattr(inventory.apis, "deadline_s", DEADLINE_S))
+    seconds = deadline_s if deadline_s is not None else float(inventory.apis.deadline_s)
     deadline = Deadline(seconds)
     vm_agents = [n.name for n in nodes if n.role == "agent" and n.kind != "metal"]
     results: dict[str, tuple[Project | ApiError, dict[str, list[str] | ApiError]]] = {}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from acceptance.clients import shapes
-from acceptance.clients.call import Caller, Client, per_master
-from acceptance.clients.config import ApiConfig, master_urls
+from acceptance.clients.call import Caller, Client, master_part
+from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError, protocol_error, redirect_error
 from acceptance.clients.http import excerpt
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
@@ -121,14 +121,11 @@ def _probe(cfg: ApiConfig, client: Client, timeout: Callable[[], float]) -> Mast
 
 
 def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller | None = None) -> PrometheusSnapshot:
-    snap = PrometheusSnapshot()
     if cfg.problem:
-        snap.root = ApiError("config", cfg.problem)
-        return snap
+        return PrometheusSnapshot.unusable(ApiError("config", cfg.problem))
+    snap = PrometheusSnapshot()
     caller = caller or Caller(cfg)
-    values = per_master(cfg, masters, caller.deadline, _probe)
-    urls = {m.name: (master_urls(cfg.url, [m], 9090) or ["?"])[0] for m in masters}
-    snap.masters = PerNode(TITLE, values, urls)
+    snap.masters = master_part(cfg, masters, caller.deadline, _probe)
     snap.targets = attempt(lambda: caller.read("/api/v1/targets", parse_targets, {"state": "active"}))
     for part, promql in (("rw_failed", Q_FAILED), ("rw_retried", Q_RETRIED), ("rw_highest", Q_HIGHEST),
                          ("rw_sent", Q_SENT)):

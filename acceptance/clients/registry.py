@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from acceptance.checkspec import Severity
 from acceptance.clients import consul_api, nomad_api, openstack_api, prometheus_api, vault_api
-from acceptance.clients.config import DEADLINE_S, api_config
+from acceptance.clients.config import api_config
 from acceptance.clients.consul_api import ConsulSnapshot
 from acceptance.clients.nomad_api import NomadSnapshot
 from acceptance.clients.openstack_api import OpenStackSnapshot
@@ -76,7 +76,7 @@ BY_NAME = {spec.name: spec for spec in APIS}
 def make_snapshots(inventory: Inventory, nodes: Sequence[Node]) -> Snapshots:
     """The fetch-once snapshots of one process: every API of :data:`APIS`, for every node of the inventory."""
     cluster = Cluster(inventory, tuple(n for n in nodes if n.role != CLUSTER))
-    deadline = float(getattr(inventory.apis, "deadline_s", DEADLINE_S))
+    deadline = float(inventory.apis.deadline_s)
     def fetcher(spec: ApiSpec) -> Callable[[], ApiSnapshot]:
         return lambda: spec.fetch(cluster)
 

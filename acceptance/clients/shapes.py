@@ -11,8 +11,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+from acceptance.inventory import valid_node_name
+
+T = TypeVar("T")
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}))$")
 
 
@@ -28,16 +31,29 @@ def describe(value: object) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-def obj(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, dict):
-        raise ShapeError(f"{where} is {describe(value)}, expected an object")
+def _typed(value: object, kind: type[T], where: str, expected: str) -> T:
+    """``value`` when it is a ``kind`` (true and false are not numbers), else ``{where} is ..., expected ...``."""
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ShapeError(f"{where} is {describe(value)}, expected {expected}")
     return value
+
+
+def _field(data: Mapping[str, Any], name: str, where: str, kind: type[T], expected: str, default: T | None) -> T:
+    """``data[name]`` as a ``kind``; ``default`` when absent or null (else it is required)."""
+    value = data.get(name)
+    if value is None:
+        if default is None:
+            raise ShapeError(f"{where} has no {name!r}")
+        return default
+    return _typed(value, kind, f"{where}.{name}", expected)
+
+
+def obj(value: object, where: str) -> Mapping[str, Any]:
+    return _typed(value, dict, where, "an object")
 
 
 def arr(value: object, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ShapeError(f"{where} is {describe(value)}, expected a list")
-    return value
+    return _typed(value, list, where, "a list")
 
 
 def key(data: Mapping[str, Any], name: str, where: str) -> Any:
@@ -49,64 +65,33 @@ def key(data: Mapping[str, Any], name: str, where: str) -> Any:
 def string(data: Mapping[str, Any], name: str, where: str, *, default: str | None = None,
            empty: bool = True) -> str:
     """A string field; ``default`` when absent or null (else required); ``empty=False`` refuses ''."""
-    value = data.get(name)
-    if value is None:
-        if default is None:
-            raise ShapeError(f"{where} has no {name!r}")
-        return default
-    if not isinstance(value, str):
-        raise ShapeError(f"{where}.{name} is {describe(value)}, expected a string")
-    if not empty and not value:
+    value = _field(data, name, where, str, "a string", default)
+    if not empty and not value and data.get(name) is not None:  # a default is given back as it is
         raise ShapeError(f"{where}.{name} is empty")
     return value
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$")
-
-
 def node_name(data: Mapping[str, Any], key_name: str, where: str) -> str:
-    """A node or server name as the APIs give them (a host name, maybe ``<node>.<region>``): the inventory's
-    validator when it has one, else a host-name pattern. Anything else (control characters, markup, a
-    sentence) is refused rather than carried into a verdict."""
+    """A node or server name as the APIs give them (a host name, maybe ``<node>.<region>``), by the inventory's
+    rule for node names. Anything else (control characters, markup, a sentence) is refused rather than carried
+    into a verdict."""
     value = string(data, key_name, where, empty=False)
-    try:
-        from acceptance import inventory
-
-        check = getattr(inventory, "valid_node_name", None)
-    except ImportError:  # pragma: no cover
-        check = None
-    problem = check(value) if callable(check) else (None if _NAME.match(value) else "not a host name")
+    problem = valid_node_name(value)
     if problem:
         raise ShapeError(f"{where}.{key_name} is {describe(value)}: {problem}")
     return value
 
 
 def text(value: object, where: str) -> str:
-    if not isinstance(value, str):
-        raise ShapeError(f"{where} is {describe(value)}, expected a string")
-    return value
+    return _typed(value, str, where, "a string")
 
 
 def boolean(data: Mapping[str, Any], name: str, where: str, *, default: bool | None = None) -> bool:
-    value = data.get(name)
-    if value is None:
-        if default is None:
-            raise ShapeError(f"{where} has no {name!r}")
-        return default
-    if not isinstance(value, bool):
-        raise ShapeError(f"{where}.{name} is {describe(value)}, expected true or false")
-    return value
+    return _field(data, name, where, bool, "true or false", default)
 
 
 def integer(data: Mapping[str, Any], name: str, where: str, *, default: int | None = None) -> int:
-    value = data.get(name)
-    if value is None:
-        if default is None:
-            raise ShapeError(f"{where} has no {name!r}")
-        return default
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ShapeError(f"{where}.{name} is {describe(value)}, expected a whole number")
-    return value
+    return _field(data, name, where, int, "a whole number", default)
 
 
 def finite(value: object, where: str, *, numeric_string: bool = False) -> float:

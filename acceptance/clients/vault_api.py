@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from acceptance.clients import shapes
-from acceptance.clients.call import Caller, Client, Deadline, parse_answer, per_master
+from acceptance.clients.call import Caller, Client, master_part, parse_answer
 from acceptance.clients.config import ApiConfig
-from acceptance.clients.errors import ApiError, check_status
+from acceptance.clients.errors import ApiError, check_status, classify
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
 from acceptance.inventory import Node
 
@@ -116,28 +116,21 @@ def _probe(cfg: ApiConfig, client: Client, timeout: Callable[[], float]) -> Mast
     except ApiError as e:
         leader = e
     except Exception as e:  # classify() makes one line of it
-        from acceptance.clients.errors import classify
-
         leader = classify(cfg, client.url, "/v1/sys/leader", e, cfg.timeout_s)
     return MasterVault(health, leader)
 
 
 def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller | None = None) -> VaultSnapshot:
-    snap = VaultSnapshot()
     if cfg.problem:
-        snap.root = ApiError("config", cfg.problem)
-        return snap
+        return VaultSnapshot.unusable(ApiError("config", cfg.problem))
+    snap = VaultSnapshot()
     caller = caller or Caller(cfg)
-    deadline: Deadline = caller.deadline
-    values = per_master(cfg, masters, deadline, _probe)
-    from acceptance.clients.config import master_urls
-
-    urls = {m.name: (master_urls(cfg.url, [m], 8200) or ["?"])[0] for m in masters}
-    snap.masters = PerNode("Vault", values, urls)
+    masters_part = master_part(cfg, masters, caller.deadline, _probe)
+    snap.masters = masters_part
     snap.ha_status = attempt(lambda: caller.read("/v1/sys/ha-status", parse_ha_status,
                                                  right=RIGHTS["/v1/sys/ha-status"]))
     snap.url = caller.url
-    errors = [v for v in values.values() if isinstance(v, ApiError)]
+    errors = [v for v in masters_part.values.values() if isinstance(v, ApiError)]
     if masters and len(errors) == len(masters) and all(e.unreachable for e in errors):
         snap.root = errors[0]  # no master's Vault answers
     snap.decide_root(VaultSnapshot.TOKEN_PARTS)

@@ -17,23 +17,30 @@ import pytest
 from acceptance.clients import consul_api, nomad_api, openstack_api, registry, vault_api
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
-from acceptance.clients.consul_api import DnsAnswer
 from acceptance.clients.errors import ApiError
 from acceptance.clients.http import Aborted, HttpClient, TooLarge
 from acceptance.inventory import Apis, OpenStackSettings
 from acceptance.redaction import MASK
 
-from .test_api_support import SECRET, FakeApi, FakeServer, Reply, apis, fake_cluster, inventory, run_checks
+from .test_api_support import (
+    SECRET,
+    FakeApi,
+    FakeServer,
+    Reply,
+    Route,
+    answer_every_name,
+    apis,
+    fake_cluster,
+    inventory,
+    run_checks,
+)
 
 PASSWORD = "Keyst0ne-Pa55word-42"
 
 
 @pytest.fixture(autouse=True)
 def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    def resolve(names: Any, server: Any, timeout_s: float = 4.0, deadline: Any = None) -> dict[str, DnsAnswer]:
-        return {n: DnsAnswer(n, ("127.0.0.1",)) for n in names}
-
-    monkeypatch.setattr(consul_api, "resolve", resolve)
+    answer_every_name(monkeypatch)
 
 
 def test_leaderless_nomad_is_reported_within_the_deadline():
@@ -160,6 +167,19 @@ def openstack_inventory(path: Path, deadline_s: float = 45.0) -> Any:
                           deadline_s=deadline_s))
 
 
+def fetch_from_keystone(tmp_path: Path, route: Route, deadline_s: float) -> tuple[Any, float, Any]:
+    """OpenStack's snapshot from a local Keystone answering every path with ``route``, the seconds it took, and
+    the inventory."""
+    keystone = FakeServer("127.0.0.1", 0, {"/": route})
+    try:
+        inv = openstack_inventory(clouds_yaml(tmp_path, f"http://127.0.0.1:{keystone.port}/v3"), deadline_s=deadline_s)
+        start = time.monotonic()
+        snap = openstack_api.fetch(inv, inv.nodes)
+        return snap, time.monotonic() - start, inv
+    finally:
+        keystone.close()
+
+
 @pytest.mark.parametrize("setting", ["verify: false", "insecure: true"])
 def test_clouds_yaml_without_tls_verification_is_refused(tmp_path, monkeypatch, setting):
     monkeypatch.delenv(openstack_api.INSECURE_VAR, raising=False)
@@ -192,14 +212,7 @@ def test_keystone_answering_401_and_echoing_the_password_is_bounded(tmp_path, mo
         return Reply(401, f'{{"error": {{"message": "bad request {headers.get("x-test-body", "")}"}}}}'.encode(),
                      {"Content-Type": "application/json"})
 
-    keystone = FakeServer("127.0.0.1", 0, {"/": echo})
-    try:
-        inv = openstack_inventory(clouds_yaml(tmp_path, f"http://127.0.0.1:{keystone.port}/v3"), deadline_s=8)
-        start = time.monotonic()
-        snap = openstack_api.fetch(inv, inv.nodes)
-        elapsed = time.monotonic() - start
-    finally:
-        keystone.close()
+    snap, elapsed, inv = fetch_from_keystone(tmp_path, echo, deadline_s=8)
     assert elapsed < 10, elapsed
     assert snap.root is not None
     message = str(snap.root)
@@ -210,14 +223,7 @@ def test_keystone_answering_401_and_echoing_the_password_is_bounded(tmp_path, mo
 
 
 def test_a_keystone_that_never_answers_costs_the_deadline_not_more(tmp_path):
-    slow = FakeServer("127.0.0.1", 0, {"/": Reply(200, b"{}", hold_s=30)})
-    try:
-        inv = openstack_inventory(clouds_yaml(tmp_path, f"http://127.0.0.1:{slow.port}/v3"), deadline_s=3)
-        start = time.monotonic()
-        snap = openstack_api.fetch(inv, inv.nodes)
-        elapsed = time.monotonic() - start
-    finally:
-        slow.close()
+    snap, elapsed, _ = fetch_from_keystone(tmp_path, Reply(200, b"{}", hold_s=30), deadline_s=3)
     assert elapsed < 5, elapsed
     assert snap.root is not None and "did not answer within the deadline of 3 s" in str(snap.root)
 

@@ -19,7 +19,7 @@ from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.inventory import Expectations, Maintenance, Node
 from acceptance.scheduling import scope_of
 
-from .test_api_support import MASTERS, apis, inventory, openstack_snapshot, run_checks, sample
+from .test_api_support import MASTERS, apis, inventory, openstack_snapshot, run_checks, sample, unusable_snapshots
 
 
 def autopilot(names: tuple[str, ...] = MASTERS, suffix: str = ".global", **changes: dict[str, Any]) -> raft.Autopilot:
@@ -268,13 +268,7 @@ def test_cluster_checks_go_to_one_worker():
 
 
 def test_unusable_apis_block_their_checks_and_nothing_passes():
-    down = ApiError("unreachable", "Nomad at https://172.30.0.11:4646 does not answer: connection refused")
-    badca = ApiError("tls", "Consul at https://172.30.0.11:8500: TLS verification failed with CONSUL_CACERT=/x "
-                            "— set CONSUL_CACERT to the cluster CA")
-    snaps = {"nomad": NomadSnapshot(root=down), "consul": ConsulSnapshot(root=badca),
-             "vault": VaultSnapshot(root=down), "prometheus": PrometheusSnapshot(root=down),
-             "openstack": openstack_snapshot()}
-    results = run_checks(snaps, inventory(apis()), through_fixtures=True)
+    results = run_checks(unusable_snapshots("172.30.0.11"), inventory(apis()), through_fixtures=True)
     assert results["api.nomad.reachable[cluster]"].outcome == "failed"
     assert results["api.consul.reachable[cluster]"].outcome == "error"
     assert "set CONSUL_CACERT" in results["api.consul.reachable[cluster]"].message

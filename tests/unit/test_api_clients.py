@@ -18,15 +18,14 @@ from typing import Any
 import pytest
 import requests
 
-from acceptance.clients import consul_api, nomad_api, prometheus_api, registry
+from acceptance.clients import nomad_api, prometheus_api
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
-from acceptance.clients.consul_api import DnsAnswer
 from acceptance.clients.errors import ApiError
 from acceptance.clients.http import Answer
 from acceptance.inventory import Apis, Endpoint, TlsSettings
 
-from .test_api_support import SECRET, Reply, apis, cluster, fake_cluster, inventory, openstack_snapshot, run_checks
+from .test_api_support import SECRET, Reply, answer_every_name, fake_cluster, inventory, run_checks, snapshots_of
 
 
 class Clock:
@@ -183,18 +182,7 @@ def test_credentials_in_an_address_are_refused_without_echo(api):
 
 @pytest.fixture(autouse=True)
 def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    def resolve(names: Any, server: Any, timeout_s: float = 4.0, deadline: Any = None) -> dict[str, DnsAnswer]:
-        return {n: DnsAnswer(n, ("127.0.0.1",)) for n in names}
-
-    monkeypatch.setattr(consul_api, "resolve", resolve)
-
-
-def fetch_all(fakes: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
-    inv = inventory(apis(nomad=fakes.nomad.url(), consul=fakes.consul.url(), vault=fakes.vault.url(),
-                         prometheus=fakes.prometheus.url(), **kw))
-    snaps: dict[str, Any] = {s.name: s.fetch(cluster(inv)) for s in registry.APIS if s.name != "openstack"}
-    snaps["openstack"] = openstack_snapshot()
-    return snaps, inv
+    answer_every_name(monkeypatch)
 
 
 def test_nomad_without_operator_read_errors_the_server_checks_only(monkeypatch):
@@ -203,7 +191,7 @@ def test_nomad_without_operator_read_errors_the_server_checks_only(monkeypatch):
     monkeypatch.setenv("NOMAD_TOKEN", SECRET)
     with fake_cluster() as fakes:
         fakes.nomad.set("/v1/operator/autopilot/health", Reply(403, b"Permission denied"))
-        snaps, inv = fetch_all(fakes)
+        snaps, inv = snapshots_of(fakes)
         asked = [p for p, _ in fakes.nomad.requests()]
         tokens = {h.get("x-nomad-token") for p, h in fakes.nomad.requests() if not p.startswith("/v1/status")}
     assert not any(p.startswith("/v1/operator/raft") for p in asked) and tokens == {SECRET}
@@ -224,7 +212,7 @@ def test_a_token_refused_everywhere_makes_the_root_check_error(monkeypatch):
     with fake_cluster() as fakes:
         for path in ("/v1/operator/autopilot/health", "/v1/nodes", "/v1/jobs", "/v1/allocations"):
             fakes.nomad.set(path, Reply(403, f"ACL token not found ({SECRET})".encode()))
-        snaps, inv = fetch_all(fakes)
+        snaps, inv = snapshots_of(fakes)
     results = run_checks(snaps, inv, through_fixtures=True)
     root = results["api.nomad.reachable[cluster]"]
     assert root.outcome == "error" and "rejected the token (403)" in root.message and "set NOMAD_TOKEN" in root.message
@@ -237,7 +225,7 @@ def test_no_token_at_all_says_to_set_it(monkeypatch):
     with fake_cluster() as fakes:
         for path in ("/v1/operator/autopilot/health", "/v1/nodes", "/v1/jobs", "/v1/allocations"):
             fakes.nomad.set(path, Reply(403, b"Permission denied"))
-        snaps, _ = fetch_all(fakes)
+        snaps, _ = snapshots_of(fakes)
     assert snaps["nomad"].root is not None and "no token sent — set NOMAD_TOKEN" in str(snaps["nomad"].root)
 
 
@@ -246,7 +234,7 @@ def test_consul_filtered_by_acl_is_an_error_never_a_pass(monkeypatch):
     with fake_cluster() as fakes:
         fakes.consul.set("/v1/health/state/critical",
                          Reply.json([], headers={"X-Consul-Results-Filtered-By-ACLs": "true"}))
-        snaps, inv = fetch_all(fakes)
+        snaps, inv = snapshots_of(fakes)
     results = run_checks(snaps, inv, through_fixtures=True)
     r = results["cluster.consul.critical-checks[cluster]"]
     assert r.outcome == "error", r
@@ -262,7 +250,7 @@ def test_consul_filtered_member_list_and_catalog(monkeypatch):
                          Reply.json(members[:1], headers={"X-Consul-Results-Filtered-By-ACLs": "true"}))
         fakes.consul.set("/v1/catalog/services", Reply.json({"consul": []},
                                                             headers={"X-Consul-Results-Filtered-By-ACLs": "true"}))
-        snaps, inv = fetch_all(fakes)
+        snaps, inv = snapshots_of(fakes)
     results = run_checks(snaps, inv)
     for check in ("cluster.consul.members", "cluster.consul.dns"):
         assert results[f"{check}[cluster]"].outcome == "error" and "filtered" in results[f"{check}[cluster]"].message
@@ -277,7 +265,7 @@ def test_consul_master_gone_from_autopilot_and_members():
         members = json.loads(fakes.consul.routes["/v1/agent/members"].body)  # type: ignore[union-attr]
         members[2]["Status"] = 3  # left
         fakes.consul.set("/v1/agent/members", Reply.json(members))
-        snaps, inv = fetch_all(fakes)
+        snaps, inv = snapshots_of(fakes)
     results = run_checks(snaps, inv)
     assert results["cluster.consul.voters[cluster]"].outcome == "failed"
     assert "alimesos03 is not a Consul server" in results["cluster.consul.voters[cluster]"].message
@@ -291,7 +279,7 @@ def test_autopilot_unhealthy_429_is_read():
         ap["Healthy"] = False
         ap["Servers"][1].update(Healthy=False, SerfStatus="failed")
         fakes.nomad.set("/v1/operator/autopilot/health", Reply.json(ap, 429))
-        snaps, inv = fetch_all(fakes)
+        snaps, inv = snapshots_of(fakes)
     results = run_checks(snaps, inv)
     assert results["cluster.nomad.peers[cluster]"].message == "alimesos02 (alimesos02.global): failed, unhealthy"
     assert results["cluster.nomad.failure-tolerance[cluster]"].outcome == "failed"

@@ -3,32 +3,14 @@ cluster checks on them: every check passes on a healthy cluster (except where th
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from acceptance.clients import consul_api, registry
-from acceptance.clients.consul_api import DnsAnswer
-
-from .test_api_support import MASTERS, apis, cluster, fake_cluster, inventory, openstack_snapshot, run_checks
+from .test_api_support import MASTERS, answer_every_name, fake_cluster, run_checks, snapshots_of
 
 
 @pytest.fixture(autouse=True)
 def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Consul DNS answers every name (no DNS server in unit tests)."""
-    def resolve(names: Any, server: Any, timeout_s: float = 4.0, deadline: Any = None) -> dict[str, DnsAnswer]:
-        return {n: DnsAnswer(n, ("127.0.0.1",)) for n in names}
-
-    monkeypatch.setattr(consul_api, "resolve", resolve)
-
-
-def snapshots_of(fakes: Any, **kw: Any) -> tuple[dict[str, Any], Any]:
-    inv = inventory(apis(nomad=fakes.nomad.url(), consul=fakes.consul.url(), vault=fakes.vault.url(),
-                         prometheus=fakes.prometheus.url(), **kw))
-    c = cluster(inv)
-    snaps = {spec.name: spec.fetch(c) for spec in registry.APIS if spec.name != "openstack"}
-    snaps["openstack"] = openstack_snapshot()
-    return snaps, inv
+    answer_every_name(monkeypatch)
 
 
 def test_healthy_cluster_every_check_passes():

@@ -12,19 +12,9 @@ from typing import Any
 
 import pytest
 
-from acceptance.clients import consul_api, registry
-from acceptance.clients.consul_api import DnsAnswer
+from acceptance.clients import consul_api
 
-from .test_api_support import (
-    Reply,
-    Route,
-    apis,
-    cluster,
-    fake_cluster,
-    inventory,
-    openstack_snapshot,
-    run_checks,
-)
+from .test_api_support import Reply, Route, answer_every_name, fake_cluster, run_checks, snapshots_of
 
 SSO = (b"<!DOCTYPE html><html><head><title>CERN Single Sign-On</title></head><body><form action=\"/auth\">"
        b"</form></body></html>")
@@ -125,10 +115,7 @@ def _same(a: Reply, b: Reply) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    def resolve(names: Any, server: Any, timeout_s: float = 4.0, deadline: Any = None) -> dict[str, DnsAnswer]:
-        return {n: DnsAnswer(n, ("127.0.0.1",)) for n in names}
-
-    monkeypatch.setattr(consul_api, "resolve", resolve)
+    answer_every_name(monkeypatch)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -139,11 +126,7 @@ def test_no_check_passes_on_a_malformed_answer(kind):
             for server in fake.servers:
                 for path, route in list(server.routes.items()):
                     server.routes[path] = _transform(kind, api, path, route, changed)
-        inv = inventory(apis(nomad=fakes.nomad.url(), consul=fakes.consul.url(), vault=fakes.vault.url(),
-                             prometheus=fakes.prometheus.url()))
-        c = cluster(inv)
-        snaps: dict[str, Any] = {spec.name: spec.fetch(c) for spec in registry.APIS if spec.name != "openstack"}
-    snaps["openstack"] = openstack_snapshot()
+        snaps, inv = snapshots_of(fakes)
 
     def involved(accessed: frozenset[str]) -> list[str]:
         out = []

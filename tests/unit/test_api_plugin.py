@@ -11,15 +11,10 @@ from typing import Any
 
 import pytest
 
-from acceptance.clients.consul_api import ConsulSnapshot
-from acceptance.clients.errors import ApiError
-from acceptance.clients.nomad_api import NomadSnapshot
-from acceptance.clients.prometheus_api import PrometheusSnapshot
 from acceptance.clients.snapshot import Snapshots
-from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.transport.ping import ProbeResult
 
-from .test_api_support import openstack_snapshot
+from .test_api_support import unusable_snapshots
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = """\
@@ -83,13 +78,7 @@ def run(tmp_path: Path, snaps: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_unusable_apis_are_blocked_through_the_plugin(tmp_path):
-    down = ApiError("unreachable", "Nomad at https://127.0.0.1:4646 does not answer: connection refused")
-    badca = ApiError("tls", "Consul at https://127.0.0.1:8500: TLS verification failed with CONSUL_CACERT=/x "
-                            "— set CONSUL_CACERT to the cluster CA")
-    snaps = {"nomad": NomadSnapshot(root=down), "consul": ConsulSnapshot(root=badca),
-             "vault": VaultSnapshot(root=down), "prometheus": PrometheusSnapshot(root=down),
-             "openstack": openstack_snapshot()}
-    rec = run(tmp_path, snaps)
+    rec = run(tmp_path, unusable_snapshots("127.0.0.1"))
     assert rec["api.nomad.reachable[cluster]"]["outcome"] == "failed"
     assert rec["api.consul.reachable[cluster]"]["outcome"] == "error"
     assert "set CONSUL_CACERT" in rec["api.consul.reachable[cluster]"]["message"]

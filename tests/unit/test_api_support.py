@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from acceptance.clients import consul_api, registry
+from acceptance.clients.consul_api import ConsulSnapshot, DnsAnswer
+from acceptance.clients.errors import ApiError
+from acceptance.clients.nomad_api import NomadSnapshot
+from acceptance.clients.prometheus_api import PrometheusSnapshot
 from acceptance.clients.registry import Cluster
+from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.inventory import Apis, Endpoint, Expectations, Inventory, Maintenance, Node, SshSettings
 from tests.reference import API
 
@@ -289,10 +295,7 @@ def apis(**kw: Any) -> Apis:
             values[k] = Endpoint(v)
         elif k in fields:
             values[k] = v
-    made = Apis(**values)
-    if "deadline_s" in kw and "deadline_s" not in fields:  # the inventory rewrite adds it; until then, an attribute
-        object.__setattr__(made, "deadline_s", kw["deadline_s"])
-    return made
+    return Apis(**values)
 
 
 def cluster(inv: Inventory) -> Cluster:
@@ -308,6 +311,36 @@ class Fakes:
 
     def all(self) -> dict[str, FakeApi]:
         return {"nomad": self.nomad, "consul": self.consul, "vault": self.vault, "prometheus": self.prometheus}
+
+
+def answer_every_name(monkeypatch: Any) -> None:
+    """Consul DNS answers every name with 127.0.0.1 (no DNS server in unit tests)."""
+
+    def resolve(names: Any, server: Any, timeout_s: float = 4.0, deadline: Any = None) -> dict[str, DnsAnswer]:
+        return {n: DnsAnswer(n, ("127.0.0.1",)) for n in names}
+
+    monkeypatch.setattr(consul_api, "resolve", resolve)
+
+
+def snapshots_of(fakes: Fakes, **kw: Any) -> tuple[dict[str, Any], Inventory]:
+    """Every API's snapshot of the fake cluster (OpenStack's: a healthy one) and the inventory naming it; ``kw``
+    go to :func:`apis`."""
+    inv = inventory(apis(nomad=fakes.nomad.url(), consul=fakes.consul.url(), vault=fakes.vault.url(),
+                         prometheus=fakes.prometheus.url(), **kw))
+    c = cluster(inv)
+    snaps: dict[str, Any] = {spec.name: spec.fetch(c) for spec in registry.APIS if spec.name != "openstack"}
+    snaps["openstack"] = openstack_snapshot()
+    return snaps, inv
+
+
+def unusable_snapshots(host: str) -> dict[str, Any]:
+    """Nomad, Vault and Prometheus at ``host`` not answering, Consul's CA wrong, OpenStack healthy."""
+    down = ApiError("unreachable", f"Nomad at https://{host}:4646 does not answer: connection refused")
+    badca = ApiError("tls", f"Consul at https://{host}:8500: TLS verification failed with CONSUL_CACERT=/x "
+                            "— set CONSUL_CACERT to the cluster CA")
+    return {"nomad": NomadSnapshot(root=down), "consul": ConsulSnapshot(root=badca),
+            "vault": VaultSnapshot(root=down), "prometheus": PrometheusSnapshot(root=down),
+            "openstack": openstack_snapshot()}
 
 
 @contextmanager

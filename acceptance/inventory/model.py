@@ -1,0 +1,193 @@
+"""The inventory as the suite uses it: frozen dataclasses, one per section. Each field's annotation and rule
+(:mod:`acceptance.inventory.rules`) say how it is read; :mod:`acceptance.inventory.reader` reads them."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from acceptance.inventory.roles import ROLES, Kind, Role
+from acceptance.inventory.rules import (
+    fixing,
+    hostport_problem,
+    lock_key_problem,
+    maintained_problem,
+    num,
+    rule,
+    url_problem,
+    user_problem,
+    valid_address,
+    valid_node_name,
+)
+
+_NAME_FIX = "use a host name: letters, digits, '-' and '.', not starting with '-' or '.'"
+_ENDPOINT = rule(keys=("address",))
+_HOURS = num(0, 8760, above=True)  # up to a year
+
+
+@dataclass(frozen=True)
+class Node:
+    """One machine the suite checks."""
+
+    name: str = field(metadata=rule(check=fixing(valid_node_name, _NAME_FIX)))
+    role: Role
+    address: str | None = field(default=None, metadata=rule(check=fixing(
+        valid_address, "write an IPv4 or IPv6 address or a host name")))
+    kind: Kind | None = None  # agents only: vm or metal
+    az: str | None = None
+    flavor: str | None = None
+    project: str | None = None
+    source: str = "static"  # "static" or "openstack"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Node:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    user: str = field(default="root", metadata=rule(check=fixing(user_problem, "write a user name such as root")))
+    config: Path | None = None
+    known_hosts: Path | None = None
+    identity: Path | None = None
+    connect_timeout_s: int = field(default=10, metadata=num(1, 3600))
+    command_timeout_s: int = field(default=120, metadata=num(1, 3600))
+    control_persist_s: int = field(default=600, metadata=num(1, 86400))
+    target: Literal["address", "name"] = "address"  # what ssh connects to: the node's address or its name
+
+    def destination(self, node: Node) -> str:
+        if self.target == "address" and node.address:
+            return node.address
+        return node.name
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str = field(metadata=rule(check=url_problem))
+    dns: str | None = field(default=None, metadata=rule(check=hostport_problem))  # consul only: Consul DNS
+
+
+@dataclass(frozen=True)
+class OpenStackSettings:
+    cloud: str | None = None  # clouds.yaml cloud of the VMs' project (masters and VM agents)
+    cloud_metal: str | None = None  # clouds.yaml cloud of the physical nodes' project (metal agents)
+    clouds_yaml: Path | None = None
+    timeout_s: int = field(default=30, metadata=num(1, 3600))
+
+
+@dataclass(frozen=True)
+class Apis:
+    tls: TlsSettings | None = None
+    nomad: Endpoint | None = field(default=None, metadata=_ENDPOINT)
+    consul: Endpoint | None = None
+    vault: Endpoint | None = field(default=None, metadata=_ENDPOINT)
+    prometheus: Endpoint | None = field(default=None, metadata=_ENDPOINT)
+    openstack: OpenStackSettings | None = None
+    # read timeout of every API call (connect: at most 3 s)
+    timeout_s: float = field(default=10, metadata=num(0, 600, above=True))
+    # how long the snapshot of one API retries what is safe to retry (leader elections)
+    retry_s: float = field(default=20, metadata=num(0, 600, above=True))
+    # one deadline for a whole API snapshot
+    deadline_s: float = field(default=45, metadata=num(0, 600, above=True))
+
+
+@dataclass(frozen=True)
+class DiscoveryRule:
+    project: str
+    role: Role = field(metadata=rule(choices=ROLES))
+    pattern: str
+    kind: Kind | None = None
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What a healthy node looks like; ALICE defaults (reference/alice-facts.md), all overridable."""
+
+    builder_image: str = "registry.cern.ch/alisw/slc9-builder"
+    kernel_args: tuple[str, ...] = ("systemd.unified_cgroup_hierarchy=0",)
+    master_units: tuple[str, ...] = ("docker", "nomad", "consul", "vault")
+    agent_units: tuple[str, ...] = ("docker", "nomad")
+    master_flavor: str = "m2.large"
+    vm_flavor: str = "m2.2xlarge"
+    availability_zones: tuple[str, ...] = ("cern-geneva-a", "cern-geneva-b", "cern-geneva-c")
+    build_mount: str = "/build"
+    build_min_free_gib: float = field(default=240, metadata=num(0, 1_000_000, above=True))
+    puppet_summary: str = "/opt/puppetlabs/puppet/public/last_run_summary.yaml"
+    puppet_max_age_h: float = field(default=2, metadata=_HOURS)
+    backup_path: str = "/build/consul"
+    backup_sched_log: str = "/var/log/tsm/dsmsched.log"
+    backup_max_age_h: float = field(default=26, metadata=_HOURS)
+    backup_unit: str = "dsmcad"
+    ci_jobs: tuple[str, ...] = ("ci-mesosci-slc9", "ci-mesosdaq-slc9", "repo", "publish-alien")
+    metal_flavor_pattern: str = "p1.*"  # glob for bare-metal flavors when the node has no 'flavor'
+    prometheus_jobs: tuple[str, ...] = ("nomad", "consul", "vault")
+    remote_write_max_lag_s: float = field(default=60, metadata=num(0, 86400, above=True))
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    node: str = field(metadata=rule(check=fixing(maintained_problem, "write the node's name")))
+    reason: str = field(metadata=rule(multiline=True))
+    until: dt.date
+
+    def expired(self, today: dt.date | None = None) -> bool:
+        """An entry holds through the whole of its ``until`` day."""
+        return self.until < (today or dt.date.today())
+
+
+@dataclass(frozen=True)
+class RemediationSettings:
+    """The guardrails of remediation (section ``remediation``); --remediate chooses whether anything runs."""
+
+    enabled: bool = True  # false: the inventory's kill switch, no remediation at all
+    kill_switch_file: Path | None = field(default=None, metadata=rule(exists="maybe"))  # while it exists: none
+    max_failing_masters: int = field(default=1, metadata=num(0, 1000))  # circuit breaker: more failing, stop
+    max_failing_agents: int = field(default=3, metadata=num(0, 100_000))
+    drain_deadline_s: float = field(default=21600, metadata=num(0, 7 * 86400, above=True))
+    settle_timeout_s: float = field(default=300, metadata=num(0, 3600, above=True))
+    lock_key: str = field(default="alice-acceptance/remediation-lock", metadata=rule(
+        check=fixing(lock_key_problem, "write a key such as alice-acceptance/remediation-lock")))
+    lock_ttl_s: int = field(default=900, metadata=num(10, 86400))
+    attempts: int = field(default=3, metadata=num(1, 100))  # retry budget per check and node
+    budget_window_h: float = field(default=24, metadata=_HOURS)
+    state_file: Path | None = field(default=None, metadata=rule(exists="maybe"))
+
+
+@dataclass(frozen=True)
+class Inventory:
+    path: Path
+    cluster: str
+    ssh: SshSettings
+    apis: Apis
+    nodes: tuple[Node, ...]  # the static nodes
+    discovery: tuple[DiscoveryRule, ...] = ()
+    expect: Expectations = field(default_factory=Expectations)
+    maintenance: tuple[Maintenance, ...] = ()
+    check_dirs: tuple[Path, ...] = ()  # directories of the site's own checks
+    remediation: RemediationSettings = field(default_factory=RemediationSettings)
+
+    def node(self, name: str) -> Node | None:
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+def describe_nodes(nodes: Iterable[Node]) -> str:
+    """'3 masters, 40 agents (38 vm, 2 metal)'."""
+    nodes = list(nodes)
+    masters = sum(1 for n in nodes if n.role == "master")
+    agents = [n for n in nodes if n.role == "agent"]
+    kinds: Callable[[str], int] = lambda k: sum(1 for n in agents if n.kind == k)  # noqa: E731
+    return f"{masters} masters, {len(agents)} agents ({kinds('vm')} vm, {kinds('metal')} metal)"
