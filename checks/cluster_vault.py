@@ -55,12 +55,17 @@ def test_one_active(vault_snapshot: VaultSnapshot, inventory: Inventory) -> None
 def test_ha(vault_snapshot: VaultSnapshot, inventory: Inventory) -> None:
     masters = [n for n in inventory.nodes if n.role == "master"]
     leaders: dict[str, Leader] = {}
+    out_of_ha = []
     for name, value in vault_snapshot.masters.answered().items():
         if isinstance(value.leader, Leader):
             leaders[name] = value.leader
+        elif vault_api.state(value.health) in ("sealed", "not initialised"):
+            out_of_ha.append(f"{name} ({vault_api.state(value.health)})")  # its 503 on sys/leader is expected
         elif not value.leader.unreachable:
             raise CheckError(str(value.leader))
     if not leaders:
         raise CheckError("no master's Vault answered /v1/sys/leader")
     problems = vault_api.ha_problems(leaders, vault_snapshot.ha_status, len(masters))
+    if out_of_ha:
+        problems.insert(0, f"not serving in the HA cluster: {', '.join(sorted(out_of_ha))}")
     assert not problems, "; ".join(problems)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import cluster, labapi
 from .configs import EXHAUSTIBLE_JOB, server_label
 from .dockerctl import LabError, docker, inspect, node_exec
-from .emulators.nomad import DISCONNECT_FLAG, FAIL_FLAG, FAULT_DIR
+from .emulators.nomad import DISCONNECT_FLAG, FAIL_FLAG, FAULT_DIR, VERSION_FLAG
 from .topology import AZS, BUILD_MIN_FREE_GIB, BUILDER_IMAGE, NETWORK, PROJECT_VMS, STATE, Node, stable_id
 
 CGROUP_ARG = "systemd.unified_cgroup_hierarchy=0"
@@ -439,6 +439,55 @@ def _power_cycle(node: Node) -> str:
     return f"{node.name} hard-rebooted through OpenStack"
 
 
+def _override(changes: dict[str, object], said: str) -> Action:
+    def act(node: Node) -> str:
+        if labapi.lab_override("PATCH", f"/lab/servers/{node.name}", changes) not in (200, 204):
+            raise LabError("the OpenStack emulator refused the override")
+        return said.format(node=node.name)
+
+    return act
+
+
+def _override_cleared(node: Node) -> str:
+    labapi.lab_override("DELETE", f"/lab/servers/{node.name}/override")
+    return f"{node.name} as OpenStack really has it"
+
+
+def _old_nomad(node: Node) -> str:
+    _exec(node, f"mkdir -p {FAULT_DIR} && echo 1.8.4 > {FAULT_DIR}/{VERSION_FLAG}")
+    return f"the Nomad server on {node.name} reports 1.8.4 (an upgrade left half done)"
+
+
+def _same_nomad(node: Node) -> str:
+    _exec(node, f"rm -f {FAULT_DIR}/{VERSION_FLAG}")
+    return f"the Nomad server on {node.name} reports the cluster's version"
+
+
+VAULT_ALONE = "/run/systemd/system/vault.service.d/alicelab-fault.conf"
+
+
+def _wipe_vault(node: Node) -> str:
+    # a master rebuilt without its join configuration: empty storage and no retry_join, so OpenBao stays
+    # uninitialised (with retry_join it would report initialised and wait sealed for its keys)
+    _exec(
+        node,
+        "systemctl stop vault; rm -rf /var/lib/vault/*; mkdir -p /run/alicelab /run/systemd/system/vault.service.d"
+        " && awk '/retry_join/{skip=1} skip&&/^  }/{skip=0; next} !skip' /etc/alicelab/vault.hcl"
+        " > /run/alicelab/vault-alone.hcl"
+        f" && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/bao server -config=%s\\n'"
+        f" /run/alicelab/vault-alone.hcl > {VAULT_ALONE} && systemctl daemon-reload && systemctl start vault",
+        timeout=120,
+    )
+    return f"OpenBao on {node.name} lost its storage and its join configuration: not initialised"
+
+
+def _rejoin_vault(node: Node) -> str:
+    _exec(node, f"systemctl stop vault; rm -f {VAULT_ALONE}; systemctl daemon-reload; rm -rf /var/lib/vault/*;"
+          " systemctl start vault", timeout=120)
+    cluster.unseal_all(cluster.current())  # retry_join plus the unseal keys: it joins the cluster again
+    return f"OpenBao on {node.name} joined the cluster again"
+
+
 # --- monitoring
 def _monit(verb: str) -> Action:
     def act(_node: Node) -> str:
@@ -507,6 +556,16 @@ FAULTS: dict[str, Fault] = {
     "target-down": Fault(
         "stop NODE's node exporter: a Prometheus target down", *_unit("prometheus-node-exporter")
     ),
+    "wrong-flavor": Fault("VM agent NODE reported with a master's flavor (m2.large) in OpenStack",
+                          _override({"flavor": "m2.large"}, "{node} reported as an m2.large"), _override_cleared,
+                          ("agent",)),
+    "detach-vdb": Fault("the vdb volume of VM agent NODE is not attached in OpenStack",
+                        _override({"volumes": []}, "no volume attached to {node} in OpenStack"), _override_cleared,
+                        ("agent",)),
+    "old-nomad": Fault("the Nomad server on master NODE reports another version", _old_nomad, _same_nomad,
+                       ("master",)),
+    "wipe-vault": Fault("OpenBao on master NODE loses its storage (not initialised)", _wipe_vault, _rejoin_vault,
+                        ("master",)),
     "stale-cmdline": Fault("agent NODE booted without the cgroup kernel argument its boot configuration has",
                            _stale_cmdline, _reboot_if_needed, ("agent",)),
     "hang": Fault("NODE stops answering ping and ssh until a hard reboot through OpenStack", _hang, _power_cycle),

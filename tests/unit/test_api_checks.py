@@ -300,6 +300,23 @@ def test_one_master_that_does_not_answer_fails_its_own_checks_only():
     assert out["cluster.vault.one-active[cluster]"].outcome == "error"  # a garbled answer tells nothing
 
 
+def test_a_sealed_master_fails_the_ha_check_and_its_503_on_sys_leader_is_no_error():
+    vault = VaultSnapshot()
+    leader = vault_api.Leader(True, "https://a/")
+    sealed_leader = ApiError("status", "Vault at https://c:8200: GET /v1/sys/leader: HTTP 503", status=503)
+    vault.masters = PerNode("Vault", {
+        MASTERS[0]: vault_api.MasterVault(vault_api.Health(200, True, False, False), leader),
+        MASTERS[1]: vault_api.MasterVault(vault_api.Health(429, True, False, True), leader),
+        MASTERS[2]: vault_api.MasterVault(vault_api.Health(503, True, True, True), sealed_leader)})
+    vault.ha_status = [vault_api.HaNode(m, i == 0) for i, m in enumerate(MASTERS[:2])]
+    out = run_checks(_with_others({"vault": vault}), inventory(apis()))
+    assert out["cluster.vault.ha[cluster]"].outcome == "failed"
+    assert f"not serving in the HA cluster: {MASTERS[2]} (sealed)" in out["cluster.vault.ha[cluster]"].message
+    vault.masters.values[MASTERS[2]] = vault_api.MasterVault(vault_api.Health(429, True, False, True), sealed_leader)
+    out = run_checks(_with_others({"vault": vault}), inventory(apis()))
+    assert out["cluster.vault.ha[cluster]"].outcome == "error"  # an unsealed standby that cannot say: no verdict
+
+
 def _with_others(snaps: dict[str, Any]) -> dict[str, Any]:
     down = ApiError("unreachable", "not in this test")
     return {"nomad": NomadSnapshot(root=down), "consul": ConsulSnapshot(root=down),

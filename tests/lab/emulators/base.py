@@ -414,9 +414,12 @@ class Election:
         snapshot: Callable[[], bytes] | None = None,
         install: Callable[[Any], None] | None = None,
         local_index: Callable[[], int] | None = None,
+        build: Callable[[], str] | None = None,
     ) -> None:
         self.me, self.peers, self.tls, self.base_url = me, [p for p in peers if p.id != me.id], tls, base_url
         self.snapshot, self.install, self.local_index = snapshot, install, local_index or (lambda: 0)
+        self.build = build or (lambda: "")  # this server's version, as it tells the leader in every reply
+        self.peer_build: dict[str, str] = {}
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self.term = 0
@@ -489,6 +492,7 @@ class Election:
                 servers.append({"peer": p, "status": status, "healthy": healthy, "voter": p.id in self.voters,
                                 "leader": p.id == self.leader_id, "last_contact": min(contact, 1e6),
                                 "term": self.term, "index": local if mine else self.peer_index.get(p.id, 0),
+                                "build": self.build() if mine else self.peer_build.get(p.id, ""),
                                 "stable_since": self.stable_since.get(p.id, self.leader_since or wall)})
             healthy_voters = sum(1 for s in servers if s["voter"] and s["healthy"])
             tolerance = max(0, healthy_voters - (len(self.voters) // 2 + 1))
@@ -514,7 +518,7 @@ class Election:
                 self.term = max(self.term, msg["term"]) + 1
                 self._become_leader()
             return {"term": self.term, "leader": self.leader_id, "from": self.me.id,
-                    "applied": list(self.applied), "index": self.local_index()}
+                    "applied": list(self.applied), "index": self.local_index(), "build": self.build()}
 
     def _follow(self, msg: dict[str, Any]) -> bool:
         """Adopts the sender's term and leader when they are news; True when it is our leader speaking."""
@@ -652,6 +656,7 @@ class Election:
                 self.last_heard = time.monotonic()
             elif self.leader_id == self.me.id:
                 self.peer_index[p.id] = int(reply.get("index") or 0)
+                self.peer_build[p.id] = str(reply.get("build") or "")
                 term, version = reply.get("applied") or (0, 0)
                 if term != self.term:
                     self.acked[p.id] = 0  # a follower that restarted, or one that never had our state

@@ -78,6 +78,7 @@ HOPS_HEADER = "x-alicelab-hops"
 RPC_HOLD_S = float(os.environ.get("ALICELAB_NOMAD_RPC_HOLD_S", "5"))
 RPC_HOLD_JITTER_S = RPC_HOLD_S / 16  # structs.JitterFraction
 FAULT_DIR = "/run/alicelab"  # where lab faults leave flags for a client (node.json "fault_dir")
+VERSION_FLAG = "nomad-version"  # a server: the build it reports instead of VERSION
 FAIL_FLAG, DISCONNECT_FLAG = "nomad-fail-allocations", "nomad-disconnected"
 ALLOC_RESCHEDULED = "alloc was rescheduled because it failed"
 ALLOC_LOST = "alloc is lost since its node is down"
@@ -862,6 +863,7 @@ class Server:
         self.me = next(p for p in self.peers if p.name == self.name)
         self.jobs = [job_spec(j, self.dc) for j in cfg.get("jobs") or []]
         self.data_dir = cfg.get("data_dir") or os.path.join(cfg.get("build_dir", "/build"), "nomad", "server")
+        self.fault_dir = cfg.get("fault_dir") or FAULT_DIR
         self.lock = threading.RLock()
         self.sync_lock = threading.Lock()
         self.state = self._load()
@@ -872,10 +874,19 @@ class Server:
         self.synced_term = -1
         self.times_leader = 0
         self.election = base.Election(self.me, self.peers, self.tls, lambda p: f"https://{p.address}",
-                                      snapshot=self._raw_state, install=self._adopt, local_index=self._index)
+                                      snapshot=self._raw_state, install=self._adopt, local_index=self._index,
+                                      build=self.version)
         self.api = base.Router()
         self.rpc = base.Router()
         self._routes()
+
+    def version(self) -> str:
+        """This server's build: the lab fault old-nomad leaves another one in fault_dir (an upgrade half done)."""
+        try:
+            with open(os.path.join(self.fault_dir, VERSION_FLAG), encoding="utf-8") as fh:
+                return fh.read().strip() or VERSION
+        except OSError:
+            return VERSION
 
     # --- state, election, persistence
     def _load(self) -> dict[str, Any]:
@@ -1388,7 +1399,7 @@ class Server:
             return self.forward(req)
         h = self.election.health()
         servers = [{"ID": s["peer"].id, "Name": f"{s['peer'].name}.{self.region}", "Address": s["peer"].address,
-                    "SerfStatus": s["status"], "Version": VERSION, "Leader": s["leader"],
+                    "SerfStatus": s["status"], "Version": s["build"] or VERSION, "Leader": s["leader"],
                     "LastContact": int(s["last_contact"] * 1e9), "LastTerm": s["term"], "LastIndex": s["index"],
                     "Healthy": s["healthy"], "Voter": s["voter"],
                     "StableSince": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s["stable_since"]))}
@@ -1402,7 +1413,8 @@ class Server:
         ip = p.address.rsplit(":", 1)[0]
         return {
             "Name": f"{p.name}.{self.region}", "Addr": ip, "Port": SERF_PORT,
-            "Tags": {"role": "nomad", "region": self.region, "dc": self.dc, "build": VERSION, "revision": REVISION,
+            "Tags": {"role": "nomad", "region": self.region, "dc": self.dc, "revision": REVISION,
+                     "build": self.version() if p.id == self.me.id else self.election.peer_build.get(p.id) or VERSION,
                      "port": str(RPC_PORT), "expect": str(len(self.peers)), "vsn": "1", "mvn": "1",
                      "raft_vsn": "3", "id": p.id, "rpc_addr": ip},
             "Status": self.election.member_status(p.id),
