@@ -173,9 +173,10 @@ def api_config(name: str, inventory: Inventory, env: Mapping[str, str] | None = 
         return dataclasses.replace(common, problem=f"{where}={base!r} is not an http(s) URL; fix: write it as "
                                                    f"https://host:{DEFAULT_PORTS[name]}")
     masters = [n for n in inventory.nodes if n.role == "master"] if masters is None else masters
+    # every master runs each service (Prometheus too, with the same scrape configuration): when the address
+    # given does not answer, the same port on the other masters does
     urls = [base.rstrip("/")]
-    if name != "prometheus":
-        urls += [u for u in master_urls(base, masters, DEFAULT_PORTS[name]) if u not in urls]
+    urls += [u for u in master_urls(base, masters, DEFAULT_PORTS[name]) if u not in urls]
     tls = apis.tls
 
     def pick(var: str | None, fallback: Path | None, key: str) -> tuple[Path | None, str]:

@@ -391,7 +391,7 @@ def run_checks(snaps: Mapping[str, Any], inv: Inventory, *, through_fixtures: bo
     from acceptance.apifixtures import usable
     from acceptance.checkspec import spec_of
     from acceptance.clients.snapshot import PerNode, Snapshots
-    from acceptance.outcomes import Blocked, CheckError
+    from acceptance.outcomes import Blocked, CheckError, first_line
 
     registry = Snapshots({name: (lambda s=s: s) for name, s in snaps.items()})
     cluster_node = Node("cluster", "cluster")
@@ -420,8 +420,8 @@ def run_checks(snaps: Mapping[str, Any], inv: Inventory, *, through_fixtures: bo
                 fn(**kwargs)
             except Blocked as e:
                 outcome, message = "blocked", str(e.msg)
-            except AssertionError as e:
-                outcome, message = "failed", str(e)
+            except AssertionError as e:  # its first line, as the product reports it (pytest may add more)
+                outcome, message = "failed", first_line(str(e))
             except CheckError as e:
                 outcome, message = "error", str(e)
             except Exception as e:  # noqa: BLE001 - what the test looks for
