@@ -2,7 +2,7 @@
 outcomes, records, terminal, transport).
 
 Inert unless ``--inventory`` is given (collecting checks without it is a usage error). Registered as the
-``acceptance.plugin`` pytest11 entry point (and loaded by the repository's conftest.py).
+``acceptance.plugin`` pytest11 entry point, so the installed package brings it wherever pytest runs.
 """
 
 from __future__ import annotations

@@ -334,10 +334,27 @@ def _fail_allocation(node: Node) -> str:
     return f"the CI allocations on {node.name} ({', '.join(sorted(jobs))}) fail; Nomad reschedules them"
 
 
+def _reschedule_failed() -> list[str]:
+    """`nomad job eval -force-reschedule` for every job left with a failed allocation (one whose reschedule
+    attempts another fault used up, too), then `nomad system gc`: what an operator does after such faults."""
+    status, allocs = _nomad("GET", "/v1/allocations")
+    if status != 200 or not isinstance(allocs, list):
+        raise LabError(f"Nomad did not list the allocations (HTTP {status})")
+    jobs = sorted({a["JobID"] for a in allocs if a["ClientStatus"] == "failed" and a["DesiredStatus"] == "run"})
+    for job in jobs:
+        body = {"JobID": job, "EvalOptions": {"ForceReschedule": True}}
+        status, _body = _nomad("POST", f"/v1/job/{job}/evaluate", body)
+        if status != 200:
+            raise LabError(f"Nomad refused to re-evaluate {job} (HTTP {status})")
+    _nomad("PUT", "/v1/system/gc")
+    return jobs
+
+
 def _forget_failures(node: Node) -> str:
     _clear_flag(node, FAIL_FLAG)
-    _nomad("PUT", "/v1/system/gc")  # the failed allocations go, as after `nomad system gc`
-    return f"no more failing allocations on {node.name}; failed allocations garbage-collected"
+    jobs = _reschedule_failed()
+    return (f"no more failing allocations on {node.name}; rescheduled: {', '.join(jobs) or 'nothing'}; "
+            "failed allocations garbage-collected")
 
 
 def _exhaust_reschedule(_node: Node) -> str:
@@ -350,12 +367,8 @@ def _exhaust_reschedule(_node: Node) -> str:
 def _force_reschedule(_node: Node) -> str:
     for agent in cluster.current().agents:
         _clear_flag(agent, FAIL_FLAG)
-    body = {"JobID": EXHAUSTIBLE_JOB, "EvalOptions": {"ForceReschedule": True}}
-    status, _body = _nomad("POST", f"/v1/job/{EXHAUSTIBLE_JOB}/evaluate", body)
-    if status != 200:
-        raise LabError(f"Nomad refused to re-evaluate {EXHAUSTIBLE_JOB} (HTTP {status})")
-    _nomad("PUT", "/v1/system/gc")
-    return f"{EXHAUSTIBLE_JOB} rescheduled (nomad job eval -force-reschedule), failed allocations garbage-collected"
+    jobs = _reschedule_failed()
+    return f"{', '.join(jobs) or 'nothing'} rescheduled (nomad job eval -force-reschedule), failed allocations gone"
 
 
 def _disconnect(node: Node) -> str:

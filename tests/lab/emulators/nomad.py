@@ -451,10 +451,10 @@ class Cluster:
         self.set_status(node, "ready", "Node reregistered by heartbeat")
         allocs = self.state["allocs"]
         for a in [a for a in allocs.values() if a["NodeID"] == node["ID"] and is_unknown(a)]:
-            a["ClientStatus"], a["ClientDescription"] = "running", "Tasks are running"
+            a["ClientStatus"], a["ClientDescription"], a["NextAllocation"] = "running", "Tasks are running", ""
             self.touch(a)
-            for r in allocs.values():
-                if r["PreviousAllocation"] == a["ID"] and is_active(r):
+            for r in allocs.values():  # the whole chain of replacements in its slot, failed ones too
+                if (r["JobID"], r["Slot"]) == (a["JobID"], a["Slot"]) and r is not a and r["DesiredStatus"] == "run":
                     self.stop_alloc(r, "complete", ALLOC_RECONNECTED)
 
     # --- allocations
@@ -698,8 +698,10 @@ class Cluster:
             terminal.sort(key=lambda a: a["ModifyIndex"])
             doomed = terminal if force else terminal[:-MAX_TERMINAL_ALLOCS_PER_JOB]
             for a in doomed:
-                if force and a["ClientStatus"] == "failed" and a["DesiredStatus"] == "run":
-                    continue
+                if force and a["ClientStatus"] == "failed" and a["DesiredStatus"] == "run" and not any(
+                        is_active(o) and (o["JobID"], o["Slot"]) == (a["JobID"], a["Slot"])
+                        for o in self.state["allocs"].values()):
+                    continue  # its job stands on it: nothing else runs in its slot
                 del self.state["allocs"][a["ID"]]
 
     # --- views
