@@ -138,7 +138,9 @@ CASES = [
         "partition",
         "alibuild02",
         healthy=lambda: pings("172.30.1.2") and ssh_ok("alibuild02") and nomad_status("alibuild02") == "ready",
-        broken=lambda: not pings("172.30.1.2") and not ssh_ok("alibuild02") and nomad_status("alibuild02") == "down",
+        # "disconnected" while one of its allocations has a disconnect block (ci-mesosci-slc9), else "down"
+        broken=lambda: not pings("172.30.1.2") and not ssh_ok("alibuild02")
+        and nomad_status("alibuild02") in ("down", "disconnected"),
     ),
     Case(
         "power-off",
