@@ -30,7 +30,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
     def nomad(method: str, ip: str, path: str, body: Any = None) -> tuple[int, Any]:
         seen.append(("nomad", (method, path)))
         if path.endswith("/allocations"):
-            return 200, [{"JobID": "ci-mesosci-slc9", "ClientStatus": "running", "DesiredStatus": "run"}]
+            return 200, [{"JobID": "ci-mesosci-slc9", "ClientStatus": "running", "DesiredStatus": "run"},
+                         {"JobID": "ci-mesosdaq-slc9", "ClientStatus": "failed", "DesiredStatus": "run"}]
         return 200, {}
 
     monkeypatch.setattr(labapi, "nomad", nomad)
@@ -97,7 +98,8 @@ def test_valid_arguments_reach_the_node(calls: list[tuple[str, Any]]) -> None:
     assert flagged == ["alibuild01", "alibuild02", "alimetal01"], "every agent fails the job"
     calls.clear()
     faults.heal("exhaust-reschedule")
-    assert ("nomad", ("POST", "/v1/job/ci-mesosdaq-slc9/evaluate")) in calls
+    assert ("nomad", ("POST", "/v1/job/ci-mesosdaq-slc9/evaluate")) in calls, "the job left failed is rescheduled"
+    assert ("nomad", ("POST", "/v1/job/ci-mesosci-slc9/evaluate")) not in calls, "a running job is left alone"
 
 
 def test_the_command_line_says_one_line(calls: list[tuple[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
