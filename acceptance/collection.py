@@ -3,7 +3,8 @@
 Check directories are found through configuration, never by importing them: the packages registered under
 the ``alice_acceptance.checks`` entry point group (the built-in catalogue, ``checks``), the ``acceptance_checks``
 ini option, ``--checks-dir`` and the inventory's ``checks`` key (the operators' site checks). Their modules need
-not be named ``test_*.py``.
+not be named ``test_*.py``; in such a module only ``@check`` functions are collected (its other ``test_*``
+functions are helpers, as pytest itself would not collect them there).
 """
 
 from __future__ import annotations
@@ -99,15 +100,19 @@ def collect_file(file_path: Path, parent: pytest.Collector, dirs: list[Path]) ->
         fnmatch.fnmatch(file_path.name, pattern) for pattern in parent.config.getini("python_files")
     ):
         return None  # pytest's python plugin collects it already
-    module: pytest.Collector = pytest.Module.from_parent(parent, path=file_path)
+    module: pytest.Collector = CheckModule.from_parent(parent, path=file_path)
     return module
+
+
+class CheckModule(pytest.Module):
+    """A check module that pytest's own naming rules would not collect: only its ``@check`` functions count."""
 
 
 def make_items(collector: pytest.Collector, name: str, obj: object, run: Run | None) -> list[pytest.Item] | None:
     """The items of one ``@check`` function: one per targeted node it applies to (and ``each`` value)."""
     spec = spec_of(obj)
     if spec is None or not inspect.isfunction(obj):
-        return None
+        return [] if isinstance(collector, CheckModule) else None
     if run is None:
         collector.config.stash[NO_INVENTORY_KEY] = str(collector.path)
         return []

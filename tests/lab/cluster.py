@@ -294,7 +294,7 @@ def up(vm_agents: int | None = None) -> Topology:
     _push_builder()
     for node in topo.nodes:
         configs.write_node(node, topo)
-    statefiles.write_all(topo)
+    statefiles.write_all(topo, vault_up=False)
     for node in topo.nodes:
         _node(node, tags[node.role])
     _remove_extra_agents(topo)

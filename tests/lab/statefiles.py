@@ -35,13 +35,17 @@ VAULT_POLICIES = {
 }
 
 
-def vault_tokens(ip: str) -> dict[str, str]:
+def vault_tokens(ip: str, vault_up: bool) -> dict[str, str]:
     """The suite's Vault tokens, least privilege (never the root token): made with the root token at `up`,
-    kept in .lab/vault-tokens.json (0600), made again when OpenBao no longer knows them (a new init)."""
+    kept in .lab/vault-tokens.json (0600), made again when OpenBao no longer knows them (a new init). Before
+    OpenBao runs (`vault_up` false: a lab booted again) the kept ones are written as they are."""
     init_path, path = STATE / "vault-init.json", STATE / "vault-tokens.json"
+    empty = {"read": "", "remediation": ""}
     if not init_path.exists():
-        return {"read": "", "remediation": ""}
+        return empty
     tokens: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    if not vault_up:
+        return tokens or empty
     if tokens and all(labapi.vault("GET", ip, "/v1/auth/token/lookup-self", token=t)[0] == 200
                       for t in tokens.values()):
         return tokens
@@ -61,13 +65,13 @@ def vault_tokens(ip: str) -> dict[str, str]:
     return tokens
 
 
-def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None) -> None:
+def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None, vault_up: bool = True) -> None:
     key = ssh_keys()
     cert, ckey = client_cert()
     cacert = STATE / "ca.pem"
     write(cacert, ca()[0].read_text())
     m1 = topo.masters[0]
-    vault = vault_tokens(m1.ip)
+    vault = vault_tokens(m1.ip, vault_up)
 
     lines = []
     for n in topo.nodes:

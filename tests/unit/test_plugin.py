@@ -188,6 +188,17 @@ def test_one_file_adds_a_check(pytester, site):
     assert Path(site["checks"] / "extra.py").exists()
 
 
+def test_only_checks_are_collected_from_a_module_not_named_test(pytester, site):
+    """A helper module beside the checks (a benchmark's plain testinfra tests, say) is not run as tests: in a
+    module pytest would not collect by its name, only ``@check`` functions become items."""
+    (site["checks"] / "helpers.py").write_text("def test_plain(host):\n    raise AssertionError('helper-ran')\n")
+    result = pytester.runpytest("--collect-only", "-q", str(site["checks"]))
+    assert "test_plain" not in result.stdout.str()
+    result, summary = run(pytester, site)
+    assert not any(r["check"] == "test_plain" for r in summary["records"])
+    assert "helper-ran" not in result.stdout.str()
+
+
 SLOW = '''
 import time
 from acceptance.checkspec import check
