@@ -176,6 +176,27 @@ def idle_cpu(seconds: float = 30) -> float | str:
     return round((last - first) / seconds, 2)
 
 
+def draw(results: list[dict[str, Any]], png: Path) -> None:
+    """Wall time against agents for the suite, the naive baseline and the floor (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agents = [r["agents"] for r in results]
+    for key, label in (("suite -n 0", "suite (serial)"), ("suite -n 4", "suite (-n 4)"),
+                       ("naive testinfra -n 0", "naive testinfra"), ("naive testinfra -n 4", "naive (-n 4)"),
+                       ("floor", "floor")):
+        plt.plot(agents, [r[key]["median"] for r in results], marker="o", label=label)
+    plt.xlabel("agents")
+    plt.ylabel("wall time of the node checks (s)")
+    plt.yscale("log")
+    plt.legend()
+    plt.grid(True, which="both", alpha=0.3)
+    plt.savefig(png, dpi=120, bbox_inches="tight")
+    print(f"curve: {png}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.bench.speed", description=__doc__.split("\n")[0])
     p.add_argument("--agents", default="", help="lab sizes (VM agents), comma-separated; default: the lab as it is")
@@ -184,31 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     results = []
     sizes: list[int | None] = [int(s) for s in args.agents.split(",") if s] or [None]
-    for size in sizes:
-        if size is not None:
-            cluster.up(size)
-        result = measure(args.runs)
-        result["lab idle CPU (cores)"] = idle_cpu()
-        results.append(result)
-        print(json.dumps(result, indent=1), flush=True)
+    before = cluster.saved_agents()
+    try:
+        for size in sizes:
+            if size is not None:
+                cluster.up(size)
+            result = measure(args.runs)
+            result["lab idle CPU (cores)"] = idle_cpu()
+            results.append(result)
+            print(json.dumps(result, indent=1), flush=True)
+    finally:
+        if sizes != [None]:
+            cluster.up(before)  # the lab back at the size it had
     if args.png and len(results) > 1:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        agents = [r["agents"] for r in results]
-        for key, label in (("suite -n 0", "suite (serial)"), ("suite -n 4", "suite (-n 4)"),
-                           ("naive testinfra -n 0", "naive testinfra"), ("naive testinfra -n 4", "naive (-n 4)"),
-                           ("floor", "floor")):
-            plt.plot(agents, [r[key]["median"] for r in results], marker="o", label=label)
-        plt.xlabel("agents")
-        plt.ylabel("wall time of the node checks (s)")
-        plt.yscale("log")
-        plt.legend()
-        plt.grid(True, which="both", alpha=0.3)
-        plt.savefig(args.png, dpi=120, bbox_inches="tight")
-        print(f"curve: {args.png}")
+        draw(results, args.png)
     return 0
 
 
