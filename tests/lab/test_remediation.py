@@ -249,22 +249,46 @@ def _holder(inv: Path) -> str:
                           env=lab_env(), capture_output=True, text=True, timeout=60, check=False).stdout
 
 
+# Another runner (an operator's shell, say) holding the cluster-wide lock, until the test closes its stdin.
+HOLD_LOCK = """
+import sys
+from acceptance.inventory import load_inventory
+from remediation.clients import Http, write_config
+from remediation.lock import ConsulLock
+inv = load_inventory(sys.argv[1])
+http = Http(write_config("consul", inv, [n for n in inv.nodes if n.role == "master"]))
+lock = ConsulLock(http, inv.remediation.lock_key, inv.remediation.lock_ttl_s, "operator-shell")
+print(lock.acquire() or "held", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
 def test_two_runs_at_once_one_holds_the_lock(tmp_path: Path) -> None:
+    """While another runner holds the lock, a run refuses its disruptive action and says who holds it; once
+    the lock is released, the same run takes it and acts. (The holder is held by the test, not raced against
+    another run's remediation, which may end before the second run gets to its own.)"""
     inv = inventory(tmp_path)
     faults.inject("stale-cmdline", "alimetal01")
     try:
-        first = subprocess.Popen(command(tmp_path, inv, "--remediate=all", "--nodes=alimetal01", "checks/agent.py",
-                                         out="first"), cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, text=True)
-        assert eventually(lambda: "held by" in _holder(inv), 120, 1), "the first run never took the lock"
-        second = run(tmp_path, inv, "--remediate=all", "--nodes=alimetal01", "checks/agent.py", out="second")
-        first.communicate(timeout=600)
+        other = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(inv)], cwd=REPO, env=lab_env(),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert other.stdout is not None and other.stdout.readline().strip() == "held", "could not take the lock"
+            assert "held by run operator-shell" in _holder(inv)
+            second = run(tmp_path, inv, "--remediate=all", "--nodes=alimetal01", "checks/agent.py", out="second")
+        finally:
+            other.communicate(timeout=60)  # closing its stdin releases the lock
+        assert "free" in _holder(inv)
+        first = run(tmp_path, inv, "--remediate=all", "--nodes=alimetal01", "checks/agent.py", out="first")
     finally:
         faults.heal("stale-cmdline", "alimetal01")
     refusals = [e for e in audit(tmp_path, "second") if e["guardrail"] == "lock"]
-    assert refusals and "held by run" in refusals[0]["reason"]
+    assert refusals and "held by run operator-shell" in refusals[0]["reason"]
     assert record(second, "agent.cmdline.cgroup-v1", "alimetal01")["outcome"] == "failed"
     taken = [e for e in audit(tmp_path, "first") if e["verdict"] == "taken"]
-    assert taken, "the first run did not act"
+    assert taken, "the run did not act once the lock was free"
+    assert record(first, "agent.cmdline.cgroup-v1", "alimetal01")["outcome"] == "remediated"
 
 
 def test_killed_run_lock_expires_and_the_drained_node_is_not_forgotten(tmp_path: Path) -> None:
