@@ -89,8 +89,10 @@ def test_interrupted_in_the_middle_of_a_remediation(tmp_path: Path) -> None:
                        cwd=REPO, env=lab_env(), capture_output=True, text=True, timeout=900, check=False)
     finally:
         faults.heal("stale-cmdline", "alibuild01")
+    # with no allocation to move, the interrupted run may have rebooted the agent before the signal came: the
+    # next run then finds the argument applied; either way it must not forget the node it left drained
     assert record(json.loads((tmp_path / "next" / "latest" / "summary.json").read_text()), "agent.cmdline.cgroup-v1",
-                  "alibuild01")["outcome"] == "remediated"
+                  "alibuild01")["outcome"] in ("remediated", "passed")
     assert "alibuild01" not in json.loads(state.read_text())["drained"]
 
 
