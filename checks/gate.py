@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from acceptance.checkspec import check
 from acceptance.clients.consul_api import ConsulSnapshot
 from acceptance.clients.nomad_api import NomadSnapshot
-from acceptance.clients.raft import Autopilot, is_named
+from acceptance.clients.raft import Autopilot, is_named, leading_master
 from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.inventory import Node
 from acceptance.moments import Gate
@@ -35,9 +35,18 @@ def _survives_without(title: str, autopilot: Autopilot, node: Node, others: Sequ
     return problems
 
 
-def _on(leader: str, node: Node) -> bool:
-    host = leader.rsplit(":", 1)[0]
-    return bool(leader) and host in (node.address, node.name)
+def _leader_on(title: str, snapshot: NomadSnapshot | ConsulSnapshot, node: Node, all_nodes: Sequence[Node]) -> None:
+    """NO-GO while ``node`` leads, and while no master can be told to lead (the leader's identity, never its
+    address as a string: servers report IPs, the inventory names hosts)."""
+    leader = snapshot.leader
+    autopilot = snapshot.autopilot if snapshot.error_of("autopilot") is None else None
+    masters = [(n.name, n.address) for n in all_nodes if n.role == "master"]
+    leading = leading_master(leader, autopilot, masters)
+    assert leading is not None or not leader, (
+        f"cannot tell which master is the {title} leader ({leader} is none of the masters' addresses and autopilot "
+        f"names no leader): not safe to take {node.name} out")
+    assert leading != node.name, (
+        f"{node.name} is the {title} leader: move the leadership first (--prepare does it)")
 
 
 @check("gate.nomad.quorum", runbook=MASTER, severity="critical", roles=["master"], needs=(), gate=True)
@@ -63,15 +72,13 @@ def test_vault_quorum(vault_snapshot: VaultSnapshot, node: Node, all_nodes: list
 
 
 @check("gate.nomad.leader", runbook=MASTER, severity="major", roles=["master"], needs=(), gate=True)
-def test_nomad_leader(nomad_snapshot: NomadSnapshot, node: Node) -> None:
-    assert not _on(nomad_snapshot.leader, node), (
-        f"{node.name} is the Nomad leader: move the leadership first (--prepare does it)")
+def test_nomad_leader(nomad_snapshot: NomadSnapshot, node: Node, all_nodes: list[Node]) -> None:
+    _leader_on("Nomad", nomad_snapshot, node, all_nodes)
 
 
 @check("gate.consul.leader", runbook=MASTER, severity="major", roles=["master"], needs=(), gate=True)
-def test_consul_leader(consul_snapshot: ConsulSnapshot, node: Node) -> None:
-    assert not _on(consul_snapshot.leader, node), (
-        f"{node.name} is the Consul leader: move the leadership first (--prepare does it)")
+def test_consul_leader(consul_snapshot: ConsulSnapshot, node: Node, all_nodes: list[Node]) -> None:
+    _leader_on("Consul", consul_snapshot, node, all_nodes)
 
 
 @check("gate.vault.active", runbook=MASTER, severity="major", roles=["master"], needs=(), gate=True)

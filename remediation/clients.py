@@ -28,6 +28,8 @@ from typing import Any
 import requests
 
 from acceptance.clients.config import ApiConfig, api_config, master_urls
+from acceptance.clients.errors import ApiError
+from acceptance.clients.raft import Autopilot, leading_master, parse_autopilot, server_is
 from acceptance.inventory import Inventory, Node
 from acceptance.redaction import redact, remember
 from remediation.model import ActionFailed, Progress
@@ -121,24 +123,43 @@ class Raft:
         self.http = http
         self.title = http.cfg.title
 
-    def leader_host(self) -> str:
-        return str(self.http.call("GET", "/v1/status/leader") or "").rsplit(":", 1)[0]
+    def autopilot(self) -> Autopilot:
+        """Autopilot's view, waiting out the moments right after an election when it lists no servers yet."""
+        problem = ""
+        for _ in range(10):
+            health = self.http.call("GET", "/v1/operator/autopilot/health", ok=(200, 429))
+            if isinstance(health, dict) and health.get("Servers") is None:
+                problem = "autopilot lists no servers yet (just elected)"
+                time.sleep(1)
+                continue
+            try:
+                return parse_autopilot(health)
+            except ApiError as e:
+                raise ActionFailed(f"{self.title} autopilot health: {e}") from None
+        raise ActionFailed(f"{self.title}: {problem}")
+
+    def leading(self, masters: Sequence[Node]) -> str | None:
+        """The leading master by the raft server's identity (never the leader's address as a string)."""
+        leader = str(self.http.call("GET", "/v1/status/leader") or "")
+        return leading_master(leader, self.autopilot(), [(m.name, m.address) for m in masters])
 
     def transfer_away(self, master: Node, others: Sequence[Node], progress: Progress) -> str:
         """Move the leadership off ``master`` to a healthy voter among ``others`` (nothing when elsewhere)."""
-        if self.leader_host() not in (master.address, master.name):
-            return f"{self.title} leadership is already elsewhere"
-        health = self.http.call("GET", "/v1/operator/autopilot/health", ok=(200, 429))
-        addresses = {o.address for o in others}
-        targets = [s for s in (health or {}).get("Servers") or [] if isinstance(s, dict) and s.get("Healthy")
-                   and s.get("Voter") and str(s.get("Address", "")).split(":")[0] in addresses]
+        masters = [master, *others]
+        leading = self.leading(masters)
+        if leading is None:
+            raise ActionFailed(f"cannot tell which master is the {self.title} leader: nothing moved")
+        if leading != master.name:
+            return f"{self.title} leadership is already elsewhere ({leading})"
+        targets = [s for s in self.autopilot().servers if s.healthy and s.voter and s.id
+                   and any(server_is(s, o.name, o.address) for o in others)]
         if not targets:
             raise ActionFailed(f"no healthy {self.title} voter to move the leadership to")
         method, path = self.TRANSFER[self.http.cfg.name]
-        self.http.call(method, path, params={"id": str(targets[0]["ID"])})
+        self.http.call(method, path, params={"id": targets[0].id})
         progress.wait(f"the {self.title} leadership to move",
-                      lambda: self.leader_host() not in (master.address, master.name), 60)
-        return f"{self.title} leadership moved to {targets[0].get('Name')}"
+                      lambda: self.leading(masters) not in (master.name, None), 60)
+        return f"{self.title} leadership moved from {master.name} to {self.leading(masters)}"
 
 
 class Vault:
@@ -184,11 +205,15 @@ class OpenStack:
         import openstack.connection
 
         settings = self.inventory.apis.openstack
-        cloud = settings.cloud if settings else os.environ.get("OS_CLOUD")
+        # its own cloud (a member's credentials), as the other APIs have remediation tokens of their own
+        vm_cloud = ((settings.remediation_cloud if settings else None) or os.environ.get("OS_REMEDIATION_CLOUD")
+                    or (settings.cloud if settings else None) or os.environ.get("OS_CLOUD"))
+        metal_cloud = settings and (settings.remediation_cloud_metal or settings.cloud_metal)
+        cloud = vm_cloud
         extra: dict[str, Any] = {}
         if node.role == "agent" and node.kind == "metal":
-            if settings and settings.cloud_metal:
-                cloud = settings.cloud_metal
+            if metal_cloud:
+                cloud = metal_cloud
             else:
                 extra["project_name"] = node.project or "ALICE Release Testing - physical nodes"
         files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None

@@ -12,11 +12,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from acceptance.clients.config import api_config, master_urls
+from acceptance.clients.raft import server_is
 from acceptance.inventory import Inventory, Node
-from remediation.clients import Http
+from remediation.clients import Http, Raft
 from remediation.model import ActionFailed, Mode
 
 
@@ -57,20 +57,15 @@ def breaker(check: str, failing: Mapping[str, Sequence[Node]], inventory: Invent
 
 
 def _servers_healthy(name: str, inventory: Inventory, masters: Sequence[Node], others: Sequence[Node]) -> list[str]:
-    http = Http(api_config(name, inventory, masters=list(masters)))
-    try:
-        health: Any = http.call("GET", "/v1/operator/autopilot/health")
+    raft = Raft(Http(api_config(name, inventory, masters=list(masters))))
+    try:  # 429 is autopilot's "some server is unhealthy", read as the clients read it
+        autopilot = raft.autopilot()
     except ActionFailed as e:
         return [f"{name}: cannot read autopilot health ({e})"]
-    servers = health.get("Servers") if isinstance(health, dict) else None
-    if not isinstance(servers, list):
-        return [f"{name}: autopilot health has no Servers"]
     problems = []
     for other in others:
-        mine = [s for s in servers if isinstance(s, dict) and (
-            str(s.get("Address", "")).split(":")[0] in (other.address, other.name)
-            or str(s.get("Name", "")).split(".")[0] == other.name)]
-        if not mine or not mine[0].get("Healthy") or not mine[0].get("Voter"):
+        mine = [s for s in autopilot.servers if server_is(s, other.name, other.address)]
+        if not mine or not mine[0].healthy or not mine[0].voter:
             problems.append(f"{name} server on {other.name} is not a healthy voter")
     return problems
 

@@ -27,10 +27,13 @@ from acceptance.clients.config import DEFAULT_PORTS, ApiConfig, master_urls
 from acceptance.clients.errors import ApiError, check_status, classify, json_of, protocol_error
 from acceptance.clients.http import Answer, HttpClient
 from acceptance.clients.shapes import ShapeError
-from acceptance.clients.snapshot import PerNode
+from acceptance.clients.snapshot import ApiSnapshot, PerNode
 from acceptance.inventory import Node
 
 T = TypeVar("T")
+# What a Nomad or Consul server answers from its own state, with or without a leader; every other read needs
+# the leader, and is not asked again once the API is known to have none.
+LOCAL_PATHS = ("/v1/status/", "/v1/agent/")
 
 
 class Client(Protocol):
@@ -151,6 +154,8 @@ class Caller:
         into a retryable error (e.g. an empty leader)."""
         if self.dead is not None:
             raise self.dead
+        if self.leaderless is not None and not path.startswith(LOCAL_PATHS):
+            raise self.leaderless  # a server holds such a read while it has no leader (Consul 7 s, Nomad 5 s)
         if not self.order:
             raise ApiError("config", self.cfg.problem or f"{self.cfg.title} has no address")
         if self.deadline.passed():
@@ -255,3 +260,26 @@ def master_part(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline, pro
     """:func:`per_master` as a snapshot part: each master's value or error, and the URL it was asked at."""
     return PerNode(cfg.title, per_master(cfg, masters, deadline, probe),
                    {m.name: _master_url(cfg, m) or "?" for m in masters})
+
+
+def refuse_unknown_token(snap: ApiSnapshot, caller: Caller, parts: Sequence[str],
+                         path: str = "/v1/acl/token/self") -> None:
+    """An unknown or expired token gets the same 403 as a missing right on every endpoint (Nomad 1.9 answers
+    "Permission denied" for both), so when a part was refused, the server is asked once whether it knows the
+    token at all (any token may read itself); if not, every refused part says so, naming the variable."""
+    cfg = caller.cfg
+    refused = [n for n in parts if (e := snap.error_of(n)) is not None and e.kind == "forbidden"]
+    if not refused or not cfg.token:
+        return
+    try:
+        caller.get(path)
+        return  # known: each refused part lacks the right it names
+    except ApiError as e:
+        if e.status not in (401, 403, 404):
+            return
+        status = e.status
+    var = cfg.token_var or "the token"
+    err = ApiError("auth", f"{var} is not a token {cfg.title} knows (unknown or expired: GET {path} answered "
+                           f"{status}) — set {var} to a valid token with the rights README.md lists", status=status)
+    for name in refused:
+        snap.set_part(name, err)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from acceptance.clients import raft, shapes
-from acceptance.clients.call import Caller, Deadline
+from acceptance.clients.call import Caller, Deadline, refuse_unknown_token
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
+from acceptance.clients.hosts import first_address
 from acceptance.clients.http import Answer
 from acceptance.clients.raft import Autopilot
 from acceptance.clients.snapshot import ApiSnapshot, Part, attempt
@@ -185,7 +186,12 @@ def resolve(names: Iterable[str], server: tuple[list[str], int], timeout_s: floa
     import dns.resolver
 
     resolver = dns.resolver.Resolver(configure=False)
-    resolver.nameservers = list(server[0])
+    # dnspython takes only IPs: a server named by host name is resolved first (the inventory names hosts)
+    ips = [ip for ip in (first_address(h) for h in server[0]) if ip]
+    if not ips:
+        return {name: DnsAnswer(name, (), f"the Consul DNS server {', '.join(server[0])} does not resolve to an "
+                                          "address") for name in names}
+    resolver.nameservers = ips
     resolver.port = server[1]
     out = {}
     for name in names:
@@ -219,10 +225,15 @@ def fetch(cfg: ApiConfig, dns: str | None = None, caller: Caller | None = None) 
     def read(path: str, parse: Any, ok: tuple[int, ...] = (200,)) -> Any:
         return caller.read(path, parse, ok=ok, right=right_of(path), accept=filtered)
 
+    def settled(answer: Answer) -> ApiError | None:
+        return raft.autopilot_settled(answer) or filtered(answer)
+
     snap.leader = attempt(lambda: caller.read("/v1/status/leader", raft.parse_leader,
                                               accept=_leader_or_filtered(cfg)))
     snap.peers = attempt(lambda: read("/v1/status/peers", raft.parse_peers))
-    snap.autopilot = attempt(lambda: read("/v1/operator/autopilot/health", raft.parse_autopilot, (200, 429)))
+    snap.autopilot = attempt(lambda: caller.read("/v1/operator/autopilot/health", raft.parse_autopilot,
+                                                 ok=(200, 429), right=right_of("/v1/operator/autopilot/health"),
+                                                 accept=settled))
     snap.members = attempt(lambda: read("/v1/agent/members", parse_members))
     snap.critical = attempt(lambda: read("/v1/health/state/critical", parse_checks))
 
@@ -247,6 +258,7 @@ def fetch(cfg: ApiConfig, dns: str | None = None, caller: Caller | None = None) 
         snap.dns = ApiError("http", f"Consul DNS not asked: the services Nomad registered are not known "
                                     f"({services})")
     snap.url = caller.url
+    refuse_unknown_token(snap, caller, ConsulSnapshot.TOKEN_PARTS)
     snap.decide_root(ConsulSnapshot.TOKEN_PARTS, probe="leader")
     return snap
 

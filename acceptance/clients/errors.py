@@ -110,6 +110,9 @@ def http_error(cfg: ApiConfig, url: str, path: str, status: int, body: str = "",
     if status == 403:
         return forbidden_error(cfg, url, path, status, right)
     text = excerpt(body) if body.strip() else ""
+    if status == 429:  # a rate limit or a server too busy: retried within the snapshot's deadline
+        return ApiError("http", f"{where(cfg, url)}: GET {path}: 429 {text} (rate limited: retried until "
+                                "apis.retry_s)", status=status, retryable=True)
     if status >= 500 and "no cluster leader" in body.lower():
         return ApiError("no-leader", f"{where(cfg, url)}: GET {path}: {status} {text} (no leader elected)",
                         status=status, retryable=True)

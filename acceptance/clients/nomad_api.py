@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from acceptance.clients import raft, shapes
-from acceptance.clients.call import Caller
+from acceptance.clients.call import Caller, refuse_unknown_token
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
+from acceptance.clients.hosts import same_host
 from acceptance.clients.http import Answer
 from acceptance.clients.raft import Autopilot
 from acceptance.clients.snapshot import ApiSnapshot, Part, attempt
@@ -144,12 +145,14 @@ def fetch(cfg: ApiConfig, caller: Caller | None = None) -> NomadSnapshot:
     snap.leader = attempt(lambda: caller.read("/v1/status/leader", raft.parse_leader, accept=_leader_elected))
     snap.peers = attempt(lambda: caller.read("/v1/status/peers", raft.parse_peers))
     snap.autopilot = attempt(lambda: caller.read("/v1/operator/autopilot/health", raft.parse_autopilot,
-                                                 ok=(200, 429), right=need["/v1/operator/autopilot/health"]))
+                                                 ok=(200, 429), right=need["/v1/operator/autopilot/health"],
+                                                 accept=raft.autopilot_settled))
     snap.nodes = attempt(lambda: caller.read("/v1/nodes", parse_nodes, right=need["/v1/nodes"]))
     snap.jobs = attempt(lambda: caller.read("/v1/jobs", parse_jobs, ns, right=need["/v1/jobs"]))
     snap.allocations = attempt(lambda: caller.read("/v1/allocations", parse_allocations,
                                                    {**ns, "task_states": "false"}, right=need["/v1/allocations"]))
     snap.url = caller.url
+    refuse_unknown_token(snap, caller, NomadSnapshot.TOKEN_PARTS)
     snap.decide_root(NomadSnapshot.TOKEN_PARTS, probe="leader")
     return snap
 
@@ -165,7 +168,7 @@ def find_node(nodes: Iterable[NomadNode], name: str, address: str | None) -> Nom
             return n
     if address:
         for n in nodes:
-            if n.address == address:
+            if same_host(n.address, address):  # Nomad reports an IP, the inventory may name the host
                 return n
     return None
 
@@ -190,8 +193,8 @@ def node_problems(nodes: Iterable[NomadNode], name: str, address: str | None, dr
 
 def jobs_problems(jobs: Iterable[Job], allocations: Iterable[Allocation], expected: Sequence[str],
                   namespace: str = "default") -> list[str]:
-    """Every expected job exists, is not stopped, and has at least one allocation running; no allocation it
-    wants running has failed or been lost."""
+    """Every expected job exists, is not stopped, and has its allocations running: at least one, none it wants
+    running failed or lost, none left queued."""
     by_id = {j.id: j for j in jobs}
     allocs: dict[str, list[Allocation]] = {}
     for a in allocations:
@@ -215,4 +218,7 @@ def jobs_problems(jobs: Iterable[Job], allocations: Iterable[Allocation], expect
             problems.append(f"{job_id}: {len(broken)} allocation(s) "
                             f"{', '.join(sorted({a.client_status for a in broken}))} on "
                             f"{', '.join(sorted({a.node_name for a in broken}))}")
+        elif job.queued:  # some running is not all: the scheduler could not place the rest
+            problems.append(f"{job_id}: only {len(running)} allocation(s) running, {job.queued} queued "
+                            "(not placed: no eligible node has room)")
     return problems

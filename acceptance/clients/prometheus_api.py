@@ -14,6 +14,7 @@ from acceptance.clients import shapes
 from acceptance.clients.call import Caller, Client, master_part
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError, protocol_error, redirect_error
+from acceptance.clients.hosts import same_host
 from acceptance.clients.http import excerpt
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
 from acceptance.inventory import Node
@@ -164,7 +165,8 @@ def targets_of(targets: Iterable[Target], node: Node) -> list[Target]:
                 out.append(t)
             continue
         host = _host(t.labels.get("instance", ""))
-        if host and (host == node.address or host == node.name or host.startswith(node.name + ".")):
+        if host and (host == node.name or host.startswith(node.name + ".")
+                     or same_host(host, node.address or node.name)):
             out.append(t)
     return out
 

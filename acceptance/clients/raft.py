@@ -8,11 +8,15 @@ gone. A master is missing, failed, unhealthy or not a voter: each is said by nam
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from acceptance.clients import shapes
+from acceptance.clients.errors import ApiError
+from acceptance.clients.hosts import host_of, same_host
+from acceptance.clients.http import Answer, excerpt
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class RaftServer:
     leader: bool
     status: str  # serf status: alive, failed, left, ...
     version: str
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,27 @@ def parse_autopilot(data: Any) -> Autopilot:
             name=shapes.node_name(s, "Name", where), address=shapes.string(s, "Address", where),
             voter=shapes.boolean(s, "Voter", where), healthy=shapes.boolean(s, "Healthy", where),
             leader=shapes.boolean(s, "Leader", where), status=shapes.string(s, "SerfStatus", where, default="?"),
-            version=shapes.string(s, "Version", where, default="?")))
+            version=shapes.string(s, "Version", where, default="?"), id=shapes.string(s, "ID", where, default="")))
     tolerance = shapes.integer(body, "FailureTolerance", "the body")
     return Autopilot(healthy=shapes.boolean(body, "Healthy", "the body"), failure_tolerance=tolerance,
                      servers=tuple(servers))
+
+
+def autopilot_settled(answer: Answer) -> ApiError | None:
+    """429 is autopilot's "some server is unhealthy", an answer that lists the servers. A 429 listing none (just
+    elected: autopilot has not run on the new leader yet, ``"Servers": null``) or not JSON at all (a rate
+    limit) is retried within the snapshot's deadline."""
+    if answer.status != 429:
+        return None
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("Servers"), list):
+        return None
+    why = "lists no servers yet (just elected)" if isinstance(body, dict) else f"{excerpt(answer.text(), 80)}"
+    return ApiError("http", f"{answer.url}: GET {answer.path} answered 429, {why}: retried until apis.retry_s",
+                    status=429, retryable=True)
 
 
 def parse_leader(data: Any) -> str:
@@ -63,6 +85,27 @@ def parse_peers(data: Any) -> list[str]:
 def is_named(name: str, master: str) -> bool:
     """A server or member name is a master's: the same, or its FQDN / Nomad's ``<node>.<region>``."""
     return name == master or name.startswith(master + ".")
+
+
+def server_is(server: RaftServer, name: str, address: str | None) -> bool:
+    """A raft server is an inventory node's: by its name, else by its address resolved (servers report IPs)."""
+    return is_named(server.name, name) or same_host(server.address, address or name)
+
+
+def leading_master(leader: str, autopilot: Autopilot | None, masters: Sequence[tuple[str, str | None]]) -> str | None:
+    """The name of the master that leads, ``masters`` given as (name, address): autopilot's ``Leader`` server by
+    its identity, else the ``/v1/status/leader`` address resolved; None when no master can be told to lead."""
+    if autopilot is not None:
+        for s in autopilot.servers:
+            if s.leader:
+                for name, address in masters:
+                    if server_is(s, name, address):
+                        return name
+    if leader:
+        for name, address in masters:
+            if same_host(host_of(leader), address or name):
+                return name
+    return None
 
 
 def leader_problems(title: str, leader: str, peers: Sequence[str]) -> list[str]:

@@ -13,7 +13,8 @@ Keys. Relative paths are relative to the inventory file; numbers must be finite 
 ``apis``         ``tls: {ca, cert, key}`` (existing files); ``nomad``, ``vault``, ``prometheus``: ``{address}``;
                  ``consul: {address, dns}``. An address is an http(s) URL with a host, an optional port (1..65535)
                  and no credentials (they come from the environment); ``dns`` is HOST:PORT.
-                 ``openstack: {cloud, cloud_metal, clouds_yaml, timeout_s (30; 1..3600)}``.
+                 ``openstack: {cloud, cloud_metal, remediation_cloud, remediation_cloud_metal, clouds_yaml,
+                 timeout_s (30; 1..3600)}``.
                  ``timeout_s`` (10; (0, 600]: read timeout of one call), ``retry_s`` (20; (0, 600]: how long the
                  snapshot of one API retries), ``deadline_s`` (45; (0, 600]: one deadline for a whole API snapshot)
 ``nodes``        ``masters`` and ``agents``: lists of ``{name, address, az, flavor, project}``, agents also

@@ -85,6 +85,9 @@ class Endpoint:
 class OpenStackSettings:
     cloud: str | None = None  # clouds.yaml cloud of the VMs' project (masters and VM agents)
     cloud_metal: str | None = None  # clouds.yaml cloud of the physical nodes' project (metal agents)
+    # the clouds remediation acts with (the member role); else OS_REMEDIATION_CLOUD, else the checks' own
+    remediation_cloud: str | None = None
+    remediation_cloud_metal: str | None = None
     clouds_yaml: Path | None = None
     timeout_s: int = field(default=30, metadata=num(1, 3600))
 

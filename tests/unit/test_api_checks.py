@@ -4,6 +4,7 @@ them passes; the expected servers are the inventory's masters whatever state a m
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -136,7 +137,11 @@ def test_nomad_jobs_running():
     raw = sample("nomad/allocations_list")
     allocs = nomad_api.parse_allocations(raw)
     assert jobs[0].queued == 1 and allocs[0].client_status == "running"
-    assert nomad_api.jobs_problems(jobs, allocs, ["example"]) == []
+    # some running, one queued: partial, not healthy
+    assert nomad_api.jobs_problems(jobs, allocs, ["example"]) == [
+        "example: only 1 allocation(s) running, 1 queued (not placed: no eligible node has room)"]
+    placed = [dataclasses.replace(j, queued=0) for j in jobs]
+    assert nomad_api.jobs_problems(placed, allocs, ["example"]) == []
     assert nomad_api.jobs_problems(jobs, allocs, ["repo"], "ci") == ["repo: no such job in namespace 'ci'"]
     raw[0]["ClientStatus"] = "lost"
     assert nomad_api.jobs_problems(jobs, nomad_api.parse_allocations(raw), ["example"]) == [

@@ -25,7 +25,16 @@ from acceptance.clients.errors import ApiError
 from acceptance.clients.http import Answer
 from acceptance.inventory import Apis, Endpoint, TlsSettings
 
-from .test_api_support import SECRET, Reply, answer_every_name, fake_cluster, inventory, run_checks, snapshots_of
+from .test_api_support import (
+    SECRET,
+    Reply,
+    answer_every_name,
+    fake_cluster,
+    inventory,
+    nomad_routes,
+    run_checks,
+    snapshots_of,
+)
 
 
 class Clock:
@@ -218,6 +227,58 @@ def test_a_token_refused_everywhere_makes_the_root_check_error(monkeypatch):
     assert root.outcome == "error" and "rejected the token (403)" in root.message and "set NOMAD_TOKEN" in root.message
     assert SECRET not in root.message
     assert results["cluster.nomad.leader[cluster]"].outcome == "blocked"
+
+
+@pytest.mark.parametrize("service", ["nomad", "consul"])
+def test_an_unknown_token_is_named_as_such_not_as_a_missing_right(monkeypatch, service):
+    """Nomad 1.9 answers an unknown or expired secret with the same 403 "Permission denied" as a missing right;
+    asked whether it knows the token at all, it refuses that too: the variable is named as not a known token."""
+    var = {"nomad": "NOMAD_TOKEN", "consul": "CONSUL_HTTP_TOKEN"}[service]
+    monkeypatch.setenv(var, SECRET)
+    with fake_cluster() as fakes:
+        fake = getattr(fakes, service)
+        for path in [p for p in fake.routes if not p.startswith("/v1/status")]:
+            fake.set(path, Reply(403, b"Permission denied"))
+        snaps, inv = snapshots_of(fakes)
+        asked = [p for p, _ in fake.requests()]
+    assert asked.count("/v1/acl/token/self") == 1
+    root = snaps[service].root
+    assert root is not None and str(root).startswith(f"{var} is not a token {service.title()} knows (unknown or "
+                                                     "expired: GET /v1/acl/token/self answered 403)"), root
+    results = run_checks(snaps, inv, through_fixtures=True)
+    assert results[f"api.{service}.reachable[cluster]"].outcome == "error"
+    assert SECRET not in str(root)
+
+
+def test_rate_limits_and_a_just_elected_autopilot_are_retried(monkeypatch):
+    """429 from a rate limit (not JSON) and 429 with "Servers": null (autopilot has not run on a new leader) are
+    retried within the snapshot's deadline; the autopilot answer that follows is read."""
+    with fake_cluster() as fakes:
+        healthy = fakes.consul.routes["/v1/operator/autopilot/health"]
+        answers = iter([Reply.text("rate limit exceeded", 429), Reply.json({"Healthy": False, "FailureTolerance": 0,
+                                                                           "Servers": None}, 429)])
+        fakes.consul.set("/v1/operator/autopilot/health", lambda *_: next(answers, healthy))  # type: ignore[arg-type]
+        limited = iter([Reply.text("rate limit exceeded", 429)])
+        nodes = fakes.nomad.routes["/v1/nodes"]
+        fakes.nomad.set("/v1/nodes", lambda *_: next(limited, nodes))  # type: ignore[arg-type]
+        snaps, inv = snapshots_of(fakes)
+        asked = [p for p, _ in fakes.consul.requests()]
+    assert asked.count("/v1/operator/autopilot/health") == 3
+    results = run_checks(snaps, inv)
+    for check in ("cluster.consul.voters[cluster]", "agent.nomad.ready[alibuild01]"):
+        assert results[check].outcome == "passed", results[check]
+
+
+def test_the_leader_is_told_by_identity_not_by_address_text():
+    """Servers report IPs, the inventory names hosts: autopilot's Leader by its name, else the address resolved."""
+    from acceptance.clients import raft
+
+    ap = raft.parse_autopilot(json.loads(nomad_routes()["/v1/operator/autopilot/health"].body))  # type: ignore[union-attr]
+    masters = [("alimesos01", "localhost"), ("alimesos02", "127.0.0.2"), ("alimesos03", "127.0.0.3")]
+    leader = next(s for s in ap.servers if s.leader)
+    assert raft.leading_master("", ap, masters) == leader.name.split(".")[0]
+    assert raft.leading_master("127.0.0.1:4647", None, masters) == "alimesos01"  # localhost resolves to it
+    assert raft.leading_master("10.9.9.9:4647", None, masters[1:]) is None  # nobody: the gate cannot tell
 
 
 def test_no_token_at_all_says_to_set_it(monkeypatch):

@@ -195,7 +195,9 @@ def nomad_routes() -> dict[str, Route]:
     nodes = [dict(node, ID=f"id-{name}", Name=name, Address=ip, Status="ready", Drain=False,
                   SchedulingEligibility="eligible") for name, _, ip in AGENTS]
     job = sample("nomad/jobs_list")[0]
-    jobs = [dict(job, ID=j, Name=j, Status="running") for j in CI_JOBS]
+    placed = {group: dict(counts, Queued=0) for group, counts in job["JobSummary"]["Summary"].items()}
+    jobs = [dict(job, ID=j, Name=j, Status="running", JobSummary=dict(job["JobSummary"], Summary=placed))
+            for j in CI_JOBS]
     alloc = sample("nomad/allocations_list")[0]
     allocs = [dict(alloc, JobID=j, ClientStatus="running", DesiredStatus="run", NodeName="alibuild01")
               for j in CI_JOBS]
@@ -206,6 +208,7 @@ def nomad_routes() -> dict[str, Route]:
         "/v1/nodes": Reply.json(nodes),
         "/v1/jobs": Reply.json(jobs),
         "/v1/allocations": Reply.json(allocs),
+        "/v1/acl/token/self": Reply.json(sample("nomad/acl_token_self")),
     }
 
 
@@ -229,6 +232,7 @@ def consul_routes() -> dict[str, Route]:
         "/v1/health/state/critical": Reply.json([]),
         "/v1/catalog/services": Reply.json({"consul": [], "repo": ["primary"]}),
         "/v1/health/service/repo": Reply.json([service]),
+        "/v1/acl/token/self": Reply.json(sample("consul/acl_token_self")),
     }
 
 
