@@ -49,10 +49,18 @@ def ensure_ca(folder: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
+def _names(cert_path: Path) -> tuple[list[str], list[str]]:
+    """The DNS names and IPs a certificate was made for (another set: it is made again)."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return (sorted(sans.get_values_for_type(x509.DNSName)),
+            sorted(str(i) for i in sans.get_values_for_type(x509.IPAddress)))
+
+
 def ensure_cert(folder: Path, ca: tuple[Path, Path], name: str, dns: list[str], ips: list[str]) -> tuple[Path, Path]:
     """`folder/<name>.pem` and `<name>-key.pem`, signed by the CA, for both server and client use."""
     cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
-    if cert_path.exists() and key_path.exists():
+    if cert_path.exists() and key_path.exists() and _names(cert_path) == (sorted(dns), sorted(ips)):
         return cert_path, key_path
     folder.mkdir(parents=True, exist_ok=True)
     ca_cert = x509.load_pem_x509_certificate(ca[0].read_bytes())

@@ -4,6 +4,7 @@ state folder. `up` is idempotent: it creates what is missing and starts what is 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import socket
@@ -13,13 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import configs, images, labapi, statefiles
+from . import configs, hosts, images, labapi, statefiles
 from .dockerctl import LabError, docker, ensure_engine, inspect, memory_mib, node_exec
 from .topology import (
     BUILD_SIZE,
     BUILDER_IMAGE,
+    MONIT_HOST,
     MONIT_IP,
     NETWORK,
+    OPENSTACK_HOST,
     OPENSTACK_IP,
     REGISTRY_IP,
     STATE,
@@ -78,20 +81,32 @@ def _network() -> None:
     docker("network", "create", "--subnet", SUBNET, "--label", f"{LABEL}=1", NETWORK, timeout=60)
 
 
-def _stale(info: dict[str, Any] | None, image: str) -> bool:
-    """A container made from another definition, or for another checkout's state folder (its bind
+DEFINITION = "alicelab.definition"
+
+
+def _definition(args: list[str]) -> list[str]:
+    """The label that records how a container was made (its `docker run` arguments, hashed)."""
+    return ["--label", f"{DEFINITION}={hashlib.sha256(json.dumps(args).encode()).hexdigest()[:16]}"]
+
+
+def _stale(info: dict[str, Any] | None, image: str, args: list[str] | None = None) -> bool:
+    """A container made from another image or definition, or for another checkout's state folder (its bind
     mounts and secrets would not match): it is recreated."""
-    return info is not None and (info["Config"]["Image"] != image or info["Config"]["Labels"].get(LABEL) != str(STATE))
+    if info is None:
+        return False
+    labels = info["Config"]["Labels"]
+    made = args is None or labels.get(DEFINITION) == _definition(args)[1].split("=", 1)[1]
+    return info["Config"]["Image"] != image or labels.get(LABEL) != str(STATE) or not made
 
 
 def _ensure_running(name: str, options: str, image: str, command: str) -> None:
     info = inspect(name)
-    if _stale(info, image):
+    args = ["--name", name, "--label", f"{LABEL}={STATE}", *options.split(), image, *command.split()]
+    if _stale(info, image, args):
         docker("rm", "-f", name, timeout=120)
         info = None
     if info is None:
-        args = ["--name", name, "--label", f"{LABEL}={STATE}", *options.split(), image, *command.split()]
-        docker("run", "-d", *args, timeout=120)
+        docker("run", "-d", *_definition(args), *args, timeout=120)
     elif not info["State"]["Running"]:
         docker("start", name, timeout=120)
 
@@ -109,7 +124,7 @@ def _services(rootfs: str) -> None:
     )
     _ensure_running(
         "alicelab-openstack",
-        f"{net} --ip {OPENSTACK_IP} --hostname openstack -e PYTHONPATH=/opt/alicelab "
+        f"{net} --ip {OPENSTACK_IP} --hostname openstack --network-alias {OPENSTACK_HOST} -e PYTHONPATH=/opt/alicelab "
         f"-v {d['openstack']}:/etc/alicelab:ro -v {EMULATORS}:/opt/alicelab/emulators:ro "
         "-v /var/run/docker.sock:/var/run/docker.sock",
         rootfs,
@@ -117,7 +132,7 @@ def _services(rootfs: str) -> None:
     )
     _ensure_running(
         "alicelab-monit",
-        f"{net} --ip {MONIT_IP} --hostname monit -v {d['monit']}:/etc/alicelab:ro",
+        f"{net} --ip {MONIT_IP} --hostname monit --network-alias {MONIT_HOST} -v {d['monit']}:/etc/alicelab:ro",
         rootfs,
         "/usr/bin/prometheus --config.file=/etc/alicelab/monit.yml --storage.tsdb.path=/tmp/monit "
         "--web.enable-remote-write-receiver --web.listen-address=:9090",
@@ -146,6 +161,8 @@ def node_run_args(node: Node, image: str) -> list[str]:
         NETWORK,
         "--ip",
         node.ip,
+        "--network-alias",
+        node.fqdn,
         *SYSTEMD_ARGS,
         "--add-host",
         f"registry.cern.ch:{REGISTRY_IP}",
@@ -181,11 +198,12 @@ def node_run_args(node: Node, image: str) -> list[str]:
 
 def _node(node: Node, image: str) -> None:
     info = inspect(node.name)
-    if _stale(info, image):
+    args = node_run_args(node, image)
+    if _stale(info, image, args):
         docker("rm", "-f", node.name, timeout=120)  # its definition changed: recreate it
         info = None
     if info is None:
-        docker("run", "-d", *node_run_args(node, image), timeout=180)
+        docker("run", "-d", *_definition(args), *args, timeout=180)
     elif not info["State"]["Running"]:
         docker("start", node.name, timeout=120)
 
@@ -290,6 +308,7 @@ def up(vm_agents: int | None = None) -> Topology:
     tags = images.node_images()
     rootfs = images.rootfs()
     _network()
+    hosts.publish(topo)
     _services(rootfs)
     _push_builder()
     for node in topo.nodes:
@@ -334,6 +353,11 @@ def _forget_removed_agents(topo: Topology) -> None:
     for n in members if status == 200 else []:
         if n["Node"] not in known:
             labapi.consul("PUT", m, "/v1/catalog/deregister", {"Node": n["Node"]})
+    # a machine gone for good stays a failed member (serfHealth critical) until an operator force-leaves it
+    status, members = labapi.consul("GET", m, "/v1/agent/members")
+    for n in members if status == 200 else []:
+        if n["Name"] not in known:
+            labapi.consul("PUT", m, f"/v1/agent/force-leave/{n['Name']}?prune=1")
 
 
 def wait_healthy(topo: Topology, timeout: float = 240) -> None:
@@ -378,6 +402,7 @@ def down() -> None:
         docker("volume", "rm", "-f", *vols, timeout=120)
     if docker("network", "ls", "-q", "--filter", f"name=^{NETWORK}$", timeout=30).strip():
         docker("network", "rm", NETWORK, timeout=60)
+    hosts.withdraw()
     for name in ("inventory.yaml", "env", "vault-init.json"):
         (STATE / name).unlink(missing_ok=True)
 

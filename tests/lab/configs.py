@@ -9,14 +9,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import certs
+from . import certs, policies
 from .topology import (
     AZS,
     CLUSTER,
     IMAGE_NAME,
     MASTER_FLAVOR,
     METAL_FLAVOR,
-    MONIT_IP,
+    MONIT_HOST,
+    OPENSTACK_HOST,
     OPENSTACK_IP,
     PROJECT_METAL,
     PROJECT_VMS,
@@ -48,20 +49,12 @@ JOBS: list[dict[str, Any]] = [
 JOB_IDS = [j["ID"] for j in JOBS]
 EXHAUSTIBLE_JOB = "ci-mesosdaq-slc9"
 
-# ACL policies, in Nomad's and Consul's own JSON rule syntax (tests/lab/README.md, "Node contract").
-NOMAD_POLICIES: dict[str, Any] = {
-    # what the suite reads: nodes, jobs and allocations in "default", operator (autopilot health), agents
-    "alice-acceptance-read": {"namespace": {"default": {"policy": "read"}}, "node": {"policy": "read"},
-                              "operator": {"policy": "read"}, "agent": {"policy": "read"}},
-}
+# ACL policies: the files the README shows (deploy/policies/), parsed into each emulator's JSON rule syntax.
+NOMAD_POLICIES: dict[str, Any] = {"alice-acceptance-read": policies.rules("nomad-read")}
 CONSUL_POLICIES: dict[str, Any] = {
-    "alice-acceptance-read": {"node_prefix": {"": {"policy": "read"}}, "service_prefix": {"": {"policy": "read"}},
-                              "operator": "read", "agent_prefix": {"": {"policy": "read"}}},
-    # remediation: its lock (a session and keys under alice-acceptance/) and leader transfers
-    "alice-acceptance-remediation": {"session_prefix": {"": {"policy": "write"}},
-                                     "key_prefix": {"alice-acceptance/": {"policy": "write"}},
-                                     "operator": "write", "node_prefix": {"": {"policy": "read"}},
-                                     "service_prefix": {"": {"policy": "read"}}},
+    "alice-acceptance-read": policies.rules("consul-read"),
+    "alice-acceptance-remediation": policies.rules("consul-remediation"),
+    "alice-acceptance-dns": policies.rules("consul-dns"),
 }
 
 
@@ -87,7 +80,10 @@ def acl_config(sec: dict[str, str]) -> dict[str, Any]:
                  "Description": "alice-acceptance read", "Policies": ["alice-acceptance-read"]},
                 {"AccessorID": stable_id("consul-token", "remediation"), "SecretID": sec["consul_remediation"],
                  "Description": "alice-acceptance remediation", "Policies": ["alice-acceptance-remediation"]},
+                {"AccessorID": stable_id("consul-token", "dns"), "SecretID": sec["consul_dns"],
+                 "Description": "agent default token (DNS)", "Policies": ["alice-acceptance-dns"]},
             ],
+            "dns_token": sec["consul_dns"],  # acl.tokens.default: what Consul DNS answers with
         },
     }
 
@@ -105,7 +101,9 @@ SECRET_KEYS = {
     "nomad_remediation": lambda: secrets.token_hex(16),
     "consul_read": lambda: secrets.token_hex(16),
     "consul_remediation": lambda: secrets.token_hex(16),
+    "consul_dns": lambda: secrets.token_hex(16),
     "openstack_password": lambda: secrets.token_urlsafe(18),
+    "openstack_reader_password": lambda: secrets.token_urlsafe(18),
     "lab_admin": lambda: secrets.token_urlsafe(18),
 }
 
@@ -156,7 +154,7 @@ def write_node(node: Node, topo: Topology) -> Path:
     tls = d / "tls"
     tls.mkdir(parents=True, exist_ok=True)
     cert, key = certs.ensure_cert(
-        tls, ca(), "node", [node.name, f"{node.name}.cern.ch", "localhost"], [node.ip, "127.0.0.1"]
+        tls, ca(), "node", [node.name, node.fqdn, f"{node.name}.cern.ch", "localhost"], [node.ip, "127.0.0.1"]
     )
     key.chmod(0o644)  # read inside the node by services running as their own users (prometheus)
     write(tls / "ca.pem", ca()[0].read_text())
@@ -212,7 +210,7 @@ def vault_hcl(node: Node, topo: Topology) -> str:
     return f"""# OpenBao as the cluster's Vault: three-node raft HA, TLS with client certificates.
 ui            = false
 disable_mlock = true
-api_addr      = "https://{node.ip}:8200"
+api_addr      = "https://{node.fqdn}:8200"
 cluster_addr  = "https://{node.ip}:8201"
 
 storage "raft" {{
@@ -241,7 +239,7 @@ telemetry {{
 
 
 def _static(nodes: list[Node], port: int) -> list[dict[str, Any]]:
-    return [{"targets": [f"{n.ip}:{port}"], "labels": {"node": n.name, "role": n.role}} for n in nodes]
+    return [{"targets": [f"{n.fqdn}:{port}"], "labels": {"node": n.name, "role": n.role}} for n in nodes]
 
 
 def prometheus_yml(node: Node, topo: Topology) -> str:
@@ -281,7 +279,7 @@ def prometheus_yml(node: Node, topo: Topology) -> str:
         ],
         "remote_write": [
             {
-                "url": f"http://{MONIT_IP}:9090/api/v1/write",
+                "url": f"http://{MONIT_HOST}:9090/api/v1/write",
                 "remote_timeout": "5s",
                 "queue_config": {
                     "max_shards": 2,
@@ -316,7 +314,7 @@ def write_services(topo: Topology) -> dict[str, Path]:
     certs.ensure_cert(reg_tls, ca(), "node", ["registry.cern.ch", "localhost"], [REGISTRY_IP, "127.0.0.1"])
     write(dirs["registry"] / "registry.yml", registry_yml())
     os_tls = dirs["openstack"] / "tls"
-    certs.ensure_cert(os_tls, ca(), "node", ["openstack.cern.ch"], [OPENSTACK_IP])
+    certs.ensure_cert(os_tls, ca(), "node", [OPENSTACK_HOST, "openstack.cern.ch"], [OPENSTACK_IP])
     projects = [{"id": stable_id("project", p).replace("-", ""), "name": p} for p in (PROJECT_VMS, PROJECT_METAL)]
     flavors = [
         {"id": "1a6b4b2e-0001-4c1e-9b1a-000000000001", "name": MASTER_FLAVOR, "vcpus": 4, "ram": 7500, "disk": 40},
@@ -325,16 +323,24 @@ def write_services(topo: Topology) -> dict[str, Path]:
     ]
     openstack = {
         "bind": OPENSTACK_IP,
-        "public_host": OPENSTACK_IP,
+        "public_host": OPENSTACK_HOST,
         "network": "alicelab",
         "tls": {"cert": "/etc/alicelab/tls/node.pem", "key": "/etc/alicelab/tls/node-key.pem"},
         "users": [
+            # member of both projects: remediation's clouds (server actions) and the lab's own calls
             {
                 "name": "alibuild-lab",
                 "password": sec["openstack_password"],
                 "domain": "Default",
                 "projects": [PROJECT_VMS, PROJECT_METAL],
-            }
+            },
+            # the checks' clouds: reader only (Nova refuses it every server action)
+            {
+                "name": "acceptance-reader",
+                "password": sec["openstack_reader_password"],
+                "domain": "Default",
+                "roles": [{"project": p, "role": "reader"} for p in (PROJECT_VMS, PROJECT_METAL)],
+            },
         ],
         "projects": projects,
         "flavors": flavors,

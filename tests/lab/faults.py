@@ -502,6 +502,36 @@ def _rejoin_vault(node: Node) -> str:
 
 
 # --- monitoring
+# --- servers that lag or rate-limit (flags in FAULT_DIR on masters, which the Nomad and Consul servers watch)
+LAG_FLAG = "raft-lag"  # emulators/base.py: the server answers heartbeats late and stops applying the log
+RATE_LIMIT = {"nomad": "rate-limit-nomad", "consul": "rate-limit-consul"}  # emulators/{nomad,consul}.py
+RATE_PER_S = "2"  # what every server then answers per second, beyond which 429
+
+
+def _lag(node: Node) -> str:
+    _set_flag(node, LAG_FLAG)
+    return f"the Nomad and Consul servers on {node.name} lag behind the leader"
+
+
+def _catch_up(node: Node) -> str:
+    _clear_flag(node, LAG_FLAG)
+    return f"the Nomad and Consul servers on {node.name} catch up"
+
+
+def _rate_limit(service: str) -> tuple[Action, Action]:
+    def limit(_node: Node) -> str:
+        for m in cluster.current().masters:
+            _set_flag(m, RATE_LIMIT[service], RATE_PER_S)
+        return f"every {service} server answers {RATE_PER_S} requests a second, then 429"
+
+    def unlimit(_node: Node) -> str:
+        for m in cluster.current().masters:
+            _clear_flag(m, RATE_LIMIT[service])
+        return f"{service} servers no longer rate-limit"
+
+    return limit, unlimit
+
+
 def _monit(verb: str) -> Action:
     def act(_node: Node) -> str:
         docker(verb, "alicelab-monit", timeout=60)
@@ -583,6 +613,10 @@ FAULTS: dict[str, Fault] = {
                            _stale_cmdline, _reboot_if_needed, ("agent",)),
     "hang": Fault("NODE stops answering ping and ssh until a hard reboot through OpenStack", _hang, _power_cycle),
     "monit-down": Fault("stop the MONIT stand-in: remote_write fails", _monit("stop"), _monit("start"), target="none"),
+    "lag-server": Fault("the Nomad and Consul servers on master NODE fall behind the leader (late heartbeats, "
+                        "trailing logs)", _lag, _catch_up, ("master",)),
+    "rate-limit:<nomad|consul>": Fault(f"every server of the service answers {RATE_PER_S} requests/s, then 429",
+                                       *_rate_limit("nomad"), target="none"),
 }
 
 
@@ -594,6 +628,8 @@ def _resolve(name: str) -> Fault:
         return Fault(f"stop {arg}", *_unit(arg))
     if kind == "kill-leader" and arg in SERVICES:
         return Fault(f"kill the {arg} leader", *_kill_leader(arg), ("master",), "none")
+    if kind == "rate-limit" and arg in RATE_LIMIT:
+        return Fault(f"rate-limit {arg}", *_rate_limit(arg), ("master",), "none")
     if name in FAULTS and "<" not in name:
         return FAULTS[name]
     raise LabError(f"unknown fault {name!r}; `python -m tests.lab faults` lists them")

@@ -9,14 +9,14 @@ from typing import Any
 
 import yaml
 
-from . import certs, labapi
+from . import certs, labapi, policies
 from .configs import ca, lab_secrets, node_dir, ssh_keys, write
 from .dockerctl import LabError
 from .topology import (
     BUILD_MIN_FREE_GIB,
     BUILDER_IMAGE,
     CLUSTER,
-    OPENSTACK_IP,
+    OPENSTACK_HOST,
     PROJECT_METAL,
     PROJECT_VMS,
     STATE,
@@ -28,11 +28,9 @@ def client_cert() -> tuple[Path, Path]:
     return certs.ensure_cert(STATE, ca(), "client", ["alice-acceptance"], [])
 
 
-VAULT_POLICIES = {
-    # what the checks read (cluster.vault.ha), and what remediation does (step down before a disruption)
-    "acceptance-read": 'path "sys/ha-status" { capabilities = ["read"] }',
-    "acceptance-remediation": 'path "sys/step-down" { capabilities = ["update", "sudo"] }',
-}
+# what the checks read (cluster.vault.ha), and what remediation does (step down before a disruption): the
+# README's files, as OpenBao takes them
+VAULT_POLICIES = {"acceptance-read": "vault-read", "acceptance-remediation": "vault-remediation"}
 
 
 def vault_tokens(ip: str, vault_up: bool) -> dict[str, str]:
@@ -50,8 +48,9 @@ def vault_tokens(ip: str, vault_up: bool) -> dict[str, str]:
                       for t in tokens.values()):
         return tokens
     root = str(json.loads(init_path.read_text())["root_token"])
-    for name, rules in VAULT_POLICIES.items():
-        status, _ = labapi.vault("PUT", ip, f"/v1/sys/policies/acl/{name}", {"policy": rules}, token=root)
+    for name, source in VAULT_POLICIES.items():
+        status, _ = labapi.vault("PUT", ip, f"/v1/sys/policies/acl/{name}", {"policy": policies.text(source)},
+                                 token=root)
         if status not in (200, 204):
             raise LabError(f"OpenBao refused the policy {name} (HTTP {status})")
     for key, policy in (("read", "acceptance-read"), ("remediation", "acceptance-remediation")):
@@ -76,7 +75,7 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None, v
     lines = []
     for n in topo.nodes:
         pub = (node_dir(n) / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
-        lines.append(f"{n.name},{n.ip} {pub[0]} {pub[1]}")
+        lines.append(f"{n.fqdn},{n.ip} {pub[0]} {pub[1]}")
     write(STATE / "known_hosts", "\n".join(lines) + "\n")
 
     ssh = [
@@ -92,33 +91,34 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None, v
         "",
     ]
     for n in topo.nodes:
-        ssh += [f"Host {n.name}", f"  HostName {n.ip}", ""]
+        ssh += [f"Host {n.name}", f"  HostName {n.fqdn}", ""]  # for people: the suite uses the inventory's names
     write(STATE / "ssh_config", "\n".join(ssh))
 
     sec = lab_secrets()
-    auth = {
-        "auth_url": f"https://{OPENSTACK_IP}:5000/v3",
-        "username": "alibuild-lab",
-        "password": sec["openstack_password"],
-        "user_domain_name": "Default",
-        "project_domain_name": "Default",
-    }
+    # The checks' clouds hold a reader's credentials, remediation's a member's (Nova's server actions).
+    users = {"reader": ("acceptance-reader", sec["openstack_reader_password"]),
+             "member": ("alibuild-lab", sec["openstack_password"])}
     clouds = {
         "clouds": {
             name: {
-                "auth": {**auth, "project_name": project},
+                "auth": {"auth_url": f"https://{OPENSTACK_HOST}:5000/v3", "username": users[role][0],
+                         "password": users[role][1], "user_domain_name": "Default",
+                         "project_domain_name": "Default", "project_name": project},
                 "region_name": "cern",
                 "identity_api_version": 3,
                 "cacert": str(cacert),
                 "api_timeout": 30,
             }
-            for name, project in (("alicelab", PROJECT_VMS), ("alicelab-physical", PROJECT_METAL))
+            for name, project, role in (("alicelab", PROJECT_VMS, "reader"),
+                                        ("alicelab-physical", PROJECT_METAL, "reader"),
+                                        ("alicelab-remediation", PROJECT_VMS, "member"),
+                                        ("alicelab-physical-remediation", PROJECT_METAL, "member"))
         }
     }
     write(STATE / "clouds.yaml", yaml.safe_dump(clouds, sort_keys=False), 0o600)
 
     env = {
-        "NOMAD_ADDR": f"https://{m1.ip}:4646",
+        "NOMAD_ADDR": f"https://{m1.fqdn}:4646",
         "NOMAD_CACERT": str(cacert),
         "NOMAD_CLIENT_CERT": str(cert),
         "NOMAD_CLIENT_KEY": str(ckey),
@@ -126,13 +126,13 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None, v
         # remediation's own for drains, leader transfers and its Consul lock.
         "NOMAD_TOKEN": sec["nomad_read"],
         "NOMAD_REMEDIATION_TOKEN": sec["nomad_remediation"],
-        "CONSUL_HTTP_ADDR": f"https://{m1.ip}:8500",
+        "CONSUL_HTTP_ADDR": f"https://{m1.fqdn}:8500",
         "CONSUL_CACERT": str(cacert),
         "CONSUL_CLIENT_CERT": str(cert),
         "CONSUL_CLIENT_KEY": str(ckey),
         "CONSUL_HTTP_TOKEN": sec["consul_read"],
         "CONSUL_REMEDIATION_TOKEN": sec["consul_remediation"],
-        "VAULT_ADDR": f"https://{m1.ip}:8200",
+        "VAULT_ADDR": f"https://{m1.fqdn}:8200",
         "VAULT_CACERT": str(cacert),
         "VAULT_CLIENT_CERT": str(cert),
         "VAULT_CLIENT_KEY": str(ckey),
@@ -154,15 +154,17 @@ def write_all(topo: Topology, maintenance: list[dict[str, Any]] | None = None, v
         },
         "apis": {
             "tls": {"ca": "ca.pem", "cert": cert.name, "key": ckey.name},
-            "nomad": {"address": f"https://{m1.ip}:4646"},
-            "consul": {"address": f"https://{m1.ip}:8500", "dns": f"{m1.ip}:8600"},
-            "vault": {"address": f"https://{m1.ip}:8200"},
-            "prometheus": {"address": f"http://{m1.ip}:9090"},
-            "openstack": {"cloud": "alicelab", "cloud_metal": "alicelab-physical", "clouds_yaml": "clouds.yaml"},
+            "nomad": {"address": f"https://{m1.fqdn}:4646"},
+            "consul": {"address": f"https://{m1.fqdn}:8500", "dns": f"{m1.fqdn}:8600"},
+            "vault": {"address": f"https://{m1.fqdn}:8200"},
+            "prometheus": {"address": f"http://{m1.fqdn}:9090"},
+            "openstack": {"cloud": "alicelab", "cloud_metal": "alicelab-physical",
+                          "remediation_cloud": "alicelab-remediation",
+                          "remediation_cloud_metal": "alicelab-physical-remediation", "clouds_yaml": "clouds.yaml"},
         },
         "nodes": {
-            "masters": [{"name": n.name, "address": n.ip, "az": n.az} for n in topo.masters],
-            "agents": [{"name": n.name, "address": n.ip, "kind": n.kind} for n in topo.agents],
+            "masters": [{"name": n.name, "address": n.fqdn, "az": n.az} for n in topo.masters],
+            "agents": [{"name": n.name, "address": n.fqdn, "kind": n.kind} for n in topo.agents],
         },
         "expect": {
             "builder_image": BUILDER_IMAGE,

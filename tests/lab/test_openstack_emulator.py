@@ -2,6 +2,9 @@
 openstacksdk unmodified, and the server actions really acting on the containers.
 
 Only this module's own Docker resources are touched: network `alicelab-ostest` and containers `ostest-*`.
+
+Roles and Nova's policies (section 5) run against a fake Docker Engine API on a unix socket instead (it records
+the calls the emulator makes): they need no Docker daemon and touch no container.
 """
 
 from __future__ import annotations
@@ -12,16 +15,21 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import openstack
+import openstack.exceptions
 import pytest
 import requests
 import yaml
@@ -45,6 +53,7 @@ IMAGE = "ostest/busybox:latest"
 LABEL = "ostest.server"
 VMS, METAL = "ALICE Release Testing", "ALICE Release Testing - physical nodes"
 USER, PASSWORD, ADMIN_SECRET = "alibuild-lab", "s3cret-lab-pw", "lab-admin-secret"
+ADMIN_USER = "cloud-admin"  # role admin on the VM project: Nova's admin-only calls
 # Maps keyed by data in the Nova samples (network names, metadata keys, hint names, host and service names).
 NOVA_MAPS = {"addresses", "metadata", "scheduler_hints", "extra_specs", "properties", "hosts"}
 
@@ -55,6 +64,11 @@ SERVERS = {  # name: (project, flavor, az, ip, volumes)
     "ostest-alimetal01": (METAL, "p1.dl8245125.S513-V-IP28", "cern-geneva-c", "172.31.250.31", False),
 }
 SERVER_IDS = {name: str(uuid.uuid5(uuid.NAMESPACE_DNS, name)) for name in SERVERS}
+PROJECTS = [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, p).hex, "name": p} for p in (VMS, METAL)]
+FLAVORS = [
+    {"id": str(i), "name": f, "vcpus": 4 * i, "ram": 7500 * i, "disk": 40 * i}
+    for i, f in enumerate(["m2.large", "m2.2xlarge", "p1.dl8245125.S513-V-IP28"], 1)
+]
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> str:
@@ -204,12 +218,17 @@ def emulator(lab: Path) -> Iterator[dict[str, Any]]:
         "public_host": HOST,
         "network": NETWORK,
         "tls": {"cert": str(cert), "key": str(key)},
-        "users": [{"name": USER, "password": PASSWORD, "domain": "Default", "projects": [VMS, METAL]}],
-        "projects": [{"id": uuid.uuid5(uuid.NAMESPACE_DNS, p).hex, "name": p} for p in (VMS, METAL)],
-        "flavors": [
-            {"id": str(i), "name": f, "vcpus": 4 * i, "ram": 7500 * i, "disk": 40 * i}
-            for i, f in enumerate(["m2.large", "m2.2xlarge", "p1.dl8245125.S513-V-IP28"], 1)
+        "users": [
+            {"name": USER, "password": PASSWORD, "domain": "Default", "projects": [VMS, METAL]},
+            {
+                "name": ADMIN_USER,
+                "password": PASSWORD,
+                "domain": "Default",
+                "roles": [{"project": VMS, "role": "admin"}],
+            },
         ],
+        "projects": PROJECTS,
+        "flavors": FLAVORS,
         "availability_zones": ["cern-geneva-a", "cern-geneva-b", "cern-geneva-c"],
         "lab_admin_secret": ADMIN_SECRET,
         "label": LABEL,
@@ -243,22 +262,30 @@ def emulator(lab: Path) -> Iterator[dict[str, Any]]:
         log.close()
 
 
-def get_token(emu: dict[str, Any], project: str = VMS, password: str = PASSWORD) -> requests.Response:
+def get_token(emu: dict[str, Any], project: str = VMS, password: str = PASSWORD, user: str = USER) -> requests.Response:
     body = {
         "auth": {
             "identity": {
                 "methods": ["password"],
-                "password": {"user": {"name": USER, "domain": {"name": "Default"}, "password": password}},
+                "password": {"user": {"name": user, "domain": {"name": "Default"}, "password": password}},
             },
             "scope": {"project": {"name": project, "domain": {"name": "Default"}}},
         }
     }
-    return requests.post(f"{KEYSTONE}/v3/auth/tokens", json=body, verify=emu["ca"], timeout=10)
+    url = emu.get("keystone", KEYSTONE)
+    return requests.post(f"{url}/v3/auth/tokens", json=body, verify=emu["ca"], timeout=10)
 
 
 @pytest.fixture(scope="module")
 def token(emulator: dict[str, Any]) -> str:
     resp = get_token(emulator)
+    assert resp.status_code == 201, resp.text
+    return resp.headers["X-Subject-Token"]
+
+
+@pytest.fixture(scope="module")
+def admin_token(emulator: dict[str, Any]) -> str:
+    resp = get_token(emulator, user=ADMIN_USER)
     assert resp.status_code == 201, resp.text
     return resp.headers["X-Subject-Token"]
 
@@ -269,7 +296,8 @@ def nova(
     headers = {"X-Auth-Token": token} if token else {}
     if mv:
         headers["OpenStack-API-Version"] = f"compute {mv}"
-    return requests.request(method, f"{NOVA}/v2.1{path}", headers=headers, json=body, verify=emu["ca"], timeout=10)
+    url = emu.get("nova", NOVA)
+    return requests.request(method, f"{url}/v2.1{path}", headers=headers, json=body, verify=emu["ca"], timeout=10)
 
 
 def connect(emu: dict[str, Any], project: str = VMS) -> Any:
@@ -329,7 +357,11 @@ def test_keystone_token_shape(emulator: dict[str, Any]) -> None:
         ("/os-availability-zone/detail", None, "nova_os_availability_zone_detail"),
     ],
 )
-def test_nova_shapes(emulator: dict[str, Any], token: str, path: str, mv: str | None, name: str) -> None:
+def test_nova_shapes(
+    emulator: dict[str, Any], token: str, admin_token: str, path: str, mv: str | None, name: str
+) -> None:
+    if path == "/os-availability-zone/detail":  # admin only in Nova (os_compute_api:os-availability-zone:detail)
+        token = admin_token
     resp = nova(emulator, token, path.format(id=SERVER_IDS["ostest-alibuild01"]), mv)
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -357,8 +389,10 @@ def test_server_view_values(emulator: dict[str, Any], token: str) -> None:
     assert "id" not in new["flavor"]
     names = [s["name"] for s in nova(emulator, token, "/servers").json()["servers"]]
     assert sorted(names) == ["ostest-alibuild01", "ostest-alibuild02", "ostest-alimesos01"]
-    matched = nova(emulator, token, "/servers/detail?name=^ostest-alibuild0[12]$&all_tenants=1").json()["servers"]
+    matched = nova(emulator, token, "/servers/detail?name=^ostest-alibuild0[12]$").json()["servers"]
     assert sorted(s["name"] for s in matched) == ["ostest-alibuild01", "ostest-alibuild02"]
+    # all_tenants is for admins only (os_compute_api:servers:detail:get_all_tenants)
+    assert nova(emulator, token, "/servers/detail?all_tenants=1").status_code == 403
     page = nova(emulator, token, "/servers/detail?limit=2").json()
     rest = requests.get(
         page["servers_links"][0]["href"], headers={"X-Auth-Token": token}, verify=emulator["ca"], timeout=10
@@ -538,3 +572,412 @@ def test_sigterm_exits_within_a_second(emulator: dict[str, Any]) -> None:
     assert proc.wait(5) == 0
     assert time.monotonic() - start < 1.0
     assert "Traceback" not in emulator["log"].read_text()
+
+
+# --- (5) roles and Nova's policies, against a fake Docker Engine (no daemon, no container)
+
+FAKE_HOST = "127.0.0.32"
+FAKE_KEYSTONE, FAKE_NOVA = f"http://{FAKE_HOST}:5000", f"http://{FAKE_HOST}:8774"
+FAKE_LABEL, FAKE_NETWORK = "ostest.fake.server", "ostest-fake"
+ROLE_USERS = {  # name: the user's one role assignment (project, role)
+    "vms-reader": (VMS, "reader"),
+    "vms-member": (VMS, "member"),
+    "metal-reader": (METAL, "reader"),
+    "metal-member": (METAL, "member"),
+    "vms-admin": (VMS, "admin"),
+    "vms-observer": (VMS, "observer"),  # a role Nova's default policies know nothing of
+}
+FAKE_SERVERS = {  # name: (project, ip, has a volume)
+    "fake-vm01": (VMS, "172.31.251.11", True),
+    "fake-vm02": (VMS, "172.31.251.12", False),
+    "fake-metal01": (METAL, "172.31.251.31", False),
+}
+FAKE_IDS = {name: str(uuid.uuid5(uuid.NAMESPACE_DNS, name)) for name in FAKE_SERVERS}
+
+
+def policy_message(rule: str) -> dict[str, Any]:
+    """Nova's 403 body (nova/exception.py PolicyNotAuthorized through nova/api/openstack/wsgi.py Fault)."""
+    return {"forbidden": {"code": 403, "message": f"Policy doesn't allow {rule} to be performed."}}
+
+
+class FakeDocker:
+    """The Docker Engine API calls the emulator makes (list containers; restart, stop, start), on a unix
+    socket; every action is recorded as (action, container name)."""
+
+    def __init__(self, path: str) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.containers: dict[str, dict[str, Any]] = {}
+        for name, (project, ip, vdb) in FAKE_SERVERS.items():
+            label = {
+                "id": FAKE_IDS[name],
+                "name": name,
+                "project": project,
+                "flavor": "m2.large",
+                "az": "cern-geneva-a",
+                "image": "ALMA9 - x86_64",
+                "created": "2026-11-01T09:00:00Z",
+                "metadata": {},
+                "volumes": [{"id": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vol-{name}")), "device": "/dev/vdb"}]
+                if vdb
+                else [],
+            }
+            self.containers[name] = {
+                "Id": uuid.uuid5(uuid.NAMESPACE_DNS, f"container-{name}").hex * 2,
+                "Names": [f"/{name}"],
+                "Labels": {FAKE_LABEL: json.dumps(label)},
+                "State": "running",
+                "Created": 1_790_000_000,
+                "NetworkSettings": {"Networks": {FAKE_NETWORK: {"IPAddress": ip, "MacAddress": ""}}},
+            }
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def answer(self, status: int, body: Any = None) -> None:
+                raw = b"" if body is None else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                if raw:  # a 204 has no body (the client may already have closed the connection)
+                    self.wfile.write(raw)
+
+            def do_GET(self) -> None:
+                url = urlsplit(self.path)
+                if url.path != "/v1.41/containers/json":
+                    return self.answer(404, {"message": f"no route {url.path}"})
+                wanted = json.loads(parse_qs(url.query).get("filters", ["{}"])[0]).get("label", [])
+                with fake.lock:
+                    items = [c for c in fake.containers.values() if all(k in c["Labels"] for k in wanted)]
+                    self.answer(200, json.loads(json.dumps(items)))
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                parts = urlsplit(self.path).path.split("/")  # "", "v1.41", "containers", id, action
+                states = {"restart": "running", "stop": "exited", "start": "running"}
+                with fake.lock:
+                    found = [n for n, c in fake.containers.items() if len(parts) == 5 and c["Id"] == parts[3]]
+                    if not found or parts[4] not in states:
+                        return self.answer(404, {"message": f"no such container or action: {self.path}"})
+                    fake.containers[found[0]]["State"] = states[parts[4]]
+                    fake.calls.append((parts[4], found[0]))
+                self.answer(204)
+
+        self.server = socketserver.ThreadingUnixStreamServer(path, Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, name="fake-docker", daemon=True).start()
+
+    def since(self, mark: int) -> list[tuple[str, str]]:
+        with self.lock:
+            return self.calls[mark:]
+
+    def mark(self) -> int:
+        with self.lock:
+            return len(self.calls)
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The emulator (plain HTTP, standard library only: -S) over a fake Docker socket, with one user per
+    (project, role) of ROLE_USERS, the lab's existing user (`projects`: member on both) and three servers."""
+    tmp = tmp_path_factory.mktemp("osfake")
+    docker_api = FakeDocker(str(tmp / "docker.sock"))
+    users: list[dict[str, Any]] = [
+        {"name": name, "password": PASSWORD, "domain": "Default", "roles": [{"project": project, "role": role}]}
+        for name, (project, role) in ROLE_USERS.items()
+    ]
+    users.append({"name": USER, "password": PASSWORD, "domain": "Default", "projects": [VMS, METAL]})
+    cfg = {
+        "bind": FAKE_HOST,
+        "public_host": FAKE_HOST,
+        "network": FAKE_NETWORK,
+        "tls": None,
+        "users": users,
+        "projects": PROJECTS,
+        "flavors": [{**f, "extra_specs": {"hw:cpu_policy": "shared"}} for f in FLAVORS],
+        "availability_zones": ["cern-geneva-a", "cern-geneva-b", "cern-geneva-c"],
+        "lab_admin_secret": ADMIN_SECRET,
+        "label": FAKE_LABEL,
+        "stop_timeout": 1,
+    }
+    (tmp / "openstack.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "PYTHONPATH": str(HERE), "ALICELAB_DOCKER_SOCKET": str(tmp / "docker.sock")}
+    log = (tmp / "emulator.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-S", "-m", "emulators.openstack", str(tmp / "openstack.json")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+    def listening() -> bool:
+        assert proc.poll() is None, (tmp / "emulator.log").read_text()
+        try:
+            for port in (5000, 8774):
+                socket.create_connection((FAKE_HOST, port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    wait_for("the emulator to listen", listening, 10)
+    try:
+        yield {
+            "keystone": FAKE_KEYSTONE,
+            "nova": FAKE_NOVA,
+            "ca": True,
+            "docker": docker_api,
+            "log": tmp / "emulator.log",
+        }
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        docker_api.server.shutdown()
+        docker_api.server.server_close()
+        assert "Traceback" not in (tmp / "emulator.log").read_text()
+
+
+def role_token(emu: dict[str, Any], user: str, project: str | None = None) -> str:
+    resp = get_token(emu, project or ROLE_USERS[user][0], user=user)
+    assert resp.status_code == 201, resp.text
+    return str(resp.headers["X-Subject-Token"])
+
+
+def act(emu: dict[str, Any], token: str, name: str, body: Any) -> requests.Response:
+    return nova(emu, token, f"/servers/{FAKE_IDS[name]}/action", method="POST", body=body)
+
+
+def settle(emu: dict[str, Any], token: str, name: str, status: str = "ACTIVE") -> None:
+    def done() -> bool:
+        server = nova(emu, token, f"/servers/{FAKE_IDS[name]}").json()["server"]
+        return bool(server["status"] == status and server["OS-EXT-STS:task_state"] is None)
+
+    wait_for(f"{name} to be {status}", done, 10)
+
+
+def listed(emu: dict[str, Any], token: str, path: str = "/servers/detail") -> list[str]:
+    resp = nova(emu, token, path)
+    assert resp.status_code == 200, resp.text
+    return sorted(s["name"] for s in resp.json()["servers"])
+
+
+ACTIONS = [  # (body, Nova's rule)
+    ({"reboot": {"type": "SOFT"}}, "os_compute_api:servers:reboot"),
+    ({"reboot": {"type": "HARD"}}, "os_compute_api:servers:reboot"),
+    ({"os-stop": None}, "os_compute_api:servers:stop"),
+    ({"os-start": None}, "os_compute_api:servers:start"),
+    ({"rebuild": {"imageRef": str(uuid.uuid4())}}, "os_compute_api:servers:rebuild"),
+]
+
+
+def test_tokens_list_the_effective_roles(fake: dict[str, Any]) -> None:
+    expected = {
+        "vms-reader": ["reader"],
+        "vms-member": ["member", "reader"],
+        "vms-admin": ["admin", "manager", "member", "reader"],  # keystone-manage bootstrap's implied roles
+        "vms-observer": ["observer"],
+    }
+    ids: dict[str, str] = {}
+    for user, roles in expected.items():
+        resp = get_token(fake, VMS, user=user)
+        assert resp.status_code == 201, resp.text
+        token = resp.json()["token"]
+        assert [r["name"] for r in token["roles"]] == roles
+        for r in token["roles"]:
+            assert ids.setdefault(r["name"], r["id"]) == r["id"]  # one id per role, whoever holds it
+        assert_same_shape(sample("keystone_auth_tokens_project_scoped"), resp.json(), "$")
+    for project in (VMS, METAL):  # the older `projects` key: member
+        resp = get_token(fake, project)
+        assert [r["name"] for r in resp.json()["token"]["roles"]] == ["member", "reader"]
+    denied = get_token(fake, METAL, user="vms-reader")  # no role on that project: no token for it
+    assert denied.status_code == 401
+    assert denied.json()["error"]["code"] == 401
+    assert get_token(fake, VMS, user="nobody").status_code == 401
+    assert get_token(fake, VMS, password="wrong", user="vms-member").status_code == 401
+
+
+def test_reader_reads_but_may_not_act(fake: dict[str, Any]) -> None:
+    token, sid = role_token(fake, "vms-reader"), FAKE_IDS["fake-vm01"]
+    assert listed(fake, token) == ["fake-vm01", "fake-vm02"]
+    assert listed(fake, token, "/servers") == ["fake-vm01", "fake-vm02"]
+    assert nova(fake, token, f"/servers/{sid}").json()["server"]["status"] == "ACTIVE"
+    attachments = nova(fake, token, f"/servers/{sid}/os-volume_attachments")
+    assert attachments.status_code == 200
+    assert [a["device"] for a in attachments.json()["volumeAttachments"]] == ["/dev/vdb"]
+    assert nova(fake, token, "/flavors/detail").status_code == 200
+    assert nova(fake, token, "/os-availability-zone").status_code == 200
+    mark = fake["docker"].mark()
+    for body, rule in ACTIONS:
+        resp = act(fake, token, "fake-vm01", body)
+        assert resp.status_code == 403, (body, resp.text)
+        assert resp.json() == policy_message(rule)
+        assert resp.headers["OpenStack-API-Version"] == "compute 2.1"
+    # Nova validates the body first (400), then finds the server (404), then checks the policy (403)
+    assert act(fake, token, "fake-vm01", {"reboot": {"type": "GENTLE"}}).status_code == 400
+    assert nova(fake, token, f"/servers/{uuid.uuid4()}/action", method="POST", body=ACTIONS[0][0]).status_code == 404
+    assert fake["docker"].since(mark) == []
+    assert nova(fake, token, f"/servers/{sid}").json()["server"]["status"] == "ACTIVE"
+
+
+def test_member_may_act(fake: dict[str, Any]) -> None:
+    token = role_token(fake, "vms-member")
+    mark = fake["docker"].mark()
+    for body in ({"reboot": {"type": "HARD"}}, {"reboot": {"type": "SOFT"}}, {"os-stop": None}):
+        resp = act(fake, token, "fake-vm02", body)
+        assert resp.status_code == 202, resp.text
+        settle(fake, token, "fake-vm02", "SHUTOFF" if "os-stop" in body else "ACTIVE")
+    assert act(fake, token, "fake-vm02", {"os-start": None}).status_code == 202
+    settle(fake, token, "fake-vm02")
+    assert fake["docker"].since(mark) == [
+        ("restart", "fake-vm02"),
+        ("restart", "fake-vm02"),
+        ("stop", "fake-vm02"),
+        ("start", "fake-vm02"),
+    ]
+    legacy = get_token(fake, METAL).headers["X-Subject-Token"]  # `projects`: member, as before
+    assert act(fake, legacy, "fake-metal01", {"reboot": {"type": "HARD"}}).status_code == 202
+    settle(fake, legacy, "fake-metal01")
+
+
+def test_projects_are_separate(fake: dict[str, Any]) -> None:
+    vms, metal = role_token(fake, "vms-reader"), role_token(fake, "metal-reader")
+    vms_member, metal_member = role_token(fake, "vms-member"), role_token(fake, "metal-member")
+    assert listed(fake, vms) == listed(fake, vms_member) == ["fake-vm01", "fake-vm02"]
+    assert listed(fake, metal) == listed(fake, metal_member) == ["fake-metal01"]
+    metal_id, vm_id = FAKE_IDS["fake-metal01"], FAKE_IDS["fake-vm01"]
+    for token, path in (
+        (vms, f"/servers/{metal_id}"),
+        (vms_member, f"/servers/{metal_id}"),
+        (metal, f"/servers/{vm_id}/os-volume_attachments"),
+    ):
+        resp = nova(fake, token, path)
+        assert resp.status_code == 404
+        assert resp.json() == {
+            "itemNotFound": {"code": 404, "message": f"Instance {path.split('/')[2]} could not be found."}
+        }
+    mark = fake["docker"].mark()
+    other = act(fake, vms_member, "fake-metal01", {"reboot": {"type": "HARD"}})  # not found before forbidden
+    assert other.status_code == 404
+    assert "itemNotFound" in other.json()
+    own = act(fake, metal, "fake-metal01", {"os-stop": None})
+    assert own.json() == policy_message("os_compute_api:servers:stop")
+    assert fake["docker"].since(mark) == []
+    # ?all_tenants is the admins' (an empty value counts as yes, 0 as no, other words are a 400)
+    for path in ("/servers/detail?all_tenants=1", "/servers?all_tenants"):
+        resp = nova(fake, vms_member, path)
+        kind = "detail" if "detail" in path else "index"
+        assert resp.json() == policy_message(f"os_compute_api:servers:{kind}:get_all_tenants")
+    assert listed(fake, vms, "/servers/detail?all_tenants=0") == ["fake-vm01", "fake-vm02"]
+    assert nova(fake, vms, "/servers/detail?all_tenants=maybe").status_code == 400
+
+
+def test_admin_and_unknown_roles(fake: dict[str, Any]) -> None:
+    admin, member = role_token(fake, "vms-admin"), role_token(fake, "vms-member")
+    assert listed(fake, admin) == ["fake-vm01", "fake-vm02"]
+    assert listed(fake, admin, "/servers/detail?all_tenants=1") == ["fake-metal01", "fake-vm01", "fake-vm02"]
+    assert nova(fake, admin, f"/servers/{FAKE_IDS['fake-metal01']}").status_code == 200  # admin: any project's
+    assert nova(fake, admin, "/os-availability-zone/detail").status_code == 200
+    zones = nova(fake, member, "/os-availability-zone/detail")
+    assert zones.json() == policy_message("os_compute_api:os-availability-zone:detail")
+    observer = role_token(fake, "vms-observer")  # a token, but none of Nova's roles
+    assert nova(fake, observer, "/servers/detail").json() == policy_message("os_compute_api:servers:detail")
+    assert nova(fake, observer, "/servers").json() == policy_message("os_compute_api:servers:index")
+    assert nova(fake, observer, "/os-availability-zone").status_code == 200  # "@"
+    flavors = nova(fake, observer, "/flavors/detail", "2.61")  # flavors need no role; extra specs need reader
+    assert flavors.status_code == 200
+    assert all("extra_specs" not in f for f in flavors.json()["flavors"])
+    assert all(f["extra_specs"] for f in nova(fake, member, "/flavors/detail", "2.61").json()["flavors"])
+
+
+def test_token_validation_is_for_its_subject_or_an_admin(fake: dict[str, Any]) -> None:
+    reader, member, admin = (role_token(fake, u) for u in ("vms-reader", "vms-member", "vms-admin"))
+
+    def check(method: str, caller: str, subject: str) -> requests.Response:
+        headers = {"X-Auth-Token": caller, "X-Subject-Token": subject}
+        return requests.request(method, f"{FAKE_KEYSTONE}/v3/auth/tokens", headers=headers, timeout=10)
+
+    assert check("GET", reader, reader).status_code == 200
+    assert check("GET", admin, member).status_code == 200
+    denied = check("GET", reader, member)
+    assert denied.status_code == 403
+    assert denied.json() == {
+        "error": {
+            "code": 403,
+            "title": "Forbidden",
+            "message": "You are not authorized to perform the requested action: identity:validate_token.",
+        }
+    }
+    assert check("HEAD", reader, member).status_code == 403
+    assert check("DELETE", reader, member).status_code == 403
+    assert check("GET", member, member).status_code == 200  # not revoked by the refusal
+
+
+def test_openstacksdk_reader_cloud_gets_forbidden(
+    fake: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader-only clouds.yaml reads everything the suite reads and can no longer reboot, stop or start."""
+    clouds = {
+        "clouds": {
+            "ostest-reader": {
+                "auth": {
+                    "auth_url": f"{FAKE_KEYSTONE}/v3",
+                    "username": "vms-reader",
+                    "password": PASSWORD,
+                    "project_name": VMS,
+                    "user_domain_name": "Default",
+                    "project_domain_name": "Default",
+                },
+                "region_name": "cern",
+                "identity_api_version": 3,
+            }
+        }
+    }
+    (tmp_path / "clouds.yaml").write_text(yaml.safe_dump(clouds))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
+    monkeypatch.setenv("OS_CLOUD", "ostest-reader")
+    conn = openstack.connect()
+    assert sorted(s.name for s in conn.compute.servers()) == ["fake-vm01", "fake-vm02"]
+    server = conn.compute.find_server("fake-vm01")
+    assert server is not None
+    assert [a.device for a in conn.compute.volume_attachments(server)] == ["/dev/vdb"]
+    assert conn.compute.find_server("fake-metal01") is None
+    mark = fake["docker"].mark()
+    calls: list[tuple[Callable[[], Any], str]] = [
+        (lambda: conn.compute.reboot_server(server, "SOFT"), "reboot"),
+        (lambda: conn.compute.reboot_server(server, "HARD"), "reboot"),
+        (lambda: conn.compute.stop_server(server), "stop"),
+        (lambda: conn.compute.start_server(server), "start"),
+    ]
+    for call, rule in calls:
+        with pytest.raises(openstack.exceptions.ForbiddenException) as refused:
+            call()
+        assert refused.value.status_code == 403
+        assert f"Policy doesn't allow os_compute_api:servers:{rule} to be performed." in str(refused.value)
+    assert fake["docker"].since(mark) == []
+
+
+def test_config_roles_are_checked() -> None:
+    from tests.lab.emulators import openstack as emulator
+
+    assert emulator.effective_roles(["admin"]) == ["admin", "manager", "member", "reader"]
+    assert emulator.effective_roles(["reader", "member"]) == ["reader", "member"]
+    base_cfg = {"public_host": "127.0.0.1", "projects": PROJECTS, "flavors": [], "availability_zones": []}
+    docker_api = emulator.Docker("/nonexistent.sock")
+    ok = {"name": "a", "password": "p", "projects": [VMS], "roles": [{"project": METAL, "role": "reader"}]}
+    emu = emulator.OpenStack({**base_cfg, "users": [ok]}, docker_api)
+    assert emu.users[0]["assignments"] == {VMS: ["member"], METAL: ["reader"]}
+    for users, error in (
+        ([{**ok, "roles": [{"project": "no such project", "role": "reader"}]}], "no project"),
+        ([{**ok, "projects": ["no such project"]}], "no project"),
+        ([{**ok, "roles": [{"project": VMS}]}], "role assignment"),
+        ([{**ok, "roles": [{"project": VMS, "role": " "}]}], "empty role"),
+        ([ok, ok], "unique"),
+    ):
+        with pytest.raises(ValueError, match=error):
+            emulator.OpenStack({**base_cfg, "users": users}, docker_api)

@@ -20,6 +20,12 @@ VM_FLAVOR = "m2.2xlarge"
 METAL_FLAVOR = "p1.dl7426795.S513-V-IP52"
 IMAGE_NAME = "ALMA9 - x86_64 [2026-11-01]"
 
+# Nodes and services are named as in production, by host name: <name>.alicelab.test, resolved by Docker's DNS on
+# the lab network and, on this machine, by a block of /etc/hosts (hosts.py). `.test` is reserved (RFC 2606):
+# a lab name can never reach another machine, even when the block is missing.
+DOMAIN = "alicelab.test"
+OPENSTACK_HOST = f"openstack.{DOMAIN}"
+MONIT_HOST = f"monit.{DOMAIN}"
 REGISTRY_IP = "172.30.0.5"
 OPENSTACK_IP = "172.30.0.6"
 MONIT_IP = "172.30.0.7"
@@ -43,6 +49,10 @@ class Node:
     ip: str
     kind: str | None = None  # vm | metal for agents
     az: str = AZS[0]
+
+    @property
+    def fqdn(self) -> str:
+        return f"{self.name}.{DOMAIN}"
 
     @property
     def project(self) -> str:

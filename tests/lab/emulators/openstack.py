@@ -9,8 +9,12 @@ Config file:
   "bind": "172.30.0.6",                   # address both APIs listen on
   "public_host": "172.30.0.6",            # host put in the catalog and in links
   "tls": {"cert": "...", "key": "..."},   # or null for plain HTTP; no client certificates (as production)
-  "users": [{"name": "alibuild", "password": "...", "domain": "Default",
-             "projects": ["ALICE Release Testing", "ALICE Release Testing - physical nodes"]}],
+  "users": [                               # names unique; the domain is always Default
+    {"name": "alibuild-reader", "password": "...", "domain": "Default",
+     "roles": [{"project": "ALICE Release Testing", "role": "reader"}]},   # (project, role) assignments
+    {"name": "alibuild", "password": "...", "domain": "Default",
+     "projects": ["ALICE Release Testing", "ALICE Release Testing - physical nodes"]}  # = role member on each
+  ],
   "projects": [{"id": "<32 hex>", "name": "ALICE Release Testing"}, ...],
   "flavors": [{"id": "...", "name": "m2.large", "vcpus": 4, "ram": 7500, "disk": 40}, ...],
   "availability_zones": ["cern-geneva-a", "cern-geneva-b", "cern-geneva-c"],
@@ -23,6 +27,22 @@ Config file:
   "stop_timeout": 10                       # seconds `docker stop` waits on os-stop / SOFT reboot
 }
 ```
+Users and roles (Keystone): `roles` lists role assignments, each `{"project": <a name of "projects">,
+"role": <name>}`; the older `projects` key (a list of project names) still works and means the role `member` on
+each; a user may have both. A project name that is not in "projects", a malformed assignment or a repeated user
+name fails the start. Roles imply others as `keystone-manage bootstrap` links them (keystone/cmd/bootstrap.py:
+admin implies manager implies member implies reader; before 2023.2, without `manager`, admin implied member); any
+other role name is accepted (Keystone allows custom roles) and grants nothing in Nova. A project-scoped token
+needs a role on its project (else 401, as for an unknown user or a wrong password) and lists the effective roles
+in `token.roles`. Token validation (`GET|HEAD|DELETE /v3/auth/tokens`) is for the subject's own user or an admin
+(else 403, keystone/common/policies/token.py).
+
+Nova enforces its default policies (new defaults, enforced by default since 2023.1; see NOVA_POLICIES): reads
+need `reader` on the server's project, server actions `member`, `admin` (on any project) may do anything. A token
+lacking the role gets 403 `{"forbidden": {"code": 403, "message": "Policy doesn't allow <rule> to be
+performed."}}`. Servers are filtered by the token's project: a server of another project is 404 and never listed
+(an admin token sees every project's server by id, and lists them all with `?all_tenants`, which others may not).
+
 A server is any container (running or not) carrying the label, whose value is JSON
 `{"id", "name", "project", "flavor", "az", "image", "created", "metadata", "volumes": [{"id", "device", "size_gb"}]}`.
 Lab-only overrides (`PATCH /lab/servers/<name>`, header `X-Lab-Admin`) are applied over the label and kept in
@@ -58,6 +78,77 @@ MAX_VERSION = (2, 102)  # the newest shape the reference samples show (flavors 2
 TOKEN_TTL_S = 3600
 DOCKER_API = "/v1.41"
 _NS = uuid.UUID("6b1c1a0e-5b8e-4a77-9b3e-2f7d0c0a1ce5")  # stable ids for users, images, endpoints
+
+# Keystone's default roles, linked as `keystone-manage bootstrap` links them (keystone/cmd/bootstrap.py,
+# _bootstrap_member_role / _bootstrap_manager_role / _bootstrap_admin_role): admin implies manager implies
+# member implies reader. A token lists the assigned roles and every role they imply.
+IMPLIED_ROLES = {"admin": "manager", "manager": "member", "member": "reader"}
+
+# Nova's default policy rules (nova/policies/base.py): ADMIN = rule:context_is_admin = "role:admin";
+# PROJECT_MEMBER_OR_ADMIN = "(role:member and project_id:%(project_id)s) or rule:context_is_admin";
+# PROJECT_READER_OR_ADMIN = the same with role:reader; RULE_ANY = "@".
+ADMIN, PROJECT_MEMBER_OR_ADMIN, PROJECT_READER_OR_ADMIN, RULE_ANY = "admin", "member", "reader", "@"
+NOVA_POLICIES: dict[str, str] = {
+    # nova/policies/servers.py (SERVERS = "os_compute_api:servers:%s"), checked in
+    # nova/api/openstack/compute/servers.py: index/detail before listing, the others after the server is found
+    # (target: its project)
+    "os_compute_api:servers:index": PROJECT_READER_OR_ADMIN,
+    "os_compute_api:servers:detail": PROJECT_READER_OR_ADMIN,
+    "os_compute_api:servers:index:get_all_tenants": ADMIN,
+    "os_compute_api:servers:detail:get_all_tenants": ADMIN,
+    "os_compute_api:servers:show": PROJECT_READER_OR_ADMIN,
+    "os_compute_api:servers:reboot": PROJECT_MEMBER_OR_ADMIN,  # SOFT and HARD alike
+    "os_compute_api:servers:rebuild": PROJECT_MEMBER_OR_ADMIN,
+    "os_compute_api:servers:start": PROJECT_MEMBER_OR_ADMIN,
+    "os_compute_api:servers:stop": PROJECT_MEMBER_OR_ADMIN,
+    # nova/policies/volumes_attachments.py, checked in nova/api/openstack/compute/volume_attachments.py index
+    "os_compute_api:os-volumes-attachments:index": PROJECT_READER_OR_ADMIN,
+    # nova/policies/flavor_extra_specs.py: flavors themselves have no rule (any project-scoped token,
+    # nova/api/openstack/compute/flavors.py); this one is checked with fatal=False and only decides whether
+    # flavors show `extra_specs` from 2.61 on
+    "os_compute_api:os-flavor-extra-specs:index": PROJECT_READER_OR_ADMIN,
+    # nova/policies/availability_zone.py
+    "os_compute_api:os-availability-zone:list": RULE_ANY,
+    "os_compute_api:os-availability-zone:detail": ADMIN,
+}
+# The server actions the emulator runs and the rule each needs.
+ACTION_POLICIES = {
+    "reboot_hard": "os_compute_api:servers:reboot",
+    "reboot_soft": "os_compute_api:servers:reboot",
+    "os-start": "os_compute_api:servers:start",
+    "os-stop": "os_compute_api:servers:stop",
+    "rebuild": "os_compute_api:servers:rebuild",
+}
+
+
+def effective_roles(assigned: list[str]) -> list[str]:
+    """The assigned roles followed by those they imply, each once."""
+    out: list[str] = []
+    for role in assigned:
+        r: str | None = role
+        while r is not None and r not in out:
+            out.append(r)
+            r = IMPLIED_ROLES.get(r)
+    return out
+
+
+def _assignments(user: dict[str, Any], projects: list[str]) -> dict[str, list[str]]:
+    """A configured user's assigned roles by project name: `projects` (member on each) and `roles`."""
+    found: dict[str, list[str]] = {}
+    pairs = [(p, "member") for p in user.get("projects") or []]
+    for a in user.get("roles") or []:
+        if not isinstance(a, dict) or not isinstance(a.get("project"), str) or not isinstance(a.get("role"), str):
+            raise ValueError(f'user {user.get("name")}: a role assignment is {{"project": ..., "role": ...}}')
+        pairs.append((a["project"], a["role"]))
+    for project, role in pairs:
+        if project not in projects:
+            raise ValueError(f"user {user.get('name')}: no project {project!r} in the config's projects")
+        if not role.strip():
+            raise ValueError(f"user {user.get('name')}: an empty role name")
+        roles = found.setdefault(project, [])
+        if role not in roles:
+            roles.append(role)
+    return found
 
 
 def _uid(kind: str, name: str) -> str:
@@ -160,6 +251,7 @@ class Token:
     issued: datetime
     expires: datetime
     audit_id: str
+    roles: tuple[str, ...] = ()  # effective roles on the project (none when unscoped)
 
 
 @dataclass
@@ -221,7 +313,10 @@ class OpenStack:
         self.projects: list[dict[str, Any]] = cfg["projects"]
         self.flavors: list[dict[str, Any]] = cfg["flavors"]
         self.zones: list[str] = cfg["availability_zones"]
-        self.users = [{**u, "id": _uid("user", u["name"])} for u in cfg["users"]]
+        names = [p["name"] for p in self.projects]
+        self.users = [{**u, "id": _uid("user", u["name"]), "assignments": _assignments(u, names)} for u in cfg["users"]]
+        if len({u["name"] for u in self.users}) != len(self.users):
+            raise ValueError("user names must be unique (one domain: Default)")
         self.lock = threading.Lock()
         self.tokens: dict[str, Token] = {}
         self.tasks: dict[str, Task] = {}
@@ -273,8 +368,31 @@ class OpenStack:
         return [s for s in self.servers() if s.label.get("project") == project_name]
 
     def find(self, token: Token, sid: str) -> Server | None:
+        """The server as Nova looks it up for this token: within the token's project (nova/db/main/api.py,
+        model_query with project_only=True for a user context), any project's for an admin."""
         assert token.project is not None
-        return next((s for s in self.project_servers(token.project["name"]) if s.id == sid), None)
+        candidates = self.servers() if ADMIN in token.roles else self.project_servers(token.project["name"])
+        return next((s for s in candidates if s.id == sid), None)
+
+    def allowed(self, token: Token, rule: str, project_id: str | None = None) -> bool:
+        """Whether Nova's default rule lets the token act on a target of this project (default: the token's
+        own, as nova/policy.py's default_target)."""
+        check = NOVA_POLICIES[rule]
+        if check == RULE_ANY or ADMIN in token.roles:  # context_is_admin: role:admin, whatever the project
+            return True
+        if check == ADMIN or token.project is None:
+            return False
+        return check in token.roles and (project_id or token.project["id"]) == token.project["id"]
+
+    def authorize(self, token: Token, rule: str, project_id: str | None = None) -> base.Response | None:
+        """None when allowed, else Nova's 403 (nova/exception.py PolicyNotAuthorized, rendered by
+        nova/api/openstack/wsgi.py Fault as {"forbidden": {"code", "message"}})."""
+        if self.allowed(token, rule, project_id):
+            return None
+        return _json_error(403, "forbidden", f"Policy doesn't allow {rule} to be performed.")
+
+    def server_project_id(self, s: Server) -> str:
+        return self._project_id(str(s.label.get("project", "")))
 
     def status(self, s: Server) -> tuple[str, str, str | None, int]:
         """Nova's (status, vm_state, task_state, power_state) for a server."""
@@ -309,7 +427,11 @@ class OpenStack:
         return next((p["id"] for p in self.projects if p["name"] == name), _uid("project", name))
 
     def _owner(self, project: str) -> str:
-        return next((u["id"] for u in self.users if project in u.get("projects", [])), _uid("user", "nova"))
+        """The server's user_id: the first user who may create servers in its project (role member)."""
+        return next(
+            (u["id"] for u in self.users if "member" in effective_roles(u["assignments"].get(project, []))),
+            _uid("user", "nova"),
+        )
 
     def server_view(self, s: Server, mv: tuple[int, int], show: bool = False) -> dict[str, Any]:
         status, vm_state, task_state, power = self.status(s)
@@ -403,7 +525,9 @@ class OpenStack:
             view["server_groups"] = []
         return view
 
-    def flavor_view(self, f: dict[str, Any], mv: tuple[int, int], detail: bool) -> dict[str, Any]:
+    def flavor_view(
+        self, f: dict[str, Any], mv: tuple[int, int], detail: bool, extra_specs: bool = True
+    ) -> dict[str, Any]:
         view: dict[str, Any] = {"id": f["id"], "links": self._links("flavors", f["id"]), "name": f["name"]}
         if detail:
             view.update(
@@ -418,7 +542,7 @@ class OpenStack:
             )
             if mv < (2, 102):
                 view.update({"OS-FLV-DISABLED:disabled": False, "rxtx_factor": 1.0})
-            if mv >= (2, 61):
+            if mv >= (2, 61) and extra_specs:
                 view["extra_specs"] = f.get("extra_specs", {})
         if mv >= (2, 55):
             view["description"] = f.get("description")
@@ -436,10 +560,13 @@ class OpenStack:
         if user is None or not hmac.compare_digest(str(given.get("password", "")), str(user["password"])):
             return _unauthorized(self.keystone_url)
         project = None
+        roles: list[str] = []
         scope = auth.get("scope")
         if isinstance(scope, dict) and "project" in scope:
             project = self._scoped_project(scope["project"])
-            if project is None or project["name"] not in user.get("projects", []):
+            if project is not None:
+                roles = effective_roles(user["assignments"].get(project["name"], []))
+            if not roles:  # Keystone: no role on the project, no token for it (401)
                 return _unauthorized(self.keystone_url)
         elif scope:
             return _json_error(400, "error", "Only project scope is supported by the lab")
@@ -450,6 +577,7 @@ class OpenStack:
             now,
             datetime.fromtimestamp(now.timestamp() + TOKEN_TTL_S, UTC),
             secrets.token_urlsafe(16)[:22],
+            tuple(roles),
         )
         token_id = "gAAAAAB" + secrets.token_urlsafe(132)  # Fernet-looking, as Keystone issues
         with self.lock:
@@ -491,7 +619,7 @@ class OpenStack:
         }
         if token.project is not None:
             body["project"] = {"domain": domain, "id": token.project["id"], "name": token.project["name"]}
-            body["roles"] = [{"id": _uid("role", r), "name": r} for r in ("member", "reader")]
+            body["roles"] = [{"id": _uid("role", r), "name": r} for r in token.roles]
             if catalog:
                 body["catalog"] = [
                     self._service("compute", "nova", f"{self.nova_url}/v2.1"),
@@ -515,12 +643,10 @@ class OpenStack:
     # --- actions (run in background threads so the 202 returns at once)
 
     def start_action(self, s: Server, name: str, arg: Any, mv: tuple[int, int]) -> base.Response:
+        kind = action_kind(name, arg)
+        if isinstance(kind, base.Response):
+            return kind
         status, vm_state, task_state, _ = self.status(s)
-        kind = name
-        if name == "reboot":
-            kind = "reboot_hard" if str((arg or {}).get("type", "")).upper() == "HARD" else "reboot_soft"
-            if str((arg or {}).get("type", "")).upper() not in ("HARD", "SOFT"):
-                return _json_error(400, "badRequest", "Invalid input for field/attribute type.")
         allowed = {
             "reboot_hard": {"active", "stopped", "error", "paused", "suspended"},
             "reboot_soft": {"active"},
@@ -528,10 +654,6 @@ class OpenStack:
             "os-start": {"stopped"},
             "rebuild": {"active", "stopped", "error"},
         }
-        if kind not in allowed:
-            return _json_error(400, "badRequest", f"There is no such action: {name}")
-        if kind == "rebuild" and not (isinstance(arg, dict) and arg.get("imageRef")):
-            return _json_error(400, "badRequest", "Invalid input for field/attribute rebuild. imageRef is required")
         verb = {"os-stop": "stop", "os-start": "start"}.get(name, name)
         if task_state is not None:
             return _json_error(
@@ -694,6 +816,21 @@ class _RebuildFailed(Exception):
         self.inspect = inspect
 
 
+def action_kind(name: str, arg: Any) -> str | base.Response:
+    """The emulator's kind of a server action (a key of ACTION_POLICIES), or Nova's 400 for a malformed one
+    (Nova validates the body before it looks the server up or checks the policy)."""
+    if name == "reboot":
+        reboot_type = str((arg or {}).get("type", "")).upper() if isinstance(arg, dict) else ""
+        if reboot_type not in ("HARD", "SOFT"):
+            return _json_error(400, "badRequest", "Invalid input for field/attribute type.")
+        return "reboot_hard" if reboot_type == "HARD" else "reboot_soft"
+    if name not in ("os-start", "os-stop", "rebuild"):
+        return _json_error(400, "badRequest", f"There is no such action: {name}")
+    if name == "rebuild" and not (isinstance(arg, dict) and arg.get("imageRef")):
+        return _json_error(400, "badRequest", "Invalid input for field/attribute rebuild. imageRef is required")
+    return name
+
+
 def _mac_of(ip: str) -> str:
     """Docker 20.10 derives a container's MAC from its IPv4 address."""
     try:
@@ -730,6 +867,24 @@ def _microversion(headers: dict[str, str]) -> tuple[int, int] | base.Response:
             f"maximum is {MAX_VERSION[0]}.{MAX_VERSION[1]}.",
         )
     return mv
+
+
+def _all_tenants(query: dict[str, str]) -> bool | base.Response:
+    """nova/api/openstack/common.py is_all_tenants: present and empty means yes, else oslo's strict
+    bool_from_string (an unknown word is a 400)."""
+    if "all_tenants" not in query:
+        return False
+    value = query["all_tenants"].strip().lower()
+    if value in ("", "1", "t", "true", "on", "y", "yes"):
+        return True
+    if value in ("0", "f", "false", "off", "n", "no"):
+        return False
+    return _json_error(
+        400,
+        "badRequest",
+        f"Invalid input received: Unrecognized value '{query['all_tenants']}', acceptable values are: "
+        "'0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'",
+    )
 
 
 NovaHandler = Callable[[base.Request, Ctx], base.Response]
@@ -813,7 +968,8 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
     @keystone.route("GET|HEAD|DELETE", "/v3/auth/tokens", acl=False)
     @guarded
     def validate(req: base.Request) -> base.Response:
-        if emu.token(req.headers.get("x-auth-token", "")) is None:
+        caller = emu.token(req.headers.get("x-auth-token", ""))
+        if caller is None:
             return _unauthorized(emu.keystone_url)
         subject_id = req.headers.get("x-subject-token", "")
         subject = emu.token(subject_id)
@@ -821,6 +977,13 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
             return base.Response(
                 404, {"error": {"code": 404, "title": "Not Found", "message": "Could not find token."}}
             )
+        # keystone/common/policies/token.py: identity:check_token (HEAD), validate_token (GET), revoke_token
+        # (DELETE) allow rule:admin_required (role:admin) or rule:token_subject (the subject's own user); system
+        # readers and the service role do not exist in the lab.
+        if ADMIN not in caller.roles and caller.user["id"] != subject.user["id"]:
+            rule = {"HEAD": "check_token", "GET": "validate_token"}.get(req.method, "revoke_token")
+            message = f"You are not authorized to perform the requested action: identity:{rule}."
+            return base.Response(403, {"error": {"code": 403, "title": "Forbidden", "message": message}})
         if req.method == "DELETE":
             with emu.lock:
                 emu.tokens.pop(subject_id, None)
@@ -855,7 +1018,20 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
     def listing(req: base.Request, ctx: Ctx, detail: bool) -> base.Response:
         assert ctx.token is not None
         assert ctx.token.project is not None
-        found = emu.project_servers(ctx.token.project["name"])
+        kind = "detail" if detail else "index"
+        denied = emu.authorize(ctx.token, f"os_compute_api:servers:{kind}")
+        if denied:
+            return denied
+        all_tenants = _all_tenants(req.query)
+        if isinstance(all_tenants, base.Response):
+            return all_tenants
+        if all_tenants:  # nova/api/openstack/compute/servers.py _get_servers: admins only
+            denied = emu.authorize(ctx.token, f"os_compute_api:servers:{kind}:get_all_tenants")
+            if denied:
+                return denied
+            found = emu.servers()
+        else:
+            found = emu.project_servers(ctx.token.project["name"])
         if "name" in req.query:
             try:
                 pattern = re.compile(req.query["name"])
@@ -893,32 +1069,40 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
     def not_found(sid: str) -> base.Response:
         return _json_error(404, "itemNotFound", f"Instance {sid} could not be found.")
 
+    def found(ctx: Ctx, sid: str, rule: str) -> Server | base.Response:
+        """The server, looked up then authorized in Nova's order: 404 before 403."""
+        assert ctx.token is not None
+        s = emu.find(ctx.token, sid)
+        if s is None:
+            return not_found(sid)
+        return emu.authorize(ctx.token, rule, emu.server_project_id(s)) or s
+
     @api("GET", "/v2.1/servers/{id}")
     def server(req: base.Request, ctx: Ctx) -> base.Response:
-        assert ctx.token is not None
-        s = emu.find(ctx.token, req.params["id"])
-        return (
-            base.Response(200, {"server": emu.server_view(s, ctx.mv, show=True)}) if s else not_found(req.params["id"])
-        )
+        s = found(ctx, req.params["id"], "os_compute_api:servers:show")
+        if isinstance(s, base.Response):
+            return s
+        return base.Response(200, {"server": emu.server_view(s, ctx.mv, show=True)})
 
     @api("POST", "/v2.1/servers/{id}/action")
     def action(req: base.Request, ctx: Ctx) -> base.Response:
-        assert ctx.token is not None
-        s = emu.find(ctx.token, req.params["id"])
-        if s is None:
-            return not_found(req.params["id"])
         body = req.json()
         if not isinstance(body, dict) or len(body) != 1:
             return _json_error(400, "badRequest", "Malformed request body")
         name, arg = next(iter(body.items()))
+        kind = action_kind(name, arg)
+        if isinstance(kind, base.Response):
+            return kind
+        s = found(ctx, req.params["id"], ACTION_POLICIES[kind])
+        if isinstance(s, base.Response):
+            return s
         return emu.start_action(s, name, arg, ctx.mv)
 
     @api("GET", "/v2.1/servers/{id}/os-volume_attachments")
     def volume_attachments(req: base.Request, ctx: Ctx) -> base.Response:
-        assert ctx.token is not None
-        s = emu.find(ctx.token, req.params["id"])
-        if s is None:
-            return not_found(req.params["id"])
+        s = found(ctx, req.params["id"], "os_compute_api:os-volumes-attachments:index")
+        if isinstance(s, base.Response):
+            return s
         items = []
         for v in s.label.get("volumes") or []:
             item: dict[str, Any] = {"device": v.get("device", "/dev/vdb"), "serverId": s.id, "volumeId": v["id"]}
@@ -934,9 +1118,14 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
             items.append(item)
         return base.Response(200, {"volumeAttachments": items})
 
+    def extra_specs(ctx: Ctx) -> bool:
+        assert ctx.token is not None
+        return emu.allowed(ctx.token, "os_compute_api:os-flavor-extra-specs:index")
+
     @api("GET", "/v2.1/flavors/detail")
     def flavors_detail(req: base.Request, ctx: Ctx) -> base.Response:
-        return base.Response(200, {"flavors": [emu.flavor_view(f, ctx.mv, True) for f in emu.flavors]})
+        specs = extra_specs(ctx)
+        return base.Response(200, {"flavors": [emu.flavor_view(f, ctx.mv, True, specs) for f in emu.flavors]})
 
     @api("GET", "/v2.1/flavors")
     def flavors(req: base.Request, ctx: Ctx) -> base.Response:
@@ -947,7 +1136,7 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
         f = next((f for f in emu.flavors if str(f["id"]) == req.params["id"]), None)
         if f is None:
             return _json_error(404, "itemNotFound", f"Flavor {req.params['id']} could not be found.")
-        return base.Response(200, {"flavor": emu.flavor_view(f, ctx.mv, True)})
+        return base.Response(200, {"flavor": emu.flavor_view(f, ctx.mv, True, extra_specs(ctx))})
 
     @api("GET", "/v2.1/os-availability-zone")
     def zones(req: base.Request, ctx: Ctx) -> base.Response:
@@ -962,6 +1151,10 @@ def build(emu: OpenStack) -> tuple[base.Router, base.Router]:
 
     @api("GET", "/v2.1/os-availability-zone/detail")
     def zones_detail(req: base.Request, ctx: Ctx) -> base.Response:
+        assert ctx.token is not None
+        denied = emu.authorize(ctx.token, "os_compute_api:os-availability-zone:detail")
+        if denied:
+            return denied
         now = _iso_us(_now())
 
         def svc(name: str) -> dict[str, Any]:
