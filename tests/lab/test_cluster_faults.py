@@ -41,6 +41,9 @@ def _vault_active() -> str:
 
 
 _state: dict[str, str] = {}
+# independent faults for the side-by-side case (distinct checks)
+_SIDE_BY_SIDE: list[tuple[str, str]] = [("wrong-flavor", "alibuild01"), ("detach-vdb", "alibuild02"),
+                                         ("old-nomad", "alimesos02"), ("stop-unit:prometheus", "alimesos01")]
 
 
 def _kill_consul_quorum() -> None:
@@ -213,8 +216,6 @@ CASES = [
     ),
 ]
 
-_SIDE_BY_SIDE = [("wrong-flavor", "alibuild01"), ("detach-vdb", "alibuild02"), ("old-nomad", "alimesos02"),
-                 ("stop-unit:prometheus", "alimesos01")]
 
 
 def _problems(report_dir: Path) -> set[Key]:

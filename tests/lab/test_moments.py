@@ -91,7 +91,7 @@ def test_gate_says_no_for_the_leader_then_prepare_moves_it(tmp_path: Path) -> No
     prepared = cli(tmp_path, "gate", f"reboot:{leader}", "--prepare", f"--inventory={inv}",
                    f"--report-dir={tmp_path / 'b'}", "-p", "no:cacheprovider")
     assert prepared.returncode == 0, prepared.stdout[-3000:]
-    assert "Consul leadership moved to" in prepared.stdout
+    assert f"Consul leadership moved from {leader}" in prepared.stdout
     assert leaders()["consul"] != leader
 
 
