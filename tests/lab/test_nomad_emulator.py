@@ -1,6 +1,7 @@
 """The Nomad emulator against its documented samples and an unmodified client (python-nomad).
 
-Local, no containers: three servers on 127.0.0.11-13 and two clients on 127.0.0.21-22, each a subprocess
+Local, no containers: three servers on 127.0.0.11-13 and two clients on 127.0.0.21-22 (another loopback
+/24 with ALICELAB_NOMAD_TEST_NET, e.g. 127.0.7, so that two runs do not collide), each a subprocess
 running `python -S -m emulators.nomad node.json` (no site-packages: the lab's nodes have only the standard
 library), with a throwaway CA. The tests share one cluster and run in file order: the ones that break it
 (failing allocations, disconnecting and stopping clients, then servers) come last.
@@ -8,7 +9,9 @@ library), with a throwaway CA. The tests share one cluster and run in file order
 
 from __future__ import annotations
 
+import datetime
 import json
+import math
 import os
 import signal
 import subprocess
@@ -34,6 +37,14 @@ from tests.lab.emulators.nomad import (
     ALLOC_UNKNOWN,
     DISCONNECT_FLAG,
     FAIL_FLAG,
+    MISSING_SECRET,
+    NOT_A_JWT,
+    RATE_LIMIT_FLAG,
+    RESOLVE_FAILED,
+    TOKEN_EXPIRED,
+    TOKEN_NOT_FOUND,
+    TOO_MANY_CONNS,
+    RateLimit,
     empty_state,
     job_spec,
 )
@@ -51,8 +62,11 @@ SAMPLES = API / "nomad"
 
 # The lab's nodes run Debian's python3: use it when this machine has it, without site-packages either way.
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
-SERVERS = {"alimesos01": "127.0.0.11", "alimesos02": "127.0.0.12", "alimesos03": "127.0.0.13"}
-CLIENTS = {"alibuild01": "127.0.0.21", "alimetal01": "127.0.0.22"}
+NET = os.environ.get("ALICELAB_NOMAD_TEST_NET", "127.0.0")
+SERVERS = {"alimesos01": f"{NET}.11", "alimesos02": f"{NET}.12", "alimesos03": f"{NET}.13"}
+CLIENTS = {"alibuild01": f"{NET}.21", "alimetal01": f"{NET}.22"}
+# A client started by one test only (a new node: initializing, then ready), in a datacenter no job uses.
+EXTRA = {"alibuild02": f"{NET}.23"}
 BATCH_RUN_S = 15
 AUTOPILOT_S = 2  # the emulators' autopilot interval and stabilization time in this test (10 s by default)
 CI_CONSTRAINTS = [
@@ -82,13 +96,34 @@ DEFAULT_JOBS = {j["ID"] for j in JOBS if "Namespace" not in j}
 SERVICE_COUNTS = {"ci-mesosci-slc9": 2, "repo": 1, EXHAUSTIBLE_JOB: 1, DISCONNECT_JOB: 1}
 # Tokens: the lab's own policies (configs.acl_config) plus one restricted to the namespace "infra".
 SECRETS = {k: str(uuid.uuid4()) for k in ("nomad", "nomad_read", "nomad_remediation", "consul", "consul_read",
-                                          "consul_remediation")}
+                                          "consul_remediation", "consul_dns")}
 MANAGEMENT, READ, REMEDIATION = SECRETS["nomad"], SECRETS["nomad_read"], SECRETS["nomad_remediation"]
 INFRA = str(uuid.uuid4())
 ACL = acl_config(SECRETS)
 ACL["nomad"]["policies"]["infra-only"] = {"namespace": {"infra": {"policy": "read"}}, "node": {"policy": "read"}}
 ACL["nomad"]["tokens"].append({"AccessorID": str(uuid.uuid4()), "SecretID": INFRA, "Name": "infra",
                                "Type": "client", "Policies": ["infra-only"]})
+# A known token without node:read; one that expired a minute ago (still in the state: the garbage collector
+# takes expired tokens an hour after their creation); one long expired (collected).
+NO_NODE, EXPIRED, LONG_EXPIRED = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+
+
+def _ago(seconds: float) -> str:
+    t = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+ACL["nomad"]["policies"]["jobs-only"] = {"namespace": {"default": {"policy": "read"}}}
+ACL["nomad"]["tokens"] += [
+    {"AccessorID": str(uuid.uuid4()), "SecretID": NO_NODE, "Name": "jobs only", "Type": "client",
+     "Policies": ["jobs-only"]},
+    {"AccessorID": str(uuid.uuid4()), "SecretID": EXPIRED, "Name": "expired", "Type": "client",
+     "Policies": ["alice-acceptance-read"], "CreateTime": _ago(600), "ExpirationTime": _ago(60)},
+    {"AccessorID": str(uuid.uuid4()), "SecretID": LONG_EXPIRED, "Name": "long expired", "Type": "client",
+     "Policies": ["alice-acceptance-read"], "CreateTime": _ago(3 * 3600), "ExpirationTTL": "1h"},
+]
+TOKEN_FIELDS = {"AccessorID", "SecretID", "Name", "Type", "Policies", "Roles", "Global", "Hash", "CreateTime",
+                "ExpirationTime", "ExpirationTTL", "CreateIndex", "ModifyIndex"}
 REQUEST_TIMEOUT_S = 15  # above the servers' 5 s hold without a leader
 
 
@@ -152,13 +187,13 @@ class Cluster:
         self.root = root
         self.token = MANAGEMENT
         self.consul_token = SECRETS["consul"]
-        names = {**SERVERS, **CLIENTS, "operator": "127.0.0.1"}
+        names = {**SERVERS, **CLIENTS, **EXTRA, "operator": "127.0.0.1"}
         self.pki = make_ca_and_certs(root / "tls", names)
         self.ca = self.pki["ca"]
         op = self.pki["nodes"]["operator"]
         self.cert = (op["cert"], op["key"])
         self.ids = {name: str(uuid.uuid4()) for name in SERVERS}
-        self.node_ids = {name: str(uuid.uuid4()) for name in CLIENTS}
+        self.node_ids = {name: str(uuid.uuid4()) for name in {**CLIENTS, **EXTRA}}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.fake_consul: FakeConsul | None = None
         self.session = requests.Session()
@@ -173,7 +208,7 @@ class Cluster:
             cfg = {
                 "name": name, "role": "master" if name in SERVERS else "agent",
                 "kind": None if name in SERVERS else ("metal" if "metal" in name else "vm"), "ip": ip,
-                "region": "global", "datacenter": "cern", "masters": masters,
+                "region": "global", "datacenter": "lab-extra" if name in EXTRA else "cern", "masters": masters,
                 "nomad_node_id": self.node_ids.get(name, str(uuid.uuid4())),
                 "tokens": {"nomad": self.token, "consul": self.consul_token}, "acl": ACL,
                 "tls": self.pki["nodes"][name], "build_dir": str(build), "fault_dir": str(self.fault_dir(name)),
@@ -221,7 +256,7 @@ class Cluster:
 
     # --- HTTP
     def url(self, who: str, path: str) -> str:
-        ip = SERVERS.get(who) or CLIENTS.get(who) or who
+        ip = SERVERS.get(who) or CLIENTS.get(who) or EXTRA.get(who) or who
         return f"https://{ip}:4646{path}"
 
     def request(self, method: str, who: str, path: str, token: str | None = "", **kw: Any) -> requests.Response:
@@ -365,7 +400,7 @@ def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
     assert int(attrs["unique.storage.bytestotal"]) >= int(attrs["unique.storage.bytesfree"]) > 0
     assert attrs["unique.storage.volume"]
     assert node["Meta"]["allow_compilation"] == "true"
-    assert (node["Datacenter"], node["NodeClass"], node["HTTPAddr"]) == ("cern", "", "127.0.0.21:4646")
+    assert (node["Datacenter"], node["NodeClass"], node["HTTPAddr"]) == ("cern", "", f"{CLIENTS['alibuild01']}:4646")
     missing = cl.request("GET", "alimesos01", f"/v1/node/{uuid.uuid4()}")
     assert (missing.status_code, missing.text.strip()) == (404, "node not found")
 
@@ -417,16 +452,20 @@ def test_every_endpoint_answers_like_its_sample(cluster: Cluster) -> None:
 
 
 def test_acl_rights_per_endpoint(cluster: Cluster) -> None:
-    """The read-only token of the lab (node:read, namespace default read, operator:read, agent:read) and
-    what real Nomad requires of each endpoint; a management token (the remediation's) for the rest."""
+    """The read-only token of the lab (deploy/policies/nomad-read.hcl: node:read, namespace default
+    list-jobs and read-job, operator:read; agent:read if it gives it) and what real Nomad requires of each
+    endpoint; a management token (the remediation's) for the rest."""
     cl = cluster
     node_id = cl.node_ids["alibuild01"]
     leader = cl.agreed_leader(list(SERVERS))
     leader_id = next(cl.ids[n] for n, ip in SERVERS.items() if f"{ip}:4647" == leader)
     alloc = cl.running()[0]["ID"]
     allowed = ["/v1/nodes", f"/v1/node/{node_id}", f"/v1/node/{node_id}/allocations", "/v1/agent/members",
-               "/v1/agent/self", "/v1/agent/servers", "/v1/jobs", "/v1/job/repo", "/v1/job/repo/summary",
+               "/v1/jobs", "/v1/job/repo", "/v1/job/repo/summary",
                "/v1/job/repo/allocations", "/v1/allocations", f"/v1/allocation/{alloc}", "/v1/regions"]
+    agent_paths = ["/v1/agent/self", "/v1/agent/servers"]
+    agent_read = "agent" in ACL["nomad"]["policies"]["alice-acceptance-read"]
+    allowed += agent_paths if agent_read else []
     for who in ("alimesos02", "alibuild01"):  # a server, and a client that forwards
         for path in allowed:
             r = cl.request("GET", who, path, token=READ)
@@ -437,12 +476,14 @@ def test_acl_rights_per_endpoint(cluster: Cluster) -> None:
                   ("PUT", "/v1/operator/raft/transfer-leadership", {"id": leader_id}),
                   ("POST", f"/v1/node/{node_id}/drain", None), ("POST", f"/v1/node/{node_id}/eligibility", None),
                   ("PUT", "/v1/system/gc", None), ("POST", "/v1/job/repo/evaluate", None)]
+        denied += [] if agent_read else [("GET", p, None) for p in agent_paths]
         for method, path, params in denied:
             r = cl.request(method, who, path, token=READ, params=params, json={"Eligibility": "eligible"})
             assert (r.status_code, r.text.strip()) == (403, "Permission denied"), (who, method, path)
         assert cl.request("GET", who, "/v1/operator/raft/configuration", token=MANAGEMENT).status_code == 200
+        # nomad/auth/auth.go Authenticate: an unknown secret is refused as a missing right is
         unknown = cl.request("GET", who, "/v1/nodes", token=str(uuid.uuid4()))
-        assert (unknown.status_code, unknown.text.strip()) == (403, "ACL token not found")
+        assert (unknown.status_code, unknown.text) == (403, "Permission denied")
         anonymous = cl.request("GET", who, "/v1/nodes", token=None)
         assert (anonymous.status_code, anonymous.text.strip()) == (403, "Permission denied")
         for open_path in ("/v1/status/leader", "/v1/status/peers", "/v1/agent/health", "/v1/metrics"):
@@ -455,6 +496,121 @@ def test_acl_rights_per_endpoint(cluster: Cluster) -> None:
     r = cl.request("POST", "alimesos01", f"/v1/node/{node_id}/eligibility", token=REMEDIATION,
                    json={"Eligibility": "eligible"})
     assert r.status_code == 200, r.text
+
+
+def test_unknown_and_expired_tokens_and_token_self(cluster: Cluster) -> None:
+    """Nomad 1.9 refuses an unknown, malformed or expired secret as it refuses a token lacking the right:
+    403 "Permission denied" on every RPC endpoint; GET /v1/acl/token/self tells them apart (200 and the
+    token for a token the state holds, 404 "ACL token not found" for an unknown secret). The agent
+    endpoints resolve the token themselves and word it otherwise."""
+    cl = cluster
+    unknown, malformed = str(uuid.uuid4()), "not-a-uuid"
+    read_accessor = next(t["AccessorID"] for t in ACL["nomad"]["tokens"] if t["SecretID"] == READ)
+    for who in ("alimesos02", "alibuild01"):  # a server, and a client that forwards
+        for secret in (unknown, malformed, EXPIRED, NO_NODE):
+            r = cl.request("GET", who, "/v1/nodes", token=secret)
+            assert (r.status_code, r.text) == (403, "Permission denied"), (who, secret)
+            assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        mine = cl.request("GET", who, "/v1/acl/token/self", token=READ)
+        assert mine.status_code == 200, mine.text
+        token = mine.json()
+        assert set(token) == TOKEN_FIELDS
+        assert (token["AccessorID"], token["SecretID"], token["Name"], token["Type"], token["Policies"]) == (
+            read_accessor, READ, "alice-acceptance read", "client", ["alice-acceptance-read"])
+        assert (token["Roles"], token["Global"], token["ExpirationTime"], token["ExpirationTTL"]) == (
+            None, False, None, 0)
+        assert token["CreateTime"].endswith("Z") and token["CreateIndex"] == token["ModifyIndex"] > 0
+        assert int(mine.headers["X-Nomad-Index"]) == token["ModifyIndex"]
+        assert cl.get(who, "/v1/acl/token/self", token=NO_NODE)["Name"] == "jobs only"  # known, lacks node:read
+        assert cl.get(who, "/v1/acl/token/self", token=REMEDIATION)["Type"] == "management"
+        for secret in (unknown, malformed, LONG_EXPIRED):
+            r = cl.request("GET", who, "/v1/acl/token/self", token=secret)
+            assert (r.status_code, r.text) == (404, TOKEN_NOT_FOUND), (who, secret)
+        r = cl.request("GET", who, "/v1/acl/token/self", token=None)
+        assert (r.status_code, r.text) == (500, MISSING_SECRET)
+        bearer = cl.request("GET", who, "/v1/acl/token/self", token=None, headers={"Authorization": f"Bearer {READ}"})
+        assert bearer.status_code == 200 and bearer.json()["SecretID"] == READ
+        expired = cl.get(who, "/v1/acl/token/self", token=EXPIRED)  # still stored: created 10 minutes ago
+        assert expired["ExpirationTime"] and expired["ExpirationTime"] < _ago(0)
+    assert cl.get("alimesos03", "/v1/acl/token/self", token=READ, params={"stale": ""})["SecretID"] == READ
+    assert cl.request("PUT", "alimesos02", "/v1/acl/token/self", token=READ).status_code == 405
+
+    # agent/self: the agent resolves the token itself (command/agent/http.go ResolveToken)
+    for secret, status, text in ((unknown, 403, TOKEN_NOT_FOUND), (malformed, 403, TOKEN_NOT_FOUND),
+                                 (EXPIRED, 500, RESOLVE_FAILED + TOKEN_EXPIRED), (NO_NODE, 403, "Permission denied")):
+        r = cl.request("GET", "alimesos01", "/v1/agent/self", token=secret)
+        assert (r.status_code, r.text) == (status, text), ("server", secret)
+    for secret, status, text in ((unknown, 403, "Permission denied"), (malformed, 500, RESOLVE_FAILED + NOT_A_JWT),
+                                 (EXPIRED, 500, RESOLVE_FAILED + TOKEN_EXPIRED), (NO_NODE, 403, "Permission denied")):
+        r = cl.request("GET", "alimetal01", "/v1/agent/self", token=secret)
+        assert (r.status_code, r.text) == (status, text), ("client", secret)
+
+    # `nomad system gc` takes the expired tokens at once
+    assert cl.request("PUT", "alimesos01", "/v1/system/gc", token=REMEDIATION).status_code == 200
+    gone = wait_for("the expired token collected", lambda: (r := cl.request(
+        "GET", "alimesos03", "/v1/acl/token/self", token=EXPIRED)).status_code == 404 and (r,), 5)[0]
+    assert gone.text == TOKEN_NOT_FOUND
+    assert cl.get("alimesos03", "/v1/acl/token/self", token=READ)["SecretID"] == READ
+
+
+def test_new_node_is_initializing_until_its_first_heartbeat(cluster: Cluster) -> None:
+    """client/client.go: a client registers its node `initializing`; its first heartbeat, a stagger later,
+    makes it ready (here 1 to 2 s)."""
+    cl = cluster
+    name = next(iter(EXTRA))
+    nid = cl.node_ids[name]
+    seen: list[tuple[str, str, float]] = []  # (status in /v1/node/<id>, in /v1/nodes, when)
+    cl.start(name)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            one = cl.request("GET", "alimesos02", f"/v1/node/{nid}")
+            listed = {n["ID"]: n["Status"] for n in cl.get("alimesos02", "/v1/nodes")}
+            if one.status_code == 200 and nid in listed:
+                seen.append((one.json()["Status"], listed[nid], time.monotonic()))
+                if seen[-1][:2] == ("ready", "ready"):
+                    break
+            time.sleep(0.05)
+        statuses = [s for s, _, _ in seen]
+        assert statuses and statuses[0] == "initializing" and statuses[-1] == "ready", statuses
+        assert statuses == sorted(statuses, key=lambda s: s == "ready"), "initializing, then ready, no way back"
+        assert "initializing" in {stub for _, stub, _ in seen}
+        first_ready = next(t for s, _, t in seen if s == "ready")
+        assert first_ready - seen[0][2] <= 3.0
+        node = cl.get("alimesos02", f"/v1/node/{nid}")
+        assert [e["Message"] for e in node["Events"]] == ["Node registered"]
+    finally:
+        cl.stop(name)
+        r = cl.request("PUT", "alimesos01", f"/v1/node/{nid}/purge", token=REMEDIATION)
+        assert r.status_code == 200, r.text
+    assert nid not in {n["ID"] for n in cl.get("alimesos01", "/v1/nodes")}
+
+
+def test_rate_limit_flag_answers_429_beyond_the_rate(cluster: Cluster) -> None:
+    """The lab fault rate-limit:nomad: a server with `rate-limit-nomad` (here 2 a second) answers what it
+    may and 429 beyond, as Nomad's connection limiter words it; without the flag it serves again."""
+    cl = cluster
+    who, rate = "alimesos03", 2.0
+    path, params = "/v1/status/leader", {"stale": ""}
+    cl.flag(who, RATE_LIMIT_FLAG, f"{rate:g}\n")
+    try:
+        first = wait_for("the server to rate-limit", lambda: (r := cl.request(  # (r,): a 429 Response is falsy
+            "GET", who, path, token=None, params=params)).status_code == 429 and (r,), 5, 0.05)[0]
+        assert first.text == TOO_MANY_CONNS
+        assert first.headers["Content-Type"] == "text/plain" and first.headers["Connection"].lower() == "close"
+        time.sleep(1.2)  # the bucket is full again: a burst of max(1, rate)
+        started = time.monotonic()
+        statuses = [cl.request("GET", who, "/v1/nodes", params={"stale": ""}).status_code for _ in range(8)]
+        refilled = math.ceil((time.monotonic() - started) * rate)
+        assert statuses[:2] == [200, 200], statuses
+        assert set(statuses) <= {200, 429} and statuses.count(429) >= 8 - 2 - refilled, statuses
+        # the other servers, and a client (which forwards over the RPC port), are not limited
+        for other in ("alimesos01", "alibuild01"):
+            assert [cl.request("GET", other, "/v1/nodes").status_code for _ in range(5)] == [200] * 5
+    finally:
+        cl.unflag(who, RATE_LIMIT_FLAG)
+    wait_for("the server to serve again", lambda: [cl.request(
+        "GET", who, "/v1/nodes", params={"stale": ""}).status_code for _ in range(6)] == [200] * 6, 5)
 
 
 def test_namespaces(cluster: Cluster) -> None:
@@ -548,7 +704,7 @@ def test_python_nomad_unmodified(cluster: Cluster, monkeypatch: pytest.MonkeyPat
     cl = cluster
     for var in ("NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION", "NOMAD_CACERT"):
         monkeypatch.delenv(var, raising=False)
-    for host in ("127.0.0.12", "127.0.0.21"):  # a server, and a client that forwards
+    for host in (SERVERS["alimesos02"], CLIENTS["alibuild01"]):  # a server, and a client that forwards
         n = nomad.Nomad(host=host, port=4646, secure=True, verify=cl.ca, cert=cl.cert, token=cl.token, timeout=5)
         nodes = n.nodes.get_nodes()
         assert {x["Name"] for x in nodes} == set(CLIENTS)
@@ -559,7 +715,8 @@ def test_python_nomad_unmodified(cluster: Cluster, monkeypatch: pytest.MonkeyPat
         assert {j["ID"] for j in n.jobs.get_jobs()} == DEFAULT_JOBS
         assert n.allocations.get_allocations()
 
-    n = nomad.Nomad(host="127.0.0.13", port=4646, secure=True, verify=cl.ca, cert=cl.cert, token=cl.token, timeout=5)
+    n = nomad.Nomad(host=SERVERS["alimesos03"], port=4646, secure=True, verify=cl.ca, cert=cl.cert, token=cl.token,
+                    timeout=5)
     node_id = cl.node_ids["alimetal01"]
     reply = n.node.drain_node_with_spec(node_id, {"Deadline": 30_000_000_000, "IgnoreSystemJobs": False})
     assert reply["NodeModifyIndex"] > 0
@@ -572,7 +729,8 @@ def test_python_nomad_unmodified(cluster: Cluster, monkeypatch: pytest.MonkeyPat
     wait_for("eligible", lambda: n.node.get_node(node_id)["SchedulingEligibility"] == "eligible", 3)
     assert not n.node.get_node(node_id)["Drain"]
 
-    wrong = nomad.Nomad(host="127.0.0.12", port=4646, secure=True, verify=cl.ca, cert=cl.cert, token="nope", timeout=5)
+    wrong = nomad.Nomad(host=SERVERS["alimesos02"], port=4646, secure=True, verify=cl.ca, cert=cl.cert, token="nope",
+                        timeout=5)
     with pytest.raises(nomad.api.exceptions.URLNotAuthorizedNomadException):
         wrong.nodes.get_nodes()
 
@@ -581,7 +739,7 @@ def test_clients_sync_to_consul(cluster: Cluster) -> None:
     cl = cluster
     fake = cl.fake_consul
     if fake is None:
-        pytest.skip("127.0.0.11:8500 is taken: cannot stand in for Consul")
+        pytest.skip(f"{SERVERS['alimesos01']}:8500 is taken: cannot stand in for Consul")
 
     def synced() -> bool:
         services = fake.snapshot()
@@ -595,7 +753,7 @@ def test_clients_sync_to_consul(cluster: Cluster) -> None:
     wait_for("Consul to hold the clients and exactly the running allocations", synced, 13)
     services = fake.snapshot()
     reg = services[f"_nomad-client-{cl.node_ids['alibuild01'][:8]}"]
-    assert reg["Node"] == "alibuild01" and reg["Address"] == "127.0.0.21" and reg["Datacenter"] == "cern"
+    assert reg["Node"] == "alibuild01" and reg["Address"] == CLIENTS["alibuild01"] and reg["Datacenter"] == "cern"
     assert reg["Service"] == {"ID": f"_nomad-client-{cl.node_ids['alibuild01'][:8]}", "Service": "nomad-client",
                               "Port": 4646, "Tags": ["http"]}
     assert reg["Check"]["Status"] == "passing" and reg["Check"]["CheckID"] == "nomad-client-health"
@@ -620,7 +778,7 @@ def test_acl_and_tls(cluster: Cluster) -> None:
     with pytest.raises(requests.exceptions.ConnectionError):  # SSLError is a ConnectionError
         requests.get(cl.url("alimesos01", "/v1/status/leader"), verify=cl.ca, timeout=5)
     with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get("https://127.0.0.11:4647/internal/state", verify=cl.ca, timeout=5)
+        requests.get(f"https://{SERVERS['alimesos01']}:4647/internal/state", verify=cl.ca, timeout=5)
 
 
 def test_failed_allocation_is_rescheduled_elsewhere(cluster: Cluster) -> None:
@@ -793,17 +951,21 @@ def test_dead_server_cleanup_leaderless_hold_rejoin_and_transfer(cluster: Cluste
     last = next(n for n in rest if n != second)
     wait_for("no leader without a quorum", lambda: cl.leader_of(last) == "", 10)
     node_id = cl.node_ids["alibuild01"]
-    held = {
-        "nodes": ("GET", "/v1/nodes", None),
-        "leader": ("GET", "/v1/status/leader", None),
-        "health": ("GET", "/v1/agent/health", None),
-        "autopilot": ("GET", "/v1/operator/autopilot/health", {"stale": ""}),  # never stale: the leader's
-        "write": ("POST", f"/v1/node/{node_id}/eligibility", None),
+    held: dict[str, tuple[str, str, dict[str, str] | None, str]] = {
+        "nodes": ("GET", "/v1/nodes", None, ""),
+        "leader": ("GET", "/v1/status/leader", None, ""),
+        "health": ("GET", "/v1/agent/health", None, ""),
+        "autopilot": ("GET", "/v1/operator/autopilot/health", {"stale": ""}, ""),  # never stale: the leader's
+        "write": ("POST", f"/v1/node/{node_id}/eligibility", None, ""),
+        # an RPC forwards to the leader before it looks at the token: the refusal waits for one too
+        "unknown-token": ("GET", "/v1/nodes", None, str(uuid.uuid4())),
+        "lacking-right": ("GET", "/v1/operator/raft/configuration", None, READ),
+        "token-self": ("GET", "/v1/acl/token/self", None, READ),
     }
 
-    def timed(method: str, path: str, params: dict[str, str] | None) -> tuple[float, requests.Response]:
+    def timed(method: str, path: str, params: dict[str, str] | None, token: str) -> tuple[float, requests.Response]:
         t0 = time.monotonic()
-        r = cl.request(method, last, path, params=params, json={"Eligibility": "eligible"})
+        r = cl.request(method, last, path, token=token, params=params, json={"Eligibility": "eligible"})
         return time.monotonic() - t0, r
 
     with ThreadPoolExecutor(max_workers=len(held)) as pool:
@@ -812,7 +974,7 @@ def test_dead_server_cleanup_leaderless_hold_rejoin_and_transfer(cluster: Cluste
     for what, (took, r) in results.items():
         assert 4.5 <= took <= 10, (what, took)
         assert r.status_code == 500, (what, r.text)
-    for what in ("nodes", "leader", "autopilot", "write"):
+    for what in ("nodes", "leader", "autopilot", "write", "unknown-token", "lacking-right", "token-self"):
         assert results[what][1].text.strip() == "No cluster leader", what
     health_body = results["health"][1].json()
     assert_same_shape(sample("agent_health_500_unhealthy")["body"], health_body)
@@ -824,6 +986,11 @@ def test_dead_server_cleanup_leaderless_hold_rejoin_and_transfer(cluster: Cluste
     assert cl.request("GET", last, "/v1/status/leader", params={"stale": ""}).json() == ""
     quick = cl.request("GET", last, "/v1/agent/health", token=None, params={"stale": ""})
     assert quick.status_code == 500 and quick.json()["server"]["message"] == "no leader"
+    unknown = cl.request("GET", last, "/v1/nodes", token=str(uuid.uuid4()), params={"stale": ""})
+    assert (unknown.status_code, unknown.text) == (403, "Permission denied")
+    assert cl.request("GET", last, "/v1/acl/token/self", token=READ, params={"stale": ""}).status_code == 200
+    members = cl.request("GET", last, "/v1/agent/members", token=str(uuid.uuid4()))  # Status.Members: no forward
+    assert (members.status_code, members.text) == (403, "Permission denied")
     assert time.monotonic() - t0 < 3, "stale reads are not held"
 
     # A voter comes back: a leader again; then the removed server rejoins, as a non-voter promoted once stable.
@@ -870,8 +1037,9 @@ def test_disconnect_window_closes_then_the_node_is_down() -> None:
     spec = job_spec({"ID": "ci-x", "Count": 1, "Disconnect": {"LostAfter": "30s"}}, "cern")
     cl = Rules(empty_state(), [spec], "global")
     nid = str(uuid.uuid4())
-    cl.upsert_node({"ID": nid, "Name": "alibuild01", "Datacenter": "cern", "NodeClass": "", "NodePool": "default",
-                    "HTTPAddr": "", "Meta": {}, "Drivers": {}, "Attributes": {}})
+    node, _ = cl.upsert_node({"ID": nid, "Name": "alibuild01", "Datacenter": "cern", "NodeClass": "",
+                              "NodePool": "default", "HTTPAddr": "", "Meta": {}, "Drivers": {}, "Attributes": {}})
+    cl.heartbeat(node)  # its first heartbeat: ready
     heartbeats = {nid: time.monotonic()}
     cl.reconcile(heartbeats)
     alloc = next(iter(cl.state["allocs"].values()))
@@ -888,3 +1056,68 @@ def test_disconnect_window_closes_then_the_node_is_down() -> None:
         "lost", "stop", "alloc is lost since its node is down")
     assert cl.state["nodes"][nid]["Status"] == "down"
     assert [e["Message"] for e in cl.state["nodes"][nid]["Events"]][-1] == "Node heartbeat missed"
+
+
+def test_initializing_node_gets_nothing_until_ready() -> None:
+    """The rules alone: a registered node is `initializing` and nothing is placed on it; its first heartbeat
+    makes it ready (no event) and the job is placed; a disconnected node that heartbeats again is
+    `initializing` (its allocations run on) until its next heartbeat (nomad/node_endpoint.go UpdateStatus)."""
+    spec = job_spec({"ID": "ci-x", "Count": 1, "Disconnect": {"LostAfter": "30s"}}, "cern")
+    cl = Rules(empty_state(), [spec], "global")
+    nid = str(uuid.uuid4())
+    node, _ = cl.upsert_node({"ID": nid, "Name": "alibuild01", "Datacenter": "cern", "NodeClass": "",
+                              "NodePool": "default", "HTTPAddr": "", "Meta": {}, "Drivers": {}, "Attributes": {}})
+    assert node["Status"] == "initializing"
+    heartbeats = {nid: time.monotonic()}
+    cl.reconcile(heartbeats)
+    assert not cl.state["allocs"], "nothing is placed on an initializing node"
+    cl.heartbeat(node)
+    assert node["Status"] == "ready"
+    assert [e["Message"] for e in node["Events"]] == ["Node registered"]
+    cl.reconcile(heartbeats)
+    alloc = next(iter(cl.state["allocs"].values()))
+    assert (alloc["NodeID"], alloc["ClientStatus"]) == (nid, "running")
+    heartbeats[nid] -= 60
+    cl.reconcile(heartbeats)
+    assert (node["Status"], alloc["ClientStatus"]) == ("disconnected", "unknown")
+    cl.heartbeat(node)
+    assert (node["Status"], alloc["ClientStatus"]) == ("initializing", "running")
+    cl.heartbeat(node)
+    assert node["Status"] == "ready"
+    # an initializing node that stops heartbeating is given up like a ready one
+    other, _ = cl.upsert_node({"ID": str(uuid.uuid4()), "Name": "alibuild02", "Datacenter": "cern", "NodeClass": "",
+                               "NodePool": "default", "HTTPAddr": "", "Meta": {}, "Drivers": {}, "Attributes": {}})
+    heartbeats[nid] = time.monotonic()
+    heartbeats[other["ID"]] = time.monotonic() - 60
+    cl.reconcile(heartbeats)
+    assert other["Status"] == "down"
+
+
+def test_rate_limit_token_bucket(tmp_path: Path) -> None:
+    """RateLimit alone, on a clock of its own: the flag's rate (a float; empty or unreadable: 1), a burst of
+    max(1, rate), re-read at most once a second; beyond 100 429s at once (10 a second), no answer."""
+    now = [1000.0]
+    flag = tmp_path / RATE_LIMIT_FLAG
+    limit = RateLimit(str(flag), clock=lambda: now[0])
+    assert [limit.admit() for _ in range(50)] == ["ok"] * 50  # no flag: no limit
+    assert [RateLimit.parse(t) for t in ("2", " 0.5\n", "", "fast", "0", "-3", "nan", "inf")] == [
+        2.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    flag.write_text("2.5")
+    assert limit.admit() == "ok", "the flag is looked at again only a second later"
+    now[0] += 1.0
+    assert [limit.admit() for _ in range(4)] == ["ok", "ok", "429", "429"]  # burst 2.5: two whole tokens
+    now[0] += 0.4  # +1 token
+    assert [limit.admit() for _ in range(2)] == ["ok", "429"]
+    flag.write_text("0.5 ")  # burst max(1, 0.5)
+    now[0] += 1.0
+    assert [limit.admit() for _ in range(2)] == ["ok", "429"]
+    now[0] += 1.0
+    assert limit.admit() == "429"  # half a token
+    now[0] += 1.0
+    assert limit.admit() == "ok"
+    answers = [limit.admit() for _ in range(200)]
+    assert answers.count("429") + answers.count("drop") == 200 and answers.count("429") <= 100
+    assert answers[-1] == "drop", "Nomad writes at most 10 429s a second (a burst of 100), then just closes"
+    flag.unlink()
+    now[0] += 1.0
+    assert [limit.admit() for _ in range(20)] == ["ok"] * 20

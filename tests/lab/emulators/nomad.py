@@ -9,15 +9,33 @@ allocations and replicates the state to the followers when it changed; followers
 unless ?stale, to it. Without a leader a request that needs one is held RPC_HOLD_S (5 s) and then fails
 with 500 "No cluster leader". ACLs as node.json's `acl.nomad` defines them (see acl.py): each endpoint
 needs what real Nomad requires (node:read, namespace capabilities, operator:read, management...).
+Refusals as Nomad 1.9 words them (`refusal`): an unknown, expired or malformed secret gets the same 403
+"Permission denied" as a token that lacks the right on every endpoint backed by an RPC (nomad/auth/auth.go
+Authenticate), after the RPC's forwarding to the leader (so held, then "No cluster leader", without one);
+only the endpoints an agent answers itself (agent/self) resolve the token locally: on a server 403 "ACL
+token not found" (500 for an expired one), on a client what the servers' ACL.WhoAmI says. GET
+/v1/acl/token/self (ACL.ResolveToken, no authentication) tells them apart: 200 and the token object for a
+token the state holds (an expired one until it is garbage-collected), 404 "ACL token not found" for an
+unknown secret, 500 "acl token lookup failed: missing secret id" without one. A node.json token may carry
+"ExpirationTime" or "ExpirationTTL", "CreateTime", "Global" (see `Tokens`). Error bodies are plain text
+without a newline, as Nomad writes them.
 
-Clients register and heartbeat (every 1 s) over the servers' RPC port 4647; the leader marks a node `down`
-after 6 s without a heartbeat, or `disconnected` when one of its allocations' groups has a disconnect block
-(those allocations are `unknown` for LostAfter, then lost). A client also reports failed allocations, which
-the leader reschedules by the job's policy. A client is also its node's Consul agent: a LAN member of
-Consul's servers (RPC port 8300) that syncs the node's services into the catalog. Lab faults reach a client
-through flags in node.json's `fault_dir` (default /run/alicelab): `nomad-fail-allocations` (empty: fail
-the CI allocations running here once; "job:ID[,ID]": fail every allocation of those jobs while it is
-there) and `nomad-disconnected` (stop heartbeating).
+Clients register their node `initializing` and make it `ready` with their first heartbeat, which waits a
+random stagger of up to INITIAL_HEARTBEAT_STAGGER_S (1 s) and comes at the next tick (1 to 2 s after the
+registration), then heartbeat every 1 s, over the servers' RPC port 4647 (nothing is placed on a node
+until it is ready); the leader marks a node `down` after 6 s without a heartbeat, or `disconnected` when
+one of its allocations' groups has a disconnect block (those allocations are `unknown` for LostAfter, then
+lost; back, the node is `initializing` for one heartbeat, then ready). A client also reports failed
+allocations, which the leader reschedules by the job's policy. A client is also its node's Consul agent:
+a LAN member of Consul's servers (RPC port 8300) that syncs the node's services into the catalog. Lab
+faults reach a client through flags in node.json's `fault_dir` (default /run/alicelab):
+`nomad-fail-allocations` (empty: fail the CI allocations running here once; "job:ID[,ID]": fail every
+allocation of those jobs while it is there) and `nomad-disconnected` (stop heartbeating). A server watches
+`nomad-version` (the build it reports) and `rate-limit-nomad` (RATE_LIMIT_FLAG: its HTTP API serves at most
+that many requests a second, a float, 1 when empty, burst max(1, rate), and answers the others 429 "Your IP
+is issuing too many concurrent connections, please rate limit your calls" with Connection: close, as
+Nomad's connection limiter does; see `RateLimit`); its RPC port, which the clients' forwarded requests
+use, is not limited.
 
 Jobs are given in node.json (masters only), key `jobs`, a list of:
     {
@@ -42,10 +60,14 @@ Jobs are given in node.json (masters only), key `jobs`, a list of:
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime
+import hashlib
 import json
+import math
 import os
+import random
 import re
 import signal
 import subprocess
@@ -71,14 +93,38 @@ LEADER_LOOP_S = 0.25
 MAX_TERMINAL_ALLOCS_PER_JOB = 20
 ZERO_TIME = "0001-01-01T00:00:00Z"
 NO_LEADER = "No cluster leader"
+# nomad/structs/errors.go: errPermissionDenied, errTokenNotFound, errTokenExpired
 PERMISSION_DENIED = "Permission denied"
 TOKEN_NOT_FOUND = "ACL token not found"
+TOKEN_EXPIRED = "ACL token expired"
+# command/agent/http.go ResolveToken wraps what an agent endpoint's token resolution returns with this
+RESOLVE_FAILED = "failed to resolve ACL token: "
+# nomad/encrypter.go VerifyClaim (go-jose v3's jwt.ParseSigned): a secret that is no UUID is tried as a JWT
+NOT_A_JWT = "failed to parse signed token: go-jose/go-jose: compact JWS format must have three parts"
+# nomad/state/state_store.go ACLTokenBySecretID with an empty secret (GET /v1/acl/token/self without a token)
+MISSING_SECRET = "acl token lookup failed: missing secret id"
+# nomad/config.go ACLTokenExpirationGCThreshold: an expired token stays in the state until it is this old
+ACL_TOKEN_GC_THRESHOLD_S = 3600.0
+# helper/funcs.go validUUID: nomad/auth/auth.go tries a secret that is no UUID as a workload identity (JWT)
+UUID_RE = re.compile(r"(?i)^[\da-f]{8}-[\da-f]{4}-[\da-f]{4}-[\da-f]{4}-[\da-f]{12}$")
+AGENT_LOCAL = "agent:read"  # the right of the endpoints an agent answers itself (agent/self, agent/servers)
 HOPS_HEADER = "x-alicelab-hops"
 # How long a server holds a request that needs the leader while there is none (Nomad's RPCHoldTimeout).
 RPC_HOLD_S = float(os.environ.get("ALICELAB_NOMAD_RPC_HOLD_S", "5"))
 RPC_HOLD_JITTER_S = RPC_HOLD_S / 16  # structs.JitterFraction
 FAULT_DIR = "/run/alicelab"  # where lab faults leave flags for a client (node.json "fault_dir")
 VERSION_FLAG = "nomad-version"  # a server: the build it reports instead of VERSION
+RATE_LIMIT_FLAG = "rate-limit-nomad"  # a server: its HTTP API answers at most this many requests a second
+RATE_LIMIT_RECHECK_S = 1.0  # how often a server looks at RATE_LIMIT_FLAG (a stat; the file is read when it changed)
+# command/agent/http.go connLimiter: what a Nomad agent's HTTP listener answers a client over its limit
+# (limits.http_max_conns_per_client), and how many such answers it writes (10 a second, a burst of 100;
+# beyond, it closes the connection without a word)
+TOO_MANY_CONNS = "Your IP is issuing too many concurrent connections, please rate limit your calls\n"
+TOO_MANY_REPLIES_PER_S, TOO_MANY_REPLIES_BURST = 10.0, 100.0
+# client/client.go registerAndHeartbeat: a client's first heartbeat (Node.UpdateStatus "ready") comes a random
+# stagger after its registration (initialHeartbeatStagger, 10 s upstream, shorter in the lab); the node is
+# `initializing` meanwhile
+INITIAL_HEARTBEAT_STAGGER_S = float(os.environ.get("ALICELAB_NOMAD_INITIAL_HEARTBEAT_STAGGER_S", "1"))
 FAIL_FLAG, DISCONNECT_FLAG = "nomad-fail-allocations", "nomad-disconnected"
 ALLOC_RESCHEDULED = "alloc was rescheduled because it failed"
 ALLOC_LOST = "alloc is lost since its node is down"
@@ -118,26 +164,220 @@ def namespace_of(req: base.Request) -> str:
     return req.query.get("namespace") or "default"
 
 
-def token_check(acl: NomadACL) -> base.TokenCheck:
+def error(status: int, text: str) -> base.Response:
+    """An error as Nomad's HTTP layer writes it (command/agent/http.go wrap): the message as plain text,
+    no trailing newline."""
+    return base.Response(status=status, raw=text.encode(), headers={"Content-Type": "text/plain; charset=utf-8"})
+
+
+def parse_time(text: Any) -> int | None:
+    """An RFC 3339 time (Go's, up to nanoseconds) in ns since the epoch; None when absent or unreadable."""
+    if not text or not isinstance(text, str):
+        return None
+    m = re.fullmatch(r"(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)", text.strip())
+    if not m:
+        return None
+    try:
+        whole = datetime.datetime.fromisoformat(m.group(1) + m.group(3).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    frac = int((m.group(2) or "0")[:9].ljust(9, "0"))
+    return int(whole.timestamp()) * 10**9 + frac
+
+
+class Tokens:
+    """The ACL tokens as Nomad's state holds them (node.json `acl.nomad.tokens` and the internal management
+    token), for resolving a secret (`lookup`) and for GET /v1/acl/token/self (`stored`).
+
+    Besides AccessorID, SecretID, Name, Type and Policies, a token of node.json may give "Global",
+    "CreateTime" and "ExpirationTime" (RFC 3339) or "ExpirationTTL" (a Go duration; the expiry is then
+    CreateTime + TTL, as nomad/acl_endpoint.go UpsertTokens sets it). CreateTime defaults to when the
+    emulator started, the indexes to 10, 11, ... in node.json's order (the internal token first)."""
+
+    def __init__(self, cfg: dict[str, Any] | None, acl: NomadACL, started_ns: int | None = None) -> None:
+        self.acl = acl
+        raw = {str(t["SecretID"]): t for t in (cfg or {}).get("tokens") or [] if t.get("SecretID")}
+        started = started_ns or time.time_ns()
+        self.views: dict[str, dict[str, Any]] = {}
+        self.created: dict[str, int] = {}
+        self.expires: dict[str, int | None] = {}
+        for n, (secret, authz) in enumerate(acl.by_secret.items()):
+            tok = raw.get(secret, {})
+            created = parse_time(tok.get("CreateTime")) or started
+            ttl = int(parse_duration(tok.get("ExpirationTTL"), 0.0) * 1e9)
+            expires = parse_time(tok.get("ExpirationTime")) or (created + ttl if ttl else None)
+            kind = "management" if authz.management else "client"
+            policies = [str(p) for p in tok.get("Policies") or []] or None
+            roles = list(tok.get("Roles") or []) or None
+            is_global = bool(tok.get("Global", False))
+            digest = hashlib.blake2b(json.dumps([authz.name, kind, policies, is_global, roles]).encode(),
+                                     digest_size=32).digest()
+            # nomad/structs/structs.go ACLToken, as the HTTP API encodes it (Hash: []byte, in base64)
+            self.views[secret] = {
+                "AccessorID": authz.accessor, "SecretID": secret, "Name": authz.name, "Type": kind,
+                "Policies": policies, "Roles": roles, "Global": is_global,
+                "Hash": base64.b64encode(digest).decode(), "CreateTime": rfc3339(created),
+                "ExpirationTime": rfc3339(expires) if expires else None, "ExpirationTTL": ttl,
+                "CreateIndex": 10 + n, "ModifyIndex": 10 + n,
+            }
+            self.created[secret], self.expires[secret] = created, expires
+
+    def lookup(self, secret: str) -> tuple[str, NomadAuthz | None]:
+        """("anonymous"|"ok", rights) or ("not-found"|"invalid"|"expired", None): "invalid" is an unknown
+        secret that is no UUID (nomad/auth/auth.go resolveSecretToken: ErrTokenInvalid)."""
+        if not secret:
+            return "anonymous", self.acl.anonymous
+        authz = self.acl.resolve(secret)
+        if authz is None:
+            return ("not-found" if UUID_RE.match(secret) else "invalid"), None
+        expires = self.expires.get(secret)
+        if expires is not None and expires < time.time_ns():  # ACLToken.IsExpired
+            return "expired", None
+        return "ok", authz
+
+    def expired(self) -> list[str]:
+        """The accessors of the tokens that have expired."""
+        now = time.time_ns()
+        return [self.views[s]["AccessorID"] for s, e in self.expires.items() if e is not None and e < now]
+
+    def stored(self, secret: str, collected: set[str]) -> dict[str, Any] | None:
+        """The token the state holds for this secret: an expired one too, until the garbage collector
+        removes it (nomad/core_sched.go expiredACLTokenGC: expired and created ACL_TOKEN_GC_THRESHOLD_S
+        ago; the periodic sweep's 5 minutes are not waited; `nomad system gc` takes them all at once)."""
+        view = self.views.get(secret)
+        if view is None or view["AccessorID"] in collected:
+            return None
+        expires = self.expires.get(secret)
+        if expires is not None and time.time_ns() >= max(expires, self.created[secret] +
+                                                          int(ACL_TOKEN_GC_THRESHOLD_S * 1e9)):
+            return None
+        return view
+
+
+def refusal(state: str, agent: str) -> base.Response:
+    """What Nomad answers a secret it cannot use (state "not-found", "invalid", "expired"), by where it is
+    resolved (agent "" an RPC endpoint, "server" / "client" an endpoint the agent answers itself)."""
+    if agent == "server":
+        # nomad/auth/auth.go ResolveToken (resolveTokenFromSnapshotCache): ErrTokenNotFound for any unknown
+        # secret, ErrTokenExpired; command/agent/http.go wrap turns "...: ACL token not found" into a 403
+        # and leaves "...: ACL token expired" a 500.
+        if state == "expired":
+            return error(500, RESOLVE_FAILED + TOKEN_EXPIRED)
+        return error(403, TOKEN_NOT_FOUND)
+    if agent == "client":
+        # client/acl.go resolveTokenValue asks the servers (ACL.WhoAmI, nomad/acl_endpoint.go), which return
+        # Authenticate's error as is: ErrPermissionDenied for an unknown UUID, ErrTokenExpired, or the JWT
+        # parser's error for a secret that is no UUID; only the first ends in a known error (403).
+        if state == "expired":
+            return error(500, RESOLVE_FAILED + TOKEN_EXPIRED)
+        if state == "invalid":
+            return error(500, RESOLVE_FAILED + NOT_A_JWT)
+        return error(403, PERMISSION_DENIED)
+    # nomad/auth/auth.go Authenticate: an unknown secret is ErrPermissionDenied (expired: ErrTokenExpired, no
+    # UUID: the JWT error), and every RPC endpoint answers any authentication error with ErrPermissionDenied
+    # (e.g. nomad/node_endpoint.go List: `if authErr != nil { return structs.ErrPermissionDenied }`): 403
+    # "Permission denied", as for a known token that lacks the right.
+    return error(403, PERMISSION_DENIED)
+
+
+def token_check(tokens: Tokens, agent: str,
+                hold: Callable[[base.Request], base.Response | None] | None = None) -> base.TokenCheck:
     """Resolves the request's token (X-Nomad-Token or Bearer) and checks the right the route needs:
     "node:read", "agent:read", "operator:read", "node:write", "management", or "" (any known token;
-    the handler checks namespace capabilities itself)."""
+    the handler checks namespace capabilities itself). `agent`: "server" or "client", who answers the
+    agent:read endpoints itself. `hold`: before refusing a request to an RPC endpoint, what a server
+    does first (forward to the leader: without one, the leaderless hold)."""
 
     def check(req: base.Request, need: str) -> base.Response | None:
-        authz = acl.resolve(base.bearer_token(req, "x-nomad-token"))
-        if authz is None:
-            return base.error(403, TOKEN_NOT_FOUND)  # what Nomad answers for an unknown secret
-        req.authz = authz
-        if need == "management":
-            ok = authz.management
-        elif need:
-            resource, _, level = need.partition(":")
-            ok = authz.allows(resource, level)
+        state, authz = tokens.lookup(base.bearer_token(req, "x-nomad-token"))
+        if authz is not None:
+            req.authz = authz
+            if need == "management":
+                ok = authz.management
+            elif need:
+                resource, _, level = need.partition(":")
+                ok = authz.allows(resource, level)
+            else:
+                ok = True
+            if ok:
+                return None
+            denied = error(403, PERMISSION_DENIED)
         else:
-            ok = True
-        return None if ok else base.error(403, PERMISSION_DENIED)
+            denied = refusal(state, agent if need == AGENT_LOCAL else "")
+        if hold is not None and need != AGENT_LOCAL:
+            return hold(req) or denied
+        return denied
 
     return check
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class RateLimit:
+    """The lab fault rate-limit-nomad: while `<fault_dir>/rate-limit-nomad` exists, a server's HTTP API
+    answers at most its content (requests a second, a float; empty or unreadable: 1) with a burst of
+    max(1, rate), over every caller; beyond, 429 as Nomad's HTTP listener answers a client over
+    `limits.http_max_conns_per_client` (command/agent/http.go connLimiter: the only 429 an overloaded Nomad
+    agent writes), and the connection is closed. The flag is looked at (a stat) at most every
+    RATE_LIMIT_RECHECK_S, and read only when it changed."""
+
+    def __init__(self, path: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.path, self.clock = path, clock
+        self.lock = threading.Lock()
+        self.checked = float("-inf")
+        self.seen: tuple[int, int, int] | None = None
+        self.bucket: TokenBucket | None = None  # None: no limit
+        self.replies = TokenBucket(TOO_MANY_REPLIES_PER_S, TOO_MANY_REPLIES_BURST, clock())
+
+    @staticmethod
+    def parse(text: str) -> float:
+        try:
+            rate = float(text.strip())
+        except ValueError:
+            return 1.0
+        return rate if math.isfinite(rate) and rate > 0 else 1.0
+
+    def _recheck(self, now: float) -> None:
+        self.checked = now
+        try:
+            st = os.stat(self.path)
+            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if seen == self.seen:
+                return
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                rate = self.parse(fh.read())
+        except OSError:
+            self.seen, self.bucket = None, None
+            return
+        self.seen, self.bucket = seen, TokenBucket(rate, max(1.0, rate), now)
+
+    def admit(self) -> str:
+        """"ok", "429" (answer Nomad's 429) or "drop" (close the connection without an answer)."""
+        with self.lock:
+            now = self.clock()
+            if now - self.checked >= RATE_LIMIT_RECHECK_S:
+                self._recheck(now)
+            if self.bucket is None or self.bucket.take(now):
+                return "ok"
+            return "429" if self.replies.take(now) else "drop"
+
+
+def too_many_requests() -> base.Response:
+    """command/agent/http.go connLimiter's answer, written as is: `HTTP/1.1 429 Too Many Requests`,
+    Content-Type text/plain, Connection: close."""
+    return base.Response(status=429, raw=TOO_MANY_CONNS.encode(),
+                         headers={"Content-Type": "text/plain", "Connection": "close"})
 
 
 def authz_of(req: base.Request) -> NomadAuthz:
@@ -360,7 +600,8 @@ def task_event(kind: str, ns: int, message: str = "", details: dict[str, str] | 
 
 
 def empty_state() -> dict[str, Any]:
-    return {"index": 1, "nodes": {}, "jobs": {}, "allocs": {}, "drains": {}, "disconnects": {}}
+    # acl_gc: the accessors of expired ACL tokens that `nomad system gc` removed from the state
+    return {"index": 1, "nodes": {}, "jobs": {}, "allocs": {}, "drains": {}, "disconnects": {}, "acl_gc": []}
 
 
 ACTIVE = ("pending", "running")
@@ -413,18 +654,22 @@ class Cluster:
                  "Timestamp": rfc3339(time.time_ns())}
         node["Events"] = [*(node.get("Events") or [])[-9:], event]
 
-    def set_status(self, node: dict[str, Any], status: str, message: str) -> None:
+    def set_status(self, node: dict[str, Any], status: str, message: str | None) -> None:
+        """A new status, with an event when Nomad records one (message None: none)."""
         idx = self.bump()
         node["Status"], node["StatusUpdatedAt"], node["ModifyIndex"] = status, int(time.time()), idx
-        self.node_event(node, message, "Cluster", idx)
+        if message is not None:
+            self.node_event(node, message, "Cluster", idx)
 
     def upsert_node(self, info: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Registers or updates a node from its client's fingerprint; (node, whether anything changed)."""
         nodes = self.state["nodes"]
         node: dict[str, Any] | None = nodes.get(info["ID"])
         if node is None:
+            # client/client.go setupNode: a client registers its node `initializing` (nomad/node_endpoint.go
+            # Register keeps it); the client's first heartbeat (`heartbeat`) makes it ready.
             idx = self.bump()
-            node = dict(info, Status="ready", StatusDescription="", StatusUpdatedAt=int(time.time()),
+            node = dict(info, Status="initializing", StatusDescription="", StatusUpdatedAt=int(time.time()),
                         SchedulingEligibility="eligible", Drain=False, DrainStrategy=None, LastDrain=None,
                         Events=[], CreateIndex=idx, ModifyIndex=idx, SecretID="")
             self.node_event(node, "Node registered", "Cluster", idx)
@@ -438,17 +683,24 @@ class Cluster:
         return node, changed
 
     def heartbeat(self, node: dict[str, Any]) -> None:
-        """A heartbeat from a node the servers had given up on."""
-        if node["Status"] == "disconnected":
+        """A client's heartbeat (Node.UpdateStatus "ready"), by nomad/node_endpoint.go UpdateStatus: an
+        `initializing` node becomes ready (no event); a `disconnected` one comes back `initializing` (and
+        ready at its next heartbeat, once its allocations are updated); a `down` one is ready again, with
+        the event "Node reregistered by heartbeat"."""
+        status = node["Status"]
+        if status == "disconnected":
             self.reconnect(node)
-        elif node["Status"] != "ready":
+        elif status == "initializing":
+            self.set_status(node, "ready", None)
+        elif status != "ready":
             self.set_status(node, "ready", "Node reregistered by heartbeat")
 
     def reconnect(self, node: dict[str, Any]) -> None:
-        """A disconnected node is back before its allocations were lost: they run on, and the
-        replacements placed meanwhile are stopped (the `best_score` reconcile, preferring the original)."""
+        """A disconnected node is back before its allocations were lost: they run on (the client reports
+        them running), and the replacements placed meanwhile are stopped (the `best_score` reconcile,
+        preferring the original). The node is `initializing` until its next heartbeat."""
         self.state["disconnects"].pop(node["ID"], None)
-        self.set_status(node, "ready", "Node reregistered by heartbeat")
+        self.set_status(node, "initializing", None)
         allocs = self.state["allocs"]
         for a in [a for a in allocs.values() if a["NodeID"] == node["ID"] and is_unknown(a)]:
             a["ClientStatus"], a["ClientDescription"], a["NextAllocation"] = "running", "Tasks are running", ""
@@ -555,13 +807,14 @@ class Cluster:
                 job.update(Spec=spec, ModifyIndex=idx, JobModifyIndex=idx, SubmitTime=now, Version=job["Version"] + 1)
         # Missed heartbeats: the node is down and what ran there is lost, or, when some of its allocations
         # may outlive a disconnection, it is disconnected and those are unknown until their window closes.
+        # (nomad/heartbeat.go: every node with a heartbeat timer, an `initializing` one too)
         for node in st["nodes"].values():
-            if node["Status"] not in ("ready", "disconnected"):
+            if node["Status"] not in ("ready", "initializing", "disconnected"):
                 continue
             if mono - heartbeats.get(node["ID"], 0.0) <= HEARTBEAT_TTL_S:
                 continue
             mine = [a for a in allocs.values() if a["NodeID"] == node["ID"]]
-            if node["Status"] == "ready":
+            if node["Status"] != "disconnected":
                 running = [a for a in mine if is_active(a)]
                 if any(self.lost_after(a) > 0 for a in running):
                     self.set_status(node, "disconnected", "Node heartbeat missed")
@@ -858,8 +1111,10 @@ class Server:
         self.region, self.dc = cfg.get("region", "global"), cfg.get("datacenter", "cern")
         self.token = cfg["tokens"]["nomad"]  # the internal (management) token
         self.tls = base.Tls.from_config(cfg["tls"])
-        self.acl = NomadACL((cfg.get("acl") or {}).get("nomad"), self.token)
-        self.check = token_check(self.acl)
+        acl_cfg = (cfg.get("acl") or {}).get("nomad")
+        self.acl = NomadACL(acl_cfg, self.token)
+        self.tokens = Tokens(acl_cfg, self.acl)
+        self.check = token_check(self.tokens, "server", hold=self._hold)
         self.peers = [base.Peer(id=m["nomad_id"], name=m["name"], address=f"{m['ip']}:{RPC_PORT}")
                       for m in cfg["masters"]]
         self.me = next(p for p in self.peers if p.name == self.name)
@@ -878,8 +1133,11 @@ class Server:
         self.election = base.Election(self.me, self.peers, self.tls, lambda p: f"https://{p.address}",
                                       snapshot=self._raw_state, install=self._adopt, local_index=self._index,
                                       build=self.version)
+        self.election.fault_dir = self.fault_dir  # the lab fault lag-server's flag (base.LAG_FLAG) is there too
+        self.rate_limit = RateLimit(os.path.join(self.fault_dir, RATE_LIMIT_FLAG))
         self.api = base.Router()
         self.rpc = base.Router()
+        self.http = base.Router()  # what the HTTP listener serves: the API, behind the rate-limit fault
         self._routes()
 
     def version(self) -> str:
@@ -966,7 +1224,7 @@ class Server:
                 self.election.notify_changed()
 
     def start(self) -> None:
-        base.serve(self.ip, HTTP_PORT, self.api, self.tls, self.check, name="nomad")
+        base.serve(self.ip, HTTP_PORT, self.http, self.tls, name="nomad")
         base.serve(self.ip, RPC_PORT, self.rpc, self.tls, self.check, name="nomad-rpc")
         self.election.run()
         every("leader", LEADER_LOOP_S, self._leader_tick)
@@ -1013,7 +1271,7 @@ class Server:
         else:
             leader = self.wait_leader()
             if leader is None:
-                return base.error(500, NO_LEADER)
+                return error(500, NO_LEADER)
             if leader.id != self.me.id:
                 return self.forward(req)
         self._block(req)
@@ -1041,16 +1299,29 @@ class Server:
         leader = self.wait_leader()
         hops = int(req.headers.get(HOPS_HEADER, "0") or 0)
         if leader is None or leader.id == self.me.id or hops >= 3:
-            return base.error(500, NO_LEADER)
+            return error(500, NO_LEADER)
         status, reply = base.call(f"https://{leader.address}{path}", self.tls, "POST", request_to_json(req, hops + 1),
                                   timeout=RPC_HOLD_S + 3)
         if status == 200 and isinstance(reply, dict) and "status" in reply:
             return response_from_json(reply)
-        return base.error(500, f"rpc error: {NO_LEADER}")
+        return error(500, f"rpc error: {NO_LEADER}")
+
+    def _hold(self, req: base.Request) -> base.Response | None:
+        """What an RPC endpoint does before it looks at the token: it forwards the request to the leader
+        (e.g. nomad/node_endpoint.go List: Authenticate, then forward, then `if authErr != nil`), so without
+        a leader a refused request is held too and answers 500 "No cluster leader" (None: a leader is there;
+        a ?stale read is answered here, but never autopilot's health)."""
+        if req.method == "GET" and req.flag("stale") and req.path != "/v1/operator/autopilot/health":
+            return None
+        if req.path == "/v1/agent/members":
+            return None  # nomad/status_endpoint.go Members is answered by this server: it does not forward
+        return None if self.wait_leader() is not None else error(500, NO_LEADER)
 
     def _ns_denied(self, req: base.Request, capability: str) -> base.Response | None:
         """403 unless the token has the capability in the request's namespace (?namespace=, default "default")."""
-        return None if authz_of(req).allows_ns(namespace_of(req), capability) else base.error(403, PERMISSION_DENIED)
+        if authz_of(req).allows_ns(namespace_of(req), capability):
+            return None
+        return self._hold(req) or error(403, PERMISSION_DENIED)
 
     @staticmethod
     def _in_ns(req: base.Request, capability: str) -> Callable[[str], bool]:
@@ -1069,6 +1340,15 @@ class Server:
     # --- routes
     def _routes(self) -> None:
         api, rpc = self.api, self.rpc
+
+        @self.http.route("GET|PUT|POST|DELETE|HEAD", "/{rest*}", acl=False)
+        def rate_limited(req: base.Request) -> base.Response:
+            verdict = self.rate_limit.admit()
+            if verdict == "drop":
+                raise ConnectionAbortedError("rate limited")  # the listener closes the connection unanswered
+            if verdict == "429":
+                return too_many_requests()
+            return base.dispatch(api, req, self.check)
 
         @rpc.route("POST", "/internal/election", acl=False)
         def election(req: base.Request) -> base.Response:
@@ -1097,13 +1377,13 @@ class Server:
             # Forwarded to the leader like any RPC (held while there is none); ?stale answers locally.
             leader = self.election.leader() if req.flag("stale") else self.wait_leader()
             if leader is None and not req.flag("stale"):
-                return base.error(500, NO_LEADER)
+                return error(500, NO_LEADER)
             return base.Response(body=leader.address if leader else "")
 
         @api.route("GET", "/v1/status/peers", acl=False)
         def status_peers(req: base.Request) -> base.Response:
             if not req.flag("stale") and self.wait_leader() is None:
-                return base.error(500, NO_LEADER)
+                return error(500, NO_LEADER)
             return base.Response(body=[p.address for p, _ in self.election.raft_servers()])
 
         @api.route("GET", "/v1/regions", acl=False)
@@ -1149,7 +1429,7 @@ class Server:
         @api.route("GET", "/v1/node/{node_id}", need="node:read")
         def node(req: base.Request) -> base.Response:
             nid = req.params["node_id"]
-            return self.query(req, lambda cl: cl.state["nodes"].get(nid) or base.error(404, "node not found"))
+            return self.query(req, lambda cl: cl.state["nodes"].get(nid) or error(404, "node not found"))
 
         @api.route("GET", "/v1/node/{node_id}/allocations", need="node:read")
         def node_allocs(req: base.Request) -> base.Response:
@@ -1189,10 +1469,17 @@ class Server:
         def transfer(req: base.Request) -> base.Response:
             return self._transfer(req)
 
+        @api.route("GET", "/v1/acl/token/self", acl=False)
+        def token_self(req: base.Request) -> base.Response:
+            return self._token_self(req)
+
         @api.route("PUT", "/v1/system/gc", need="management")
         def system_gc(req: base.Request) -> base.Response:
             def collect(cl: Cluster) -> base.Response:
                 cl.gc(force=True)
+                # nomad/core_sched.go forceGC: expiredACLTokenGC with a 1 ms threshold, every expired token
+                gone = cl.state.setdefault("acl_gc", [])
+                gone.extend(a for a in self.tokens.expired() if a not in gone)
                 cl.bump()
                 return base.Response(raw=b"")
 
@@ -1208,12 +1495,12 @@ class Server:
         @api.route("GET", "/v1/job/{job_id}")
         def job(req: base.Request) -> base.Response:
             return self._ns_denied(req, "read-job") or self.query(
-                req, lambda cl: cl.job_full(j) if (j := self._job(cl, req)) else base.error(404, "job not found"))
+                req, lambda cl: cl.job_full(j) if (j := self._job(cl, req)) else error(404, "job not found"))
 
         @api.route("GET", "/v1/job/{job_id}/summary")
         def job_summary(req: base.Request) -> base.Response:
             return self._ns_denied(req, "read-job") or self.query(
-                req, lambda cl: cl.summary(j) if (j := self._job(cl, req)) else base.error(404, "job not found"))
+                req, lambda cl: cl.summary(j) if (j := self._job(cl, req)) else error(404, "job not found"))
 
         @api.route("GET", "/v1/job/{job_id}/allocations")
         def job_allocs(req: base.Request) -> base.Response:
@@ -1244,9 +1531,9 @@ class Server:
             def view(cl: Cluster) -> Any:
                 a = cl.state["allocs"].get(aid)
                 if a is None:
-                    return base.error(404, "alloc not found")
+                    return error(404, "alloc not found")
                 if not authz.allows_ns(a["Namespace"], "read-job"):
-                    return base.error(403, PERMISSION_DENIED)
+                    return error(403, PERMISSION_DENIED)
                 return cl.alloc_full(a)
 
             return self.query(req, view)
@@ -1254,14 +1541,17 @@ class Server:
     # --- client heartbeats (RPC)
     def _heartbeat(self, req: base.Request) -> base.Response:
         """A client's heartbeat: {ID, Info (its fingerprint, when it changed or was asked for),
-        Failed ([{ID, ExitCode}]: allocations whose task failed)}."""
+        Failed ([{ID, ExitCode}]: allocations whose task failed), Register}. With Register (the client's
+        first call, or its answer to NeedInfo) it is Node.Register: the node is stored (a new one
+        `initializing`, a known one keeping its status) and its heartbeat timer starts; otherwise it is
+        Node.UpdateStatus "ready" (`Cluster.heartbeat`)."""
         if not self.election.is_leader():
             leader = self.election.leader()
             if leader is None:
-                return base.error(500, NO_LEADER)
+                return error(500, NO_LEADER)
             status, reply = base.call(f"https://{leader.address}{req.path}", self.tls, "POST", raw_body=req.body,
                                       headers={"X-Nomad-Token": self.token}, timeout=2.0)
-            return base.Response(body=reply) if status == 200 else base.error(500, NO_LEADER)
+            return base.Response(body=reply) if status == 200 else error(500, NO_LEADER)
         self.ensure_synced()
         body = req.json()
         info, nid = body.get("Info"), str(body["ID"])
@@ -1274,7 +1564,8 @@ class Server:
             if node is None:
                 return base.Response(body={"NeedInfo": True, "HeartbeatTTL": int(HEARTBEAT_TTL_S * 1e9),
                                            "Allocs": [], "LeaderRPCAddr": self.me.address, "Servers": []})
-            cl.heartbeat(node)
+            if not body.get("Register"):
+                cl.heartbeat(node)
             self.heartbeats[nid] = time.monotonic()
             for failure in body.get("Failed") or []:
                 a = cl.state["allocs"].get(failure.get("ID", ""))
@@ -1298,7 +1589,7 @@ class Server:
         past their reschedule limit or delay."""
         job = self._job(cl, req)
         if job is None:
-            return base.error(404, "job not found")
+            return error(404, "job not found")
         if force:
             for a in cl.state["allocs"].values():
                 if a["JobID"] == job["Spec"]["ID"] and a["ClientStatus"] == "failed" and not a["NextAllocation"]:
@@ -1312,7 +1603,7 @@ class Server:
     def _drain(self, cl: Cluster, node_id: str, body: dict[str, Any], accessor: str) -> base.Response:
         node = cl.state["nodes"].get(node_id)
         if node is None:
-            return base.error(404, "node not found")
+            return error(404, "node not found")
         spec, now = body.get("DrainSpec"), time.time_ns()
         idx = cl.bump()
         if spec:
@@ -1342,13 +1633,13 @@ class Server:
     def _eligibility(self, cl: Cluster, node_id: str, body: dict[str, Any]) -> base.Response:
         wanted = body.get("Eligibility")
         if wanted not in ("eligible", "ineligible"):
-            return base.error(400, f"invalid scheduling eligibility {wanted!r}")
+            return error(400, f"invalid scheduling eligibility {wanted!r}")
         node = cl.state["nodes"].get(node_id)
         if node is None:
-            return base.error(404, "node not found")
+            return error(404, "node not found")
         if node["DrainStrategy"] is not None and wanted == "eligible":
             # Nomad's RPC refuses this with a plain error, which the HTTP layer turns into a 500.
-            return base.error(500, "can not set node's scheduling eligibility to eligible while it is draining")
+            return error(500, "can not set node's scheduling eligibility to eligible while it is draining")
         idx = cl.bump()
         if node["SchedulingEligibility"] != wanted:
             node["SchedulingEligibility"] = wanted
@@ -1359,7 +1650,7 @@ class Server:
     def _purge(self, cl: Cluster, node_id: str) -> base.Response:
         """`nomad node purge`: the node and its allocations leave the state (a deleted machine)."""
         if cl.state["nodes"].pop(node_id, None) is None:
-            return base.error(404, "node not found")
+            return error(404, "node not found")
         for aid in [aid for aid, a in cl.state["allocs"].items() if a["NodeID"] == node_id]:
             del cl.state["allocs"][aid]
         cl.state["disconnects"].pop(node_id, None)
@@ -1370,15 +1661,15 @@ class Server:
     def _transfer(self, req: base.Request) -> base.Response:
         pid, addr = req.query.get("id"), req.query.get("address")
         if pid is None and addr is None:
-            return base.error(400, "must specify id or address")
+            return error(400, "must specify id or address")
         if pid is not None and addr is not None:
-            return base.error(400, "must specify either id or address")
+            return error(400, "must specify either id or address")
         if not (pid or addr):
-            return base.error(400, f"{'id' if pid is not None else 'address'} must be non-empty")
+            return error(400, f"{'id' if pid is not None else 'address'} must be non-empty")
         target = next((p for p, _ in self.election.raft_servers() if p.id == pid or p.address == addr), None)
         if target is None:
             what = f'id "{pid}"' if pid else f'address "{addr}"'
-            return base.error(400, f"{what} was not found in the Raft configuration")
+            return error(400, f"{what} was not found in the Raft configuration")
         if not self.election.is_leader():
             return self.forward(req)
         me = {"Address": self.me.address, "ID": self.me.id}
@@ -1387,16 +1678,43 @@ class Server:
             return base.Response(body={"From": me, "To": to, "Noop": True, "Err": None})
         self.election.wait_replicated(self.election.notify_changed(), 1.0)  # the new leader starts from our state
         if not self.election.transfer_to(target):
-            return base.error(500, f"failed to transfer leadership to {target.address}")
+            return error(500, f"failed to transfer leadership to {target.address}")
         log(f"leadership transferred to {target.name}")
         return base.Response(body={"From": me, "To": to, "Noop": False, "Err": None})
+
+    def _token_self(self, req: base.Request) -> base.Response:
+        """GET /v1/acl/token/self, as command/agent/acl_endpoint.go aclTokenSelf and the RPC it calls,
+        nomad/acl_endpoint.go ACL.ResolveToken: no authentication, the secret is looked up in the state
+        (forwarded to the leader unless ?stale, held without one). A stored token: 200 and the token,
+        also an expired one until the garbage collector removes it; an unknown secret: 404 "ACL token not
+        found" (the handler's CodedError); no secret (anonymous): the state store's lookup error, a 500."""
+        if req.flag("stale"):
+            leader = self.election.leader()
+        else:
+            leader = self.wait_leader()
+            if leader is None:
+                return error(500, NO_LEADER)
+            if leader.id != self.me.id:
+                return self.forward(req)
+        secret = base.bearer_token(req, "x-nomad-token").strip()
+        if not secret:
+            return error(500, MISSING_SECRET)
+        with self.lock:
+            collected = set(self.state.get("acl_gc") or [])
+        token = self.tokens.stored(secret, collected)
+        if token is None:
+            resp = error(404, TOKEN_NOT_FOUND)
+            # the reply's index: the last that touched the token table (setMeta runs before the 404)
+            resp.headers.update(self._headers(max(t["ModifyIndex"] for t in self.tokens.views.values()), leader))
+            return resp
+        return base.Response(body=token, headers=self._headers(token["ModifyIndex"], leader))
 
     def _autopilot_health(self, req: base.Request) -> base.Response:
         """GET /v1/operator/autopilot/health: always answered by the leader (Nomad forces AllowStale off);
         429 while some server is unhealthy."""
         leader = self.wait_leader()
         if leader is None:
-            return base.error(500, NO_LEADER)
+            return error(500, NO_LEADER)
         if leader.id != self.me.id:
             return self.forward(req)
         h = self.election.health()
@@ -1529,14 +1847,16 @@ class Client:
         self.build_dir = cfg.get("build_dir", "/build")
         self.fault_dir = cfg.get("fault_dir") or FAULT_DIR
         self.tls = base.Tls.from_config(cfg["tls"])
-        self.check = token_check(NomadACL((cfg.get("acl") or {}).get("nomad"), self.token))
+        acl_cfg = (cfg.get("acl") or {}).get("nomad")
+        self.check = token_check(Tokens(acl_cfg, NomadACL(acl_cfg, self.token)), "client")
         self.masters = [m["ip"] for m in cfg.get("masters", [])]
         self.preferred = 0  # index in masters of the server that answered last (the leader, once known)
         self.consul_preferred = 0
         self.allocs: list[dict[str, Any]] = []
         self.last_ok = 0.0
         self.known_servers: list[str] = []
-        self.sent_info = ""  # the fingerprint the servers have (as JSON)
+        self.sent_info = ""  # the fingerprint the servers have (as JSON); "": to register
+        self.status_due = 0.0  # after a registration: when the first heartbeat (status update) is due
         self.consul_registered: dict[str, dict[str, Any]] = {}  # service ID -> registration last sent
         self.consul_next_full = 0.0
         self.consul_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"consul-agent.{self.name}"))
@@ -1641,12 +1961,19 @@ class Client:
         return [a for a in self.allocs if a["JobID"].startswith("ci-") and a.get("ClientStatus") == "running"], True
 
     def heartbeat(self) -> None:
+        """Registers the node (Node.Register, with its fingerprint), then heartbeats (Node.UpdateStatus):
+        as client/client.go registerAndHeartbeat, the first heartbeat comes a random stagger (up to
+        INITIAL_HEARTBEAT_STAGGER_S) after the registration, and the node is `initializing` until then."""
         if self._flag(DISCONNECT_FLAG) is not None:
             return  # the fault `disconnect-agent`: this client no longer reaches the servers
+        if time.monotonic() < self.status_due:
+            return
         failing, once = self._failing()
         info = self.node_info()
         text = json.dumps(info, sort_keys=True)
-        body: dict[str, Any] = {"ID": self.node_id, "Failed": [{"ID": a["ID"], "ExitCode": 1} for a in failing]}
+        register = not self.sent_info
+        body: dict[str, Any] = {"ID": self.node_id, "Failed": [{"ID": a["ID"], "ExitCode": 1} for a in failing],
+                                "Register": register}
         if text != self.sent_info:
             body["Info"] = info
         reply = self.rpc("/internal/node/heartbeat", body, timeout=1.5)
@@ -1657,6 +1984,8 @@ class Client:
             return
         if "Info" in body:
             self.sent_info = text
+        if register:
+            self.status_due = time.monotonic() + random.uniform(0.0, INITIAL_HEARTBEAT_STAGGER_S)
         if failing and once:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(self.fault_dir, FAIL_FLAG))
@@ -1802,11 +2131,11 @@ class Client:
         @api.route("GET|PUT|POST|DELETE", "/v1/{rest*}", acl=False)
         def forward(req: base.Request) -> base.Response:
             if self._flag(DISCONNECT_FLAG) is not None:
-                return base.error(500, "no servers")
+                return error(500, "no servers")
             reply = self.rpc("/internal/forward", request_to_json(req, 0), timeout=RPC_HOLD_S + 5)
             if isinstance(reply, dict) and "status" in reply:
                 return response_from_json(reply)
-            return base.error(500, "no servers")
+            return error(500, "no servers")
 
 
 # --------------------------------------------------------------------------- main
