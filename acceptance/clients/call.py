@@ -14,6 +14,9 @@ reported within the deadline, not after every master was tried for every part.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -271,15 +274,32 @@ def refuse_unknown_token(snap: ApiSnapshot, caller: Caller, parts: Sequence[str]
     refused = [n for n in parts if (e := snap.error_of(n)) is not None and e.kind == "forbidden"]
     if not refused or not cfg.token:
         return
+    var = cfg.token_var or "the token"
     try:
-        caller.get(path)
-        return  # known: each refused part lacks the right it names
+        answer = caller.get(path)
     except ApiError as e:
         if e.status not in (401, 403, 404):
             return
+        why = f"is not a token {cfg.title} knows (unknown or expired: GET {path} answered {e.status})"
         status = e.status
-    var = cfg.token_var or "the token"
-    err = ApiError("auth", f"{var} is not a token {cfg.title} knows (unknown or expired: GET {path} answered "
-                           f"{status}) — set {var} to a valid token with the rights README.md lists", status=status)
+    else:  # known; Nomad still shows a token past its ExpirationTime until it is garbage-collected
+        expired = _expired_at(answer)
+        if expired is None:
+            return  # each refused part lacks the right it names
+        why, status = f"expired at {expired} (GET {path})", answer.status
+    err = ApiError("auth", f"{var} {why} — set {var} to a valid token with the rights README.md lists",
+                   status=status)
     for name in refused:
         snap.set_part(name, err)
+
+
+def _expired_at(answer: Answer) -> str | None:
+    """The token's ExpirationTime when it has passed (RFC 3339, nanoseconds cut to what Python reads)."""
+    try:
+        text = json.loads(answer.body).get("ExpirationTime")
+        when = dt.datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", str(text)).replace("Z", "+00:00"))
+    except (ValueError, AttributeError, TypeError):
+        return None
+    if when.tzinfo is None or when.year < 2000:  # Go's zero time: no expiry
+        return None
+    return str(text) if when < dt.datetime.now(dt.UTC) else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +96,11 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
 
 
 SECRET_KEYS = {
-    "nomad": lambda: secrets.token_hex(16),  # internal, management
+    # Nomad issues UUID secrets (and tries any other as a workload identity JWT)
+    "nomad": lambda: str(uuid.uuid4()),  # internal, management
     "consul": lambda: secrets.token_hex(16),  # internal, management
-    "nomad_read": lambda: secrets.token_hex(16),
-    "nomad_remediation": lambda: secrets.token_hex(16),
+    "nomad_read": lambda: str(uuid.uuid4()),
+    "nomad_remediation": lambda: str(uuid.uuid4()),
     "consul_read": lambda: secrets.token_hex(16),
     "consul_remediation": lambda: secrets.token_hex(16),
     "consul_dns": lambda: secrets.token_hex(16),

@@ -250,6 +250,23 @@ def test_an_unknown_token_is_named_as_such_not_as_a_missing_right(monkeypatch, s
     assert SECRET not in str(root)
 
 
+def test_an_expired_nomad_token_is_named_as_such(monkeypatch):
+    """Nomad still shows an expired token on /v1/acl/token/self until its garbage collection: its ExpirationTime
+    in the past says why every endpoint refuses it."""
+    from .test_api_support import sample
+
+    monkeypatch.setenv("NOMAD_TOKEN", SECRET)
+    with fake_cluster() as fakes:
+        for path in ("/v1/operator/autopilot/health", "/v1/nodes", "/v1/jobs", "/v1/allocations"):
+            fakes.nomad.set(path, Reply(403, b"Permission denied"))
+        token = dict(sample("nomad/acl_token_self"), SecretID=SECRET, ExpirationTime="2026-01-02T03:04:05.123456789Z")
+        fakes.nomad.set("/v1/acl/token/self", Reply.json(token))
+        snaps, _ = snapshots_of(fakes)
+    root = str(snaps["nomad"].root)
+    assert root.startswith("NOMAD_TOKEN expired at 2026-01-02T03:04:05.123456789Z"), root
+    assert SECRET not in root
+
+
 def test_rate_limits_and_a_just_elected_autopilot_are_retried(monkeypatch):
     """429 from a rate limit (not JSON) and 429 with "Servers": null (autopilot has not run on a new leader) are
     retried within the snapshot's deadline; the autopilot answer that follows is read."""
