@@ -7,15 +7,18 @@ with a throwaway CA; no containers.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ import pytest
 import requests
 
 from tests.lab.configs import acl_config
+from tests.lab.emulators import consul as emulator
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import FREE_MAPS, assert_same_shape
 from tests.reference import API
@@ -38,9 +42,10 @@ pytestmark = pytest.mark.emulator
 LAB = Path(__file__).resolve().parent
 SAMPLES = API / "consul"
 # Tokens: the lab's (configs.acl_config: management for the emulators' own traffic, the suite's read-only
-# and remediation tokens) plus one that sees only the servers' nodes and the "consul" service.
+# and remediation tokens, the agents' default token that DNS answers with) plus one that sees only the servers'
+# nodes and the "consul" service.
 SECRETS = {k: "consul-secret-" + uuid.uuid4().hex for k in ("nomad", "nomad_read", "nomad_remediation", "consul",
-                                                             "consul_read", "consul_remediation")}
+                                                             "consul_read", "consul_remediation", "consul_dns")}
 TOKEN, READ, REMEDIATION = SECRETS["consul"], SECRETS["consul_read"], SECRETS["consul_remediation"]
 RESTRICTED, RESTRICTED_ACCESSOR = "consul-secret-" + uuid.uuid4().hex, str(uuid.uuid4())
 ACL = acl_config(SECRETS)
@@ -49,6 +54,11 @@ ACL["consul"]["policies"]["servers-only"] = {"node_prefix": {"alimesos": {"polic
 ACL["consul"]["tokens"].append({"AccessorID": RESTRICTED_ACCESSOR, "SecretID": RESTRICTED,
                                 "Description": "servers only", "Policies": ["servers-only"]})
 AUTOPILOT_S = 2  # the emulators' autopilot interval and stabilization time in this test (10 s by default)
+RPC_HOLD_S = 4.0  # how long a server holds a request that needs a leader while there is none (7 s by default)
+AUTOPILOT_WARMUP_S = 1.5  # how long a new leader has no autopilot state (2 s by default)
+# DNS answers with each server's default token: the lab's DNS token on alimesos01 (MASTERS[0], which the DNS
+# tests query unless told otherwise), the servers-only one on alimesos02, none (anonymous) on alimesos03.
+DNS_TOKENS: list[str | None] = [SECRETS["consul_dns"], RESTRICTED, None]
 
 
 def _free(ips: list[str]) -> bool:
@@ -109,27 +119,42 @@ class Cluster:
         self.client_cert = (self.pki["nodes"]["suite"]["cert"], self.pki["nodes"]["suite"]["key"])
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.configs: dict[str, Path] = {}
-        for m in MASTERS:
+        self.fault_dirs: dict[str, Path] = {}
+        for m, dns_token in zip(MASTERS, DNS_TOKENS, strict=True):
+            acl = copy.deepcopy(ACL)
+            acl["consul"].pop("dns_token", None)
+            if dns_token:
+                acl["consul"]["dns_token"] = dns_token
+            self.fault_dirs[m["name"]] = tmp / "faults" / m["name"]
+            self.fault_dirs[m["name"]].mkdir(parents=True)
             cfg = {
                 "name": m["name"], "role": "master", "kind": None, "ip": m["ip"], "region": "global",
                 "datacenter": "cern", "masters": MASTERS, "nomad_node_id": str(uuid.uuid4()),
-                "tokens": {"nomad": "unused", "consul": TOKEN}, "acl": ACL, "tls": self.pki["nodes"][m["name"]],
-                "build_dir": "/build", "jobs": [],
+                "tokens": {"nomad": "unused", "consul": TOKEN}, "acl": acl, "tls": self.pki["nodes"][m["name"]],
+                "build_dir": "/build", "fault_dir": str(self.fault_dirs[m["name"]]), "jobs": [],
             }
             path = tmp / f"{m['name']}.json"
             path.write_text(json.dumps(cfg))
             self.configs[m["name"]] = path
-        self.session = requests.Session()
+        self.session = requests.Session()  # the main thread's (other threads make their own connections)
 
     # --- processes
     def start(self, name: str) -> None:
+        self.spawn(name)
+        self.wait_listening(name)
+
+    def spawn(self, name: str) -> None:
+        """Starts a server without waiting for it to listen."""
         env = {**os.environ, "PYTHONPATH": str(LAB), "ALICELAB_CONSUL_REFRESH_TIMEOUT_S": str(REFRESH_TIMEOUT_S),
                "ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER": "1", "ALICELAB_AUTOPILOT_INTERVAL_S": str(AUTOPILOT_S),
-               "ALICELAB_AUTOPILOT_STABILIZATION_S": str(AUTOPILOT_S)}
+               "ALICELAB_AUTOPILOT_STABILIZATION_S": str(AUTOPILOT_S), "ALICELAB_CONSUL_RPC_HOLD_S": str(RPC_HOLD_S),
+               "ALICELAB_CONSUL_AUTOPILOT_WARMUP_S": str(AUTOPILOT_WARMUP_S)}
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - handed to the subprocess
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", "emulators.consul", str(self.configs[name])], env=env, stdout=log, stderr=log
         )
+
+    def wait_listening(self, name: str) -> None:
         ip, proc = self.ip(name), self.procs[name]
 
         def listening() -> bool:
@@ -164,7 +189,9 @@ class Cluster:
         # verify= per request: a session-level value loses to REQUESTS_CA_BUNDLE from the environment.
         kw.setdefault("verify", self.ca)
         kw.setdefault("cert", self.client_cert)
-        return self.session.request(method, f"https://{ip}:8500{path}", headers=headers, timeout=5, **kw)
+        kw.setdefault("timeout", RPC_HOLD_S + 5)  # a request may be held RPC_HOLD_S
+        send = self.session.request if threading.current_thread() is threading.main_thread() else requests.request
+        return send(method, f"https://{ip}:8500{path}", headers=headers, **kw)
 
     def get(self, ip: str, path: str, token: str | None = TOKEN, **kw: Any) -> requests.Response:
         return self.request("GET", ip, path, token, **kw)
@@ -266,6 +293,13 @@ def dns_a(name: str, tcp: bool) -> set[str]:
 
 def a_records(msg: dns.message.Message) -> set[str]:
     return {r.address for rrset in msg.answer if rrset.rdtype == dns.rdatatype.A for r in rrset}
+
+
+def timed(fn: Callable[..., requests.Response], *args: Any, **kw: Any) -> tuple[requests.Response, float]:
+    """A request and how long it took to answer."""
+    t0 = time.monotonic()
+    r = fn(*args, **kw)
+    return r, time.monotonic() - t0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -398,14 +432,32 @@ def test_leader_election_quorum_and_transfer(cluster: Cluster) -> None:
     last = second
     wait_for("no leader without quorum", lambda: c.leader(via=last) == "", timeout=12)
     ip = c.ip(last)
-    r = c.put(ip, "/v1/kv/x", data=b"1")
-    assert (r.status_code, r.text.strip()) == (500, "No cluster leader")
-    assert c.get(ip, "/v1/catalog/nodes").status_code == 500
-    assert c.get(ip, "/v1/catalog/nodes?stale").status_code == 200  # stale reads are still served
+    # Without a leader, writes and consistent reads (autopilot health too) are held rpc_hold_timeout (RPC_HOLD_S
+    # here), then 500 "No cluster leader"; stale reads, /v1/status/leader and the agent's own endpoints answer
+    # at once.
+    with ThreadPoolExecutor(3) as pool:
+        held = {path: pool.submit(timed, c.request, method, ip, path, token=READ if "operator" in path else TOKEN,
+                                  data=b"1" if method == "PUT" else None)
+                for method, path in (("PUT", "/v1/kv/x"), ("GET", "/v1/catalog/nodes"),
+                                     ("GET", "/v1/operator/autopilot/health"))}
+        for path in ("/v1/catalog/nodes?stale", "/v1/status/leader", "/v1/agent/members"):
+            r, took = timed(c.get, ip, path)
+            assert r.status_code == 200 and took < 1.0, (path, r.status_code, took)
+        assert c.get(ip, "/v1/status/leader").json() == ""
+        for path, future in held.items():
+            r, took = future.result()
+            assert (r.status_code, r.text.strip()) == (500, "No cluster leader"), path
+            assert RPC_HOLD_S - 0.1 <= took < RPC_HOLD_S + 1.5, (path, took)
     members = {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}
     # failed (4); the first one may already be `left` (3): autopilot removes a dead server while a quorum remains
     assert (members[first] in (3, 4), members[follower], members[last]) == (True, 4, 1)
-    c.start(first)
+    # A request held while a server comes back is answered as soon as the election gives a leader.
+    c.spawn(first)
+    r, took = timed(c.get, ip, "/v1/catalog/nodes")
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Consul-Knownleader"] == "true"
+    assert 0.05 < took < RPC_HOLD_S, took
+    c.wait_listening(first)
     c.start(follower)
     leader = c.leader_name()
     wait_for("all three alive", lambda: len(c.get(c.ip(leader), "/v1/health/state/critical").json()) == 0)
@@ -591,8 +643,11 @@ def test_acl_rights_and_filtering(cluster: Cluster) -> None:
         r = c.get(ip, "/v1/agent/self", token=RESTRICTED)
         assert r.status_code == 403
         assert r.text.strip().endswith(f"lacks permission 'agent:read' on \"{MASTERS[0]['name']}\"")
-        assert c.get(ip, "/v1/agent/self", token=READ).status_code == 200
-        assert c.get(ip, "/v1/agent/metrics", token=READ).status_code == 200
+        # The read token (deploy/policies/consul-read.hcl) has no agent rule: agent:read is refused too.
+        r = c.get(ip, "/v1/agent/self", token=READ)
+        assert r.status_code == 403 and r.text.strip().endswith(f"'agent:read' on \"{MASTERS[0]['name']}\"")
+        assert c.get(ip, "/v1/agent/metrics", token=READ).status_code == 403
+        assert c.get(ip, "/v1/agent/self", token=TOKEN).status_code == 200
         # The read token writes nothing.
         assert c.put(ip, "/v1/kv/alice-acceptance/lock", token=READ, data=b"x").status_code == 403
         r = c.put(ip, "/v1/session/create", token=READ, json={"Name": "x"})
@@ -712,3 +767,150 @@ def test_client_agents_are_lan_members(cluster: Cluster) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_autopilot_health_right_after_an_election(cluster: Cluster) -> None:
+    """A new leader has no autopilot state until its first round (raft-autopilot's empty State): autopilot
+    health answers 429 with Healthy false and Servers null for AUTOPILOT_WARMUP_S, then 200; a follower asked
+    with ?stale answers its own (never running) autopilot's empty state."""
+    c = cluster
+    leader = c.leader_name()
+    ip = c.ip(leader)
+
+    def healthy() -> Any:
+        h = c.get(ip, "/v1/operator/autopilot/health", token=READ)
+        return h.status_code == 200 and len(h.json()["Servers"]) == 3 and all(
+            s["Voter"] for s in h.json()["Servers"]) and h.json()
+
+    wait_for("three healthy voters", healthy, 20)
+    target = next(m for m in MASTERS if m["name"] != leader)
+    r = c.request("POST", ip, f"/v1/operator/raft/transfer-leader?id={target['consul_id']}")
+    assert r.status_code == 200, r.text
+    t0 = time.monotonic()
+    for via in (target["ip"], ip):  # the new leader itself, and the old one (now a follower, which forwards)
+        r = c.get(via, "/v1/operator/autopilot/health", token=READ)
+        assert (r.status_code, r.json()) == (429, emulator.EMPTY_AUTOPILOT), via
+    r = c.get(ip, "/v1/operator/autopilot/health?stale", token=READ)
+    assert (r.status_code, r.json()) == (429, emulator.EMPTY_AUTOPILOT)
+    health = wait_for("the new leader's first autopilot round", lambda: (
+        h := c.get(target["ip"], "/v1/operator/autopilot/health", token=READ)).status_code == 200 and h.json(), 10,
+        interval=0.1)
+    assert time.monotonic() - t0 >= AUTOPILOT_WARMUP_S - 0.3
+    assert next(s["Name"] for s in health["Servers"] if s["Leader"]) == target["name"]
+    assert_same_shape(sample("operator_autopilot_health")["body"], health)
+    # A follower's own autopilot never runs: ?stale there stays empty.
+    r = c.get(ip, "/v1/operator/autopilot/health?stale", token=READ)
+    assert (r.status_code, r.json()) == (429, emulator.EMPTY_AUTOPILOT)
+
+
+def test_rate_limit_fault(cluster: Cluster) -> None:
+    """Lab fault rate-limit:consul: while <fault_dir>/rate-limit-consul holds a rate, the server answers that
+    many catalog/health/KV/session reads a second (and as many writes), then 429 (a write on the leader: 503);
+    status, operator and agent endpoints are not limited, nor are the other servers. Removed: no limit."""
+    c = cluster
+    name, ip = MASTERS[0]["name"], MASTERS[0]["ip"]
+    flag = c.fault_dirs[name] / emulator.RATE_LIMIT_FLAG
+    flag.write_text("2\n")  # 2 requests a second, burst 2
+    try:
+        # The flag is read at most once a second.
+        wait_for("the limit", lambda: c.get(ip, "/v1/catalog/nodes").status_code == 429, timeout=5, interval=0.05)
+        r = c.get(ip, "/v1/catalog/nodes")
+        assert (r.status_code, r.text.strip()) == (429, emulator.RETRY_ELSEWHERE)
+        # The limit comes before the token is even looked at (Consul's limiter stands before the RPC handler).
+        assert c.get(ip, "/v1/catalog/nodes", token="unknown").status_code == 429
+        for path, token in (("/v1/status/leader", None), ("/v1/status/peers", None), ("/v1/agent/self", TOKEN),
+                            ("/v1/agent/members", TOKEN), ("/v1/operator/raft/configuration", READ),
+                            ("/v1/agent/metrics?format=prometheus", TOKEN)):
+            assert c.get(ip, path, token=token).status_code == 200, path
+        assert c.get(MASTERS[1]["ip"], "/v1/catalog/nodes").status_code == 200
+        assert len(dns_a("consul.service.consul", False)) == 3  # nor is DNS
+        # A full bucket after a second: two reads, then 429.
+        time.sleep(1.1)
+        codes = [c.get(ip, "/v1/catalog/services").status_code for _ in range(4)]
+        assert codes[:2] == [200, 200] and codes[-1] == 429, codes
+        # Writes have a bucket of their own.
+        leader = c.leader_name()
+        writes = [c.put(ip, "/v1/kv/limited", data=b"x") for _ in range(5)]
+        assert [w.status_code for w in writes[:2]] == [200, 200], [w.text for w in writes]
+        expected = (503, emulator.RETRY_LATER) if leader == name else (429, emulator.RETRY_ELSEWHERE)
+        assert expected in [(w.status_code, w.text.strip()) for w in writes[2:]], [w.text for w in writes]
+    finally:
+        flag.unlink(missing_ok=True)
+    wait_for("the limit lifted", lambda: all(c.get(ip, "/v1/catalog/services").status_code == 200 for _ in range(6)),
+             timeout=5)
+    assert c.request("DELETE", ip, "/v1/kv/limited").status_code == 200
+
+
+def test_dns_answers_with_the_agents_default_token(cluster: Cluster) -> None:
+    """Consul DNS reads with the agent's default token: the lab's DNS token (read on every node and service)
+    sees everything; the servers-only token sees the servers and the consul service; without one (the anonymous
+    token, default deny) every name is NXDOMAIN, with the SOA."""
+    c = cluster
+    ip = MASTERS[0]["ip"]
+    register(c, ip, "alibuild09", "127.0.1.9", "ci-dns", ["x"])
+    try:
+
+        def registered(server_ip: str) -> Any:
+            return c.get(server_ip, "/v1/catalog/node/alibuild09?stale").json()
+
+        for m in MASTERS:  # DNS answers from each server's own copy
+            wait_for(f"alibuild09 on {m['name']}", partial(registered, m["ip"]))
+        # alimesos01: the lab's DNS token.
+        assert a_records(dns_query("ci-dns.service.consul", "A")) == {"127.0.1.9"}
+        assert a_records(dns_query("alibuild09.node.consul", "A", tcp=True)) == {"127.0.1.9"}
+        assert a_records(dns_query("consul.service.consul", "A")) == {m["ip"] for m in MASTERS}
+        # alimesos03: no default token.
+        anonymous = MASTERS[2]["ip"]
+        for qname in ("ci-dns.service.consul", "alibuild09.node.consul", "consul.service.consul",
+                      "alimesos01.node.consul", "_ci-dns._tcp.service.consul"):
+            for tcp in (False, True):
+                msg = dns_query(qname, "SRV" if qname.startswith("_") else "A", tcp, ip=anonymous)
+                assert (msg.rcode(), msg.answer) == (dns.rcode.NXDOMAIN, []), (qname, tcp)
+                assert [rr.rdtype for rr in msg.authority] == [dns.rdatatype.SOA], (qname, tcp)
+        ns = dns_query("consul", "NS", ip=anonymous)
+        assert (ns.rcode(), ns.answer) == (dns.rcode.NOERROR, [])
+        # alimesos02: the servers-only token (node_prefix "alimesos", service "consul").
+        restricted = MASTERS[1]["ip"]
+        assert a_records(dns_query("alimesos01.node.consul", "A", ip=restricted)) == {MASTERS[0]["ip"]}
+        srv = dns_query("consul.service.consul", "SRV", ip=restricted)
+        assert {r.port for rr in srv.answer for r in rr} == {8300} and len(srv.answer[0]) == 3
+        for qname in ("ci-dns.service.consul", "alibuild09.node.consul"):
+            msg = dns_query(qname, "A", ip=restricted)
+            assert (msg.rcode(), msg.answer) == (dns.rcode.NXDOMAIN, []), qname
+        ns = dns_query("consul", "NS", ip=restricted)
+        assert {str(r.target) for rr in ns.answer for r in rr} == {f"{m['name']}.node.cern.consul." for m in MASTERS}
+        assert {r.address for rr in ns.additional for r in rr} == {m["ip"] for m in MASTERS}
+    finally:
+        c.put(ip, "/v1/catalog/deregister", json={"Node": "alibuild09"})
+
+
+def _resolver(acl: dict[str, Any] | None) -> emulator.DnsServer:
+    """An emulated server's DNS resolver, in this process (nothing listens), its catalog holding the node
+    alibuild09 with the service "web"."""
+    me = {"name": "alimesos01", "ip": "127.0.0.1", "nomad_id": str(uuid.uuid4()), "consul_id": str(uuid.uuid4())}
+    cfg: dict[str, Any] = {"name": me["name"], "ip": me["ip"], "datacenter": "cern", "masters": [me],
+                           "tokens": {"nomad": "unused", "consul": TOKEN}, "tls": {"ca": "", "cert": "", "key": ""}}
+    if acl is not None:
+        cfg["acl"] = acl
+    server = emulator.ConsulServer(cfg)
+    server.store.apply({"op": "catalog_register", "now": time.time(), "body": {
+        "Node": "alibuild09", "Address": "127.0.1.9",
+        "Service": {"ID": "web-1", "Service": "web", "Port": 80},
+        "Check": {"CheckID": "service:web-1", "Status": "passing", "ServiceID": "web-1"}}})
+    return emulator.DnsServer(server)
+
+
+def test_dns_acl_resolution() -> None:
+    """Without `acl` in node.json DNS filters nothing; with it, the default token decides; a default token
+    that does not exist makes every lookup fail (SERVFAIL, the RPC's "ACL not found")."""
+    names = ("web.service.consul.", "alibuild09.node.consul.")
+    for acl, rcode in ((None, emulator.RCODE_OK), (ACL, emulator.RCODE_OK),
+                       ({"consul": {**ACL["consul"], "dns_token": ""}}, emulator.RCODE_NXDOMAIN),
+                       ({"consul": {**ACL["consul"], "dns_token": "no-such-token"}}, emulator.RCODE_SERVFAIL),
+                       ({}, emulator.RCODE_NXDOMAIN)):  # ACLs on, no token at all: anonymous
+        resolver = _resolver(acl)
+        for qname in names:
+            got, answers, _, authority = resolver.resolve(qname, emulator.T_A)
+            assert got == rcode, (acl, qname)
+            assert bool(answers) == (rcode == emulator.RCODE_OK), (acl, qname)
+            assert [t for _, t, _ in authority] == ([emulator.T_SOA] if rcode == emulator.RCODE_NXDOMAIN else [])

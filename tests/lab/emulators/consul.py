@@ -9,9 +9,17 @@ Model:
   state (catalog, checks, KV, sessions, client members) and applies every write ("op"); followers forward
   writes to it over the RPC port (8300) and receive the state when it changed (pushes coalesced; a
   client's write waits for them, as a raft commit would). Reads default to Consul's `default`
-  consistency: they need a known leader (else 500 "No cluster leader"); `?stale` reads any server's
-  copy, as does DNS. Autopilot (see base.Election) removes a dead server from the raft configuration
-  while a quorum remains; it has then left the LAN pool and its node leaves the catalog; back, it rejoins.
+  consistency: they need a known leader; `?stale` reads any server's copy (once it has heard from a
+  leader), as does DNS. Without a leader, writes and non-stale reads (catalog, health, KV, sessions, raft
+  configuration, autopilot health) are held RPC_HOLD_S (ALICELAB_CONSUL_RPC_HOLD_S, default 7 s, Consul's
+  rpc_hold_timeout; a blocking query also its own wait) and answered as soon as a leader appears, else
+  500 "No cluster leader"; /v1/status/leader answers "" at once, /v1/agent/* answer at once (their writes,
+  which Consul keeps in the agent's local state, fail at once: a simplification). Autopilot (see
+  base.Election) removes a dead server from the raft configuration while a quorum remains; it has then
+  left the LAN pool and its node leaves the catalog; back, it rejoins. Right after an election, for
+  AUTOPILOT_WARMUP_S (ALICELAB_CONSUL_AUTOPILOT_WARMUP_S, default 2 s: autopilot's update interval), the new
+  leader has no autopilot state yet: /v1/operator/autopilot/health answers 429 {"Healthy": false,
+  "FailureTolerance": 0, "Servers": null}, as does `?stale` on a follower (whose autopilot never runs).
 - Serf, simplified: the servers' membership follows the election (alive, failed, left); client agents
   (the lab's Nomad clients, for their node) say they are alive on the RPC port (`/internal/member`) and
   are failed after ALICELAB_CONSUL_REFRESH_TIMEOUT_S (default 15) seconds without news, `leaving` then
@@ -22,6 +30,15 @@ Model:
   endpoints refuse (403, Consul's "Permission denied: token with AccessorID ... lacks permission ..."),
   lists are filtered by node:read/service:read/session:read/key:read, with
   `X-Consul-Results-Filtered-By-ACLs: true` when something was removed and a token was given.
+  DNS answers with the agent's default token, node.json `acl.consul.dns_token` (absent: anonymous, which
+  sees nothing; unknown: SERVFAIL): a node it may not read, or a service with no instance left once those
+  it may not read are filtered out, is NXDOMAIN (with the SOA). Without `acl` in node.json DNS filters nothing.
+- Lab fault rate-limit:consul: while `<fault_dir>/rate-limit-consul` (RATE_LIMIT_FLAG; fault_dir from node.json,
+  default /run/alicelab) exists, this server's HTTP API rate-limits as Consul's request_limits do (see
+  RateLimiter): catalog, health, KV and session requests beyond the file's rate (requests/s; empty or not a
+  number: 1) answer 429 "rate limit exceeded, try again later or against a different server", or, for a write
+  on the leader, 503 "rate limit exceeded for operation that can only be performed by the leader, try again
+  later"; /v1/status/*, /v1/operator/* and /v1/agent/* are not limited, nor is DNS.
 - Sessions expire after TTL x ALICELAB_CONSUL_SESSION_TTL_MULTIPLIER (default 2, as Consul does) and
   are invalidated when one of their node checks turns critical; timers (session TTLs, check refreshes,
   members' last news) are the leader's own and start afresh on a leader change.
@@ -34,6 +51,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import math
 import os
 import random
 import re
@@ -63,6 +81,27 @@ LEAVE_S = 1.0  # a leaving member is `leaving` this long, then `left`
 SERF_STATUS = {"alive": 1, "leaving": 2, "left": 3, "failed": 4}  # serf.MemberStatus, as Consul reports it
 STATES = ("passing", "warning", "critical")
 UDP_ANSWER_LIMIT = 3  # Consul's dns_config.udp_answer_limit default
+NO_LEADER = "No cluster leader"  # agent/structs/errors.go errNoLeader; agent/http.go answers it 500, as plain text
+# agent/config/default.go: performance { rpc_hold_timeout = "7s" }: how long a server holds a request that needs the
+# leader while there is none (agent/consul/rpc.go ForwardRPC / canRetry), re-checking after a random stagger of
+# up to RPC_HOLD_S / JITTER_FRACTION (structs.JitterFraction = 16).
+RPC_HOLD_S = float(os.environ.get("ALICELAB_CONSUL_RPC_HOLD_S", "7"))
+JITTER_FRACTION = 16
+# How long a new leader's autopilot has no state yet: raft-autopilot updates it every update interval, which
+# Consul sets to ServerHealthInterval (agent/consul/autopilot.go initAutopilot: WithUpdateInterval; 2 s default).
+AUTOPILOT_WARMUP_S = float(os.environ.get("ALICELAB_CONSUL_AUTOPILOT_WARMUP_S", "2"))
+FAULT_DIR = "/run/alicelab"  # where lab faults leave flags (node.json "fault_dir")
+RATE_LIMIT_FLAG = "rate-limit-consul"  # lab fault rate-limit:consul (see RateLimiter)
+RATE_RECHECK_S = 1.0  # the flag is read again at most this often
+# agent/consul/rate/handler.go: what a server's request_limits answer beyond their rate. ErrRetryElsewhere (a read,
+# or a write on a follower) is HTTP 429, ErrRetryLater (a write on the leader, which only it can do) HTTP 503, with
+# the error's text as the body (test/integration/consul-container/test/ratelimit/ratelimit_test.go).
+RETRY_ELSEWHERE = "rate limit exceeded, try again later or against a different server"
+RETRY_LATER = "rate limit exceeded for operation that can only be performed by the leader, try again later"
+# The autopilot state raft-autopilot holds while it has not computed one (autopilot.go New: &State{}; run.go resets
+# it when autopilot stops): agent/consul/operator_autopilot_endpoint.go ServerHealth turns it into this reply, and
+# agent/operator_endpoint.go OperatorServerHealth answers 429 since it is not Healthy (Servers: a nil slice).
+EMPTY_AUTOPILOT: dict[str, Any] = {"Healthy": False, "FailureTolerance": 0, "Servers": None}
 
 
 def log(msg: str) -> None:
@@ -75,6 +114,69 @@ class OpError(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(text)
         self.status, self.text = status, text
+
+
+def stagger(limit: float) -> float:
+    """lib.RandomStagger: a random duration in [0, limit) (never 0 here, so that a wait loop cannot spin)."""
+    return max(0.01, random.uniform(0, limit))
+
+
+class RateLimiter:
+    """Lab fault rate-limit:consul. While `<fault_dir>/rate-limit-consul` exists, this server's HTTP API limits
+    requests as Consul's `limits { request_limits { mode = "enforcing" } }` does (agent/consul/rate/handler.go):
+    a token bucket for reads and one for writes (read_rate and write_rate: both the file's content as a float,
+    1.0 when it is empty or unparsable), burst max(1, rate). (Consul's burst is 10 x the rate,
+    agent/consul/server.go requestLimitsBurstMultiplier; the lab's is one second's worth, so that a fault shows
+    at a low rate.) The flag is read lazily, at most once every RATE_RECHECK_S: no thread, no idle work."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.Lock()
+        self.checked = -math.inf
+        self.rate: float | None = None  # None: no flag, no limit
+        self.buckets: dict[str, tuple[float, float]] = {}  # kind -> (tokens, when counted)
+
+    def _reload(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as fh:
+                text = fh.read(64).strip()
+        except OSError:
+            rate = None
+        else:
+            try:
+                rate = float(text)
+            except ValueError:
+                rate = 1.0
+            if not math.isfinite(rate) or rate < 0:
+                rate = 1.0
+        if rate != self.rate:
+            self.rate, self.buckets = rate, {}
+
+    def allow(self, kind: str) -> bool:
+        """Whether one more request of this kind ("read" or "write") may go through now."""
+        now = time.monotonic()
+        with self.lock:
+            if now - self.checked >= RATE_RECHECK_S:
+                self.checked = now
+                self._reload()
+            if self.rate is None:
+                return True
+            burst = max(1.0, self.rate)
+            tokens, since = self.buckets.get(kind, (burst, now))
+            tokens = min(burst, tokens + (now - since) * self.rate)
+            allowed = tokens >= 1.0
+            self.buckets[kind] = (tokens - 1.0 if allowed else tokens, now)
+            return allowed
+
+
+def rate_kind(method: str, path: str) -> str | None:
+    """What request_limits count an HTTP request as: "read", "write", or None when it is not limited. Only RPCs
+    are limited: agent/rpc/middleware/rate_limit_mappings.go makes Status.* and Operator.* exempt, and the
+    /v1/agent/ endpoints answer from the agent's own state (no RPC). Catalog, Health, KVS and Session reads
+    are reads, their writes writes."""
+    if path.startswith(("/v1/status/", "/v1/operator/", "/v1/agent/")):
+        return None
+    return "read" if method in ("GET", "HEAD") else "write"
 
 
 def parse_duration(text: Any, default: float = 0.0) -> float:
@@ -699,7 +801,14 @@ class ConsulServer:
         self.ip: str = cfg["ip"]
         self.dc: str = cfg.get("datacenter") or "dc1"
         self.token: str = cfg["tokens"]["consul"]  # the internal (management) token
-        self.acl = ConsulACL((cfg.get("acl") or {}).get("consul"), self.token)
+        acl_cfg = (cfg.get("acl") or {}).get("consul") or {}
+        self.acl = ConsulACL(acl_cfg, self.token)
+        # DNS answers with the agent's default token (acl.tokens.default; none: anonymous), as Consul's does;
+        # without `acl` in node.json at all, the lab runs without ACLs and DNS filters nothing.
+        self.dns_acl = cfg.get("acl") is not None
+        self.dns_token = str(acl_cfg.get("dns_token") or "")
+        self.fault_dir: str = cfg.get("fault_dir") or FAULT_DIR
+        self.rate_limit = RateLimiter(os.path.join(self.fault_dir, RATE_LIMIT_FLAG))
         self.tls = base.Tls.from_config(cfg["tls"])
         self.masters: list[dict[str, Any]] = cfg["masters"]
         me = next(m for m in self.masters if m["name"] == self.name)
@@ -715,8 +824,10 @@ class ConsulServer:
             install=self._install,
             local_index=self.store.index,
         )
+        self.election.fault_dir = self.fault_dir  # the Election's own lab faults read the same flags
         self.started = time.time()
         self.last_contact = time.monotonic()
+        self.contacted = False  # whether a leader ever sent us its state (raft's LastContact is not zero)
         self.applied = 0  # raft apply counter, for metrics
         self.check_runs: dict[str, float] = {}
         self.api = base.Router()
@@ -732,29 +843,58 @@ class ConsulServer:
 
     def _install(self, state: Any) -> None:
         self.last_contact = time.monotonic()
+        self.contacted = True
         if isinstance(state, dict):
             self.store.install(state)
 
     def _rpc_url(self, peer: base.Peer, path: str) -> str:
         return f"https://{peer.address}{path}"
 
-    def submit(self, op: dict[str, Any]) -> base.Response:
-        """A write: applied here when leading, else forwarded to the leader."""
-        op.setdefault("now", time.time())
-        leader = self.election.leader()
-        if leader is None:
-            return base.error(500, "No cluster leader")
-        if leader.id == self.node_id:
-            try:
-                return self._result(self.apply_local(op))
-            except OpError as exc:
-                return base.error(exc.status, exc.text)
-        status, reply = base.call(self._rpc_url(leader, "/internal/apply"), self.tls, "POST", op, timeout=3.0)
-        if status == 200 and isinstance(reply, dict):
-            return self._result(reply.get("result"))
-        if status == 0:
-            return base.error(500, f"rpc error making call: failed to reach leader {leader.address}")
-        return base.error(status, str(reply).rstrip("\n"))
+    def _had_contact(self) -> bool:
+        """Whether this server ever heard from a leader (or led): raft's LastContact is not zero."""
+        return self.contacted or self.election.leader_since > 0
+
+    def wait_leader(self, hold: float) -> base.Peer | None:
+        """The leader; while there is none, the request is held up to `hold` seconds, looking again after a
+        random stagger (agent/consul/rpc.go ForwardRPC: CHECK_LEADER, canRetry while within RPCHoldTimeout,
+        lib.RandomStagger(RPCHoldTimeout / structs.JitterFraction)); None when the hold ran out."""
+        deadline = time.monotonic() + hold
+        while True:
+            leader = self.election.leader()
+            left = deadline - time.monotonic()
+            if leader is not None or left <= 0:
+                return leader
+            time.sleep(min(left, stagger(RPC_HOLD_S / JITTER_FRACTION)))
+
+    def submit(self, op: dict[str, Any], hold: bool = True) -> base.Response:
+        """A write: applied here when leading, else forwarded to the leader. Without a leader it is held up to
+        RPC_HOLD_S, as are the leader's "No cluster leader" answers (agent/consul/rpc.go canRetry:
+        structs.IsErrNoLeader is always safe to retry), then 500 "No cluster leader". `hold=False` (the agent
+        endpoints and the server's own checks) answers at once."""
+        fresh = "now" not in op
+        deadline = time.monotonic() + (RPC_HOLD_S if hold else 0.0)
+        while True:
+            if fresh:
+                op["now"] = time.time()
+            leader = self.wait_leader(max(0.0, deadline - time.monotonic()))
+            if leader is None:
+                return base.error(500, NO_LEADER)
+            if leader.id == self.node_id:
+                try:
+                    return self._result(self.apply_local(op))
+                except OpError as exc:
+                    return base.error(exc.status, exc.text)
+            status, reply = base.call(self._rpc_url(leader, "/internal/apply"), self.tls, "POST", op, timeout=3.0)
+            if status == 200 and isinstance(reply, dict):
+                return self._result(reply.get("result"))
+            if status == 0:
+                return base.error(500, f"rpc error making call: failed to reach leader {leader.address}")
+            text = str(reply).rstrip("\n")
+            left = deadline - time.monotonic()
+            if status == 500 and text == NO_LEADER and left > 0:
+                time.sleep(min(left, stagger(RPC_HOLD_S / JITTER_FRACTION)))
+                continue
+            return base.error(status, text)
 
     def apply_local(self, op: dict[str, Any], wait: bool = True) -> Any:
         """Applies an operation on the leader; when it changed the state, the followers get it (the
@@ -787,10 +927,23 @@ class ConsulServer:
             "X-Consul-Default-Acl-Policy": "deny",
         }
 
+    def _blocking_wait(self, req: base.Request) -> float:
+        """How long a blocking query (`?index`) may wait: ?wait (default 5 min, at most 10), plus up to 1/16 of it
+        (agent/consul/rpc.go blockingQuery; structs.QueryOptions.BlockingTimeout allows the whole 1/16)."""
+        if "index" not in req.query:
+            return 0.0
+        wait = min(parse_duration(req.query.get("wait"), 300.0) or 300.0, 600.0)
+        return wait + wait / JITTER_FRACTION
+
     def read(self, req: base.Request, fn: Callable[[], Any], consistent: bool = True) -> base.Response:
-        """A catalog read: needs a leader unless `?stale`, honours blocking queries (`?index`)."""
-        if consistent and not req.flag("stale") and self.election.leader() is None:
-            return base.error(500, "No cluster leader")
+        """A catalog read, honouring blocking queries (`?index`). Consul's default consistency needs the leader:
+        without one the read is held up to RPC_HOLD_S (plus a blocking query's own wait, as
+        structs.QueryOptions.HasTimedOut allows), then 500 "No cluster leader". `?stale` reads this server's copy
+        at once, if it ever heard from a leader (agent/consul/rpc.go ForwardRPC: AllowStaleRead and
+        !raft.LastContact().IsZero(); otherwise the read is forwarded like any other)."""
+        held = consistent and not (req.flag("stale") and self._had_contact())
+        if held and self.wait_leader(RPC_HOLD_S + self._blocking_wait(req)) is None:
+            return base.error(500, NO_LEADER)
         if "index" in req.query:
             min_index = int(req.query["index"] or 0)
             wait = min(parse_duration(req.query.get("wait"), 300.0) or 300.0, 600.0)
@@ -810,7 +963,12 @@ class ConsulServer:
     def token_check(self, req: base.Request, need: str) -> base.Response | None:
         """Resolves the token (X-Consul-Token, Bearer or ?token=; none is the anonymous token) and checks
         the right a route needs ("agent:read", "operator:read", "operator:write"); the handlers check
-        and filter by node, service, key and session themselves."""
+        and filter by node, service, key and session themselves. The lab fault rate-limit:consul comes first:
+        Consul's rate limiter stands before the RPC handler, where the token is resolved
+        (agent/rpc/middleware/interceptors.go GetNetRPCRateLimitingInterceptor: a PreBodyInterceptor)."""
+        limited = self.rate_limited(req.method, req.path)
+        if limited is not None:
+            return limited
         authz = self.acl.resolve(base.bearer_token(req, "x-consul-token"))
         if authz is None:
             return base.error(403, "ACL not found")
@@ -821,6 +979,17 @@ class ConsulServer:
             if not authz.allows(resource, name or "", level):
                 return base.error(403, authz.denied(resource, level, name))
         return None
+
+    def rate_limited(self, method: str, path: str) -> base.Response | None:
+        """The answer of a request over the rate of the lab fault rate-limit:consul, else None (see RateLimiter).
+        agent/consul/rate/handler.go Allow: ErrRetryLater for a write on the leader (503), else ErrRetryElsewhere
+        (429)."""
+        kind = rate_kind(method, path)
+        if kind is None or self.rate_limit.allow(kind):
+            return None
+        if kind == "write" and self.election.is_leader():
+            return base.error(503, RETRY_LATER)
+        return base.error(429, RETRY_ELSEWHERE)
 
     @staticmethod
     def _authz(req: base.Request) -> ConsulAuthz:
@@ -921,8 +1090,20 @@ class ConsulServer:
     def _public_service(svc: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in svc.items() if k != "Datacenter"}
 
+    def autopilot_ready(self) -> bool:
+        """Whether this server's autopilot has a state: it is the leader and its first round is done. Right after
+        an election Consul's leader answers from raft-autopilot's empty State (its Start computes the first one
+        only once establishLeadership gets there, or at the first update tick when a previous run still held
+        the lock), for about one update interval: AUTOPILOT_WARMUP_S."""
+        with self.election.lock:
+            since = self.election.leader_since if self.election.leader_id == self.node_id else 0.0
+        return since > 0 and time.time() - since >= AUTOPILOT_WARMUP_S
+
     def autopilot_health(self) -> dict[str, Any]:
-        """GET /v1/operator/autopilot/health's body, as the leader computes it."""
+        """GET /v1/operator/autopilot/health's body, as the leader computes it (EMPTY_AUTOPILOT before its
+        first autopilot round)."""
+        if not self.autopilot_ready():
+            return dict(EMPTY_AUTOPILOT)
         h = self.election.health()
         servers = [{"ID": s["peer"].id, "Name": s["peer"].name, "Address": s["peer"].address,
                     "SerfStatus": s["status"], "Version": VERSION, "Leader": s["leader"],
@@ -985,7 +1166,12 @@ class ConsulServer:
         @rpc.route("POST", "/internal/apply", acl=False)
         def _apply(req: base.Request) -> base.Response:
             if not self.election.is_leader():
-                return base.error(500, "No cluster leader")
+                return base.error(500, NO_LEADER)
+            # A write forwarded by a follower meets the leader's limit too (agent/consul/rate/handler.go: the
+            # global limits apply to RPCs from servers, applyOnServer).
+            limited = self.rate_limited("PUT", "/internal/apply")
+            if limited is not None:
+                return limited
             try:
                 return base.Response(200, {"result": self.apply_local(req.json())})
             except OpError as exc:
@@ -995,18 +1181,18 @@ class ConsulServer:
         def _member_rpc(req: base.Request) -> base.Response:
             leader = self.election.leader()
             if leader is None:
-                return base.error(500, "No cluster leader")
+                return base.error(500, NO_LEADER)
             if leader.id != self.node_id:
                 status, reply = base.call(self._rpc_url(leader, "/internal/member"), self.tls, "POST",
                                           raw_body=req.body, timeout=2.0)
-                return base.Response(200, reply) if status == 200 else base.error(500, "No cluster leader")
+                return base.Response(200, reply) if status == 200 else base.error(500, NO_LEADER)
             return base.Response(200, self.apply_local({"op": "member", "body": req.json(), "now": time.time()},
                                                        wait=False))
 
         @rpc.route("GET", "/internal/autopilot", acl=False)
         def _autopilot_rpc(req: base.Request) -> base.Response:
             if not self.election.is_leader():
-                return base.error(500, "No cluster leader")
+                return base.error(500, NO_LEADER)
             return base.Response(200, self.autopilot_health())
 
         @rpc.route("POST", "/internal/transfer-leader", acl=False)
@@ -1098,20 +1284,21 @@ class ConsulServer:
         def _svc_register(req: base.Request) -> base.Response:
             body = canon(req.json() or {})
             return (self._deny(req, "service", str(body.get("Name") or body.get("Service") or ""), "write")
-                    or self.submit({"op": "agent_service_register", "node": self.name, "body": body}))
+                    or self.submit({"op": "agent_service_register", "node": self.name, "body": body}, hold=False))
 
         @api.route("PUT", "/v1/agent/service/deregister/{sid}")
         def _svc_deregister(req: base.Request) -> base.Response:
             with self.store.lock:
                 svc = self.store.s["Services"].get(self.name, {}).get(req.params["sid"])
             return ((self._deny(req, "service", svc["Service"], "write") if svc else None)
-                    or self.submit({"op": "agent_service_deregister", "node": self.name, "id": req.params["sid"]}))
+                    or self.submit({"op": "agent_service_deregister", "node": self.name, "id": req.params["sid"]},
+                               hold=False))
 
         @api.route("PUT", "/v1/agent/check/register")
         def _chk_register(req: base.Request) -> base.Response:
             body = canon(req.json() or {})
             return (self._check_write(req, self.name, str(body.get("ServiceID") or ""))
-                    or self.submit({"op": "agent_check_register", "node": self.name, "body": body}))
+                    or self.submit({"op": "agent_check_register", "node": self.name, "body": body}, hold=False))
 
         def _existing_check_write(req: base.Request) -> base.Response | None:
             with self.store.lock:
@@ -1121,21 +1308,21 @@ class ConsulServer:
         @api.route("PUT", "/v1/agent/check/deregister/{cid}")
         def _chk_deregister(req: base.Request) -> base.Response:
             return _existing_check_write(req) or self.submit(
-                {"op": "agent_check_deregister", "node": self.name, "id": req.params["cid"]})
+                {"op": "agent_check_deregister", "node": self.name, "id": req.params["cid"]}, hold=False)
 
         @api.route("PUT", "/v1/agent/check/update/{cid}")
         def _chk_update(req: base.Request) -> base.Response:
             body = canon(req.json() or {})
             return _existing_check_write(req) or self.submit(
                 {"op": "agent_check_update", "node": self.name, "id": req.params["cid"],
-                 "status": body.get("Status", ""), "output": body.get("Output", "")})
+                 "status": body.get("Status", ""), "output": body.get("Output", "")}, hold=False)
 
         for verb, status in (("pass", "passing"), ("warn", "warning"), ("fail", "critical")):
 
             def _chk_verb(req: base.Request, status: str = status) -> base.Response:
                 return _existing_check_write(req) or self.submit(
                     {"op": "agent_check_update", "node": self.name, "id": req.params["cid"], "status": status,
-                     "output": req.query.get("note", "")})
+                     "output": req.query.get("note", "")}, hold=False)
 
             api.route("PUT", f"/v1/agent/check/{verb}/{{cid}}")(_chk_verb)
 
@@ -1287,23 +1474,35 @@ class ConsulServer:
 
         @api.route("GET", "/v1/operator/autopilot/health", need="operator:read")
         def _autopilot_health(req: base.Request) -> base.Response:
-            leader = self.election.leader()
-            if leader is None:
-                return base.error(500, "No cluster leader")
-            if leader.id == self.node_id:
-                body = self.autopilot_health()
+            # agent/consul/operator_autopilot_endpoint.go ServerHealth: ForwardRPC to the leader (held without
+            # one, as any read), or, with ?stale, this server's own autopilot state, which on a follower is
+            # raft-autopilot's empty State (autopilot only runs on the leader; run.go resets it when it stops).
+            if req.flag("stale") and self._had_contact() and not self.election.is_leader():
+                body: Any = dict(EMPTY_AUTOPILOT)
             else:
-                status, body = base.call(self._rpc_url(leader, "/internal/autopilot"), self.tls, timeout=3.0)
-                if status != 200 or not isinstance(body, dict):
-                    return base.error(500, "No cluster leader")
-            # 429 while some server is unhealthy (Consul's OperatorServerHealth)
+                deadline = time.monotonic() + RPC_HOLD_S
+                while True:
+                    leader = self.wait_leader(max(0.0, deadline - time.monotonic()))
+                    if leader is None:
+                        return base.error(500, NO_LEADER)
+                    if leader.id == self.node_id:
+                        body = self.autopilot_health()
+                        break
+                    status, body = base.call(self._rpc_url(leader, "/internal/autopilot"), self.tls, timeout=3.0)
+                    if status == 200 and isinstance(body, dict):
+                        break
+                    left = deadline - time.monotonic()
+                    if status != 500 or left <= 0:
+                        return base.error(500, NO_LEADER)
+                    time.sleep(min(left, stagger(RPC_HOLD_S / JITTER_FRACTION)))  # it lost the leadership
+            # agent/operator_endpoint.go OperatorServerHealth: 429 when the reply is not Healthy
             return base.Response(200 if body["Healthy"] else 429, body)
 
         @api.route("POST|PUT", "/v1/operator/raft/transfer-leader", need="operator:write")
         def _raft_transfer(req: base.Request) -> base.Response:
             leader = self.election.leader()
             if leader is None:
-                return base.error(500, "No cluster leader")
+                return base.error(500, NO_LEADER)
             if leader.id == self.node_id:
                 return self._transfer_leader(req.query.get("id", ""))
             status, reply = base.call(self._rpc_url(leader, "/internal/transfer-leader"), self.tls, "POST",
@@ -1426,7 +1625,7 @@ class ConsulServer:
 
     def _transfer_leader(self, target_id: str) -> base.Response:
         if not self.election.is_leader():
-            return base.error(500, "No cluster leader")
+            return base.error(500, NO_LEADER)
         raft = [p for p, voter in self.election.raft_servers() if voter]
         if target_id:
             target = next((p for p in raft if p.id == target_id), None)
@@ -1479,7 +1678,7 @@ class ConsulServer:
             status, output = probe(d, timeout, self.tls)
             if status != old:
                 self.submit({"op": "agent_check_update", "node": self.name, "id": cid, "status": status,
-                             "output": output, "ttl_only": False})
+                             "output": output, "ttl_only": False}, hold=False)
 
     def run(self) -> None:
         base.serve(self.ip, RPC_PORT, self.rpc, self.tls, name="consul-rpc")
@@ -1671,8 +1870,23 @@ class DnsServer:
         name, rtype, rdata = rec
         return encode_name(name) + struct.pack(">HHIH", rtype, 1, 0, len(rdata)) + rdata  # TTL 0
 
+    def _visible(self) -> tuple[bool, ConsulAuthz | None]:
+        """(answerable, token) for this query: DNS reads with the agent's default token (agent/dns.go: every
+        lookup's QueryOptions.Token is d.agent.tokens.UserToken(), acl.tokens.default, else anonymous) and the
+        catalog filters what that token may not read (Catalog.NodeServices and Health.ServiceNodes filterACL).
+        An unknown token makes the RPC fail ("ACL not found"): not answerable (SERVFAIL, rCodeFromError).
+        No ACLs in node.json: no token, nothing filtered."""
+        if not self.server.dns_acl:
+            return True, None
+        authz = self.server.acl.resolve(self.server.dns_token)
+        return authz is not None, authz
+
     def resolve(self, qname: str, qtype: int) -> tuple[int, list[Record], list[Record], list[Record]]:
-        """(rcode, answers, additional, authority) for a name, from this server's copy of the state."""
+        """(rcode, answers, additional, authority) for a name, from this server's copy of the state (DNS reads
+        are stale: dns_config.allow_stale), as the DNS token may read it: a node it may not read (node:read), or
+        a service of which no instance is left once those it may not read (service:read on the service,
+        node:read on its node) are filtered out, is NXDOMAIN with the SOA in the authority section, as a name
+        that does not exist (agent/dns.go nodeLookup / serviceLookup: errNameNotFound; handleQuery adds the SOA)."""
         labels = qname.rstrip(".").lower().split(".")
         dc = self.server.dc.lower()
         soa = [("consul.", T_SOA, soa_rdata(dc))]
@@ -1685,8 +1899,34 @@ class DnsServer:
             labels = labels[:-2]
         if labels == [] and qtype in (T_SOA, T_ANY):
             return RCODE_OK, soa, [], []
+        answerable, authz = self._visible()
+        if not answerable:
+            return RCODE_SERVFAIL, [], [], []
+
+        def may_read(node: dict[str, Any], svc: dict[str, Any] | None = None) -> bool:
+            if authz is None:
+                return True
+            return authz.allows("node", node["Node"], "read") and (
+                svc is None or authz.allows("service", svc["Service"], "read"))
+
+        def healthy(name: str, tag: str = "") -> list[tuple[dict[str, Any], dict[str, Any]]]:
+            """The instances the token may read; Consul's default (dns_config.only_passing = false) then drops
+            only those with a critical check. Callers hold the store's lock."""
+            return [(n, s) for n, s, checks in self.server.store.instances(name, tag)
+                    if may_read(n, s) and all(c["Status"] != "critical" for c in checks)]
+
         if labels == [] and qtype == T_NS:
-            return RCODE_OK, [("consul.", T_NS, encode_name(f"{self.server.name}.node.{dc}.consul."))], [], []
+            # agent/dns.go nameservers: up to three servers of the "consul" service, as the token sees them
+            with self.server.store.lock:
+                servers = healthy("consul")
+            random.shuffle(servers)
+            ns: list[Record] = []
+            glue: list[Record] = []
+            for node, _ in servers[:3]:
+                fqdn = f"{node['Node'].lower()}.node.{dc}.consul."
+                ns.append(("consul.", T_NS, encode_name(fqdn)))
+                glue.append((fqdn, T_A, _ip(node["Address"])))
+            return RCODE_OK, ns, glue, []
         if len(labels) >= 3 and labels[-1] == dc and labels[-2] in ("service", "node"):
             labels = labels[:-1]  # legacy <name>.service.<dc>.consul
         name, tag = "", ""
@@ -1701,23 +1941,22 @@ class DnsServer:
         with self.server.store.lock:
             state = self.server.store.s
             if len(labels) == 2 and labels[1] == "node":
-                node = next((n for n in state["Nodes"].values() if n["Node"].lower() == labels[0]), None)
-                if node is None:
+                found: dict[str, Any] | None = next(
+                    (n for n in state["Nodes"].values() if n["Node"].lower() == labels[0]), None)
+                if found is None or not may_read(found):
                     return RCODE_NXDOMAIN, [], [], soa
                 if qtype in (T_A, T_ANY):
-                    return RCODE_OK, [(qname, T_A, _ip(node["Address"]))], [], []
+                    return RCODE_OK, [(qname, T_A, _ip(found["Address"]))], [], []
                 return RCODE_OK, [], [], soa
             if not name:
                 return RCODE_NXDOMAIN, [], [], soa
-            instances = self.server.store.instances(name, tag)
-            # Consul's default (dns_config.only_passing = false) drops only instances with a critical check.
-            healthy = [(n, s) for n, s, checks in instances if all(c["Status"] != "critical" for c in checks)]
-        if not healthy:
+            instances = healthy(name, tag)
+        if not instances:
             return RCODE_NXDOMAIN, [], [], soa
-        random.shuffle(healthy)
+        random.shuffle(instances)
         answers: list[Record] = []
         extra: list[Record] = []
-        for node, svc in healthy:
+        for node, svc in instances:
             addr = svc["Address"] or node["Address"]
             if qtype == T_SRV:
                 if svc["Address"] and svc["Address"] != node["Address"]:
