@@ -288,8 +288,14 @@ def _fresh_backup(node: Node) -> str:
 
 # --- Nomad
 def _nomad(method: str, path: str, body: object = None) -> tuple[int, object]:
-    """A Nomad call through the first master, with the lab's internal (management) token."""
-    return labapi.nomad(method, cluster.current().masters[0].ip, path, body)
+    """A Nomad call with the lab's internal (management) token, through the first master that answers (another
+    fault may have stopped one), as the CLI fails over between its servers."""
+    answer: tuple[int, object] = (0, None)
+    for master in cluster.current().masters:
+        answer = labapi.nomad(method, master.ip, path, body)
+        if 0 < answer[0] < 500:
+            return answer
+    return answer
 
 
 def _drain(node: Node) -> str:

@@ -914,3 +914,26 @@ def test_dns_acl_resolution() -> None:
             assert got == rcode, (acl, qname)
             assert bool(answers) == (rcode == emulator.RCODE_OK), (acl, qname)
             assert [t for _, t, _ in authority] == ([emulator.T_SOA] if rcode == emulator.RCODE_NXDOMAIN else [])
+
+
+def test_force_leave_prunes_a_failed_client_agent(cluster: Cluster) -> None:
+    """An agent gone for good stays a failed member (serfHealth critical) until an operator force-leaves it:
+    operator:write; an alive member is left alone; -prune takes it out of the member list and the catalog."""
+    c, ip = cluster, MASTERS[0]["ip"]
+    name, addr = "alibuild43", ip.rsplit(".", 1)[0] + ".43"
+
+    def status() -> int | None:
+        return {m["Name"]: m["Status"] for m in c.get(ip, "/v1/agent/members").json()}.get(name)
+
+    member_says(c, ip, name, addr)
+    wait_for(f"{name} alive", lambda: status() == 1)
+    assert c.put(ip, f"/v1/agent/force-leave/{name}?prune=1").json() is False  # alive: it would rejoin at once
+    wait_for(f"{name} failed", lambda: status() == 4, REFRESH_TIMEOUT_S + 8)
+    refused = c.put(ip, f"/v1/agent/force-leave/{name}?prune=1", token=READ)
+    assert refused.status_code == 403 and "operator:write" in refused.text
+    assert c.put(ip, f"/v1/agent/force-leave/{name}?prune=1").status_code == 200
+    wait_for(f"{name} out of the members", lambda: status() is None)
+    wait_for(f"{name} out of the catalog", lambda: name not in {
+        n["Node"] for n in c.get(ip, "/v1/catalog/nodes").json()})
+    assert c.get(ip, "/v1/health/state/critical").json() == []
+    assert c.put(ip, "/v1/agent/force-leave/nosuchnode").status_code == 500

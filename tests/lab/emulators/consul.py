@@ -641,6 +641,25 @@ class Store:
             self.bump()
         return {"Known": name in self.s["Nodes"]}
 
+    def op_force_leave(self, op: dict[str, Any]) -> Any:
+        """`consul force-leave [-prune] NODE`: a failed client agent goes `left` (and out of the catalog), with
+        prune out of the member list too (agent/agent.go ForceLeave / ForceLeaveWithPrune: serf's
+        RemoveFailedNode(Prune)). An alive member is left alone: it would rejoin by gossip at once."""
+        name, prune, now = str(op["name"]), bool(op.get("prune")), op["now"]
+        member = self.s["Members"].get(name)
+        if member is None:
+            raise OpError(500, f"agent: No node found with name '{name}'")
+        if member["Status"] == "alive":
+            return False
+        if prune:
+            del self.s["Members"][name]
+            self.member_seen.pop(name, None)
+        else:
+            member["Status"], member["Since"] = "left", now
+        self._member_node(name, member["Addr"], member["ID"], "left", False, now)
+        self.bump()
+        return True
+
     def _member_node(self, name: str, ip: str, node_id: str, status: str, server: bool, now: float) -> bool:
         """The catalog follows a LAN member as Consul's leader makes it: an alive or failed member is a
         node with a serfHealth check (passing or critical), a member that left is deregistered."""
@@ -1215,6 +1234,12 @@ class ConsulServer:
             # filtered by node:read (agent-local: the header is set here, only for a request with a token)
             kept = self._keep(req, self.members(), lambda a, m: self._node_ok(a, m["Name"]))
             return base.Response(200, kept, headers=self._filtered_header(req))
+
+        # agent/agent_endpoint.go AgentForceLeave: operator:write; ?prune also drops it from the member list
+        @api.route("PUT", "/v1/agent/force-leave/{node}", need="operator:write")
+        def _force_leave(req: base.Request) -> base.Response:
+            return self.submit({"op": "force_leave", "name": req.params["node"], "prune": req.flag("prune"),
+                                "now": time.time()})
 
         @api.route("GET", "/v1/agent/self", need="agent:read")
         def _self(req: base.Request) -> base.Response:
