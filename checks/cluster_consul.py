@@ -13,8 +13,8 @@ RUNBOOK = "Cluster architecture description"
 
 
 @check("cluster.consul.leader", runbook=RUNBOOK, severity="critical", roles=[CLUSTER], needs=())
-def test_leader(consul_snapshot: ConsulSnapshot) -> None:
-    assert_leader("Consul", consul_snapshot)
+def test_leader(consul_snapshot: ConsulSnapshot, inventory: Inventory) -> None:
+    assert_leader("Consul", consul_snapshot, inventory)
 
 
 @check("cluster.consul.voters", runbook=RUNBOOK, severity="critical", roles=[CLUSTER], needs=())

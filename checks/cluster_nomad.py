@@ -15,8 +15,8 @@ RUNBOOK_AGENT = "Creating a agent"
 
 
 @check("cluster.nomad.leader", runbook=RUNBOOK, severity="critical", roles=[CLUSTER], needs=())
-def test_leader(nomad_snapshot: NomadSnapshot) -> None:
-    assert_leader("Nomad", nomad_snapshot)
+def test_leader(nomad_snapshot: NomadSnapshot, inventory: Inventory) -> None:
+    assert_leader("Nomad", nomad_snapshot, inventory)
 
 
 @check("cluster.nomad.peers", runbook=RUNBOOK, severity="critical", roles=[CLUSTER], needs=())

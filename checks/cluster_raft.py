@@ -19,12 +19,19 @@ def masters(inventory: Inventory) -> list[str]:
     return names
 
 
-def assert_leader(title: str, snap: RaftSnapshot) -> None:
+def assert_leader(title: str, snap: RaftSnapshot, inventory: Inventory) -> None:
+    """A leader elected, one of the raft peers, and one of the inventory's masters: told by its identity
+    (autopilot's Leader, else the ip:port it reports resolved against the masters' names)."""
     err = snap.error_of("leader")
     if err is not None and err.kind == "no-leader":
         raise AssertionError(f"no {title} leader elected: {err}")
     peers = snap.peers if snap.error_of("peers") is None else []
     problems = raft.leader_problems(title, snap.leader, peers)
+    autopilot = snap.autopilot if snap.error_of("autopilot") is None else None
+    nodes = [(n.name, n.address) for n in inventory.nodes if n.role == "master"]
+    if not problems and raft.leading_master(snap.leader, autopilot, nodes) is None:
+        problems.append(f"the {title} leader {snap.leader} is none of the inventory's masters "
+                        f"({', '.join(name for name, _ in nodes)})")
     assert not problems, "; ".join(problems)
 
 

@@ -484,3 +484,21 @@ def test_prometheus_client_wrong_ca(tls_server):
     snap = prometheus_api.fetch(c, [])
     assert snap.root is not None and "TLS verification failed" in str(snap.root)
     assert f"with apis.tls.ca={tls_server['wrong']} — set apis.tls.ca to the cluster CA" in str(snap.root)
+
+
+def test_a_leader_that_is_none_of_the_masters_fails_the_leader_check():
+    """A leader whose identity matches no master of the inventory (autopilot's Leader a stranger, its address
+    none of theirs) is reported, never taken for one of them."""
+    with fake_cluster() as fakes:
+        ap = json.loads(fakes.nomad.routes["/v1/operator/autopilot/health"].body)  # type: ignore[union-attr]
+        ap["Servers"][0].update(Name="stranger.global", Address="10.1.2.3:4647")
+        ap["Servers"][0]["Leader"] = True
+        fakes.nomad.set("/v1/operator/autopilot/health", Reply.json(ap))
+        fakes.nomad.set("/v1/status/leader", Reply.json("10.1.2.3:4647"))
+        peers = json.loads(fakes.nomad.routes["/v1/status/peers"].body)  # type: ignore[union-attr]
+        fakes.nomad.set("/v1/status/peers", Reply.json(["10.1.2.3:4647", *peers[1:]]))
+        snaps, inv = snapshots_of(fakes)
+    results = run_checks(snaps, inv)
+    leader = results["cluster.nomad.leader[cluster]"]
+    assert leader.outcome == "failed" and "the Nomad leader 10.1.2.3:4647 is none of the inventory's masters" in (
+        leader.message), leader
