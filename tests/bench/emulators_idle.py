@@ -26,7 +26,7 @@ from typing import Any
 
 import requests
 
-from tests.lab.configs import JOBS, acl_config
+from tests.lab.configs import JOBS, SECRET_KEYS, acl_config
 from tests.lab.pki import make_ca_and_certs
 
 LAB = Path(__file__).resolve().parents[1] / "lab"
@@ -67,8 +67,7 @@ def main() -> None:
     clients = [f"alibuild{i + 1:02d}" for i in range(args.clients)]
     ips = dict(zip(masters, MASTER_IPS, strict=True)) | {c: f"127.0.6.{i + 1}" for i, c in enumerate(clients)}
     pki = make_ca_and_certs(root / "tls", {**ips, "bench": "127.0.0.1"})
-    secrets = {k: uuid.uuid4().hex for k in ("nomad", "nomad_read", "nomad_remediation", "consul", "consul_read",
-                                             "consul_remediation")}
+    secrets = {k: str(uuid.uuid4()) for k in SECRET_KEYS}
     master_list = [{"name": m, "ip": ips[m], "nomad_id": str(uuid.uuid4()), "consul_id": str(uuid.uuid4())}
                    for m in masters]
     procs: dict[str, subprocess.Popen[bytes]] = {}

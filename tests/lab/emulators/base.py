@@ -377,10 +377,15 @@ def _env_float(name: str, default: float) -> float:
         return default
 
 
+FAULT_DIR = "/run/alicelab"  # where lab faults leave flags (node.json "fault_dir")
+LAG_FLAG = "raft-lag"  # lab fault lag-server: this server is a slow raft follower while the flag exists
+
+
 class Election:
     """Leader election among the servers, sufficient for the lab's needs: a leader exists only while a
     majority can talk to each other, a lost leader is replaced, and leadership can be handed to a chosen
-    server. Not raft: no log; the leader replicates its state whole (see `notify_changed`).
+    server. Not raft: the leader replicates its state whole (see `notify_changed`), and the raft log is
+    only counted (see "Raft log" below).
 
     Each server talks to each peer from a thread of its own over a kept-alive connection: a small
     heartbeat every HEARTBEAT_S (`/internal/election`), and, from the leader, the state when it changed
@@ -392,9 +397,48 @@ class Election:
     The leader also keeps the raft configuration as autopilot does (cleanup_dead_servers, on by
     default in Nomad and Consul): every AUTOPILOT_INTERVAL_S it removes failed voters from the
     configuration (never more than (voters-1)/2, so a quorum remains) and their serf status becomes
-    `left`; a server that comes back rejoins as a non-voter and is promoted after STABILIZATION_S.
-    The configuration travels with the leader's heartbeats. (Simplification: quorum is counted over
-    all configured servers, not over the current voters.)
+    `left`; a server that comes back rejoins as a non-voter and is promoted once it has been healthy for
+    STABILIZATION_S. The configuration travels with the leader's heartbeats. (Simplification: quorum is
+    counted over all configured servers, not over the current voters.)
+
+    Raft log. Each server holds a last log index and the term of that entry (`log_index`, `log_term`). The
+    leader appends: one entry when it takes office (raft's no-op of a new term), one per state change
+    (`notify_changed`), and ENTRIES_PER_S in the background, as a real Nomad or Consul leader commits entries
+    all the time (node heartbeats and status, evaluations, autopilot, Consul's coordinate updates and
+    anti-entropy); its index is never below the application's own (`local_index`), as X-Nomad-Index or
+    X-Consul-Index never pass raft's. Its heartbeats and pushes carry (index, term); a follower takes them
+    (raft's AppendEntries) and reports what it holds in every reply. A lagging follower (below) keeps what it
+    had, so at ENTRIES_PER_S it trails by more than MAX_TRAILING_LOGS within a few seconds.
+
+    Autopilot's health (`health`), judged as hashicorp/raft-autopilot's `ServerState.isHealthy` (types.go)
+    with Nomad's and Consul's defaults: a server is healthy when its serf status is alive, its LastContact is
+    at most LAST_CONTACT_THRESHOLD_S (the leader's own: 0), its LastTerm is the leader's and its LastIndex
+    is within MAX_TRAILING_LOGS of the leader's. LastTerm and LastIndex are what the server itself last
+    reported; the leader's index it is compared with is the leader's at the moment that report arrived (as
+    raft-autopilot's state.go reads the leader's index next to the servers' stats, so that both are of the
+    same moment).
+
+    LastContact. Raft's leader talks to a follower continuously (heartbeats every HeartbeatTimeout/10,
+    entries as they come), and LastContact is how long ago the follower last heard from it: a few ms on a
+    healthy network. The emulator exchanges with a peer only every HEARTBEAT_S (idle CPU), so it cannot
+    take the time since the last exchange literally; it reports what a follower contacted continuously
+    would: the latency of the last exchange (the round trip of the last heartbeat or push, measured by
+    the leader) plus how late the next one is (the time past the moment it was due, HEARTBEAT_S after the
+    last reply):
+
+        LastContact = last_rtt + max(0, now - last_reply - HEARTBEAT_S)
+
+    A healthy follower stays at a round trip or two (a few ms idle, some tens of ms on a loaded machine);
+    one that answers late reports its latency, and one that does not answer grows without bound. No
+    allowance is added: raft-autopilot has none beyond the threshold itself.
+
+    Lab fault lag-server: while `<fault_dir>/raft-lag` (LAG_FLAG) exists, this server is a slow follower:
+    it answers its leader's heartbeats and pushes LAG_DELAY_S late (in the connection's own thread: nothing
+    else waits), takes neither the leader's log index nor its state (so its LastIndex trails), and stays
+    alive, a voter and a follower (its leader's messages still reach it on time, so it never stands for
+    election, and its replies keep it far from FAIL_AFTER_S). Without the flag it catches up at the next
+    exchange. On the leader the flag does nothing (it has no leader to lag behind) until it follows.
+    fault_dir: the constructor's argument, else $ALICELAB_FAULT_DIR, else /run/alicelab (FAULT_DIR).
     """
 
     HEARTBEAT_S = 1.0
@@ -403,7 +447,12 @@ class Election:
     LEADER_TIMEOUT_S = 4.0
     COALESCE_S = 0.05
     AUTOPILOT_INTERVAL_S = _env_float("ALICELAB_AUTOPILOT_INTERVAL_S", 10.0)
-    STABILIZATION_S = _env_float("ALICELAB_AUTOPILOT_STABILIZATION_S", 10.0)
+    # Autopilot's configuration, Nomad's and Consul's defaults (raft-autopilot types.go `Config`):
+    STABILIZATION_S = _env_float("ALICELAB_AUTOPILOT_STABILIZATION_S", 10.0)  # ServerStabilizationTime
+    LAST_CONTACT_THRESHOLD_S = _env_float("ALICELAB_AUTOPILOT_LAST_CONTACT_THRESHOLD_S", 0.2)  # LastContactThreshold
+    MAX_TRAILING_LOGS = int(_env_float("ALICELAB_AUTOPILOT_MAX_TRAILING_LOGS", 250))  # MaxTrailingLogs
+    ENTRIES_PER_S = _env_float("ALICELAB_RAFT_ENTRIES_PER_S", 100.0)  # the leader's background commits
+    LAG_DELAY_S = (0.3, 0.5)  # how late a lagging follower answers its leader (uniform)
 
     def __init__(
         self,
@@ -415,10 +464,13 @@ class Election:
         install: Callable[[Any], None] | None = None,
         local_index: Callable[[], int] | None = None,
         build: Callable[[], str] | None = None,
+        fault_dir: str | None = None,
     ) -> None:
         self.me, self.peers, self.tls, self.base_url = me, [p for p in peers if p.id != me.id], tls, base_url
         self.snapshot, self.install, self.local_index = snapshot, install, local_index or (lambda: 0)
         self.build = build or (lambda: "")  # this server's version, as it tells the leader in every reply
+        # where lab faults leave flags (LAG_FLAG); an attribute, so that its owner may also set it later
+        self.fault_dir = fault_dir or os.environ.get("ALICELAB_FAULT_DIR") or FAULT_DIR
         self.peer_build: dict[str, str] = {}
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
@@ -432,7 +484,13 @@ class Election:
         self.version = 0
         self.acked: dict[str, int] = {}
         self.push_backoff: dict[str, float] = {}
+        self.refused: set[str] = set()  # peers that answered our last push without taking it
         self.applied = (0, 0)
+        # the raft log, counted: last index and its term; the leader's background appends
+        self.log_index = 0
+        self.log_term = 0
+        self.log_tick = 0.0
+        self.log_credit = 0.0
         # the raft configuration and the servers that left it
         self.voters: set[str] = {p.id for p in self.all_peers()}
         self.nonvoters: dict[str, float] = {}  # id -> since when it has been healthy (leader's clock)
@@ -442,7 +500,17 @@ class Election:
         self.next_reconcile = 0.0
         self.healthy: dict[str, bool] = {}
         self.stable_since: dict[str, float] = {}
+        # what each peer reported in its last reply to this server's heartbeat or push: its log term and
+        # index, with this server's own index at that moment; when that reply came and how long it took
+        self.peer_term: dict[str, int] = {}
         self.peer_index: dict[str, int] = {}
+        self.peer_ref: dict[str, int] = {}
+        self.contact_at: dict[str, float] = {}
+        self.contact_rtt: dict[str, float] = {}
+
+    def lagging(self) -> bool:
+        """Whether the lab fault lag-server is on for this server (LAG_FLAG in fault_dir)."""
+        return os.path.exists(os.path.join(self.fault_dir, LAG_FLAG))
 
     # --- what the API reports
     def leader(self) -> Peer | None:
@@ -475,23 +543,21 @@ class Election:
             return [(p, p.id in self.voters) for p in self.all_peers() if p.id in self.voters or p.id in self.nonvoters]
 
     def health(self) -> dict[str, Any]:
-        """Autopilot's view of the servers (meaningful on the leader): per server its serf status,
-        whether it is healthy (alive and in recent contact with the leader), voter, last contact (s),
-        term, index and since when its health is what it is; the failure tolerance."""
+        """Autopilot's view of the servers (meaningful on the leader): per server its serf status, whether
+        it is healthy (see the class: raft-autopilot's rules), voter, LastContact (s), LastTerm, LastIndex
+        and since when its health is what it is; the failure tolerance (healthy voters - quorum, as
+        raft-autopilot's state.go counts it)."""
         now, wall = time.monotonic(), time.time()
-        local = self.local_index()
         with self.lock:
             servers = []
             for p in self.all_peers():
                 if p.id not in self.voters and p.id not in self.nonvoters:
                     continue
                 mine = p.id == self.me.id
-                contact = 0.0 if mine else max(0.0, now - self.last_reply.get(p.id, -1e9))
-                status = self._status(p.id)
-                healthy = status == "alive" and (mine or contact < 2.5 * self.HEARTBEAT_S)
-                servers.append({"peer": p, "status": status, "healthy": healthy, "voter": p.id in self.voters,
-                                "leader": p.id == self.leader_id, "last_contact": min(contact, 1e6),
-                                "term": self.term, "index": local if mine else self.peer_index.get(p.id, 0),
+                contact, term, index, _ = self._stats(p.id, now)
+                servers.append({"peer": p, "status": self._status(p.id), "healthy": self._healthy(p.id, now),
+                                "voter": p.id in self.voters, "leader": p.id == self.leader_id,
+                                "last_contact": min(contact, 1e6), "term": term, "index": index,
                                 "build": self.build() if mine else self.peer_build.get(p.id, ""),
                                 "stable_since": self.stable_since.get(p.id, self.leader_since or wall)})
             healthy_voters = sum(1 for s in servers if s["voter"] and s["healthy"])
@@ -499,9 +565,53 @@ class Election:
             return {"healthy": all(s["healthy"] for s in servers), "failure_tolerance": tolerance,
                     "servers": servers, "leader": self.leader_id, "voters": sorted(self.voters)}
 
+    def _stats(self, pid: str, now: float) -> tuple[float, int, int, int]:
+        """A server's (LastContact in s, LastTerm, LastIndex) and the leader's index to hold its LastIndex
+        against (caller holds the lock). LastContact: see the class; the leader's own is 0, as raft's
+        Stats() give "last_contact" 0 on the leader; never heard from: infinite (raft's "never")."""
+        if pid == self.me.id:
+            return 0.0, self.log_term, self.log_index, self.log_index
+        at = self.contact_at.get(pid)
+        contact = float("inf") if at is None else self.contact_rtt.get(pid, 0.0) + max(0.0, now - at - self.HEARTBEAT_S)
+        ref = self.peer_ref.get(pid, 0) if self.leader_id == self.me.id else self._leader_log()[1]
+        return contact, self.peer_term.get(pid, 0), self.peer_index.get(pid, 0), ref
+
+    def _leader_log(self) -> tuple[int, int]:
+        """The leader's (LastTerm, LastIndex): ours when leading, else what the leader last reported."""
+        if self.leader_id == self.me.id:
+            return self.log_term, self.log_index
+        return self.peer_term.get(self.leader_id, 0), self.peer_index.get(self.leader_id, 0)
+
+    def _keeping_up(self, pid: str, now: float) -> bool:
+        """Whether a server's contact and log are within autopilot's limits (caller holds the lock):
+        hashicorp/raft-autopilot types.go `isHealthy`, its LastContact and MaxTrailingLogs rules."""
+        contact, _, index, ref = self._stats(pid, now)
+        # LastContact > LastContactThreshold is unhealthy (types.go isHealthy)
+        if contact > self.LAST_CONTACT_THRESHOLD_S:
+            return False
+        # LastIndex + MaxTrailingLogs < the leader's last index is unhealthy (types.go isHealthy)
+        return index + self.MAX_TRAILING_LOGS >= ref
+
+    def _healthy(self, pid: str, now: float) -> bool:
+        """Autopilot's judgement of one server (caller holds the lock): hashicorp/raft-autopilot types.go
+        `ServerState.isHealthy`, given the leader's term and index as state.go `buildServerState` does."""
+        leader_term, leader_index = self._leader_log()
+        # no leader term or index yet (raft not bootstrapped): nothing is healthy (types.go isHealthy)
+        if not leader_term or not leader_index:
+            return False
+        # the application (serf) must see the server alive (types.go isHealthy: NodeStatus != NodeAlive)
+        if self._status(pid) != "alive":
+            return False
+        # LastTerm must be the leader's (types.go isHealthy: Stats.LastTerm != lastTerm)
+        if self._stats(pid, now)[1] != leader_term:
+            return False
+        return self._keeping_up(pid, now)
+
     # --- the protocol, answered on the RPC port
     def on_message(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """A peer tells us its term and leader (and, from a leader, the raft configuration)."""
+        """A peer tells us its term and leader (and, from a leader, the raft configuration and its log
+        index); the reply says ours, with what we hold of the log."""
+        lagging = self.lagging()
         with self.lock:
             sender = self._peer(msg.get("from", ""))
             if sender is not None and sender.id != self.me.id:
@@ -512,13 +622,28 @@ class Election:
                 # term; as terms only go up, that would last: the lower-named one keeps the leadership.
                 self.leader_id = sender.id
                 self.last_heard = time.monotonic()
-            self._follow(msg)
+            ours = self._follow(msg)
+            if ours and not lagging:
+                self._take_log(msg)
             if msg.get("handoff") == self.me.id and msg.get("leader") == msg["from"]:
                 # The leader asks us to take over: a new term with us as leader.
                 self.term = max(self.term, msg["term"]) + 1
                 self._become_leader()
-            return {"term": self.term, "leader": self.leader_id, "from": self.me.id,
-                    "applied": list(self.applied), "index": self.local_index(), "build": self.build()}
+            reply = {"term": self.term, "leader": self.leader_id, "from": self.me.id, "applied": list(self.applied),
+                     "last_term": self.log_term, "index": self.log_index, "build": self.build()}
+        if ours and lagging:
+            time.sleep(random.uniform(*self.LAG_DELAY_S))  # a slow follower: the answer comes late
+        return reply
+
+    def _take_log(self, msg: dict[str, Any]) -> None:
+        """A follower takes its leader's log (index and term) from a heartbeat or push: raft's
+        AppendEntries, where the follower's log becomes the leader's. Caller holds the lock."""
+        if "index" not in msg:
+            return
+        index, term = int(msg["index"]), int(msg["term"])
+        # within a term the leader's index only grows (a push may arrive after a later heartbeat)
+        self.log_index = max(self.log_index, index) if term == self.log_term else index
+        self.log_term = term
 
     def _follow(self, msg: dict[str, Any]) -> bool:
         """Adopts the sender's term and leader when they are news; True when it is our leader speaking."""
@@ -548,39 +673,61 @@ class Election:
 
     def on_replicate(self, msg: dict[str, Any]) -> dict[str, Any]:
         """The leader's state (whole): installed when it comes from the leader of the current term."""
+        lagging = self.lagging()
         with self.lock:
             ours = msg["term"] >= self.term and self._follow(msg)
-            reply = {"term": self.term, "leader": self.leader_id, "from": self.me.id}
-        if ours and self.install is not None:
-            self.install(msg["state"])
+        if ours and not lagging:
+            if self.install is not None:
+                self.install(msg["state"])
             with self.lock:
                 self.applied = (int(msg["term"]), int(msg["version"]))
+                self._take_log(msg)
+        with self.lock:
+            reply = {"term": self.term, "leader": self.leader_id, "from": self.me.id, "applied": list(self.applied),
+                     "last_term": self.log_term, "index": self.log_index}
+        if ours and lagging:
+            time.sleep(random.uniform(*self.LAG_DELAY_S))  # a slow follower: takes nothing, answers late
         return reply
 
     def notify_changed(self) -> int:
         """The leader's state changed: followers get it (coalesced); returns the version to wait for."""
         with self.cond:
             self.version += 1
+            if self.leader_id == self.me.id:
+                self.log_index += 1  # the change is an entry of the leader's log
             self.cond.notify_all()
             return self.version
 
     def wait_replicated(self, version: int, timeout: float) -> bool:
-        """Waits until every live follower holds `version` (as a raft commit waits for its followers)."""
+        """Waits until every live follower that keeps up holds `version`, and a majority does (a raft commit
+        needs a majority; a follower autopilot sees lagging is not waited for, as raft's leader does not
+        wait for a slow follower). The followers that keep up are waited for too, so that a stale read on
+        any of them sees the write."""
         deadline = time.monotonic() + timeout
+        quorum = len(self.all_peers()) // 2 + 1
         with self.cond:
             while True:
-                behind = [p for p in self.peers if self.alive.get(p.id) and self.acked.get(p.id, 0) < version]
-                left = deadline - time.monotonic()
-                if not behind or self.leader_id != self.me.id or left <= 0:
-                    return not behind
+                now = time.monotonic()
+                behind = [p for p in self.peers if self.alive.get(p.id) and self.acked.get(p.id, 0) < version
+                          and self._keeping_up(p.id, now)]
+                holders = 1 + sum(1 for p in self.peers if self.acked.get(p.id, 0) >= version)
+                done = not behind and holders >= quorum
+                left = deadline - now
+                if done or self.leader_id != self.me.id or left <= 0:
+                    return done
                 self.cond.wait(min(left, 0.1))
 
     def _become_leader(self) -> None:
         """Caller holds the lock."""
         self.leader_id = self.me.id
         self.leader_since = time.time()
+        # The log goes on from the longest one we know of (raft elects only an up-to-date server), with the
+        # new term's first entry (raft's no-op).
+        self.log_index = max([self.log_index, *self.peer_index.values()]) + 1
+        self.log_term = self.term
+        self.log_tick, self.log_credit = time.monotonic(), 0.0
         self.version += 1
-        self.acked = {}
+        self.acked, self.refused = {}, set()
         self.next_reconcile = time.monotonic() + self.AUTOPILOT_INTERVAL_S
         self.healthy, self.stable_since = {}, {}
         self.cond.notify_all()
@@ -609,7 +756,9 @@ class Election:
     def _loop(self) -> None:
         while True:
             try:
-                self._decide()
+                # the application's index, outside our lock (the application takes its own)
+                floor = self.local_index() if self.leader_id == self.me.id else 0
+                self._decide(floor)
             except Exception as exc:  # test equipment must keep going
                 print(f"election: {exc!r}", file=sys.stderr, flush=True)
             time.sleep(self.HEARTBEAT_S / 2)
@@ -625,8 +774,11 @@ class Election:
                 with self.cond:
                     if not self._push_due(p):
                         self.cond.wait(max(0.0, next_beat - time.monotonic()))
-                    push = self._push_due(p)
                     beat = time.monotonic() >= next_beat
+                    # A push takes the place of a heartbeat, except after one the peer refused (a lagging
+                    # follower, or a rival leader of the same term): then the heartbeat goes first, as only it
+                    # carries the configuration and settles two leaders of one term (see on_message).
+                    push = self._push_due(p) and not (beat and p.id in self.refused)
                 if push:
                     time.sleep(self.COALESCE_S)  # writes close together travel in one push
                     self._push(p)
@@ -644,18 +796,18 @@ class Election:
             if self.leader_id == self.me.id:
                 msg["config"] = {"voters": sorted(self.voters), "nonvoters": sorted(self.nonvoters),
                                  "left": sorted(self.left), "index": self.config_index}
+                msg["index"] = self.log_index
+        sent = time.monotonic()
         status, reply = call(self.base_url(p) + "/internal/election", self.tls, "POST", msg,
                              timeout=self.CALL_TIMEOUT_S)
         if status != 200 or not isinstance(reply, dict):
             return
         with self.cond:
-            self.last_reply[p.id] = time.monotonic()
-            self.alive[p.id] = True
+            self._contact(p, sent, reply)
             if reply["term"] > self.term:
                 self.term, self.leader_id = reply["term"], reply["leader"]
                 self.last_heard = time.monotonic()
             elif self.leader_id == self.me.id:
-                self.peer_index[p.id] = int(reply.get("index") or 0)
                 self.peer_build[p.id] = str(reply.get("build") or "")
                 term, version = reply.get("applied") or (0, 0)
                 if term != self.term:
@@ -670,23 +822,44 @@ class Election:
                 return
             term, version = self.term, self.version
         raw = self.snapshot()
-        head = json.dumps({"term": term, "leader": self.me.id, "from": self.me.id, "version": version})
+        with self.lock:
+            index = self.log_index
+        head = json.dumps({"term": term, "leader": self.me.id, "from": self.me.id, "version": version,
+                           "index": index})
         body = head[:-1].encode() + b', "state": ' + raw + b"}"
+        sent = time.monotonic()
         status, reply = call(self.base_url(p) + "/internal/replicate", self.tls, "POST", raw_body=body,
                              timeout=self.CALL_TIMEOUT_S + 1)
         with self.cond:
             if status == 200 and isinstance(reply, dict):
-                self.last_reply[p.id] = time.monotonic()
-                self.alive[p.id] = True
+                self._contact(p, sent, reply)
+                held = reply.get("applied") or [term, version]
                 if reply["term"] > self.term:
                     self.term, self.leader_id = reply["term"], reply["leader"]
-                elif reply["term"] == term == self.term:
+                elif reply["term"] == term == self.term and held[0] == term and held[1] >= version:
                     self.acked[p.id] = max(self.acked.get(p.id, 0), version)
+                    self.refused.discard(p.id)
+                else:
+                    # it did not take the state (a lagging follower, a rival leader): again after a heartbeat
+                    self.push_backoff[p.id] = time.monotonic() + self.HEARTBEAT_S
+                    self.refused.add(p.id)
                 self.cond.notify_all()
             else:
                 self.push_backoff[p.id] = time.monotonic() + self.HEARTBEAT_S
 
-    def _decide(self) -> None:
+    def _contact(self, p: Peer, sent: float, reply: dict[str, Any]) -> None:
+        """A peer answered our heartbeat or push sent at `sent`: it is alive; the exchange's round trip
+        (LastContact, see the class) and the log term and index it reports, with our own index at this
+        moment to hold them against. Caller holds the lock."""
+        now = time.monotonic()
+        self.last_reply[p.id] = self.contact_at[p.id] = now
+        self.alive[p.id] = True
+        self.contact_rtt[p.id] = now - sent
+        self.peer_term[p.id] = int(reply.get("last_term") or 0)
+        self.peer_index[p.id] = int(reply.get("index") or 0)
+        self.peer_ref[p.id] = self.log_index
+
+    def _decide(self, floor: int = 0) -> None:
         now = time.monotonic()
         with self.cond:
             self.alive = {p.id: now - self.last_reply.get(p.id, -1e9) < self.FAIL_AFTER_S for p in self.peers}
@@ -695,6 +868,7 @@ class Election:
                 if not quorum:
                     self.leader_id = ""  # a leader cut off from the majority steps down
                 else:
+                    self._append(now, floor)
                     self._autopilot(now)
                 return
             stale = now - self.last_heard > self.LEADER_TIMEOUT_S
@@ -709,19 +883,30 @@ class Election:
             elif not quorum:
                 self.leader_id = ""
 
+    def _append(self, now: float, floor: int) -> None:
+        """The leader's background entries since the last round, at ENTRIES_PER_S; never below the
+        application's index (caller holds the lock)."""
+        self.log_credit += max(0.0, now - self.log_tick) * self.ENTRIES_PER_S
+        self.log_tick = now
+        entries = int(self.log_credit)
+        self.log_credit -= entries
+        self.log_index = max(self.log_index + entries, floor)
+
     def _autopilot(self, now: float) -> None:
         """The leader's autopilot round (caller holds the lock)."""
         changed = False
+        healthy = {p.id: p.id == self.me.id or self._healthy(p.id, now) for p in self.all_peers()}
         for p in self.peers:
             alive = self.alive.get(p.id, False)
             if alive and p.id not in self.voters and p.id not in self.nonvoters:
                 self.left.discard(p.id)  # back: it rejoins the configuration as a non-voter
                 self.nonvoters[p.id] = now
                 changed = True
-            elif not alive and p.id in self.nonvoters:
+            elif not healthy[p.id] and p.id in self.nonvoters:
                 self.nonvoters[p.id] = now  # stabilization starts again once it is healthy
         for pid, since in list(self.nonvoters.items()):
-            if self.alive.get(pid) and now - since >= self.STABILIZATION_S:
+            # promoted once healthy for ServerStabilizationTime (raft-autopilot stable_promoter.go, IsStable)
+            if self.alive.get(pid) and healthy.get(pid) and now - since >= self.STABILIZATION_S:
                 del self.nonvoters[pid]
                 self.voters.add(pid)
                 changed = True
@@ -739,11 +924,11 @@ class Election:
         if changed:
             self.config_index += 1
         wall = time.time()
-        for p in self.all_peers():
-            healthy = p.id == self.me.id or bool(self.alive.get(p.id))
-            if self.healthy.get(p.id) != healthy:
-                self.healthy[p.id] = healthy
-                self.stable_since[p.id] = wall
+        for pid, now_healthy in healthy.items():
+            # StableSince: when its health last changed (raft-autopilot state.go buildServerState)
+            if self.healthy.get(pid) != now_healthy:
+                self.healthy[pid] = now_healthy
+                self.stable_since[pid] = wall
 
 
 def jitter(limit: float) -> float:
