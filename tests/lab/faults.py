@@ -147,7 +147,7 @@ def _partition(node: Node) -> str:
 def _reconnect(node: Node) -> str:
     info = inspect(node.name)
     if info and NETWORK not in info["NetworkSettings"]["Networks"]:
-        docker("network", "connect", "--ip", node.ip, NETWORK, node.name, timeout=60)
+        docker("network", "connect", "--ip", node.ip, "--alias", node.fqdn, NETWORK, node.name, timeout=60)
     _wait_ssh(node)
     return f"{node.name} is back on the network"
 
