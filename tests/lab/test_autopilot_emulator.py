@@ -20,26 +20,13 @@ from typing import Any
 import pytest
 
 from tests.lab.emulators.base import FAULT_DIR, LAG_FLAG, Election, Peer
+from tests.lab.test_consul_emulator import wait_for
 
 pytestmark = pytest.mark.emulator
 
 THRESHOLD_S = Election.LAST_CONTACT_THRESHOLD_S  # 200 ms: Nomad's and Consul's LastContactThreshold
 MAX_TRAILING = Election.MAX_TRAILING_LOGS  # 250: their MaxTrailingLogs
 NOMAD_IPS = ([f"127.0.{n}.1{i}" for i in (1, 2, 3)] for n in (8, 9, 10))
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (OSError, ValueError, KeyError) as exc:  # requests' errors are OSErrors
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def seconds(value: Any) -> float:

@@ -1263,17 +1263,23 @@ class Server:
                 return leader
             time.sleep(min(left, 0.01 + base.jitter(RPC_HOLD_JITTER_S)))
 
+    def to_leader(self, req: base.Request) -> base.Response | None:
+        """A read that needs the leader: the leader's answer when it is another server, 500 "No cluster leader"
+        after the hold without one, None when this server answers (it leads, or ?stale)."""
+        if req.flag("stale"):
+            return None
+        leader = self.wait_leader()
+        if leader is None:
+            return error(500, NO_LEADER)
+        return self.forward(req) if leader.id != self.me.id else None
+
     def query(self, req: base.Request, produce: Callable[[Cluster], Any]) -> base.Response:
         """A read: as in Nomad, a follower forwards it to the leader (held while there is none) unless
         ?stale, which reads this server's own copy of the state."""
-        if req.flag("stale"):
-            leader = self.election.leader()
-        else:
-            leader = self.wait_leader()
-            if leader is None:
-                return error(500, NO_LEADER)
-            if leader.id != self.me.id:
-                return self.forward(req)
+        elsewhere = self.to_leader(req)
+        if elsewhere is not None:
+            return elsewhere
+        leader = self.election.leader()
         self._block(req)
         with self.lock:
             body = produce(self.cluster())
@@ -1688,14 +1694,10 @@ class Server:
         (forwarded to the leader unless ?stale, held without one). A stored token: 200 and the token,
         also an expired one until the garbage collector removes it; an unknown secret: 404 "ACL token not
         found" (the handler's CodedError); no secret (anonymous): the state store's lookup error, a 500."""
-        if req.flag("stale"):
-            leader = self.election.leader()
-        else:
-            leader = self.wait_leader()
-            if leader is None:
-                return error(500, NO_LEADER)
-            if leader.id != self.me.id:
-                return self.forward(req)
+        elsewhere = self.to_leader(req)
+        if elsewhere is not None:
+            return elsewhere
+        leader = self.election.leader()
         secret = base.bearer_token(req, "x-nomad-token").strip()
         if not secret:
             return error(500, MISSING_SECRET)
