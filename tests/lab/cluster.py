@@ -353,11 +353,19 @@ def _forget_removed_agents(topo: Topology) -> None:
     for n in members if status == 200 else []:
         if n["Node"] not in known:
             labapi.consul("PUT", m, "/v1/catalog/deregister", {"Node": n["Node"]})
-    # a machine gone for good stays a failed member (serfHealth critical) until an operator force-leaves it
-    status, members = labapi.consul("GET", m, "/v1/agent/members")
-    for n in members if status == 200 else []:
-        if n["Name"] not in known:
-            labapi.consul("PUT", m, f"/v1/agent/force-leave/{n['Name']}?prune=1")
+    # A machine gone for good stays a failed member (serfHealth critical) until an operator force-leaves it,
+    # which Consul does only once gossip has called it failed (an alive member would rejoin).
+    def gone() -> list[str]:
+        status, members = labapi.consul("GET", m, "/v1/agent/members")
+        return [n["Name"] for n in members if n["Name"] not in known] if status == 200 else []
+
+    def pruned() -> bool:
+        for name in gone():
+            labapi.consul("PUT", m, f"/v1/agent/force-leave/{name}?prune=1")
+        return not gone()
+
+    if gone():
+        wait_for("Consul to prune the removed agents", pruned, 90, 3)
 
 
 def wait_healthy(topo: Topology, timeout: float = 240) -> None:
