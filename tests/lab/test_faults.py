@@ -210,8 +210,8 @@ CASES = [
     Case(
         "target-down",
         "alibuild02",
-        healthy=lambda: target_health("172.30.1.2:9100") == {"up"},
-        broken=lambda: target_health("172.30.1.2:9100") == {"down"},
+        healthy=lambda: target_health("alibuild02.alicelab.test:9100") == {"up"},
+        broken=lambda: target_health("alibuild02.alicelab.test:9100") == {"down"},
         timeout=40,
     ),
     Case(
