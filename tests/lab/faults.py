@@ -99,8 +99,8 @@ def _leader_of(service: str) -> Node:
             status, body = labapi.vault("GET", m.ip, "/v1/sys/leader")
             body = (body or {}).get("leader_address", "") if status == 200 else ""
         if status == 200 and body:
-            ip = body.split("//")[-1].split(":")[0]
-            return next(n for n in topo.masters if n.ip == ip)
+            host = body.split("//")[-1].split(":")[0]  # Nomad and Consul say an IP, OpenBao its api_addr's name
+            return next(n for n in topo.masters if host in (n.ip, n.fqdn))
     raise LabError(f"{service} has no leader to kill")
 
 
