@@ -3,6 +3,7 @@ read-only at /etc/alicelab in each container."""
 
 from __future__ import annotations
 
+import copy
 import json
 import secrets
 import subprocess
@@ -66,7 +67,7 @@ def acl_config(sec: dict[str, str]) -> dict[str, Any]:
     (Operator.TransferLeadershipToPeer: IsManagement)."""
     return {
         "nomad": {
-            "policies": NOMAD_POLICIES,
+            "policies": copy.deepcopy(NOMAD_POLICIES),  # callers (tests) may add their own
             "tokens": [
                 {"AccessorID": stable_id("nomad-token", "read"), "SecretID": sec["nomad_read"],
                  "Name": "alice-acceptance read", "Type": "client", "Policies": ["alice-acceptance-read"]},
@@ -75,7 +76,7 @@ def acl_config(sec: dict[str, str]) -> dict[str, Any]:
             ],
         },
         "consul": {
-            "policies": CONSUL_POLICIES,
+            "policies": copy.deepcopy(CONSUL_POLICIES),
             "tokens": [
                 {"AccessorID": stable_id("consul-token", "read"), "SecretID": sec["consul_read"],
                  "Description": "alice-acceptance read", "Policies": ["alice-acceptance-read"]},

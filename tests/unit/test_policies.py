@@ -32,6 +32,8 @@ def test_the_lab_reads_the_files_into_rules():
         "operator": "write"}
     sec = {k: f"secret-{k}" for k in configs.SECRET_KEYS}
     acl = configs.acl_config(sec)
-    assert acl["nomad"]["policies"] == {"alice-acceptance-read": policies.rules("nomad-read")}
+    assert acl["nomad"]["policies"]["alice-acceptance-read"] == policies.rules("nomad-read")
     assert acl["consul"]["policies"]["alice-acceptance-read"] == policies.rules("consul-read")
+    assert acl["consul"]["policies"]["alice-acceptance-remediation"] == policies.rules("consul-remediation")
+    assert acl["consul"]["policies"]["alice-acceptance-dns"] == policies.rules("consul-dns")
     assert acl["consul"]["dns_token"] == sec["consul_dns"]
