@@ -311,7 +311,9 @@ def test_killed_run_lock_expires_and_the_drained_node_is_not_forgotten(tmp_path:
                       "checks/agent.py", "checks/cluster_nomad.py", out="next")
     finally:
         faults.heal("stale-cmdline", "alibuild02")
-    assert record(summary, "agent.cmdline.cgroup-v1", "alibuild02")["outcome"] == "remediated"
+    # the killed run may have rebooted the agent before the kill (no allocation had to move): the next run then
+    # finds the argument applied; either way it must re-enable the node the killed run left drained
+    assert record(summary, "agent.cmdline.cgroup-v1", "alibuild02")["outcome"] in ("remediated", "passed")
     assert "alibuild02" not in json.loads((tmp_path / "remediation-state.json").read_text())["drained"]
     reenabled = [e for e in audit(tmp_path, "next") if e["action"] == "reenable_node"]
     assert reenabled and reenabled[-1]["verdict"] == "taken"
