@@ -84,9 +84,13 @@ def _network() -> None:
 DEFINITION = "alicelab.definition"
 
 
+def _digest(args: list[str]) -> str:
+    """How a container was made: its `docker run` arguments, hashed (kept in the label DEFINITION)."""
+    return hashlib.sha256(json.dumps(args).encode()).hexdigest()[:16]
+
+
 def _definition(args: list[str]) -> list[str]:
-    """The label that records how a container was made (its `docker run` arguments, hashed)."""
-    return ["--label", f"{DEFINITION}={hashlib.sha256(json.dumps(args).encode()).hexdigest()[:16]}"]
+    return ["--label", f"{DEFINITION}={_digest(args)}"]
 
 
 def _stale(info: dict[str, Any] | None, image: str, args: list[str] | None = None) -> bool:
@@ -95,7 +99,7 @@ def _stale(info: dict[str, Any] | None, image: str, args: list[str] | None = Non
     if info is None:
         return False
     labels = info["Config"]["Labels"]
-    made = args is None or labels.get(DEFINITION) == _definition(args)[1].split("=", 1)[1]
+    made = args is None or labels.get(DEFINITION) == _digest(args)
     return info["Config"]["Image"] != image or labels.get(LABEL) != str(STATE) or not made
 
 

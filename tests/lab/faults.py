@@ -377,14 +377,22 @@ def _force_reschedule(_node: Node) -> str:
     return f"{', '.join(jobs) or 'nothing'} rescheduled (nomad job eval -force-reschedule), failed allocations gone"
 
 
-def _disconnect(node: Node) -> str:
-    _set_flag(node, DISCONNECT_FLAG)
-    return f"the Nomad client of {node.name} stops heartbeating (the node stays up)"
+def _flagged(flag: str, on: str, off: str) -> tuple[Action, Action]:
+    """A fault that is one flag in FAULT_DIR on its node: set to inject, removed to heal ({node} in the texts)."""
+
+    def inject(node: Node) -> str:
+        _set_flag(node, flag)
+        return on.format(node=node.name)
+
+    def heal(node: Node) -> str:
+        _clear_flag(node, flag)
+        return off.format(node=node.name)
+
+    return inject, heal
 
 
-def _reconnect_client(node: Node) -> str:
-    _clear_flag(node, DISCONNECT_FLAG)
-    return f"the Nomad client of {node.name} heartbeats again"
+_disconnect, _reconnect_client = _flagged(DISCONNECT_FLAG, "the Nomad client of {node} stops heartbeating "
+                                          "(the node stays up)", "the Nomad client of {node} heartbeats again")
 
 
 # --- OpenStack
@@ -514,14 +522,8 @@ RATE_LIMIT = {"nomad": "rate-limit-nomad", "consul": "rate-limit-consul"}  # emu
 RATE_PER_S = "2"  # what every server then answers per second, beyond which 429
 
 
-def _lag(node: Node) -> str:
-    _set_flag(node, LAG_FLAG)
-    return f"the Nomad and Consul servers on {node.name} lag behind the leader"
-
-
-def _catch_up(node: Node) -> str:
-    _clear_flag(node, LAG_FLAG)
-    return f"the Nomad and Consul servers on {node.name} catch up"
+_lag, _catch_up = _flagged(LAG_FLAG, "the Nomad and Consul servers on {node} lag behind the leader",
+                           "the Nomad and Consul servers on {node} catch up")
 
 
 def _rate_limit(service: str) -> tuple[Action, Action]:
