@@ -13,7 +13,8 @@ from typing import Any
 
 from acceptance.inventory import Expectations, Node
 from acceptance.parsers import image_repository, unit_state
-from remediation.clients import Nomad, OpenStack
+from remediation.clients import Nomad
+from remediation.cloud import OpenStack
 from remediation.model import Action, ActionFailed, NeedsHuman, Progress
 
 WaitNode = Callable[[Node, Progress], str]  # waits for ping and ssh after a reboot; says how long it took

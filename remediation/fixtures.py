@@ -15,7 +15,8 @@ import pytest
 from acceptance.inventory import Expectations, Node
 from acceptance.run import Run, need_run
 from remediation import actions
-from remediation.clients import Http, Nomad, OpenStack, write_config
+from remediation.clients import Http, Nomad, write_config
+from remediation.cloud import OpenStack
 from remediation.model import Action, Progress
 
 ESCALATION = ("reboot_node", "hard_reboot")  # restart -> reboot -> hard reboot -> a human
