@@ -21,7 +21,7 @@ EXIT = """exit status:
   0  healthy / go / converged     1  something failed / no-go / did not converge
   2  interrupted                  3  internal error
   4  bad input (inventory, options), one line saying what to fix
-  5  no check selected"""
+  5  no check selected              6  a remediation needs a human (it escalated)"""
 
 DESCRIPTION = """The ALICE build cluster's acceptance suite: the runbook's checks on every node, for three moments.
 
@@ -34,9 +34,13 @@ DESCRIPTION = """The ALICE build cluster's acceptance suite: the runbook's check
              or moves the leadership off the master first
   merge      one report from the shards of a nightly run (--shard I/N on several runners)
   lock       show or break the cluster-wide remediation lock
+  stop       stop remediation cluster-wide (every runner, every machine) until resume: stop --reason TEXT
+  resume     lift that stop
+  release    end the hold that gate --prepare keeps on the remediation lock while a human works
 
 Every command needs the inventory: --inventory FILE or ALICE_ACCEPTANCE_INVENTORY. Credentials come from the
-variables the official CLIs read (NOMAD_TOKEN, CONSUL_HTTP_TOKEN, VAULT_TOKEN, OS_CLOUD, ...): README.md."""
+variables the official CLIs read (NOMAD_TOKEN, CONSUL_HTTP_TOKEN, VAULT_TOKEN, OS_CLOUD, ...): README.md;
+lock, stop, resume and release write with CONSUL_REMEDIATION_TOKEN."""
 
 
 def _common(p: argparse.ArgumentParser, remediate: str | None = "off") -> None:
@@ -80,6 +84,12 @@ def parser() -> argparse.ArgumentParser:
     lock = sub.add_parser("lock", help="show or break the remediation lock")
     lock.add_argument("action", choices=("status", "break"))
     lock.add_argument("--inventory", default=os.environ.get("ALICE_ACCEPTANCE_INVENTORY"))
+    stop = sub.add_parser("stop", help="stop remediation cluster-wide until resume")
+    stop.add_argument("--reason", default="", help="why, shown to every runner that refuses (required)")
+    resume = sub.add_parser("resume", help="lift the cluster-wide stop")
+    release = sub.add_parser("release", help="end the hold of gate --prepare on the remediation lock")
+    for p in (stop, resume, release):
+        p.add_argument("--inventory", default=os.environ.get("ALICE_ACCEPTANCE_INVENTORY"))
     return top
 
 
@@ -148,6 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from remediation.lock import main as lock_main
 
         return lock_main([args.action, f"--inventory={args.inventory}"])
+    if args.command in ("stop", "resume", "release"):
+        if extra:  # nothing here goes to pytest: an unknown option is a typo, not something to ignore
+            print(f"alice-acceptance {args.command}: unknown {' '.join(extra)}; fix: see alice-acceptance "
+                  f"{args.command} --help", file=sys.stderr)
+            return 4
+        if args.command == "release":
+            from remediation.lock import main as lock_main
+
+            return lock_main(["release", f"--inventory={args.inventory}"])
+        from remediation.switch import main as switch_main
+
+        return switch_main([args.command, f"--reason={getattr(args, 'reason', '')}", f"--inventory={args.inventory}"])
     reporting = Reporting()
     start = time.monotonic()
     code = int(pytest.main(pytest_args(args, extra), plugins=[reporting]))

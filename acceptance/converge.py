@@ -14,7 +14,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from acceptance.run import ITEM_KEY, Run
-from remediation.phase import ENGINE_KEY, apply_decision, log_reports
+from remediation.phase import apply_decision, engine_of, log_reports
 
 Say = Callable[[str], None]
 
@@ -38,7 +38,7 @@ def _waiting(items: list[pytest.Item], last: dict[str, list[pytest.TestReport]])
 
 def run_until_converged(session: pytest.Session, run: Run, timeout_s: float, interval_s: float, say: Say) -> None:
     items = [i for i in session.items if i.stash.get(ITEM_KEY, None) is not None]
-    engine = session.config.stash.get(ENGINE_KEY, None)
+    engine = engine_of(session.config)
     start = time.monotonic()
     since: dict[str, float] = {}
     last: dict[str, list[pytest.TestReport]] = {}

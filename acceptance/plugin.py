@@ -217,10 +217,7 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
     if run is not None and run.gate is not None and run.gate.prepare and not session.config.option.collectonly:
         prepare(run, phase.say(session.config))  # before the checks: they decide on the prepared state
     _prepare_nodes(session)
-    try:
-        return (yield)
-    finally:
-        phase.finish(session.config)  # remediation, after every check ran (interrupted loop too)
+    return (yield)
 
 
 def _prepare_nodes(session: pytest.Session) -> None:
@@ -232,17 +229,6 @@ def _prepare_nodes(session: pytest.Session) -> None:
         return  # the xdist controller runs no check; each worker prepares its nodes as they come
     run.nodes.prepare_all(n for n in run.targets
                           if run.items.get(n.name) and n.role != CLUSTER and n.name not in run.waivers)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    return phase.protocol(item, nextitem)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
-    phase.keep_arguments(pyfuncitem)
-    return (yield)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -312,6 +298,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     summary = summary_of(run, recorder, exitstatus)
     if exitstatus == pytest.ExitCode.OK and not is_healthy(summary.to_json()):
         session.exitstatus = summary.exit_status = pytest.ExitCode.TESTS_FAILED  # a gate blocked: no go
+    session.exitstatus = summary.exit_status = phase.exit_status(run, int(session.exitstatus))
     run.outputs.update(write_all(summary, run.report_dir))
     textfile = session.config.getoption("metrics_textfile")
     if textfile:

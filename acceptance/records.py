@@ -66,6 +66,8 @@ class Recorder:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "setup" and report.passed:
             return  # the check has not run yet: an interruption now leaves it not_run, never passed
+        if str(report.outcome) == "rerun":
+            return  # an attempt before a remediation, or the remediation itself: the re-check is the final word
         record = record_of(report)
         if record is not None:
             self.run.records.add(record)

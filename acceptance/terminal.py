@@ -23,7 +23,12 @@ def teststatus(report: pytest.TestReport) -> Any:
     # collection reports come through here too, and they carry no user_properties
     if not getattr(report, "user_properties", None) or (report.when == "teardown" and not report.failed):
         return None
-    outcome = dict(report.user_properties).get("outcome")
+    props = dict(report.user_properties)
+    if str(report.outcome) == "rerun":  # pytest-rerunfailures' idiom: not a verdict, the re-check comes after
+        if "remediation_step" in props:
+            return "remediation", "+", ("REMEDIATION", {"cyan": True})
+        return "rerun", "r", ("FAILED, REMEDIATING", {"yellow": True})
+    outcome = props.get("outcome")
     if report.skipped and outcome in ("blocked", "waived"):
         return TEST_STATUS[outcome]
     if report.passed and outcome == "remediated" and report.when == "call":

@@ -28,6 +28,8 @@ def test_ping(ping_result: ProbeResult) -> None:
        needs=("reachable",))
 def test_ssh(ssh_result: SshResult, host: Any, inventory: Inventory) -> None:
     if not ssh_result.ok:
+        if ssh_result.runner_error:  # a bastion or a throttled sshd: never a verdict on the node (nor a reboot)
+            raise CheckError(ssh_result.message)
         judge(not ssh_result.config_error, ssh_result.message)  # a host key or login problem is the operator's
     who = host.user().name
     assert who == inventory.ssh.user, f"logged in as {who!r}, expected {inventory.ssh.user!r}"

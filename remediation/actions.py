@@ -15,7 +15,7 @@ from acceptance.inventory import Expectations, Node
 from acceptance.parsers import image_repository, unit_state
 from remediation.clients import Nomad
 from remediation.cloud import OpenStack
-from remediation.model import Action, ActionFailed, NeedsHuman, Progress
+from remediation.model import Action, ActionFailed, NeedsHuman, Progress, Refused
 
 WaitNode = Callable[[Node, Progress], str]  # waits for ping and ssh after a reboot; says how long it took
 PUPPET_RUNS = 3
@@ -26,26 +26,78 @@ def _out(result: Any, limit: int = 300) -> str:
     return " ".join(f"{result.stdout}{result.stderr}".split())[-limit:]
 
 
-def restart_unit(node: Node, host: Any, unit: str) -> Action:
-    def state() -> str:
-        return unit_state(unit, host.service(unit).systemd_properties).describe()
+# a master's raft services: started only under the lock and with the two other masters healthy
+QUORUM_UNITS = ("nomad", "consul")
+NEVER_ON_MASTER = ("vault",)  # comes back sealed: unsealing needs the key holders
+DRAIN_FIRST_ON_AGENT = ("docker",)  # builds run in it
 
-    def do(progress: Progress) -> str:
-        current = unit_state(unit, host.service(unit).systemd_properties)
+
+def restart_unit(node: Node, host: Any, unit: str) -> Action:
+    """The unit's fix by its class, decided on its state read now (``resolve``), never restarting a running
+    unit: active but disabled -> ``systemctl enable``; inactive -> ``systemctl start``, under the lock and the
+    quorum gate for a master's nomad and consul, after a drain for an agent's docker; a master's vault and a
+    unit that is not installed go to a human. The chosen action re-reads the state right before acting and
+    refuses if the class changed."""
+
+    def read() -> Any:
+        return unit_state(unit, host.service(unit).systemd_properties)
+
+    def state() -> str:
+        return str(read().describe())
+
+    def resolve() -> Action:
+        current = read()
         if not current.exists:
-            raise NeedsHuman(f"{unit} is not installed on {node.name}: puppet should install it (rerun puppet)")
+            return needs_human("restart_unit", node, f"{unit} is not installed on {node.name}: puppet should "
+                                                     "install it (rerun puppet)")
         if current.active and current.enabled:
-            return f"{unit} is already active and enabled: nothing to do"
+            return Action("restart_unit", node, f"nothing: {unit} is active and enabled", lambda p: (
+                f"{unit} is already active and enabled: nothing to do"), state)
+        if current.active:
+            return Action("enable_unit", node, f"systemctl enable {unit} on {node.name} (it runs: no restart)",
+                          enable, state)
+        if node.role == "master" and unit in NEVER_ON_MASTER:
+            return needs_human("restart_unit", node, f"{unit} is {current.active_state} on {node.name}: it would "
+                                                     "come back sealed; start and unseal it by hand")
+        if current.active_state not in ("inactive", "failed"):
+            return needs_human("restart_unit", node, f"{current.describe()} on {node.name}: neither running nor "
+                                                     "stopped, left alone")
+        gates: tuple[Any, ...] = ()
+        disruptive = False
+        if node.role == "master" and unit in QUORUM_UNITS:
+            gates = ("lock", "quorum")
+        elif node.role == "agent" and unit in DRAIN_FIRST_ON_AGENT:
+            gates, disruptive = ("lock", "workload"), True
+        return Action("start_unit", node, f"systemctl start {unit} on {node.name}", start, state,
+                      disruptive=disruptive, gates=gates)
+
+    def enable(progress: Progress) -> str:
+        current = read()
+        if not current.active:
+            raise Refused("unit-class", f"{unit} on {node.name} stopped since the check ({current.describe()}): "
+                                        "not enabled now, the next run decides again")
+        if current.enabled:
+            return f"{unit} is already enabled: nothing to do"
+        done = host.run("systemctl enable %s", unit)
+        if done.rc != 0:
+            raise ActionFailed(f"systemctl enable {unit}: {_out(done)}")
+        return f"systemctl enable {unit} (it was running: not restarted)"
+
+    def start(progress: Progress) -> str:
+        current = read()
+        if current.active:
+            raise Refused("unit-class", f"{unit} on {node.name} runs again ({current.describe()}): not touched")
         if not current.enabled:
             done = host.run("systemctl enable %s", unit)
             if done.rc != 0:
                 raise ActionFailed(f"systemctl enable {unit}: {_out(done)}")
-        done = host.run("systemctl restart %s", unit)
+        done = host.run("systemctl start %s", unit)
         if done.rc != 0:
-            raise ActionFailed(f"systemctl restart {unit} failed: {_out(done)}")
-        return f"systemctl restart {unit}"
+            raise ActionFailed(f"systemctl start {unit} failed: {_out(done)}")
+        return f"systemctl start {unit} (it was {current.active_state})"
 
-    return Action("restart_unit", node, f"restart {unit} on {node.name}", do, state)
+    return Action("restart_unit", node, f"start or enable {unit} on {node.name}", lambda p: resolve().do(p),
+                  state, resolve=resolve)
 
 
 def restart_backup(node: Node, host: Any, expect: Expectations) -> Action:
@@ -176,51 +228,54 @@ def reboot_for_cmdline(node: Node, host: Any, expect: Expectations, cloud: OpenS
 
 
 def _gates(node: Node) -> tuple[Any, ...]:
-    return ("quorum",) if node.role == "master" else ("workload",)
+    return ("lock", "quorum", "leadership") if node.role == "master" else ("lock", "workload")
 
 
-def hard_reboot(node: Node, cloud: OpenStack, wait_node: WaitNode) -> Action:
-    """The runbook's "Rebooting a Mesos server": hard reboot through OpenStack (start it if it is SHUTOFF),
-    then wait for ACTIVE, ping and ssh."""
+def hard_reboot(node: Node, cloud: OpenStack, wait_node: WaitNode,
+                confirm: Callable[[], str | None] | None = None) -> Action:
+    """The runbook's "Rebooting a Mesos server": hard reboot through OpenStack (only a server that runs or is in
+    ERROR: a state a human set is left alone), then wait for ACTIVE, ping and ssh. ``confirm`` asks the node,
+    Nomad and OpenStack first."""
 
     def do(progress: Progress) -> str:
         did = cloud.reboot(node, hard=True, progress=progress)
         return f"{did}; {wait_node(node, progress)}"
 
     return Action("hard_reboot", node, f"hard reboot {node.name} through OpenStack", do,
-                  lambda: f"OpenStack: {str(cloud.status(node))}", disruptive=True, gates=_gates(node), settle_s=120)
+                  lambda: f"OpenStack: {str(cloud.status(node))}", disruptive=True, gates=_gates(node), settle_s=120,
+                  confirm=confirm)
 
 
-def reboot_node(node: Node, cloud: OpenStack, wait_node: WaitNode) -> Action:
+def reboot_node(node: Node, cloud: OpenStack, wait_node: WaitNode,
+                confirm: Callable[[], str | None] | None = None) -> Action:
     def do(progress: Progress) -> str:
         did = cloud.reboot(node, hard=False, progress=progress)
         return f"{did}; {wait_node(node, progress)}"
 
     return Action("reboot_node", node, f"reboot {node.name} through OpenStack", do,
-                  lambda: f"OpenStack: {str(cloud.status(node))}", disruptive=True, gates=_gates(node), settle_s=120)
+                  lambda: f"OpenStack: {str(cloud.status(node))}", disruptive=True, gates=_gates(node), settle_s=120,
+                  confirm=confirm)
 
 
 def reenable_node(node: Node, nomad: Nomad) -> Action:
-    """Make an agent eligible again in Nomad, only once no drain is in progress (never mid-drain)."""
+    """Make an agent eligible again in Nomad: only a drain this suite made and that is complete, and only once
+    every check of the node itself passed in this run (the ``node-healthy`` gate); a human's drain or
+    ineligibility is never undone."""
 
     def state() -> str:
         n = nomad.node(node.name)
-        return f"{n.get('Status')}, drain {bool(n.get('Drain'))}, {n.get('SchedulingEligibility')}"
+        return f"{n.get('Status')}, drain {bool(n.get('DrainStrategy'))}, {n.get('SchedulingEligibility')}"
 
     def do(progress: Progress) -> str:
         n = nomad.node(node.name)
         if n.get("Status") != "ready":
             raise ActionFailed(f"Nomad node {node.name} is {n.get('Status')}: its client is not running "
                                "(see the node's units), eligibility is not the problem")
-        if n.get("Drain"):
-            raise ActionFailed(f"{node.name} is being drained by someone: not re-enabled mid-drain (add it to the "
-                               "inventory's maintenance list if the drain is meant)")
-        if n.get("SchedulingEligibility") == "eligible":
+        if n.get("SchedulingEligibility") == "eligible" and not n.get("DrainStrategy"):
             return f"{node.name} is already eligible: nothing to do"
-        nomad.enable(str(n["ID"]))
-        return f"{node.name} made eligible in Nomad"
+        return nomad.reenable(str(n["ID"]), n)
 
-    return Action("reenable_node", node, f"re-enable {node.name} in Nomad", do, state)
+    return Action("reenable_node", node, f"re-enable {node.name} in Nomad", do, state, gates=("node-healthy",))
 
 
 def needs_human(name: str, node: Node, why: str) -> Action:

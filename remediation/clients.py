@@ -87,8 +87,17 @@ class Http:
 
 
 class Nomad:
+    """Nomad's nodes with the remediation token. A drain this suite makes names it in the drain's Meta
+    (``drained_by``, with the run, user, host and check); only such a drain, once complete, is ever undone, and
+    only by making the node eligible again: a drain in progress is never cancelled, and a human's drain or
+    ``nomad node eligibility -disable`` is never touched."""
+
+    OWNER = "alice-acceptance"
+    QUIET = ("system",)  # what IgnoreSystemJobs leaves running (Nomad's drainer waits for sysbatch)
+
     def __init__(self, http: Http) -> None:
         self.http = http
+        self._job_types: dict[tuple[str, str], str] = {}  # (namespace, job) -> type, for allocations without it
 
     def node(self, name: str) -> dict[str, Any]:
         nodes = self.http.call("GET", "/v1/nodes")
@@ -98,19 +107,103 @@ class Nomad:
             raise ActionFailed(f"{name} is not one Nomad node ({len(found)} found)")
         return dict(self.http.call("GET", f"/v1/node/{found[0]['ID']}"))
 
-    def running(self, node_id: str) -> list[str]:
+    def running(self, node_id: str, allowed_jobs: Sequence[str] = ()) -> list[str]:
+        """``job/allocation`` of what runs (or starts) on the node, system and sysbatch jobs and ``allowed_jobs``
+        left out."""
         allocs = self.http.call("GET", f"/v1/node/{node_id}/allocations")
-        return [f"{a.get('JobID')}/{a.get('Name')}" for a in allocs or []
-                if isinstance(a, dict) and a.get("ClientStatus") == "running"]
+        if not isinstance(allocs, list):
+            raise ActionFailed(f"Nomad: the allocations of node {node_id} are not a list")
+        return [f"{a.get('JobID')}/{a.get('Name')}" for a in allocs
+                if isinstance(a, dict) and a.get("ClientStatus") in ("pending", "running")
+                and a.get("JobID") not in allowed_jobs and self._job_type(a) not in self.QUIET]
 
-    def drain(self, node_id: str, deadline_s: float) -> None:
-        spec = {"DrainSpec": {"Deadline": int(deadline_s * 1e9), "IgnoreSystemJobs": False},
-                "Meta": {"message": "alice-acceptance remediation"}}
+    def _job_type(self, alloc: dict[str, Any]) -> str:
+        """The list stub's JobType, else the full allocation's Job, else the job itself (once per job)."""
+        job = alloc.get("Job")
+        kind = alloc.get("JobType") or (job.get("Type") if isinstance(job, dict) else None)
+        if isinstance(kind, str) and kind:
+            return kind
+        from urllib.parse import quote
+
+        key = (str(alloc.get("Namespace") or "default"), str(alloc.get("JobID") or ""))
+        if key not in self._job_types:
+            try:
+                read = self.http.call("GET", f"/v1/job/{quote(key[1], safe='')}", params={"namespace": key[0]})
+            except ActionFailed:  # gone or unreadable: counted as running, never ignored
+                read = None
+            self._job_types[key] = str(read.get("Type") or "?") if isinstance(read, dict) else "?"
+        return self._job_types[key]
+
+    def drain(self, node_id: str, deadline_s: float, owner: Mapping[str, str]) -> None:
+        """Drain, system jobs left running; ``owner`` (run_id, user, host, check) goes to the drain's Meta, which
+        Nomad keeps in the node's LastDrain (its values are strings). An owner's own ``drained_by`` replaces
+        ours: that drain is theirs (``gate --prepare``: the human's)."""
+        meta = {"drained_by": self.OWNER, **{k: str(v) for k, v in owner.items()}}
+        spec = {"DrainSpec": {"Deadline": int(deadline_s * 1e9), "IgnoreSystemJobs": True}, "Meta": meta}
         self.http.call("POST", f"/v1/node/{node_id}/drain", spec)
 
-    def enable(self, node_id: str) -> None:
-        self.http.call("POST", f"/v1/node/{node_id}/drain", {"DrainSpec": None, "MarkEligible": True})
+    @classmethod
+    def drained_by_us(cls, node: Mapping[str, Any]) -> bool:
+        """The node's drain is this suite's: the drain in progress, or, with none on, the last drain, complete
+        (a cancelled one was someone else's doing) and not followed by an ``eligibility -disable``."""
+        return cls._drained_by(node) == cls.OWNER
+
+    def reenable(self, node_id: str, node: Mapping[str, Any]) -> str:
+        """Eligible again, only for a drain of ours that is complete; raises ActionFailed while it drains and
+        NeedsHuman for a node that is not ours."""
+        from remediation.model import NeedsHuman
+
+        name = str(node.get("Name") or node_id)
+        draining = bool(node.get("DrainStrategy"))
+        if not draining and node.get("SchedulingEligibility") == "eligible":
+            return f"{name} is already eligible in Nomad: nothing to do"
+        if not self.drained_by_us(node):
+            raise NeedsHuman(f"{name} is {'being drained' if draining else 'ineligible'} in Nomad, set by "
+                             f"{self._who(node)}: not ours to re-enable")
+        if draining:
+            raise ActionFailed(f"{name} is still draining in Nomad (our drain): not re-enabled, never cancelled; "
+                               "the next run looks again")
         self.http.call("POST", f"/v1/node/{node_id}/eligibility", {"Eligibility": "eligible"})
+        return f"{name} re-enabled in Nomad (eligible again; our drain was complete)"
+
+    @staticmethod
+    def _drained_by(node: Mapping[str, Any]) -> str | None:
+        """Who the node's drain or ineligibility is by, as its LastDrain's Meta says; None when no drain of
+        anyone's explains it: a cancelled drain (we never cancel), or an ``eligibility -disable`` after it."""
+        last = node.get("LastDrain")
+        meta = last.get("Meta") if isinstance(last, dict) else None
+        by = str(meta["drained_by"]) if isinstance(meta, dict) and meta.get("drained_by") else None
+        if not isinstance(last, dict):
+            return None
+        if node.get("DrainStrategy"):
+            return by if last.get("Status") == "draining" else None
+        if last.get("Status") != "complete" or Nomad._disabled_after_drain(node):
+            return None
+        return by
+
+    @staticmethod
+    def _disabled_after_drain(node: Mapping[str, Any]) -> bool:
+        """The node's events (Nomad keeps the last 10, in order) end with an ``eligibility -disable``, not a drain
+        (a drain sets the node ineligible without an event of that kind)."""
+        messages = [str(e.get("Message")) for e in node.get("Events") or [] if isinstance(e, dict)]
+        marks = [m for m in messages if m.startswith(("Node drain", "Node marked as"))]
+        return bool(marks) and marks[-1] == "Node marked as ineligible for scheduling"
+
+    @staticmethod
+    def _who(node: Mapping[str, Any]) -> str:
+        """What set the node's drain or ineligibility, from LastDrain's Meta and its token's accessor (an
+        accessor is no secret)."""
+        last = node.get("LastDrain")
+        if not isinstance(last, dict):
+            return "`nomad node eligibility -disable` (no drain recorded)"
+        meta: Mapping[str, Any] = last["Meta"] if isinstance(last.get("Meta"), dict) else {}
+        said = [f"{k} {redact(str(meta[k]))[:60]}" for k in ("drained_by", "user", "host", "message") if meta.get(k)]
+        if last.get("AccessorID"):
+            said.append(f"token accessor {last['AccessorID']}")
+        drain = f"the last drain ({last.get('Status') or '?'}; {', '.join(said) or 'no Meta'})"
+        if not node.get("DrainStrategy") and Nomad._disabled_after_drain(node):
+            return f"`nomad node eligibility -disable` after {drain}"
+        return drain
 
 
 class Raft:
@@ -134,7 +227,7 @@ class Raft:
                 continue
             try:
                 return parse_autopilot(health)
-            except ApiError as e:
+            except (ApiError, ValueError) as e:  # a proxy's page, not autopilot's JSON
                 raise ActionFailed(f"{self.title} autopilot health: {e}") from None
         raise ActionFailed(f"{self.title}: {problem}")
 
@@ -203,19 +296,31 @@ def move_leadership_off(inventory: Inventory, master: Node, masters: Sequence[No
 
 
 def drain_until_idle(nomad: Nomad, node: Node, deadline_s: float, wait_s: float, progress: Progress,
-                     allowed_jobs: Sequence[str] = ()) -> list[str]:
-    """Drain ``node`` (unless a drain is on or it is already ineligible) and wait up to ``wait_s`` until no
-    allocation runs there but those of ``allowed_jobs``; the allocations still running (empty: idle)."""
-    n = nomad.node(node.name)
-    if not n.get("Drain") and n.get("SchedulingEligibility") == "eligible":
-        nomad.drain(str(n["ID"]), deadline_s)
-        progress.say(f"{node.name} draining in Nomad (deadline {deadline_s:g} s)")
+                     owner: Mapping[str, str], allowed_jobs: Sequence[str] = (), for_human: bool = False
+                     ) -> list[str]:
+    """Drain ``node`` with ``owner`` in the drain's Meta (see :meth:`Nomad.drain`) and wait up to ``wait_s`` until
+    no allocation runs there but system jobs' and ``allowed_jobs``'; the allocations still running (empty: idle).
+    A drain already on, or done, by the same owner is waited on again; anyone else's drain or ineligibility is
+    not ours to take over (NeedsHuman), unless ``for_human`` (``gate --prepare``: a human asked, their drain is
+    waited on). Not idle: the node stays drained (the caller never re-enables it here)."""
+    from remediation.model import NeedsHuman
 
-    def running() -> list[str]:
-        return [a for a in nomad.running(str(n["ID"])) if a.split("/")[0] not in allowed_jobs]
+    n = nomad.node(node.name)
+    node_id = str(n["ID"])
+    mine = {"drained_by": Nomad.OWNER, **owner}["drained_by"]
+    draining = bool(n.get("DrainStrategy") or n.get("Drain"))
+    if draining or n.get("SchedulingEligibility") != "eligible":
+        if Nomad._drained_by(n) != mine and not for_human:
+            raise NeedsHuman(f"{node.name} is {'being drained' if draining else 'ineligible'} in Nomad, set by "
+                             f"{Nomad._who(n)}: not ours to take over, nothing done")
+        progress.say(f"{node.name} already {'draining' if draining else 'drained'} in Nomad by {mine}")
+    else:
+        nomad.drain(node_id, deadline_s, owner)
+        progress.say(f"{node.name} draining in Nomad (deadline {deadline_s:g} s, system jobs left running)")
 
     try:
-        progress.wait(f"no allocation running on {node.name}", lambda: not running(), wait_s, 5)
+        progress.wait(f"no allocation running on {node.name}", lambda: not nomad.running(node_id, allowed_jobs),
+                      wait_s, 5)
     except ActionFailed:
-        return running()
+        return nomad.running(node_id, allowed_jobs)
     return []

@@ -1,20 +1,26 @@
-"""The remediation phase, after every check ran (so that the circuit breaker sees the whole cluster):
+"""The remediation phase, after every check ran to the end (an interrupted run remediates nothing: it would act
+on a partial picture).
 
-for each failed check that names a remediation, in node order, non-disruptive actions first:
-kill switch -> mode -> circuit breaker -> retry budget (escalation) -> [disruptive: the lock -> quorum gate and
-leadership moved away (masters) | drain and no running allocation (agents)] -> read the state -> act -> re-check
-the same check until it passes or the settle time ends (tenacity) -> read the state again. Every decision,
-taken or refused, goes to the audit log; the check's record ends ``remediated`` (both messages kept) or stays
-``failed`` with why the remediation did not fix it. A node this suite drained is re-enabled only once all its
-checks pass, by this run or by the next one (the state file remembers it).
+For each failed check that names a remediation, in node order, non-disruptive actions first, every guardrail in
+this order (the first that says no decides, and a dry run goes through the same ones, read-only):
+
+kill switch (inventory, local file, the cluster's ``alice-acceptance stop``) -> blast radius (unhealthy nodes
+counted cluster-wide from the APIs) -> every node of a role failing the check -> the cluster-wide state ->
+budget and flaps (a rung is spent only when it runs) -> the action's class (``resolve``) -> masters are never
+rebooted -> mode -> caps on disruptive actions per window -> the failure confirmed (the check again, and the
+action's own sources) -> lock -> quorum gate -> node-healthy gate -> [drain and wait idle] -> [leadership moved
+away] -> lock verified -> audit ``started`` -> act -> re-check (tenacity) -> audit verdict.
+
+Nodes this suite drained are re-enabled at the end only when they are still ours in Nomad, not in maintenance,
+and every check of the node itself ran and passed in this run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -28,17 +34,19 @@ from acceptance.inventory import Node
 from acceptance.outcomes import CheckError
 from acceptance.redaction import redact
 from acceptance.run import ITEM_KEY, Run, get_run
-from remediation import gates
+from remediation import blast, budget, gates
 from remediation.audit import AuditLog
 from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off, write_config
 from remediation.fixtures import escalation_action
-from remediation.lock import ConsulLock
-from remediation.model import Action, ActionFailed, Interrupted, Mode, NeedsHuman, Progress
-from remediation.state import StateFile
+from remediation.lock import ConsulLock, describe, holder_of
+from remediation.model import Action, ActionFailed, Interrupted, Mode, NeedsHuman, Progress, Refused
+from remediation.state import ClusterState, StateUnavailable
 
 ARGS_KEY = pytest.StashKey[dict[str, Any]]()  # the check function's arguments, for its re-check
 ACTION_KEY = pytest.StashKey[object]()  # what its remediation fixture gave
 NOT_FIXED = (AssertionError, CheckError, pytest.fail.Exception, pytest.skip.Exception)  # blocked: not fixed
+REBOOTS = ("hard_reboot", "reboot_node", "reboot_for_cmdline")
+PASSED = ("passed", "remediated")
 
 
 @dataclass
@@ -63,7 +71,16 @@ class Decision:
     after: str = ""
     duration_s: float = 0.0
     fixed: bool = False
-    message: str = ""  # the check's message after the re-check
+    acted: bool = False  # the action ran: the re-check is the check's final report
+    final: BaseException | None = field(default=None, repr=False)  # what the re-check raised (None: it passed)
+
+
+class Stop(Exception):
+    """A guardrail said no: (verdict, guardrail, reason)."""
+
+    def __init__(self, verdict: str, guardrail: str, reason: str) -> None:
+        super().__init__(reason)
+        self.verdict, self.guardrail, self.reason = verdict, guardrail, reason
 
 
 @dataclass
@@ -72,17 +89,19 @@ class Engine:
     mode: Mode
     say: Callable[[str], None] = print
     failures: list[Failure] = field(default_factory=list)
-    audit: AuditLog = field(init=False)
-    state: StateFile = field(init=False)
-    lock: ConsulLock | None = None
-    lock_refusal: str | None = None
 
     def __post_init__(self) -> None:
-        settings = self.run.inventory.remediation
-        self.audit = AuditLog(self.run.report_dir, self.run.run_id)
-        self.state = StateFile(settings.state_file or self.run.report_dir / "remediation-state.json",
-                               settings.budget_window_h)
+        inventory = self.run.inventory
+        self.settings = inventory.remediation
+        self.audit = AuditLog(self.run.report_dir, self.run.run_id, self.mode)
         self.masters = [n for n in self.run.all_nodes if n.role == "master"]
+        self.agents = [n for n in self.run.all_nodes if n.role == "agent"]
+        self.consul = Http(write_config("consul", inventory, self.masters))
+        self.state = ClusterState(self.consul, self.settings.state_key)
+        self.lock: ConsulLock | None = None
+        self.lock_refusal: str | None = None
+        self.blast: str | None = None
+        self.decisions: dict[str, Decision] = {}
 
     # --------------------------------------------------------------------------- collecting failures
 
@@ -101,34 +120,35 @@ class Engine:
 
     def remediate(self) -> dict[str, Decision]:
         """Decide and act for every deferred failure; the decision per failure key."""
-        decisions: dict[str, Decision] = {}
-        failing: dict[str, list[Node]] = defaultdict(list)
-        for r in self.run.records:
-            if r.outcome == "failed":
-                failing[r.check].append(_node(self.run, r.node))
-        for f in self.failures:
-            failing[f.info.check_id].append(f.info.node)
         try:
+            self.blast = self._blast_radius()
             done: dict[tuple[str, str], Decision] = {}
             for f in sorted(self.failures, key=self._order):
                 action = self._action(f)
                 same = (action.name, f.info.node.name) if isinstance(action, Action) else None
                 if same in done:  # one action fixes several checks of the node (puppet, backups): re-check only
-                    decisions[f.key] = self._recheck_only(f, done[same])
+                    self.decisions[f.key] = self._recheck_only(f, done[same])
                     continue
-                decision = self._decide(f, action, failing)
-                decisions[f.key] = decision
+                self.decisions[f.key] = self._decide(f, action)
                 if same is not None:
-                    done[same] = decision
+                    done[same] = self.decisions[f.key]
             self._reenable_drained()
         finally:
             if self.lock is not None:
                 self.lock.release()
-        return decisions
+            self.lock, self.lock_refusal = None, None  # a provisioning run decides again next round
+        return self.decisions
+
+    def interrupted(self, why: str) -> None:
+        """The run was stopped before the checks ended: nothing is remediated, each failure says so."""
+        for f in self.failures:
+            name = f.info.spec.remediation or "?"
+            self.decisions[f.key] = self._record(f, Decision("refused", name, f"{why}: nothing remediated on a "
+                                                             "partial picture", "interrupted"))
 
     def _order(self, f: Failure) -> tuple[int, int, str]:
-        spec_name = f.info.spec.remediation or ""
-        disruptive = spec_name in ("hard_reboot", "reboot_for_cmdline")
+        action = f.item.stash.get(ACTION_KEY, None)
+        disruptive = isinstance(action, Action) and (action.disruptive or bool(action.gates))
         return (int(disruptive), 0 if f.info.node.role == "master" else 1, f.info.node.name)
 
     def _action(self, f: Failure) -> Action | str:
@@ -137,141 +157,277 @@ class Engine:
             return f"the remediation fixture {f.info.spec.remediation!r} gave no action ({type(value).__name__})"
         return value
 
-    def _record(self, f: Failure, action: str, d: Decision) -> Decision:
-        self.audit.record(node=f.info.node.name, check=f.info.check_id, action=action, mode=self.mode,
-                          verdict=d.verdict, guardrail=d.guardrail, reason=d.reason, before=d.before, after=d.after,
-                          duration_s=round(d.duration_s, 3))
-        self.run.audit.append(self.audit.entries[-1])  # type: ignore[arg-type]
-        self.say(f"remediation {d.verdict}: {action} for {f.info.check_id}[{f.info.node.name}]: {d.reason}")
+    def _record(self, f: Failure | None, d: Decision, node: str | None = None, check: str | None = None
+                ) -> Decision:
+        entry = self.audit.record(node=node or (f.info.node.name if f else "?"),
+                                  check=check or (f.info.check_id if f else "?"), action=d.action,
+                                  verdict=d.verdict, guardrail=d.guardrail, reason=d.reason, before=d.before,
+                                  after=d.after, duration_s=round(d.duration_s, 3))
+        self.run.audit.append(entry)  # type: ignore[arg-type]
+        where = f"{check or (f.info.check_id if f else '?')}[{node or (f.info.node.name if f else '?')}]"
+        self.say(f"remediation {d.verdict}: {d.action} for {where}: {d.reason}")
         return d
 
-    def _refuse(self, f: Failure, action: str, guardrail: str, reason: str, verdict: str = "refused") -> Decision:
-        return self._record(f, action, Decision(verdict, action, reason, guardrail))
+    # --------------------------------------------------------------------------- the guardrails
 
-    def _decide(self, f: Failure, action: Action | str, failing: dict[str, list[Node]]) -> Decision:
-        name = action.name if isinstance(action, Action) else str(f.info.spec.remediation)
-        if isinstance(action, str):
-            return self._refuse(f, name, "fixture", action, "failed")
-        inventory = self.run.inventory
-        stop = gates.kill_switch(inventory)
-        if stop:
-            return self._refuse(f, name, "kill-switch", stop)
-        stop = gates.breaker(f.info.check_id, failing, inventory, [n for n in self.run.all_nodes
-                                                                   if n.role in ("master", "agent")])
-        if stop:
-            return self._refuse(f, name, "circuit-breaker", stop)
-        action, stop = self._budget(f, action)
-        if stop:
-            return self._refuse(f, name, "budget", stop, "escalated")
-        if self.mode == "dry-run":
-            would = gates.mode_allows("all" if action.disruptive else "safe", action.disruptive) or (
-                self._peek_lock() if action.disruptive else None)
-            reason = f"would {action.summary}" + (f"; but {would}" if would else "")
-            return self._record(f, action.name, Decision("planned", action.name, reason, "dry-run"))
-        stop = gates.mode_allows(self.mode, action.disruptive)
-        if stop:
-            return self._refuse(f, action.name, "mode", stop)
-        return self._act(f, action)
+    def _stopped(self) -> str | None:
+        from remediation import switch
 
-    def _budget(self, f: Failure, action: Action) -> tuple[Action, str | None]:
-        """The rung of the escalation ladder this failure is on: the action, or a reboot, or a human."""
-        settings = self.run.inventory.remediation
+        stop = gates.kill_switch(self.run.inventory)
+        if stop:
+            return stop
+        try:
+            entry = switch.stopped(self.consul, self.settings.stop_key)
+        except StateUnavailable as e:
+            return f"cannot read the cluster's kill switch ({e}): act on nothing"
+        return f"the cluster's kill switch is on: {switch.describe_stop(entry)}" if entry else None
+
+    def _blast_radius(self) -> str | None:
+        failing_masters = {r.node for r in self.run.records if r.outcome == "failed" and r.role == "master"}
+        failing_agents = {r.node for r in self.run.records if r.outcome == "failed" and r.role == "agent"}
+        for f in self.failures:
+            (failing_masters if f.info.node.role == "master" else failing_agents).add(f.info.node.name)
+        try:
+            seen = blast.count_unhealthy(self.run.inventory, self.masters, self.agents)
+        except Exception as e:  # counting must never let an action through
+            return f"cannot count the unhealthy nodes ({type(e).__name__}: {redact(str(e))[:200]}): act on nothing"
+        return blast.past_limit(seen, self.settings, failing_masters & {m.name for m in self.masters},
+                                failing_agents & {a.name for a in self.agents})
+
+    def _every_node(self, f: Failure) -> str | None:
+        role = f.info.node.role
+        everyone = {n.name for n in self.run.all_nodes if n.role == role}
+        failing = {g.info.node.name for g in self.failures if g.info.check_id == f.info.check_id}
+        failing |= {r.node for r in self.run.records if r.check == f.info.check_id and r.outcome == "failed"}
+        if len(everyone) > 1 and everyone <= failing:
+            return f"every {role} fails {f.info.check_id}: a systemic fault, never all nodes at once; page a human"
+        return None
+
+    def _read_state(self) -> dict[str, Any]:
+        try:
+            return self.state.read()
+        except StateUnavailable as e:
+            raise Stop("refused", "state", f"the remediation state cannot be read ({e}): act on nothing") from None
+
+    def _rung(self, f: Failure, action: Action, state: dict[str, Any]) -> tuple[str, Action]:
+        """The rung of the escalation ladder this failure is on, and its action (not spent yet)."""
         rungs = [action.name, *action.escalation]
-        with self.state.edit() as data:
-            for rung in rungs:
-                if self.state.attempts(data, f.key, rung) < settings.attempts:
-                    self.state.spend(data, f.key, rung)
-                    if rung == action.name:
-                        return action, None
-                    return escalation_action(rung, self.run, f.info.node), None
-        return action, (f"the retry budget is spent ({settings.attempts} attempts of {' -> '.join(rungs)} within "
-                        f"{settings.budget_window_h:g} h): needs a human")
+        rung, why = budget.choose(state, f.key, rungs, self.settings.attempts, self.settings.budget_window_h * 3600,
+                                  time.time())
+        if rung is None:
+            raise Stop("escalated", "budget", str(why))
+        if rung == action.name:
+            return rung, action
+        if f.info.node.role == "master":
+            raise Stop("escalated", "master", f"{action.name} did not fix it; a master is never rebooted "
+                                              "automatically: needs a human")
+        return rung, escalation_action(rung, self.run, f.info.node)
 
-    def _peek_lock(self) -> str | None:
-        from remediation.lock import describe, holder_of
+    def _cap(self, action: Action, state: dict[str, Any]) -> None:
+        if not (action.disruptive or "lock" in action.gates):
+            return
+        role = action.node.role
+        limit = self.settings.max_disruptive_masters if role == "master" else self.settings.max_disruptive_agents
+        done = budget.disruptive_count(state, role, self.settings.disruptive_window_h * 3600, time.time())
+        if done >= limit:
+            raise Stop("refused", "cap", f"{done} disruptive action(s) on {role}s within "
+                                         f"{self.settings.disruptive_window_h:g} h already (limit {limit})")
 
-        http = Http(write_config("consul", self.run.inventory, self.masters))
-        holder = holder_of(http, self.run.inventory.remediation.lock_key)
-        return f"the lock is held by {describe(holder)}" if holder else None
+    def _confirm(self, f: Failure, action: Action) -> None:
+        """The failure again, now: the check itself, then the action's own independent sources."""
+        if (action.disruptive or "lock" in action.gates) and self._recheck(f, 0.0)[0] is None:
+            raise Stop("refused", "unconfirmed", "the check passes again: the failure did not persist")
+        if action.confirm is not None:
+            why = action.confirm()
+            if why:
+                raise Stop("refused", "unconfirmed", f"not confirmed: {why}")
 
-    def _take_lock(self) -> str | None:
+    def _lock(self, dry: bool) -> None:
+        if dry:
+            try:
+                holder = holder_of(self.consul, self.settings.lock_key)
+            except StateUnavailable as e:
+                raise Stop("refused", "lock", f"the lock cannot be read ({e})") from None
+            if holder and (self.lock is None or holder.get("session") != self.lock.session):
+                raise Stop("refused", "lock", f"the lock is held by {describe(holder)}")
+            return
         if self.lock is None and self.lock_refusal is None:
-            settings = self.run.inventory.remediation
-            lock = ConsulLock(Http(write_config("consul", self.run.inventory, self.masters)), settings.lock_key,
-                              settings.lock_ttl_s, self.run.run_id)
+            lock = ConsulLock(self.consul, self.settings.lock_key, self.settings.lock_ttl_s, self.run.run_id)
             self.lock_refusal = lock.acquire()
             self.lock = None if self.lock_refusal else lock
-        if self.lock is not None and self.lock.lost.is_set():
-            return "the remediation lock was lost (Consul did not renew it): nothing disruptive starts"
-        return self.lock_refusal
+        if self.lock_refusal:
+            raise Stop("refused", "lock", self.lock_refusal)
+        self._verify_lock()
 
-    def _act(self, f: Failure, action: Action) -> Decision:
-        progress = Progress(say=self.say)
-        start = time.monotonic()
-        before = ""
-        try:
-            if action.disruptive:
-                stop = self._take_lock()
-                if stop:
-                    return self._refuse(f, action.name, "lock", stop)
-                gate = self._prepare(f, action, progress)
-                if gate:
-                    return self._refuse(f, action.name, *gate)
-            self._fresh(f)
-            before = _safe(action.state)
-            did = action.do(progress)
-            message = self._recheck(f, action.settle_s or self.run.inventory.remediation.settle_timeout_s)
-            after = _safe(action.state)
-            if message is None:
-                with self.state.edit() as data:
-                    self.state.reset(data, f.key)
-                return self._record(f, action.name, Decision("taken", action.name, did, None, before, after,
-                                                             time.monotonic() - start, fixed=True))
-            return self._record(f, action.name, Decision("failed", action.name, f"{did}; the check still fails: "
-                                                         f"{message}", None, before, after, time.monotonic() - start,
-                                                         message=message))
-        except NeedsHuman as e:
-            return self._record(f, action.name, Decision("escalated", action.name, f"needs a human: {e}", "unfixable",
-                                                         before, "", time.monotonic() - start))
-        except (ActionFailed, CheckError) as e:
-            return self._record(f, action.name, Decision("failed", action.name, str(e), None, before, "",
-                                                         time.monotonic() - start))
-        except (Interrupted, KeyboardInterrupt):
-            self._record(f, action.name, Decision("failed", action.name, "interrupted: the run was stopped during "
-                                                  "the action (the next run resumes or undoes it)", "interrupted",
-                                                  before, "", time.monotonic() - start))
-            raise KeyboardInterrupt from None
+    def _verify_lock(self) -> None:
+        why = self.lock.verify() if self.lock is not None else "not held"
+        if why:
+            raise Stop("refused", "lock", f"the remediation lock is no longer ours ({why}): nothing disruptive "
+                                          "starts")
 
-    def _prepare(self, f: Failure, action: Action, progress: Progress) -> tuple[str, str] | None:
-        """The gates of a disruptive action: a master's quorum (then leadership moved away), an agent's
-        workload (drained, no allocation running). Returns (guardrail, reason) to refuse."""
-        node = f.info.node
-        inventory = self.run.inventory
+    def _node_healthy(self, node: str) -> str | None:
+        """None when every check of the node itself ran in this run and passed (or was fixed)."""
+        items = [i for i in self.run.items.get(node, []) if _on_the_node(i)]
+        if not items:
+            return f"no check of {node} itself ran in this run"
+        bad = []
+        for item in items:
+            info = item.stash[ITEM_KEY]
+            key = f"{info.check_id}|{node}"
+            if key in self.decisions:
+                ok = self.decisions[key].fixed
+            else:
+                record = next((r for r in self.run.records if r.test_id == item.nodeid), None)
+                deferred = any(g.item is item for g in self.failures)
+                ok = record is not None and record.outcome in PASSED and not deferred
+            if not ok:
+                bad.append(info.check_id)
+        return f"{node} still fails {', '.join(bad[:5])}" if bad else None
+
+    def _gates(self, f: Failure, action: Action, dry: bool, state: dict[str, Any]) -> str:
+        """Every guardrail before acting; what a dry run would do (read-only), else what was prepared."""
+        node = action.node
+        if action.disruptive and self.mode != "all":
+            raise Stop("refused", "mode", "disruptive: needs --remediate=all")
+        self._cap(action, state)
+        self._confirm(f, action)
+        if "lock" in action.gates:
+            self._lock(dry)
         if "quorum" in action.gates:
-            stop = gates.quorum(inventory, node, self.masters)
+            stop = gates.quorum(self.run.inventory, node, self.masters)
             if stop:
-                return "quorum", stop
-            progress.say(move_leadership_off(inventory, node, self.masters, progress))
+                raise Stop("refused", "quorum", stop)
+        if "node-healthy" in action.gates:
+            stop = self._node_healthy(node.name)
+            if stop:
+                raise Stop("refused", "node-healthy", stop)
+        if dry:
+            return ""
+        prepared = []
         if "workload" in action.gates:
-            settings = inventory.remediation
-            nomad = Nomad(Http(write_config("nomad", inventory, self.masters)))
-            with self.state.edit() as data:  # remembered before draining: a killed run's drain is not forgotten
-                data["drained"].setdefault(node.name, {
-                    "by": self.run.run_id, "since": time.time(), "for": f.info.check_id,
-                    "was_eligible": nomad.node(node.name).get("SchedulingEligibility") == "eligible"})
-            running = drain_until_idle(nomad, node, settings.drain_deadline_s,
-                                       min(settings.drain_deadline_s + 60, settings.settle_timeout_s * 4), progress)
-            if running:
-                return "workload", (f"{node.name} still runs {len(running)} allocation(s) ({', '.join(running[:3])}) "
-                                    "after draining: left drained, the next run continues")
-        return None
+            prepared.append(self._drain(f, node))
+        if "leadership" in action.gates:
+            self._verify_lock()
+            prepared.append(move_leadership_off(self.run.inventory, node, self.masters, Progress(say=self.say)))
+        return "; ".join(prepared)
+
+    def _drain(self, f: Failure, node: Node) -> str:
+        """Drained with its owner in the drain's Meta, remembered before draining (a killed run's drain is not
+        forgotten); not idle by the settle time: left drained for the next run, never rebooted now."""
+        self._verify_lock()
+        owner = {"run_id": self.run.run_id, "user": self.audit.who["user"], "host": self.audit.who["host"],
+                 "check": f.info.check_id}
+        self._update(lambda s: s["drained"].setdefault(node.name, {**owner, "since": time.time()}))
+        nomad = Nomad(Http(write_config("nomad", self.run.inventory, self.masters)))
+        deadline = self.settings.drain_deadline_s
+        running = drain_until_idle(nomad, node, deadline, self.settings.settle_timeout_s, Progress(say=self.say),
+                                   owner)
+        if running:
+            raise Stop("refused", "workload", f"{node.name} still runs {len(running)} allocation(s) "
+                                              f"({', '.join(running[:3])}) after {self.settings.settle_timeout_s:g} s "
+                                              f"of draining (deadline {deadline:g} s, the longest build): left "
+                                              "drained by this suite, not rebooted; the next run continues")
+        return f"{node.name} drained (deadline {deadline:g} s) and idle"
+
+    def _update(self, change: Callable[[dict[str, Any]], Any]) -> Any:
+        try:
+            return self.state.update(change)
+        except StateUnavailable as e:
+            raise Stop("refused", "state", f"the remediation state cannot be written ({e}): nothing done") from None
+
+    # --------------------------------------------------------------------------- deciding and acting
+
+    def _decide(self, f: Failure, found: Action | str) -> Decision:
+        name = found.name if isinstance(found, Action) else str(f.info.spec.remediation)
+        if isinstance(found, str):
+            return self._record(f, Decision("failed", name, found, "fixture"))
+        dry = self.mode == "dry-run"
+        start = time.monotonic()
+        action = found
+        try:
+            stop = self._stopped()
+            if stop:
+                raise Stop("refused", "kill-switch", stop)
+            if self.blast:
+                raise Stop("escalated", "blast-radius", self.blast)
+            stop = self._every_node(f)
+            if stop:
+                raise Stop("escalated", "circuit-breaker", stop)
+            state = self._read_state()
+            rung, action = self._rung(f, found, state)
+            if action.resolve is not None:
+                action = action.resolve()
+            if f.info.node.role == "master" and action.name in REBOOTS:
+                raise Stop("escalated", "master", f"a master is never rebooted automatically ({action.summary}): "
+                                                  "needs a human")
+            prepared = self._gates(f, action, dry, state)
+            if dry:
+                return self._record(f, Decision("planned", action.name, f"would {action.summary}", "dry-run"))
+            return self._act(f, action, rung, prepared, start)
+        except Stop as s:
+            reason = f"would {action.summary}, but {s.reason}" if dry else s.reason
+            return self._record(f, Decision(s.verdict, action.name, reason, s.guardrail,
+                                            duration_s=time.monotonic() - start))
+        except Refused as r:
+            return self._record(f, Decision("refused", action.name, r.reason, r.guardrail,
+                                            duration_s=time.monotonic() - start))
+        except NeedsHuman as e:
+            self._human(f, str(e))
+            return self._record(f, Decision("escalated", action.name, f"needs a human: {e}", "unfixable",
+                                            duration_s=time.monotonic() - start))
+        except (Interrupted, KeyboardInterrupt):
+            self._record(f, Decision("failed", action.name, "interrupted: the run was stopped during the action "
+                                     "(the next run resumes or undoes it)", "interrupted",
+                                     duration_s=time.monotonic() - start))
+            raise KeyboardInterrupt from None
+        except Exception as e:  # an API's error (openstacksdk, hvac, requests) must not end the phase
+            return self._record(f, Decision("failed", action.name, _one_line(e), None,
+                                            duration_s=time.monotonic() - start))
+
+    def _act(self, f: Failure, action: Action, rung: str, prepared: str, start: float) -> Decision:
+        now = time.time()
+        window_b, window_d = self.settings.budget_window_h * 3600, self.settings.disruptive_window_h * 3600
+        counted = action.disruptive or "lock" in action.gates
+
+        def spend(s: dict[str, Any]) -> None:
+            budget.spend(s, f.key, rung, window_b, now)
+            if counted:
+                budget.record_disruptive(s, {"node": action.node.name, "role": action.node.role,
+                                             "action": action.name, "run_id": self.run.run_id}, window_d, now)
+
+        self._update(spend)
+        if "lock" in action.gates:
+            self._verify_lock()
+        before = _safe(action.state)
+        self._record(f, Decision("started", action.name, action.summary + (f" ({prepared})" if prepared else ""),
+                                 before=before))
+        self._fresh(f)
+        try:
+            did = action.do(Progress(say=self.say))
+        except (ActionFailed, CheckError) as e:
+            return self._record(f, Decision("failed", action.name, _one_line(e), None, before, "",
+                                            time.monotonic() - start, acted=True,
+                                            final=AssertionError(f.message or "the check still fails")))
+        message, final = self._recheck(f, action.settle_s or self.settings.settle_timeout_s)
+        after = _safe(action.state)
+        if message is None:
+            self._update(lambda s: budget.fixed(s, f.key, window_b, time.time()))
+            return self._record(f, Decision("taken", action.name, did, None, before, after, time.monotonic() - start,
+                                            fixed=True, acted=True))
+        return self._record(f, Decision("failed", action.name, f"{did}; the check still fails: {message}", None,
+                                        before, after, time.monotonic() - start, acted=True, final=final))
+
+    def _human(self, f: Failure, why: str) -> None:
+        with contextlib.suppress(StateUnavailable):  # the escalation is in the audit log; the next run asks again
+            self.state.update(lambda s: budget.needs_human(s, f.key, why, time.time()))
 
     def _fresh(self, f: Failure) -> None:
         if self.run.nodes is not None and f.info.node.role in ("master", "agent"):
             self.run.nodes.session(f.info.node).invalidate()
 
-    def _recheck(self, f: Failure, settle_s: float) -> str | None:
-        """None once the check passes (within ``settle_s``), else its last message."""
+    def _recheck(self, f: Failure, settle_s: float) -> tuple[str | None, BaseException | None]:
+        """(None, None) once the check passes (within ``settle_s``), else its last message and exception."""
+        last: BaseException | None = None
         try:
             for attempt in tenacity.Retrying(stop=tenacity.stop_after_delay(settle_s),
                                              wait=tenacity.wait_fixed(min(5.0, max(1.0, settle_s / 20))),
@@ -280,52 +436,57 @@ class Engine:
                     self._fresh(f)
                     recheck(f.item)
         except NOT_FIXED as e:
-            return redact(str(getattr(e, "msg", None) or e).splitlines()[0] if str(e) else type(e).__name__)
-        return None
+            last = e
+            text = str(getattr(e, "msg", None) or e)
+            return redact(text.splitlines()[0] if text else type(e).__name__), last
+        return None, None
 
     def _recheck_only(self, f: Failure, first: Decision) -> Decision:
-        if first.verdict != "taken":
-            return self._record(f, first.action, Decision(first.verdict, first.action, first.reason, first.guardrail))
-        message = self._recheck(f, self.run.inventory.remediation.settle_timeout_s)
+        if not first.acted:
+            return self._record(f, Decision(first.verdict, first.action, first.reason, first.guardrail))
+        message, final = self._recheck(f, self.settings.settle_timeout_s)
         verdict = "taken" if message is None else "failed"
         reason = first.reason if message is None else f"{first.reason}; the check still fails: {message}"
-        return self._record(f, first.action, Decision(verdict, first.action, reason, None, fixed=message is None,
-                                                      message=message or ""))
+        return self._record(f, Decision(verdict, first.action, reason, None, fixed=message is None, acted=True,
+                                        final=final))
+
+    # --------------------------------------------------------------------------- giving drained nodes back
 
     def _reenable_drained(self) -> None:
-        """Nodes this suite drained (this run or an earlier one): eligible again once every check of the node
-        itself passes (its testinfra checks: the Nomad node's own readiness is what the drain changed)."""
-        if self.mode in ("off", "dry-run"):
+        """Nodes this suite drained (this run or an earlier one): eligible again only when Nomad still shows our
+        drain, the node is not in maintenance, and every check of the node itself ran and passed in this run."""
+        if self.mode in ("off", "dry-run") or self._stopped():
             return
-        with self.state.edit() as data:
-            drained = dict(data["drained"])
-        for name, entry in drained.items():
-            items = [i for i in self.run.items.get(name, []) if _on_the_node(i)]
-            still = []  # every check of the node, now (what the run recorded may predate the fix)
-            for item in items:
-                try:
-                    recheck(item)
-                except NOT_FIXED as e:
-                    still.append(f"{item.stash[ITEM_KEY].check_id}: {str(e).splitlines()[0] if str(e) else ''}")
-            if still:
-                self.say(f"{name} stays drained: {'; '.join(still)}")
+        try:
+            drained = self.state.read()["drained"]
+        except StateUnavailable:
+            return
+        maintenance = {m.node for m in self.run.inventory.maintenance if not m.expired()}
+        nomad = Nomad(Http(write_config("nomad", self.run.inventory, self.masters)))
+        for name in sorted(drained):
+            if name in maintenance:
+                self.say(f"{name} stays drained: it is in maintenance")
                 continue
-            nomad = Nomad(Http(write_config("nomad", self.run.inventory, self.masters)))
+            stop = self._node_healthy(name)
+            if stop:
+                self.say(f"{name} stays drained: {stop}")
+                continue
+            verdict, reason, forget = "failed", "", False
             try:
                 n = nomad.node(name)
-                if entry.get("was_eligible", True):
-                    nomad.enable(str(n["ID"]))
-                verdict, reason = "taken", f"{name} re-enabled in Nomad: every check of the node passes"
-            except ActionFailed as e:
-                verdict, reason = "failed", f"re-enabling {name}: {e}"
-            self.audit.record(node=name, check="(drained by remediation)", action="reenable_node", mode=self.mode,
-                              verdict=verdict, guardrail="workload", reason=reason, before="drained", after="",
-                              duration_s=0.0)
-            self.run.audit.append(self.audit.entries[-1])  # type: ignore[arg-type]
-            self.say(reason)
-            if verdict == "taken":
-                with self.state.edit() as data:
-                    data["drained"].pop(name, None)
+                reason, verdict, forget = nomad.reenable(str(n["ID"]), n), "taken", True
+            except NeedsHuman as e:  # a human drained it again or made it ineligible: theirs now
+                verdict, reason, forget = "refused", f"not re-enabled: {e}", True
+            except Exception as e:
+                reason = f"re-enabling {name}: {_one_line(e)}"
+            self._record(None, Decision(verdict, "reenable_node", reason, "workload"), node=name,
+                         check="(drained by remediation)")
+            if forget:
+                self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        with contextlib.suppress(StateUnavailable):  # still listed: the next run looks again
+            self.state.update(lambda s: s["drained"].pop(name, None))
 
 
 def _on_the_node(item: pytest.Item) -> bool:
@@ -351,8 +512,10 @@ def recheck(item: pytest.Item) -> None:
     cast(pytest.Function, item).obj(**fresh)
 
 
-def _node(run: Run, name: str) -> Node:
-    return next((n for n in (*run.targets, *run.all_nodes) if n.name == name), Node(name=name, role="cluster"))
+def _one_line(e: BaseException) -> str:
+    text = redact(str(e)).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300]}" if text and not isinstance(e, ActionFailed | CheckError) \
+        else (text[0][:300] if text else type(e).__name__)
 
 
 def _safe(read: Callable[[], str]) -> str:

@@ -8,18 +8,24 @@ their own tests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from acceptance.fixtures import item_info
 from acceptance.inventory import Expectations, Node
 from acceptance.run import Run, need_run
-from remediation import actions
+from remediation import actions, confirm
 from remediation.clients import Http, Nomad, write_config
 from remediation.cloud import OpenStack
 from remediation.model import Action, Progress
 
-ESCALATION = ("reboot_node", "hard_reboot")  # restart -> reboot -> hard reboot -> a human
+CONFIRM_SOURCES = ("ping", "ssh", "nomad", "openstack")
+# what must agree per failing check: a node whose ping answers but whose sshd hangs is down for ssh only; a
+# server in ERROR is OpenStack's to say
+CONFIRM_FOR = {"node.ssh": ("ssh", "nomad", "openstack"), "node.openstack.active": ("openstack",)}
+ESCALATION = ("reboot_node", "hard_reboot")  # restart -> reboot -> hard reboot -> a human (agents only)
 
 
 def wait_node(run: Run) -> actions.WaitNode:
@@ -44,10 +50,26 @@ def cloud(run: Run) -> OpenStack:
     return OpenStack(run.inventory)
 
 
+def confirm_down(run: Run, node: Node, need: tuple[str, ...] = CONFIRM_SOURCES) -> Callable[[], str | None]:
+    """Before a reboot for an unreachable node, as FBAR does: several pings and a fresh ssh from here, Nomad's
+    view of the node and OpenStack's state must agree (every source in ``need``) that it is down."""
+
+    def ask() -> str | None:
+        if run.nodes is None:
+            return "cannot probe the node again (no transport in this process)"
+        masters = [n for n in run.all_nodes if n.role == "master"]
+        nomad = Nomad(Http(write_config("nomad", run.inventory, masters)))
+        evidence = [*confirm.reprobe(node, run.nodes), confirm.nomad_view(node, nomad.node),
+                    confirm.cloud_view(node, cloud(run))]
+        return confirm.confirmed(evidence, need=need)
+
+    return ask
+
+
 @pytest.fixture
 def restart_unit(live_host: Any, node: Node, param: str) -> Action:
     action = actions.restart_unit(node, live_host, param)
-    action.escalation = ESCALATION
+    action.escalation = ESCALATION if node.role == "agent" else ()  # a master is never rebooted automatically
     return action
 
 
@@ -78,7 +100,9 @@ def reboot_for_cmdline(request: pytest.FixtureRequest, live_host: Any, node: Nod
 
 @pytest.fixture
 def hard_reboot(request: pytest.FixtureRequest, node: Node) -> Action:
-    return actions.hard_reboot(node, *_reboots(request))
+    run = need_run(request.config)
+    need = CONFIRM_FOR.get(item_info(request).check_id, CONFIRM_SOURCES)
+    return actions.hard_reboot(node, *_reboots(request), confirm=confirm_down(run, node, need))
 
 
 @pytest.fixture
@@ -104,5 +128,5 @@ def escalation_action(rung: str, run: Run, node: Node) -> Action:
     if rung == "reboot_node":
         return actions.reboot_node(node, cloud(run), wait_node(run))
     if rung == "hard_reboot":
-        return actions.hard_reboot(node, cloud(run), wait_node(run))
+        return actions.hard_reboot(node, cloud(run), wait_node(run))  # the engine re-checks the failure first
     raise ValueError(f"unknown escalation rung {rung!r}")

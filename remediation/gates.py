@@ -1,59 +1,36 @@
 """The guardrails that decide whether an action may run (each returns why not, or None):
 
-- the kill switch (the inventory's ``remediation.enabled: false``, or its ``kill_switch_file`` exists);
-- the mode (``safe`` refuses disruptive actions, ``dry-run`` everything);
-- the circuit breaker on absolute numbers (more than ``max_failing_masters`` masters or ``max_failing_agents``
-  agents failing the same check is a systemic fault: nothing of that check is remediated), and never every
-  node of a role at once;
-- the quorum gate for a master (the two others healthy in Nomad, Consul and Vault);
-- the workload gate for an agent (no running allocation once drained) lives in the engine, which drains.
+- the local kill switch (the inventory's ``remediation.enabled: false``, or the kill-switch file exists: by
+  default ``STOP-REMEDIATION`` beside the inventory); the cluster-wide one is remediation/switch.py;
+- the quorum gate for a master (the two others healthy in Nomad, Consul and Vault).
+
+The blast radius is remediation/blast.py; the workload gate (drained, idle) lives in the engine, which drains.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 from acceptance.clients.config import api_config, master_urls
 from acceptance.clients.raft import server_is
 from acceptance.inventory import Inventory, Node
 from remediation.clients import Http, Raft
-from remediation.model import ActionFailed, Mode
+from remediation.model import ActionFailed
 
 
 def kill_switch(inventory: Inventory) -> str | None:
     settings = inventory.remediation
     if not settings.enabled:
         return f"{inventory.path}: remediation.enabled is false (the kill switch)"
-    if settings.kill_switch_file is not None and settings.kill_switch_file.exists():
-        return f"the kill switch {settings.kill_switch_file} exists: remove it to allow remediation"
+    path = kill_switch_path(inventory)
+    if path.exists():
+        return f"the kill switch {path} exists: remove it to allow remediation"
     return None
 
 
-def mode_allows(mode: Mode, disruptive: bool) -> str | None:
-    if mode == "dry-run":
-        return "dry run: nothing changed"
-    if disruptive and mode != "all":
-        return "disruptive: needs --remediate=all"
-    return None
-
-
-def breaker(check: str, failing: Mapping[str, Sequence[Node]], inventory: Inventory,
-            all_nodes: Sequence[Node]) -> str | None:
-    """``failing``: check id -> the nodes failing it in this run."""
-    nodes = failing.get(check, ())
-    masters = [n.name for n in nodes if n.role == "master"]
-    agents = [n.name for n in nodes if n.role == "agent"]
-    limits = inventory.remediation
-    if len(masters) > limits.max_failing_masters or len(agents) > limits.max_failing_agents:
-        return (f"circuit breaker: {len(masters)} masters and {len(agents)} agents fail {check} "
-                f"(limits {limits.max_failing_masters} and {limits.max_failing_agents}): a systemic fault, "
-                "page a human")
-    for role in ("master", "agent"):
-        everyone = {n.name for n in all_nodes if n.role == role}
-        mine = {n.name for n in nodes if n.role == role}
-        if len(everyone) > 1 and mine == everyone:
-            return f"circuit breaker: every {role} fails {check}: refused (never all nodes at once)"
-    return None
+def kill_switch_path(inventory: Inventory) -> Path:
+    return inventory.remediation.kill_switch_file or inventory.path.parent / "STOP-REMEDIATION"
 
 
 def _servers_healthy(name: str, inventory: Inventory, masters: Sequence[Node], others: Sequence[Node]) -> list[str]:

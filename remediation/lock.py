@@ -2,23 +2,27 @@
 nightly CI, an operator's shell), with its owner in the key and a TTL that a killed run cannot outlive.
 
 The session's TTL is half the configured one (Consul invalidates a session up to twice its TTL after the
-last renewal), its behaviour ``delete`` (the key goes with it); a thread renews it while the lock is held.
-When the lock cannot be taken or checked (Consul without a leader, a refused token) the answer is a refusal:
-disruptive actions never run unlocked.
+last renewal), its behaviour ``delete`` (the key goes with it), and it has no health check: with Consul's
+default (the answering agent's serfHealth), rebooting that master would free the lock in the middle of an
+action. A thread renews it while a run holds the lock, and the run verifies the key right before each
+disruptive step. When the lock cannot be taken or checked (Consul without a leader, a refused token) the answer
+is a refusal: disruptive actions never run unlocked.
 
-Break it (after checking that its owner is really gone)::
+A hold (``gate --prepare``) is the same lock for a human: nobody renews it, it lasts the configured TTL or until
+``alice-acceptance release``.
 
-    python -m remediation.lock status --inventory=prod.yaml
-    python -m remediation.lock break  --inventory=prod.yaml
+Show or break it (break: after checking that its owner is really gone)::
+
+    python -m remediation.lock status  --inventory=prod.yaml
+    python -m remediation.lock break   --inventory=prod.yaml
+    python -m remediation.lock release --inventory=prod.yaml   # a hold only
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import getpass
-import json
 import os
 import socket
 import sys
@@ -29,38 +33,83 @@ from typing import Any
 from acceptance.inventory import InventoryError, load_inventory
 from remediation.clients import Http, write_config
 from remediation.model import ActionFailed
+from remediation.state import StateUnavailable, kv_entry, kv_json, put
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class ConsulLock:
     def __init__(self, http: Http, key: str, ttl_s: float, run_id: str) -> None:
         self.http = http
         self.key = key.strip("/")
-        self.ttl_s = max(20.0, float(ttl_s))
-        self.owner = {"run_id": run_id, "host": socket.gethostname(), "user": getpass.getuser(), "pid": os.getpid(),
-                      "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "ttl_s": self.ttl_s}
+        self.ttl_s = min(86400.0, max(20.0, float(ttl_s)))  # the session's TTL (half) within Consul's 10s-24h
+        self.owner: dict[str, Any] = {"run_id": run_id, "host": socket.gethostname(), "user": getpass.getuser(),
+                                      "pid": os.getpid(), "since": _utc(time.time()), "ttl_s": self.ttl_s}
         self.session: str | None = None
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def acquire(self) -> str | None:
-        """Take the lock; None when held, else why not (held by whom, or cannot be checked)."""
+        """Take the lock and keep it renewed; None when held, else why not (held by whom, or cannot be checked)."""
+        refusal = self._take()
+        if refusal is None:
+            self._renewer = threading.Thread(target=self._renew, name="remediation-lock", daemon=True)
+            self._renewer.start()
+        return refusal
+
+    def hold(self, purpose: str) -> str | None:
+        """Take the lock for a human: nobody renews it, the process may exit, it ends with its TTL or with
+        ``release_hold``; None when held, else why not."""
+        now = time.time()
+        self.owner = {**self.owner, "hold": purpose, "until": _utc(now + self.ttl_s)}
+        return self._take()
+
+    def _take(self) -> str | None:
         try:
+            # no NodeChecks: the lock must not end with the agent that answered (a master being rebooted)
             created = self.http.call("PUT", "/v1/session/create", {
                 "Name": "alice-acceptance remediation", "TTL": f"{int(self.ttl_s / 2)}s", "Behavior": "delete",
-                "LockDelay": "0s"})
+                "LockDelay": "0s", "NodeChecks": [], "ServiceChecks": []})
+            if not isinstance(created, dict) or not created.get("ID"):
+                raise ActionFailed("Consul's answer to creating a session has no ID")
             self.session = str(created["ID"])
-            taken = self.http.call("PUT", f"/v1/kv/{self.key}", self.owner, params={"acquire": self.session})
-        except (ActionFailed, KeyError, TypeError) as e:
+            taken = put(self.http, self.key, self.owner, params={"acquire": self.session})
+        except (ActionFailed, StateUnavailable) as e:
             self._destroy()
             return f"the remediation lock cannot be taken or checked ({e}): disruptive actions refused"
-        if taken is not True:
+        if not taken:
             self._destroy()
-            holder = holder_of(self.http, self.key)
+            try:
+                holder = holder_of(self.http, self.key)
+            except StateUnavailable as e:
+                return f"the remediation lock is held, by whom cannot be read ({e})"
             return f"the remediation lock is held by {describe(holder)}" if holder else "the remediation lock is held"
-        self._renewer = threading.Thread(target=self._renew, name="remediation-lock", daemon=True)
-        self._renewer.start()
         return None
+
+    def verify(self) -> str | None:
+        """Right before a disruptive step: None only when the key is still held by our session, else why not."""
+        if self.session is None:
+            return "not held"
+        if self.lost.is_set():
+            return "its session could not be renewed"
+        try:
+            entry = kv_entry(self.http, self.key)
+        except StateUnavailable as e:
+            return f"it cannot be read ({e})"
+        if entry is None:
+            return "its key is gone (the session expired or was destroyed)"
+        if entry.get("Session") == self.session:
+            return None
+        if not entry.get("Session"):
+            return "its key is no longer held"
+        try:
+            holder: dict[str, Any] = {**_owner(entry, self.key), "session": entry["Session"]}
+        except StateUnavailable:
+            holder = {"session": entry["Session"]}
+        return f"now held by {describe(holder)}"
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 6):
@@ -84,30 +133,51 @@ class ConsulLock:
         self._destroy()
 
 
+def _owner(entry: dict[str, Any], key: str) -> dict[str, Any]:
+    try:
+        owner = kv_json(entry, key)
+    except StateUnavailable:
+        return {}  # held all the same, by an owner this suite did not write
+    return owner if isinstance(owner, dict) else {}
+
+
 def holder_of(http: Http, key: str) -> dict[str, Any] | None:
-    try:
-        entries = http.call("GET", f"/v1/kv/{key.strip('/')}", ok=(200, 404))
-    except ActionFailed:
+    """The lock's owner and ``session`` (None: free); StateUnavailable when Consul cannot tell."""
+    entry = kv_entry(http, key.strip("/"))
+    if entry is None or not entry.get("Session"):
         return None
-    if not isinstance(entries, list) or not entries or not entries[0].get("Session"):
-        return None
-    entry = entries[0]
-    try:
-        owner = json.loads(base64.b64decode(entry.get("Value") or b"").decode() or "{}")
-    except ValueError:
-        owner = {}
-    return {**(owner if isinstance(owner, dict) else {}), "session": entry["Session"]}
+    return {**_owner(entry, key), "session": entry["Session"]}
 
 
 def describe(holder: dict[str, Any]) -> str:
-    return (f"run {holder.get('run_id', '?')} of {holder.get('user', '?')}@{holder.get('host', '?')} "
+    text = (f"run {holder.get('run_id', '?')} of {holder.get('user', '?')}@{holder.get('host', '?')} "
             f"(pid {holder.get('pid', '?')}, since {holder.get('since', '?')}, session {holder.get('session')})")
+    if holder.get("hold"):
+        text += f", a hold until {holder.get('until', '?')}: {holder['hold']}"
+    return text
+
+
+def release_hold(http: Http, key: str) -> str:
+    """``alice-acceptance release``: end a hold (what was released); ActionFailed when the lock is a running
+    run's (or it cannot be read or released)."""
+    try:
+        holder = holder_of(http, key)
+    except StateUnavailable as e:
+        raise ActionFailed(f"the remediation lock cannot be read ({e})") from None
+    if holder is None:
+        return f"{key}: free, no hold to release"
+    if not holder.get("hold"):
+        raise ActionFailed(f"{key} is held by {describe(holder)}, a remediation run's lock, not a hold: not "
+                           "released; if its owner is gone (check its host and pid), use `alice-acceptance lock break`")
+    http.call("PUT", f"/v1/session/destroy/{holder['session']}")
+    return f"released the hold of {describe(holder)}"
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m remediation.lock",
-                                description="Show or break the cluster-wide remediation lock (a Consul session).")
-    p.add_argument("command", choices=("status", "break"))
+                                description="Show, break or release the cluster-wide remediation lock (a Consul "
+                                            "session).")
+    p.add_argument("command", choices=("status", "break", "release"))
     p.add_argument("--inventory", required=True)
     args = p.parse_args(argv)
     try:
@@ -115,13 +185,24 @@ def main(argv: list[str] | None = None) -> int:
     except InventoryError as e:
         print(e, file=sys.stderr)
         return 4
-    settings = inventory.remediation
+    key = inventory.remediation.lock_key
     http = Http(write_config("consul", inventory, [n for n in inventory.nodes if n.role == "master"]))
-    holder = holder_of(http, settings.lock_key)
-    if holder is None:
-        print(f"{settings.lock_key}: free")
+    if args.command == "release":
+        try:
+            print(release_hold(http, key))
+        except ActionFailed as e:
+            print(f"cannot release it: {e}", file=sys.stderr)
+            return 1
         return 0
-    print(f"{settings.lock_key}: held by {describe(holder)}")
+    try:
+        holder = holder_of(http, key)
+    except StateUnavailable as e:
+        print(f"{key}: unknown: {e}")
+        return 1
+    if holder is None:
+        print(f"{key}: free")
+        return 0
+    print(f"{key}: held by {describe(holder)}")
     if args.command == "break":
         try:
             http.call("PUT", f"/v1/session/destroy/{holder['session']}")

@@ -10,7 +10,9 @@ from acceptance.inventory import Node
 
 Mode = Literal["off", "dry-run", "safe", "all"]
 MODES: tuple[Mode, ...] = ("off", "dry-run", "safe", "all")
-Gate = Literal["quorum", "workload"]  # a master's raft quorum; an agent's running allocations
+# lock: the cluster-wide remediation lock; quorum: the two other masters healthy; leadership: moved off the
+# master first; workload: the agent drained and idle; node-healthy: every check of the node itself passed in this run
+Gate = Literal["lock", "quorum", "leadership", "workload", "node-healthy"]
 
 
 class ActionFailed(Exception):
@@ -19,6 +21,15 @@ class ActionFailed(Exception):
 
 class NeedsHuman(Exception):
     """Not fixable by the suite (an expired TSM registration, a sealed Vault): say so and escalate."""
+
+
+class Refused(Exception):
+    """A guardrail inside an action said no after reading the state (e.g. OpenStack shows a human's SHUTOFF)."""
+
+    def __init__(self, guardrail: str, reason: str) -> None:
+        super().__init__(reason)
+        self.guardrail = guardrail
+        self.reason = reason
 
 
 class Interrupted(Exception):
@@ -48,7 +59,10 @@ class Progress:
 @dataclass
 class Action:
     """One remediation of one node. ``do`` reads the state first and does nothing when there is nothing to do;
-    it returns what it did. ``gates``: what must hold before a disruptive action (and what it prepares)."""
+    it returns what it did. ``disruptive``: needs ``--remediate=all`` and counts against the caps. ``gates``: what
+    must hold before it runs (and what it prepares). ``confirm``: asks independent sources whether the failure is
+    real, right before acting (None: confirmed, else why not). ``resolve``: an action whose class depends on the
+    state (a unit that runs but is disabled is enabled, never restarted) is chosen when the engine decides."""
 
     name: str
     node: Node
@@ -59,3 +73,5 @@ class Action:
     gates: tuple[Gate, ...] = ()
     settle_s: float | None = None  # how long the re-check may take to pass (default: the inventory's)
     escalation: tuple[str, ...] = field(default_factory=tuple)  # what comes when this action's budget is spent
+    confirm: Callable[[], str | None] | None = None
+    resolve: Callable[[], Action] | None = None  # reads the state now and returns the action its class calls for

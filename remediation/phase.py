@@ -1,25 +1,31 @@
-"""Where remediation meets pytest's run loop: a failed check that names a remediation keeps its reports until
-the end of the loop (so that the circuit breaker sees every node first), then the engine decides, and the
-reports are logged as they ended: ``remediated`` (the check passed on its re-check, both messages kept) or
-``failed`` with what the remediation said. Only a serial run remediates: its guardrails count failures across
-the whole cluster in one process."""
+"""Where remediation meets pytest's run loop, as a plugin object registered only when ``--remediate`` is not
+``off`` (as xdist registers its DSession).
+
+A failed check that names a remediation keeps its reports until the loop ends, so that the guardrails see every
+node first; a loop that did not end (Ctrl-C, SIGTERM, ``--run-timeout``, ``-x``) remediates nothing. Then, in
+pytest-rerunfailures' idiom, each check whose remediation ran is logged as three steps: the failing attempt
+(outcome ``rerun``), the fix (outcome ``rerun``, what the action did), and the re-check, the final report
+(``remediated`` or ``failed``). A check whose remediation did not run is logged once, failed, with why not. Only
+a serial run remediates: its guardrails count failures across the whole cluster in one process.
+"""
 
 from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any, cast
 
 import pytest
-from _pytest.runner import runtestprotocol
+from _pytest.runner import CallInfo, runtestprotocol
 
 from acceptance.records import set_properties
 from acceptance.run import ITEM_KEY, Run
-from remediation.engine import ACTION_KEY, ARGS_KEY, Decision, Engine, detail
+from remediation.engine import ACTION_KEY, ARGS_KEY, Decision, Engine, Failure, detail
 from remediation.model import MODES, Mode
 
-ENGINE_KEY = pytest.StashKey[Engine]()
+PLUGIN_NAME = "acceptance-remediation"
+NEEDS_HUMAN = 6  # the exit status when a remediation escalated to a human (documented in the CLI and README)
 
 
 def mode_of(config: pytest.Config) -> Mode:
@@ -47,60 +53,144 @@ def start(config: pytest.Config, run: Run) -> None:
     if getattr(config.option, "numprocesses", None) or getattr(config.option, "dist", "no") != "no":
         raise pytest.UsageError(f"--remediate={mode} runs in one process (its guardrails count failures across the "
                                 "cluster): drop -n / --dist")
-    config.stash[ENGINE_KEY] = Engine(run, mode, say=say(config))
+    config.pluginmanager.register(RemediationPlugin(Engine(run, mode, say=say(config))), PLUGIN_NAME)
     run.remediate = mode
 
 
-def keep_arguments(item: pytest.Item) -> None:
-    """The check function's arguments, for a re-check after its remediation."""
-    if ENGINE_KEY in item.config.stash and item.stash.get(ITEM_KEY, None) is not None:
-        function = cast(pytest.Function, item)
-        item.stash[ARGS_KEY] = {n: function.funcargs[n] for n in inspect.signature(function.obj).parameters}
-        name = item.stash[ITEM_KEY].spec.remediation
-        if name and name in function.funcargs:  # pytest forgets funcargs at teardown
-            item.stash[ACTION_KEY] = function.funcargs[name]
+def exit_status(run: Run, status: int) -> int:
+    """A failed run whose remediation escalated to a human exits ``NEEDS_HUMAN``, not 1."""
+    if status == pytest.ExitCode.TESTS_FAILED and any(e.get("verdict") == "escalated" for e in run.audit):
+        return NEEDS_HUMAN
+    return status
 
 
-def protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-    engine = item.config.stash.get(ENGINE_KEY, None)
-    info = item.stash.get(ITEM_KEY, None)
-    if engine is None or info is None or not info.spec.remediation:
-        return None
-    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
-    reports = runtestprotocol(item, nextitem=nextitem, log=False)
-    if not engine.defer(item, reports):
+class RemediationPlugin:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, object, object]:
+        """The check function's arguments, for a re-check after its remediation."""
+        if pyfuncitem.stash.get(ITEM_KEY, None) is not None:
+            pyfuncitem.stash[ARGS_KEY] = {n: pyfuncitem.funcargs[n]
+                                          for n in inspect.signature(pyfuncitem.obj).parameters}
+            name = pyfuncitem.stash[ITEM_KEY].spec.remediation
+            if name and name in pyfuncitem.funcargs:  # pytest forgets funcargs at teardown
+                pyfuncitem.stash[ACTION_KEY] = pyfuncitem.funcargs[name]
+        return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+        info = item.stash.get(ITEM_KEY, None)
+        if info is None or not info.spec.remediation:
+            return None
+        item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        if not self.engine.defer(item, reports):
+            log_reports(item, reports)
+        return True
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, object, object]:
+        ended = False
+        try:
+            result = yield
+            ended = not (session.shouldstop or session.shouldfail)
+            return result
+        finally:
+            self.finish(session, ended)
+
+    def finish(self, session: pytest.Session, ended: bool) -> None:
+        """Remediate (only after a loop that ran to its end), then log the kept reports as they ended."""
+        engine = self.engine
+        if not engine.failures:
+            return
+        try:
+            if ended:
+                engine.remediate()
+            else:
+                why = session.shouldstop or session.shouldfail
+                engine.interrupted(f"the run was stopped before its checks ended ({why})" if why
+                                   else "the run was interrupted before its checks ended")
+        finally:
+            for f in engine.failures:
+                log_failure(f, engine.decisions.get(f.key), engine.mode)
+
+
+def log_failure(f: Failure, d: Decision | None, mode: str) -> None:
+    """The failure's reports, in pytest-rerunfailures' idiom when its remediation ran."""
+    item, reports = f.item, f.reports
+    call = next(r for r in reports if r.when == "call")
+    first = str(dict(call.user_properties).get("message", ""))
+    if d is None or not d.acted:
+        if d is not None:
+            annotate(item, reports, {"message": f"{first} [remediation {d.verdict}: {d.reason}]",
+                                     "remediation_detail": detail(d, mode)})
         log_reports(item, reports)
-    return True
-
-
-def finish(config: pytest.Config) -> None:
-    """After the loop (even an interrupted one): remediate, then log the kept reports as they ended."""
-    engine = config.stash.get(ENGINE_KEY, None)
-    if engine is None or not engine.failures:
         return
-    decisions: dict[str, Decision] = {}
-    try:
-        decisions = engine.remediate()
-    finally:
-        for f in engine.failures:
-            decision = decisions.get(f.key)
-            if decision is not None:
-                apply_decision(f.item, f.reports, decision, engine.mode)
-            log_reports(f.item, f.reports)
+    setup = [r for r in reports if r.when == "setup"]
+    teardown = [r for r in reports if r.when == "teardown"]
+    for r in setup:
+        item.ihook.pytest_runtest_logreport(report=r)
+    call.outcome = "rerun"  # type: ignore[assignment]  # the failing attempt, as pytest-rerunfailures reports it
+    item.ihook.pytest_runtest_logreport(report=call)
+    item.ihook.pytest_runtest_logreport(report=fix_report(item, d))
+    final = final_report(item, d)
+    if d.fixed:
+        changes = {"outcome": "remediated", "message": f"remediated ({d.action}: {d.reason}); was: {first}",
+                   "first_message": first}
+    else:
+        message = str(dict(final.user_properties).get("message", "")) or first
+        changes = {"message": f"{message} [remediation {d.verdict}: {d.reason}]", "first_message": first}
+    changes["remediation_detail"] = detail(d, mode)
+    annotate(item, [final, *teardown], changes)
+    item.ihook.pytest_runtest_logreport(report=final)
+    for r in teardown:
+        item.ihook.pytest_runtest_logreport(report=r)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
 
 
 def apply_decision(item: pytest.Item, reports: list[pytest.TestReport], d: Decision, mode: str) -> None:
+    """A provisioning round's reports (not logged yet: only the last round is) as the remediation left them."""
     call = next(r for r in reports if r.when == "call")
-    props = dict(call.user_properties)
-    first = str(props.get("message", ""))
+    first = str(dict(call.user_properties).get("message", ""))
     if d.fixed:
-        call.outcome = "passed"
-        call.longrepr = None
+        call.outcome, call.longrepr = "passed", None
         changes = {"outcome": "remediated", "message": f"remediated ({d.action}: {d.reason}); was: {first}",
                    "first_message": first}
     else:
         changes = {"message": f"{first} [remediation {d.verdict}: {d.reason}]"}
     changes["remediation_detail"] = detail(d, mode)
+    annotate(item, reports, changes)
+
+
+def engine_of(config: pytest.Config) -> Engine | None:
+    plugin = config.pluginmanager.get_plugin(PLUGIN_NAME)
+    return plugin.engine if isinstance(plugin, RemediationPlugin) else None
+
+
+def fix_report(item: pytest.Item, d: Decision) -> pytest.TestReport:
+    """The remediation as its own step: outcome ``rerun`` (not a verdict), what the action did in its text."""
+    report = pytest.TestReport(item.nodeid, item.location, {}, "rerun", f"remediation {d.action}: {d.reason}",  # type: ignore[arg-type]
+                               "call", [("remediation", f"{d.action}: {d.verdict}: {d.reason}")], d.duration_s,
+                               user_properties=[("remediation_step", d.action)])
+    return report
+
+
+def final_report(item: pytest.Item, d: Decision) -> pytest.TestReport:
+    """The re-check as the check's final report, made by pytest's own hook (so the verdict is classified as
+    any check's is)."""
+    def again() -> None:
+        if d.final is not None:
+            raise d.final
+
+    info = CallInfo.from_call(again, when="call")
+    report = cast(pytest.TestReport, item.ihook.pytest_runtest_makereport(item=item, call=info))
+    report.duration = d.duration_s
+    return report
+
+
+def annotate(item: pytest.Item, reports: list[pytest.TestReport], changes: dict[str, str]) -> None:
     # every phase's report carries the verdict (the teardown report too: JUnit and the records read it)
     for target in (*(r.user_properties for r in reports if dict(r.user_properties).get("outcome")),
                    item.user_properties):

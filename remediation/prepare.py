@@ -1,7 +1,9 @@
-"""``--gate ACTION:NODE --prepare``: the runbook's preparation before a rebuild, reboot or deletion, under the
-remediation lock and gates, before the gate decides: an agent is drained (deadline ``drain_deadline_s``) and
-waited for until no allocation runs (other than the allowed jobs); a master's Nomad and Consul leadership move
-to another master and its Vault steps down, only when the two others are healthy. Every step is audited."""
+"""``--gate ACTION:NODE --prepare``: the runbook's preparation before a rebuild, reboot or deletion, before the
+gate decides: an agent is drained (deadline ``drain_deadline_s``, system jobs left alone) and waited for until no
+allocation runs (other than the allowed jobs); a master's Nomad and Consul leadership move to another master and
+its Vault steps down, only when the two others are healthy. The remediation lock is then kept as a hold for the
+human who rebuilds, until ``alice-acceptance release`` or its TTL: no remediation acts meanwhile. The drain is the
+human's (its Meta names them), never re-enabled by remediation. Every step is audited."""
 
 from __future__ import annotations
 
@@ -9,55 +11,61 @@ import time
 from collections.abc import Callable
 
 from acceptance.run import Run
-from remediation import gates
+from remediation import gates, switch
 from remediation.audit import AuditLog
 from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off, write_config
 from remediation.lock import ConsulLock
-from remediation.model import ActionFailed, Progress
+from remediation.model import ActionFailed, NeedsHuman, Progress
+from remediation.state import StateUnavailable
 
 
 def prepare(run: Run, say: Callable[[str], None]) -> None:
     gate = run.gate
     assert gate is not None
-    audit = AuditLog(run.report_dir, run.run_id)
+    audit = AuditLog(run.report_dir, run.run_id, "prepare")
     start = time.monotonic()
     try:
-        verdict, reason, guardrail = _prepare(run, say)
-    except ActionFailed as e:
+        verdict, reason, guardrail = _prepare(run, audit, say)
+    except (ActionFailed, NeedsHuman, StateUnavailable) as e:
         verdict, reason, guardrail = "failed", str(e), None
-    entry = audit.record(node=gate.node.name, check=f"gate:{gate.action}", action="prepare", mode="prepare",
-                         verdict=verdict, guardrail=guardrail, reason=reason, before="", after="",
+    entry = audit.record(node=gate.node.name, check=f"gate:{gate.action}", action="prepare", verdict=verdict,
+                         guardrail=guardrail, reason=reason, before="", after="",
                          duration_s=round(time.monotonic() - start, 3))
     run.audit.append(entry)  # type: ignore[arg-type]
     say(f"prepare {gate.title}: {verdict}: {reason}")
 
 
-def _prepare(run: Run, say: Callable[[str], None]) -> tuple[str, str, str | None]:
+def _prepare(run: Run, audit: AuditLog, say: Callable[[str], None]) -> tuple[str, str, str | None]:
     """(verdict, reason, the guardrail that refused)."""
     gate = run.gate
     assert gate is not None
     settings = run.inventory.remediation
     masters = [n for n in run.all_nodes if n.role == "master"]
     progress = Progress(say=say)
+    consul = Http(write_config("consul", run.inventory, masters))
     stop = gates.kill_switch(run.inventory)
+    if not stop:
+        entry = switch.stopped(consul, settings.stop_key)
+        stop = f"the cluster's kill switch is on: {switch.describe_stop(entry)}" if entry else None
     if stop:
         return "refused", stop, "kill-switch"
-    lock = ConsulLock(Http(write_config("consul", run.inventory, masters)), settings.lock_key, settings.lock_ttl_s,
-                      run.run_id)
-    refusal = lock.acquire()
+    lock = ConsulLock(consul, settings.lock_key, settings.lock_ttl_s, run.run_id)
+    refusal = lock.hold(f"{gate.title}: held for {audit.who['user']}@{audit.who['host']} until "
+                        "`alice-acceptance release`")
     if refusal:
         return "refused", refusal, "lock"
-    try:
-        if gate.node.role == "master":
-            stop = gates.quorum(run.inventory, gate.node, masters)
-            if stop:
-                return "refused", stop, "quorum"
-            return "taken", move_leadership_off(run.inventory, gate.node, masters, progress), None
-        nomad = Nomad(Http(write_config("nomad", run.inventory, masters)))
-        running = drain_until_idle(nomad, gate.node, settings.drain_deadline_s, settings.drain_deadline_s + 60,
-                                   progress, gate.allowed_jobs)
-        if running:
-            return "failed", f"{gate.node.name} still runs {', '.join(running[:3])} after draining", "workload"
-        return "taken", f"{gate.node.name} drained: no allocation runs", None
-    finally:
-        lock.release()
+    held = f"the remediation lock is held for the human until `alice-acceptance release` (or {settings.lock_ttl_s} s)"
+    if gate.node.role == "master":
+        stop = gates.quorum(run.inventory, gate.node, masters)
+        if stop:
+            lock.release()
+            return "refused", stop, "quorum"
+        return "taken", f"{move_leadership_off(run.inventory, gate.node, masters, progress)}; {held}", None
+    nomad = Nomad(Http(write_config("nomad", run.inventory, masters)))
+    owner = {"drained_by": f"{audit.who['user']} (alice-acceptance gate --prepare)", "run_id": run.run_id,
+             "host": audit.who["host"], "for": gate.title}
+    running = drain_until_idle(nomad, gate.node, settings.drain_deadline_s, settings.drain_deadline_s + 60,
+                               progress, owner, gate.allowed_jobs, for_human=True)
+    if running:
+        return "failed", f"{gate.node.name} still runs {', '.join(running[:3])} after draining; {held}", "workload"
+    return "taken", f"{gate.node.name} drained: no allocation runs; {held}", None

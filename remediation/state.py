@@ -1,66 +1,111 @@
-"""What remediation remembers across runs, in one state file (mode 0600, written atomically under a lock):
-the retry budget per check and node (attempts per rung of the escalation ladder, within a window), and the
-nodes this suite drained, so that a run that died mid-action is finished or undone by the next one."""
+"""What remediation remembers across runs, in one JSON document in Consul KV (``remediation.state_key``) that
+every runner shares (the nightly CI, an operator's shell): the retry budget, the flap history, the disruptive
+actions of the window, the nodes this suite drained (so that a run that died mid-action is finished or undone by
+the next one, wherever it runs) and the holds.
+
+Writes are check-and-set on the key's ModifyIndex: two runners never lose each other's changes. When the
+document cannot be read or written the answer is :class:`StateUnavailable`, never an empty state: acting on an
+empty budget would forget what earlier runs did.
+"""
 
 from __future__ import annotations
 
-import fcntl
+import base64
+import binascii
 import json
-import os
+import random
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from remediation.clients import Http
+from remediation.model import ActionFailed
+
+T = TypeVar("T")
+DEFAULTS: dict[str, type] = {"budget": dict, "flaps": dict, "drained": dict, "disruptive": list, "holds": dict}
+ATTEMPTS = 5  # check-and-set writes before giving up on a key that keeps changing underneath
 
 
-class StateFile:
-    def __init__(self, path: Path, window_h: float) -> None:
-        self.path = path
-        self.window_s = window_h * 3600
+class StateUnavailable(Exception):
+    """The cluster-wide state cannot be read or written: which key and why (never a token)."""
 
-    @contextmanager
-    def edit(self) -> Iterator[dict[str, Any]]:
-        """The state, locked against other runs; written back (0600, atomically) when the block ends."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock = os.open(f"{self.path}.lock", os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            data = self._read()
-            yield data
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        finally:
-            os.close(lock)
+
+def kv_entry(http: Http, key: str) -> dict[str, Any] | None:
+    """The KV entry at ``key`` (Key, Value, Session, ModifyIndex, ...); None when the key does not exist.
+
+    Consul answers a missing key with 404 and an empty body and an existing one with a JSON list of one entry;
+    anything else (no answer, a refusal, an HTML page) is StateUnavailable."""
+    try:
+        answer = http.call("GET", f"/v1/kv/{key}", ok=(200, 404))
+    except ActionFailed as e:
+        raise StateUnavailable(f"{key}: {e}") from None
+    if answer is None:
+        return None
+    entry = answer[0] if isinstance(answer, list) and len(answer) == 1 else None
+    if not isinstance(entry, dict) or type(entry.get("ModifyIndex")) is not int:
+        raise StateUnavailable(f"{key}: Consul's answer is not a KV entry ({type(answer).__name__})")
+    return entry
+
+
+def kv_value(entry: dict[str, Any], key: str) -> bytes:
+    value = entry.get("Value")
+    if value is None:
+        return b""
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise StateUnavailable(f"{key}: the value is not base64 as Consul sends it") from None
+
+
+def kv_json(entry: dict[str, Any], key: str) -> Any:
+    """The entry's value parsed as JSON (never its text in a message: it is whatever someone wrote there)."""
+    try:
+        return json.loads(kv_value(entry, key).decode())
+    except ValueError:
+        raise StateUnavailable(f"{key}: the value is not JSON") from None
+
+
+def put(http: Http, key: str, body: Any, params: dict[str, str] | None = None) -> bool:
+    """Write ``body`` as JSON; Consul's true/false (false: a check-and-set or lock that did not match)."""
+    try:
+        answer = http.call("PUT", f"/v1/kv/{key}", body, params=params)
+    except ActionFailed as e:
+        raise StateUnavailable(f"{key}: {e}") from None
+    if not isinstance(answer, bool):
+        raise StateUnavailable(f"{key}: Consul's answer to a write is not true or false")
+    return answer
+
+
+class ClusterState:
+    def __init__(self, http: Http, key: str) -> None:
+        self.http = http
+        self.key = key.strip("/")
 
     def read(self) -> dict[str, Any]:
-        with self.edit() as data:
-            copy: dict[str, Any] = json.loads(json.dumps(data))
-            return copy
+        return self._read()[0]
 
-    def _read(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            data = {}
-        data.setdefault("budget", {})
-        data.setdefault("drained", {})
-        return data if isinstance(data, dict) else {"budget": {}, "drained": {}}
+    def update(self, change: Callable[[dict[str, Any]], T]) -> T:
+        """Apply ``change`` to the document and write it back, check-and-set; when another runner wrote in
+        between, read again and re-apply (so ``change`` must depend on nothing but the document it gets)."""
+        for attempt in range(ATTEMPTS):
+            data, index = self._read()
+            result = change(data)
+            if put(self.http, self.key, data, params={"cas": str(index)}):
+                return result
+            time.sleep(random.uniform(0, 0.05 * (attempt + 1)))  # jitter: two runners do not collide again
+        raise StateUnavailable(f"{self.key}: changed by another runner during each of {ATTEMPTS} writes")
 
-    # --- the retry budget
-
-    def attempts(self, data: dict[str, Any], key: str, rung: str) -> int:
-        now = time.time()
-        tries = [t for t in data["budget"].get(key, {}).get(rung, []) if now - t < self.window_s]
-        return len(tries)
-
-    def spend(self, data: dict[str, Any], key: str, rung: str) -> None:
-        now = time.time()
-        rungs = data["budget"].setdefault(key, {})
-        rungs[rung] = [t for t in rungs.get(rung, []) if now - t < self.window_s] + [now]
-
-    def reset(self, data: dict[str, Any], key: str) -> None:
-        data["budget"].pop(key, None)
+    def _read(self) -> tuple[dict[str, Any], int]:
+        """The document with its defaults, and the ModifyIndex to write it back with (0: create)."""
+        entry = kv_entry(self.http, self.key)
+        if entry is None:
+            return {name: kind() for name, kind in DEFAULTS.items()}, 0
+        data = kv_json(entry, self.key)
+        if not isinstance(data, dict):
+            raise StateUnavailable(f"{self.key}: the value is not a JSON object ({type(data).__name__})")
+        for name, kind in DEFAULTS.items():
+            data.setdefault(name, kind())
+            if not isinstance(data[name], kind):
+                raise StateUnavailable(f"{self.key}: {name!r} is a {type(data[name]).__name__}, expected a "
+                                       f"{kind.__name__}")
+        return data, int(entry["ModifyIndex"])

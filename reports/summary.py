@@ -32,7 +32,7 @@ HEALTHY: frozenset[str] = frozenset({"passed", "remediated"})
 
 Moment = Literal["check", "nightly", "provision", "gate"]
 MOMENTS: tuple[Moment, ...] = get_args(Moment)
-Verdict = Literal["planned", "taken", "refused", "failed", "escalated"]
+Verdict = Literal["started", "planned", "taken", "refused", "failed", "escalated"]
 VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 Kind = Literal["vm", "metal"]
 ROLE_ORDER: dict[str, int] = {"cluster": 0, "master": 1, "agent": 2}
@@ -67,6 +67,8 @@ class RemediationEntry(TypedDict):
 
     run_id: str
     time: str  # ISO 8601, UTC
+    user: str  # who ran it
+    host: str  # the runner's host name
     node: str
     check: str
     action: str

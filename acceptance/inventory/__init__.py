@@ -31,11 +31,13 @@ Keys. Relative paths are relative to the inventory file; numbers must be finite 
 ``checks``       a list of directories of the site's own checks (existing, each once) -> ``Inventory.check_dirs``
 ``remediation``  -> ``Inventory.remediation`` (:class:`RemediationSettings`): ``enabled`` (true; false is the
                  inventory's kill switch: no remediation at all), ``kill_switch_file`` (a path that stops remediation
-                 while it exists; need not exist), ``max_failing_masters`` (1; 0..1000) and ``max_failing_agents``
-                 (3; 0..100000): the circuit breaker, ``drain_deadline_s`` (21600; (0, 7 days]), ``settle_timeout_s``
-                 (300; (0, 3600]), ``lock_key`` (``alice-acceptance/remediation-lock``: a Consul KV key),
-                 ``lock_ttl_s`` (900; 10..86400), ``attempts`` (3; 1..100: the retry budget per check and node),
-                 ``budget_window_h`` (24; (0, 8760]), ``state_file`` (need not exist)
+                 while it exists; default ``STOP-REMEDIATION`` beside the inventory), ``max_unhealthy_masters`` (1)
+                 and ``max_unhealthy_agents`` (4): the blast radius, counted cluster-wide; ``max_disruptive_masters``
+                 (1) and ``max_disruptive_agents`` (2) per run and per ``disruptive_window_h`` (24),
+                 ``drain_deadline_s`` (21600; (0, 7 days]), ``settle_timeout_s`` (300; (0, 3600]), ``lock_key``,
+                 ``state_key``, ``stop_key`` (Consul KV keys under ``alice-acceptance/``), ``lock_ttl_s`` (900;
+                 10..86400), ``attempts`` (3; 1..100: the retry budget per check, node and rung),
+                 ``budget_window_h`` (24; (0, 8760])
 
 Bounds of the input, so that any file is refused in well under a second: 1 MiB, 32 levels of nesting, 10,000
 items in one list or mapping, 50,000 values once YAML aliases are expanded (an "alias bomb" is refused).

@@ -157,17 +157,29 @@ class RemediationSettings:
     """The guardrails of remediation (section ``remediation``); --remediate chooses whether anything runs."""
 
     enabled: bool = True  # false: the inventory's kill switch, no remediation at all
-    kill_switch_file: Path | None = field(default=None, metadata=rule(exists="maybe"))  # while it exists: none
-    max_failing_masters: int = field(default=1, metadata=num(0, 1000))  # circuit breaker: more failing, stop
-    max_failing_agents: int = field(default=3, metadata=num(0, 100_000))
+    # while it exists, nothing is remediated (default: STOP-REMEDIATION beside the inventory)
+    kill_switch_file: Path | None = field(default=None, metadata=rule(exists="maybe"))
+    # blast radius, cluster-wide from the APIs' view and this run's failures: past either, act on nothing
+    max_unhealthy_masters: int = field(default=1, metadata=num(0, 1000))
+    max_unhealthy_agents: int = field(default=4, metadata=num(0, 100_000))
+    # disruptive actions (reboots, drains, a master's service) per run and per window, cluster-wide
+    max_disruptive_masters: int = field(default=1, metadata=num(0, 1000))
+    max_disruptive_agents: int = field(default=2, metadata=num(0, 100_000))
+    disruptive_window_h: float = field(default=24, metadata=_HOURS)
+    # a drain's deadline: the longest build (Nomad kills what still runs then); system jobs are left alone
     drain_deadline_s: float = field(default=21600, metadata=num(0, 7 * 86400, above=True))
     settle_timeout_s: float = field(default=300, metadata=num(0, 3600, above=True))
     lock_key: str = field(default="alice-acceptance/remediation-lock", metadata=rule(
         check=fixing(lock_key_problem, "write a key such as alice-acceptance/remediation-lock")))
     lock_ttl_s: int = field(default=900, metadata=num(10, 86400))
-    attempts: int = field(default=3, metadata=num(1, 100))  # retry budget per check and node
+    # the budget, flap history, disruptive actions and the nodes this suite drained, shared by every runner
+    state_key: str = field(default="alice-acceptance/remediation-state", metadata=rule(
+        check=fixing(lock_key_problem, "write a key such as alice-acceptance/remediation-state")))
+    # the cluster-wide kill switch (alice-acceptance stop / resume)
+    stop_key: str = field(default="alice-acceptance/stop", metadata=rule(
+        check=fixing(lock_key_problem, "write a key such as alice-acceptance/stop")))
+    attempts: int = field(default=3, metadata=num(1, 100))  # retry budget per check and node and rung
     budget_window_h: float = field(default=24, metadata=_HOURS)
-    state_file: Path | None = field(default=None, metadata=rule(exists="maybe"))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ escaped. One place builds the options, for the batches and for closing the maste
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
@@ -39,6 +40,24 @@ _CONFIG_ERRORS = (
     ("Too many authentication failures", "the login was refused; fix: check ssh.identity (IdentitiesOnly)"),
     ("Load key", "the ssh identity cannot be read; fix: check ssh.identity and its mode"),
 )
+# Failures on the runner's side of the connection: a bastion (ProxyJump/ProxyCommand), the node's sshd turning
+# new connections away (MaxStartups), the runner's own master connection. The node may be fine: never a verdict
+# on it (``error``, never ``failed``, never a reboot). Matched on any line of ssh's stderr: they only appear when
+# the connection failed that way (checked with OpenSSH 9.2: a dead ProxyJump host or a target the bastion cannot
+# reach both end with "Connection closed by UNKNOWN port 65535", the proxy's pipe having no address).
+_SSHD_CLOSED = "the ssh server (the node's throttling new connections, MaxStartups, or a bastion) closed it"
+_RUNNER_ERRORS = (
+    (re.compile(r"channel \d+: open failed"), "the bastion could not open the forwarding to the node"),
+    (re.compile(r"stdio forwarding failed"), "the bastion could not forward the connection to the node"),
+    (re.compile(r"UNKNOWN port 65535"), "through a ProxyJump/ProxyCommand, whose connection ended"),
+    (re.compile(r"kex_exchange_identification"), _SSHD_CLOSED),
+    (re.compile(r"ssh_exchange_identification"), _SSHD_CLOSED),  # OpenSSH before 8.2
+    (re.compile(r"during banner exchange"), "connected, but no ssh banner came (a bastion, or a throttled sshd)"),
+)  # the most specific first: its reason is the one given
+# The runner's master connection (ControlMaster): only when it is what ended ssh (the last line), since ssh
+# warns "ControlSocket ... already exists, disabling multiplexing" and goes on with a connection of its own.
+_MUX_ERRORS = ("mux_client", "muxclient", "ControlSocket", "Control socket", "unix_listener")
+_CONNECT = re.compile(r"ssh: connect to host (\S+) port \d+")
 
 
 class ControlDirError(RuntimeError):
@@ -72,12 +91,14 @@ def safe_destination(value: str) -> str:
 
 @dataclass(frozen=True)
 class SshResult:
-    """Whether ssh reached the node: ``unreachable`` (a verdict on the node) or a configuration problem."""
+    """Whether ssh reached the node. Not ok: the node's failure (a verdict on it), unless ``config_error`` (the
+    operator's to fix) or ``runner_error`` (the runner's or the bastion's side): neither says anything of the node."""
 
     ok: bool
     message: str = ""
     config_error: bool = False
     duration_s: float = 0.0
+    runner_error: bool = False
 
 
 @dataclass
@@ -99,13 +120,42 @@ class BatchResult:
     problem: str | None = None  # why answers are missing although ssh got in (e.g. no temporary directory)
 
 
-def classify_failure(where: str, stderr: str, timed_out: bool = False) -> SshResult:
+def _runner_side(lines: Sequence[str], jump_hosts: Sequence[str]) -> str | None:
+    """Why the failure is on the runner's or the bastion's side, or None (then it is the node's)."""
+    for line in lines:
+        bastion = _CONNECT.search(line)
+        if bastion and bastion.group(1) in jump_hosts:
+            return f"the bastion {bastion.group(1)} (ProxyJump) did not take the connection"
+    for pattern, why in _RUNNER_ERRORS:
+        if any(pattern.search(line) for line in lines):
+            return why
+    if lines and any(needle in lines[-1] for needle in _MUX_ERRORS):
+        return "the runner's ssh master connection (ControlMaster) failed"
+    return None
+
+
+def classify_failure(where: str, stderr: str, timed_out: bool = False, jump_hosts: Sequence[str] = ()) -> SshResult:
+    """Whose failure it is, from ssh's stderr: the operator's (config), the runner's or the bastion's, or the
+    node's. ``jump_hosts``: the ProxyJump hosts (as ssh names them), so that a bastion's silence is not the node's."""
     lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("Warning:")]
     last = lines[-1] if lines else ("no answer" if timed_out else "connection failed")
     for needle, fix in _CONFIG_ERRORS:
         if any(needle in line for line in lines):
             return SshResult(False, f"{where}: {last} ({fix})", config_error=True)
+    why = _runner_side(lines, jump_hosts)
+    if why is not None:
+        said = "; ".join(dict.fromkeys(lines[-4:]))  # a bastion's first line says more than the proxy's last
+        return SshResult(False, f"{where}: {said} (the runner's or the bastion's side, not a verdict on the node: "
+                                f"{why})", runner_error=True)
     return SshResult(False, f"{where}: {last}")
+
+
+def _hop_host(hop: str) -> str:
+    """``[ssh://][user@]host[:port]`` (host may be ``[v6]``) -> host."""
+    hop = hop.removeprefix("ssh://").rsplit("@", 1)[-1]
+    if hop.startswith("["):
+        return hop[1:].split("]", 1)[0]
+    return hop.rsplit(":", 1)[0] if hop.count(":") == 1 else hop
 
 
 class Ssh:
@@ -115,6 +165,7 @@ class Ssh:
         self.settings = settings
         self.control_dir = control_dir
         self.counters: dict[str, Counters] = {}
+        self._jumps: dict[str, tuple[str, ...]] = {}
 
     def control_path(self, node: Node) -> Path:
         return self.control_dir / node.name
@@ -143,6 +194,28 @@ class Ssh:
     def where(self, node: Node) -> str:
         return f"ssh {self.settings.user}@{self.settings.destination(node)}"
 
+    def _effective(self, host: str) -> dict[str, str]:
+        """ssh's configuration for ``host`` (``ssh -G``: read locally, no connection); empty if unreadable."""
+        argv = ["ssh", "-G", *(["-F", str(self.settings.config)] if self.settings.config else []), "--", host]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return {}
+        pairs = (line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+        return {key: value for key, value in pairs} if proc.returncode == 0 else {}
+
+    def jump_hosts(self, node: Node) -> tuple[str, ...]:
+        """The node's ProxyJump hosts by every name ssh's errors may give them (alias and HostName); after a
+        failure only, once per destination."""
+        dest = safe_destination(self.settings.destination(node))
+        if dest not in self._jumps:
+            jumps = self._effective(dest).get("proxyjump", "none")
+            names: list[str] = []
+            for hop in ([] if jumps == "none" else [_hop_host(h) for h in jumps.split(",") if h]):
+                names += [hop, self._effective(hop).get("hostname", hop)]
+            self._jumps[dest] = tuple(dict.fromkeys(names))
+        return self._jumps[dest]
+
     def run(self, node: Node, commands: Sequence[str], live: bool = False) -> BatchResult:
         """One round trip answering ``commands`` (``live``: outside the prefetch, for the counters)."""
         counters = self.counters.setdefault(node.name, Counters())
@@ -157,14 +230,16 @@ class Ssh:
             proc = subprocess.run(argv, input=batch.script(commands, nonce, timeout).encode(), capture_output=True,
                                   timeout=self.settings.connect_timeout_s + timeout + 10, check=False)
         except subprocess.TimeoutExpired as e:
-            return BatchResult(classify_failure(self.where(node), (e.stderr or b"").decode(errors="replace"), True))
+            return BatchResult(classify_failure(self.where(node), (e.stderr or b"").decode(errors="replace"), True,
+                                                self.jump_hosts(node)))
         except OSError as e:
             return BatchResult(SshResult(False, f"{self.where(node)}: cannot run ssh: {e}", config_error=True))
         duration = time.monotonic() - start
         answers = batch.parse(proc.stdout, nonce, len(commands))
         if proc.returncode == 255 and not answers:
-            result = classify_failure(self.where(node), proc.stderr.decode(errors="replace"))
-            return BatchResult(SshResult(result.ok, result.message, result.config_error, duration))
+            result = classify_failure(self.where(node), proc.stderr.decode(errors="replace"),
+                                      jump_hosts=self.jump_hosts(node))
+            return BatchResult(dataclasses.replace(result, duration_s=duration))
         counters.commands += len(answers)
         if live:
             counters.live_commands += len(answers)

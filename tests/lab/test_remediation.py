@@ -1,7 +1,8 @@
 """Remediation against the lab, as an operator runs it (`pytest --inventory ... --remediate=...`): for every
 action, the fault injected, the check ends `remediated`, a second plain run is green and the audit log holds the
-decision; and each guardrail refuses what it must (circuit breaker, quorum gate, lock, kill switch, dry run,
-budget), a killed run's lock expires and its drained node is not forgotten."""
+decision; and each guardrail refuses what it must (blast radius, quorum gate, lock, kill switches, dry run,
+budget, confirmation, a human's drain), a killed run's lock expires and its drained node is not forgotten.
+Each test has its own cluster-wide state and stop keys in the lab's Consul (the lock is the real, shared one)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,9 @@ def inventory(tmp: Path, **remediation: Any) -> Path:
         inv["ssh"][key] = str(STATE / inv["ssh"][key])
     inv["apis"]["tls"] = {k: str(STATE / v) for k, v in inv["apis"]["tls"].items()}
     inv["apis"]["openstack"]["clouds_yaml"] = str(STATE / inv["apis"]["openstack"]["clouds_yaml"])
+    keys = f"alice-acceptance/lab-tests/{tmp.name}"
     inv["remediation"] = {"lock_ttl_s": LOCK_TTL_S, "drain_deadline_s": 30, "settle_timeout_s": 90,
-                          "state_file": str(tmp / "remediation-state.json"), **remediation}
+                          "state_key": f"{keys}/state", "stop_key": f"{keys}/stop", **remediation}
     path = tmp / "inventory.yaml"
     path.write_text(yaml.safe_dump(inv))
     return path
@@ -56,6 +58,29 @@ def run(tmp: Path, inv: Path, *args: str, out: str = "out", timeout: float = 900
     summary = dict(json.loads(path.read_text()))
     summary["_stdout"] = proc.stdout
     return summary
+
+
+STATE_SCRIPT = """
+import json, sys
+from acceptance.inventory import load_inventory
+from remediation.clients import Http, write_config
+from remediation.state import ClusterState
+inv = load_inventory(sys.argv[1])
+http = Http(write_config("consul", inv, [n for n in inv.nodes if n.role == "master"]))
+print(json.dumps(ClusterState(http, inv.remediation.state_key).read()))
+"""
+
+
+def cluster_state(inv: Path) -> dict[str, Any]:
+    """The remediation state the runs share, as the product reads it from the lab's Consul."""
+    proc = subprocess.run([sys.executable, "-c", STATE_SCRIPT, str(inv)], cwd=REPO, env=lab_env(), capture_output=True,
+                          text=True, timeout=60, check=True)
+    return dict(json.loads(proc.stdout))
+
+
+def cli(inv: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "acceptance.cli", *args, f"--inventory={inv}"], cwd=REPO,
+                          env=lab_env(), capture_output=True, text=True, timeout=120, check=False)
 
 
 def record(summary: dict[str, Any], check: str, node: str) -> dict[str, Any]:
@@ -79,8 +104,8 @@ def healthy(tmp: Path, inv: Path) -> None:
 NODE_CHECKS = ["checks/node.py", "checks/master.py", "checks/agent.py"]
 
 ACTIONS = [  # (fault, node, check, mode, action)
-    ("stop-unit:nomad", "alibuild01", "agent.units.nomad", "safe", "restart_unit"),
-    ("stop-unit:consul", "alimesos02", "master.units.consul", "safe", "restart_unit"),
+    ("stop-unit:nomad", "alibuild01", "agent.units.nomad", "safe", "start_unit"),
+    ("stop-unit:consul", "alimesos02", "master.units.consul", "safe", "start_unit"),  # lock and quorum gate
     ("remove-builder-image", "alimetal01", "agent.image.builder", "safe", "pull_builder_image"),
     ("stale-puppet", "alibuild02", "node.puppet.recent", "safe", "rerun_puppet"),
     ("stop-unit:dsmcad", "alimesos01", "master.backup.dsmcad", "safe", "restart_backup"),
@@ -95,6 +120,10 @@ def test_each_action_fixes_its_check(tmp_path: Path, fault: str, node: str, chec
     inv = inventory(tmp_path)
     faults.inject(fault, node)
     try:
+        if fault == "hang":  # the confirmation asks Nomad too: it must have seen the node go down
+            nid = stable_id("nomad-node", node)
+            assert eventually(lambda: labapi.nomad("GET", current().masters[0].ip, f"/v1/node/{nid}")[1]
+                              .get("Status") == "down", 60, 1), "Nomad never saw the hung node down"
         summary = run(tmp_path, inv, f"--remediate={mode}", f"--nodes={node}", *NODE_CHECKS)
     finally:
         faults.heal(fault, node)
@@ -164,7 +193,8 @@ def test_reboot_for_kernel_arguments_drains_the_agent_first(tmp_path: Path) -> N
     fixed = record(summary, "agent.cmdline.cgroup-v1", "alibuild01")
     assert fixed["outcome"] == "remediated", summary["_stdout"][-3000:]
     _, node = labapi.nomad("GET", m, f"/v1/node/{node_id}")
-    assert node["LastDrain"] and node["LastDrain"]["Meta"].get("message") == "alice-acceptance remediation"
+    assert node["LastDrain"] and node["LastDrain"]["Meta"].get("drained_by") == "alice-acceptance"
+    assert node["LastDrain"]["Meta"].get("check") == "agent.cmdline.cgroup-v1"
     assert node["SchedulingEligibility"] == "eligible"  # re-enabled once the node's checks passed
     said = summary["_stdout"]
     assert said.index("draining in Nomad") < said.index("rebooted through OpenStack") < said.index("re-enabled")
@@ -197,23 +227,27 @@ def test_dry_run_changes_nothing(tmp_path: Path) -> None:
             faults.heal(fault, node)
     assert before == after
     planned = audit(tmp_path)
-    assert {e["verdict"] for e in planned} == {"planned"} and len(planned) >= 3
+    assert {e["verdict"] for e in planned} <= {"planned", "refused"} and len(planned) >= 3
+    # the same gates as a real run, read-only: the reboot would need --remediate=all
+    assert any(e["verdict"] == "planned" for e in planned)
+    assert any(e["guardrail"] == "mode" and e["reason"].startswith("would ") for e in planned)
     assert all(r["outcome"] != "remediated" for r in summary["records"])
 
 
-def test_circuit_breaker_stops_a_systemic_fault(tmp_path: Path) -> None:
-    inv = inventory(tmp_path, max_failing_agents=1)  # the lab has 3 agents: 2 failing is "more than 1"
-    for node in ("alibuild01", "alibuild02"):
+def test_every_agent_failing_one_check_is_a_systemic_fault(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    agents = ("alibuild01", "alibuild02", "alimetal01")
+    for node in agents:
         faults.inject("remove-builder-image", node)
     try:
         summary = run(tmp_path, inv, "--remediate=safe", "--role=agent", "-k", "image", "checks/agent.py")
     finally:
-        for node in ("alibuild01", "alibuild02"):
+        for node in agents:
             faults.heal("remove-builder-image", node)
-    assert [r["outcome"] for r in summary["records"] if r["node"] in ("alibuild01", "alibuild02")] == ["failed"] * 2
+    assert [r["outcome"] for r in summary["records"] if r["node"] in agents] == ["failed"] * 3
     refused = audit(tmp_path)
-    assert len(refused) == 2 and all(e["guardrail"] == "circuit-breaker" for e in refused)
-    assert "systemic" in refused[0]["reason"]
+    assert len(refused) == 3 and all(e["guardrail"] == "circuit-breaker" for e in refused)
+    assert "systemic" in refused[0]["reason"] and not any(e["verdict"] == "started" for e in refused)
 
 
 def test_kill_switch_refuses_everything(tmp_path: Path) -> None:
@@ -229,19 +263,41 @@ def test_kill_switch_refuses_everything(tmp_path: Path) -> None:
     assert [e["guardrail"] for e in audit(tmp_path)] == ["kill-switch"]
 
 
-def test_quorum_gate_refuses_to_disrupt_a_master_while_another_is_down(tmp_path: Path) -> None:
-    inv = inventory(tmp_path)
+def test_quorum_gate_refuses_to_start_a_masters_consul_while_another_master_is_unhealthy(tmp_path: Path) -> None:
+    inv = inventory(tmp_path, max_unhealthy_masters=2)  # past the blast radius, the quorum gate decides
     faults.inject("stop-unit:nomad", "alimesos03")  # Consul keeps its quorum (the lock), Nomad's is at risk
-    faults.inject("hang", "alimesos01")
+    faults.inject("stop-unit:consul", "alimesos02")
     try:
-        summary = run(tmp_path, inv, "--remediate=all", "--nodes=alimesos01", "-k", "ping", "checks/node.py")
+        summary = run(tmp_path, inv, "--remediate=safe", "--nodes=alimesos02", "-k", "units", "checks/node.py")
+        still = ssh("alimesos02", "systemctl is-active consul").stdout.strip()
     finally:
+        faults.heal("stop-unit:consul", "alimesos02")
         faults.heal("stop-unit:nomad", "alimesos03")
-        faults.heal("hang", "alimesos01")
-    assert record(summary, "node.ping", "alimesos01")["outcome"] == "failed"
-    gate = [e for e in audit(tmp_path) if e["node"] == "alimesos01"]
-    assert gate and gate[-1]["guardrail"] == "quorum" and "nomad" in gate[-1]["reason"].lower()
+    assert record(summary, "master.units.consul", "alimesos02")["outcome"] == "failed"
+    gate = [e for e in audit(tmp_path) if e["node"] == "alimesos02"]
+    assert gate and gate[-1]["guardrail"] == "quorum" and "alimesos03" in gate[-1]["reason"], gate
+    assert still != "active"
     healthy(tmp_path, inv)
+
+
+def test_failures_on_two_of_three_masters_lead_to_no_action_and_an_escalation(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    masters = ("alimesos01", "alimesos02")
+    for node in masters:
+        faults.inject("stop-unit:dsmcad", node)
+    try:
+        proc = subprocess.run(command(tmp_path, inv, "--remediate=all", "--role=master", "-k", "dsmcad",
+                                      "checks/master.py"), cwd=REPO, env=lab_env(), capture_output=True, text=True,
+                              timeout=600, check=False)
+        still = [ssh(n, "systemctl is-active dsmcad").stdout.strip() for n in masters]
+    finally:
+        for node in masters:
+            faults.heal("stop-unit:dsmcad", node)
+    assert proc.returncode == 6, proc.stdout[-3000:]  # needs a human, not a plain failure
+    decided = [e for e in audit(tmp_path) if e["node"] in masters]
+    assert decided and {e["verdict"] for e in decided} == {"escalated"}
+    assert {e["guardrail"] for e in decided} == {"blast-radius"} and "2 masters" in decided[0]["reason"]
+    assert still == ["inactive", "inactive"], "a master's dsmcad was started past the blast radius"
 
 
 def _holder(inv: Path) -> str:
@@ -298,9 +354,8 @@ def test_killed_run_lock_expires_and_the_drained_node_is_not_forgotten(tmp_path:
         victim = subprocess.Popen(command(tmp_path, inv, "--remediate=all", "--nodes=alibuild02", "checks/agent.py",
                                           out="killed"), cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, text=True,
                                   start_new_session=True)
-        state = tmp_path / "remediation-state.json"
-        assert eventually(lambda: state.exists() and "alibuild02" in json.loads(state.read_text())["drained"], 180,
-                          1), "the run never drained the node"
+        assert eventually(lambda: "alibuild02" in cluster_state(inv)["drained"], 180, 1), \
+            "the run never drained the node"
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(30)
         killed_at = time.monotonic()
@@ -314,7 +369,127 @@ def test_killed_run_lock_expires_and_the_drained_node_is_not_forgotten(tmp_path:
     # the killed run may have rebooted the agent before the kill (no allocation had to move): the next run then
     # finds the argument applied; either way it must re-enable the node the killed run left drained
     assert record(summary, "agent.cmdline.cgroup-v1", "alibuild02")["outcome"] in ("remediated", "passed")
-    assert "alibuild02" not in json.loads((tmp_path / "remediation-state.json").read_text())["drained"]
+    assert "alibuild02" not in cluster_state(inv)["drained"]
     reenabled = [e for e in audit(tmp_path, "next") if e["action"] == "reenable_node"]
     assert reenabled and reenabled[-1]["verdict"] == "taken"
     healthy(tmp_path, inv)
+
+
+def test_a_humans_drain_and_ineligibility_survive_safe_remediation(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    m = current().masters[0].ip
+    drained, ineligible = stable_id("nomad-node", "alibuild01"), stable_id("nomad-node", "alibuild02")
+    faults.inject("unexpected-drain", "alibuild01")  # a human's drain, with their own Meta
+    labapi.nomad("POST", m, f"/v1/node/{ineligible}/eligibility", {"Eligibility": "ineligible"})
+    try:
+        summary = run(tmp_path, inv, "--remediate=safe", "--role=agent", *NODE_CHECKS, "checks/cluster_nomad.py")
+        _, one = labapi.nomad("GET", m, f"/v1/node/{drained}")
+        _, two = labapi.nomad("GET", m, f"/v1/node/{ineligible}")
+    finally:
+        faults.heal("unexpected-drain", "alibuild01")
+        labapi.nomad("POST", m, f"/v1/node/{ineligible}/eligibility", {"Eligibility": "eligible"})
+    assert one["DrainStrategy"] is not None and one["SchedulingEligibility"] == "ineligible"
+    assert two["SchedulingEligibility"] == "ineligible"
+    for node in ("alibuild01", "alibuild02"):
+        assert record(summary, "agent.nomad.ready", node)["outcome"] == "failed"
+        decided = [e for e in audit(tmp_path) if e["node"] == node and e["check"] == "agent.nomad.ready"]
+        assert decided and decided[-1]["verdict"] in ("escalated", "refused"), decided
+        assert not any(e["verdict"] in ("started", "taken") for e in decided)
+
+
+def test_alice_acceptance_stop_stops_a_second_runner(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    stopped = cli(inv, "stop", "--reason", "lab test: hands off")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    faults.inject("remove-builder-image", "alimetal01")
+    try:
+        summary = run(tmp_path, inv, "--remediate=safe", "--nodes=alimetal01", "-k", "image", "checks/agent.py")
+        assert record(summary, "agent.image.builder", "alimetal01")["outcome"] == "failed"
+        refused = audit(tmp_path)
+        assert [e["guardrail"] for e in refused] == ["kill-switch"]
+        assert "hands off" in refused[0]["reason"]
+        assert cli(inv, "resume").returncode == 0
+        again = run(tmp_path, inv, "--remediate=safe", "--nodes=alimetal01", "-k", "image", "checks/agent.py",
+                    out="resumed")
+    finally:
+        cli(inv, "resume")
+        faults.heal("remove-builder-image", "alimetal01")
+    assert record(again, "agent.image.builder", "alimetal01")["outcome"] == "remediated"
+
+
+def test_a_masters_consul_running_but_disabled_is_enabled_never_restarted(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    pid = ssh("alimesos02", "systemctl show -p MainPID --value consul").stdout.strip()
+    ssh("alimesos02", "systemctl disable consul")
+    try:
+        summary = run(tmp_path, inv, "--remediate=safe", "--nodes=alimesos02", "-k", "units", "checks/node.py")
+    finally:
+        ssh("alimesos02", "systemctl enable consul")
+    fixed = record(summary, "master.units.consul", "alimesos02")
+    assert fixed["outcome"] == "remediated", summary["_stdout"][-3000:]
+    assert fixed["remediation_detail"]["action"] == "enable_unit"
+    assert ssh("alimesos02", "systemctl show -p MainPID --value consul").stdout.strip() == pid
+    assert ssh("alimesos02", "systemctl is-enabled consul").stdout.strip() == "enabled"
+    lines = [e["verdict"] for e in audit(tmp_path) if e["check"] == "master.units.consul"]
+    assert lines == ["started", "taken"]
+    assert all(e["user"] and e["host"] and e["mode"] == "safe" for e in audit(tmp_path))
+
+
+SLOW_CHECK = """
+import pathlib, time
+from acceptance.checkspec import check
+
+@check("site.slow", runbook="x", roles=["agent"], needs=())
+def test_slow(node):
+    pathlib.Path({marker!r}).write_text("running")
+    time.sleep(120)
+"""
+
+
+def test_sigterm_during_the_checks_means_no_remediation(tmp_path: Path) -> None:
+    inv = inventory(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = tmp_path / "slow-check-started"
+    (site / "slow.py").write_text(SLOW_CHECK.format(marker=str(marker)))
+    faults.inject("remove-builder-image", "alimetal01")
+    try:
+        proc = subprocess.Popen(command(tmp_path, inv, "--remediate=safe", "--nodes=alimetal01", "-k",
+                                        "image or slow", "checks/agent.py", f"--checks-dir={site}"),
+                                cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert eventually(marker.exists, 120, 0.5), "the slow check never started"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        image = ssh("alimetal01", "docker images -q registry.cern.ch/alisw/slc9-builder").stdout.strip()
+    finally:
+        faults.heal("remove-builder-image", "alimetal01")
+    assert proc.returncode == 2, out[-3000:]
+    summary = json.loads((tmp_path / "out" / "latest" / "summary.json").read_text())
+    assert record(summary, "agent.image.builder", "alimetal01")["outcome"] == "failed"
+    assert not image, "the image was pulled by an interrupted run"
+    decided = audit(tmp_path)
+    assert decided and {e["guardrail"] for e in decided} == {"interrupted"}
+    assert not any(e["verdict"] in ("started", "taken") for e in decided)
+
+
+BOOTED = "cut -d' ' -f22 /proc/1/stat"  # when the node's PID 1 started: a reboot changes it
+# ICMP only (a policy-routing rule by protocol): the node's echo replies go to a blackhole, ssh still works
+DROP_ICMP = "ip rule add ipproto icmp lookup 100 priority 100 && ip route add blackhole default table 100"
+UNDROP_ICMP = "ip rule del priority 100; ip route flush table 100"
+
+
+def test_a_single_lost_ping_does_not_reboot(tmp_path: Path) -> None:
+    """The node's echo replies are lost for a while (the check fails), but it answers ssh and Nomad sees it
+    ready: the confirmation refuses the hard reboot."""
+    inv = inventory(tmp_path)
+    booted = ssh("alibuild01", BOOTED).stdout.strip()
+    ssh("alibuild01", DROP_ICMP)
+    try:
+        summary = run(tmp_path, inv, "--remediate=all", "--nodes=alibuild01", "-k", "ping", "checks/node.py")
+    finally:
+        ssh("alibuild01", UNDROP_ICMP)
+    assert record(summary, "node.ping", "alibuild01")["outcome"] == "failed", summary["_stdout"][-3000:]
+    decided = [e for e in audit(tmp_path) if e["node"] == "alibuild01"]
+    assert decided and decided[-1]["guardrail"] == "unconfirmed", decided
+    assert not any(e["verdict"] in ("started", "taken") for e in decided)
+    assert ssh("alibuild01", BOOTED).stdout.strip() == booted

@@ -374,9 +374,11 @@ def test_new_keys_default(write_inventory):
     assert inv.apis.deadline_s == 45
     assert inv.remediation == RemediationSettings()
     r = inv.remediation
-    assert (r.enabled, r.kill_switch_file, r.max_failing_masters, r.max_failing_agents, r.drain_deadline_s,
-            r.settle_timeout_s, r.lock_key, r.lock_ttl_s, r.attempts, r.budget_window_h, r.state_file) == (
-        True, None, 1, 3, 21600, 300, "alice-acceptance/remediation-lock", 900, 3, 24, None)
+    assert (r.enabled, r.kill_switch_file, r.max_unhealthy_masters, r.max_unhealthy_agents,
+            r.max_disruptive_masters, r.max_disruptive_agents, r.disruptive_window_h, r.drain_deadline_s,
+            r.settle_timeout_s, r.lock_key, r.lock_ttl_s, r.state_key, r.stop_key, r.attempts, r.budget_window_h) == (
+        True, None, 1, 4, 1, 2, 24, 21600, 300, "alice-acceptance/remediation-lock", 900,
+        "alice-acceptance/remediation-state", "alice-acceptance/stop", 3, 24)
 
 
 def test_new_keys_are_read(write_inventory, tmp_path):
@@ -387,22 +389,22 @@ checks: [site-checks, more/]
 remediation:
   enabled: false
   kill_switch_file: STOP
-  max_failing_masters: 0
-  max_failing_agents: 5
+  max_unhealthy_masters: 0
+  max_unhealthy_agents: 5
   drain_deadline_s: 43200
   settle_timeout_s: 120.5
   lock_key: alice/prod/lock
   lock_ttl_s: 600
   attempts: 2
   budget_window_h: 12
-  state_file: state/remediation.json
+  state_key: alice/prod/state
 """).replace("  openstack:", "  deadline_s: 30\n  openstack:")))
     assert inv.check_dirs == (tmp_path / "site-checks", tmp_path / "more")
     assert inv.apis.deadline_s == 30.0
     assert inv.remediation == RemediationSettings(
-        enabled=False, kill_switch_file=tmp_path / "STOP", max_failing_masters=0, max_failing_agents=5,
+        enabled=False, kill_switch_file=tmp_path / "STOP", max_unhealthy_masters=0, max_unhealthy_agents=5,
         drain_deadline_s=43200, settle_timeout_s=120.5, lock_key="alice/prod/lock", lock_ttl_s=600, attempts=2,
-        budget_window_h=12, state_file=tmp_path / "state" / "remediation.json")
+        budget_window_h=12, state_key="alice/prod/state")
 
 
 @pytest.mark.parametrize(("text", "fragments"), [
@@ -412,8 +414,8 @@ remediation:
     ("checks: [., ./]\n", ["checks[1]", "listed twice"]),
     ("remediation: {enabled: 1}\n", ["remediation.enabled: expected true or false, got 1 (int)"]),
     ("remediation: {enabled: yes please}\n", ["remediation.enabled: expected true or false"]),
-    ("remediation: {max_failing_agents: -1}\n", ["remediation.max_failing_agents: must be >= 0"]),
-    ("remediation: {max_failing_masters: 1.5}\n", ["remediation.max_failing_masters: expected an integer"]),
+    ("remediation: {max_unhealthy_agents: -1}\n", ["remediation.max_unhealthy_agents: must be >= 0"]),
+    ("remediation: {max_disruptive_masters: 1.5}\n", ["remediation.max_disruptive_masters: expected an integer"]),
     ("remediation: {drain_deadline_s: 0}\n", ["remediation.drain_deadline_s: must be > 0"]),
     ("remediation: {settle_timeout_s: .nan}\n", ["remediation.settle_timeout_s: nan is not a finite number"]),
     ("remediation: {lock_ttl_s: 5}\n", ["remediation.lock_ttl_s: must be >= 10 and <= 86400, got 5"]),
@@ -421,7 +423,7 @@ remediation:
     ("remediation: {attempts: 0}\n", ["remediation.attempts: must be >= 1"]),
     ("remediation: {budget_window_h: -1}\n", ["remediation.budget_window_h: must be > 0"]),
     ("remediation: {lock_key: /x//y}\n", ["remediation.lock_key", "not a Consul KV key"]),
-    ("remediation: {state_file: .}\n", ["remediation.state_file", "is a directory"]),
+    ("remediation: {state_key: /nope//x}\n", ["remediation.state_key", "is not a Consul KV key"]),
     ("remediation: {atempts: 2}\n", ["remediation.atempts: unknown key; fix: did you mean 'attempts'?"]),
     ("remediation: true\n", ["remediation: expected a mapping, got True (bool)"]),
 ])

@@ -184,8 +184,9 @@ def valid_inventories(draw: st.DrawFn) -> dict[str, Any]:
         "maintenance": [{"node": n["name"], "reason": draw(good_text), "until": draw(st.dates())}
                         for n in draw(st.lists(st.sampled_from(nodes), max_size=2))],
         "checks": draw(st.sampled_from([[], ["site-checks"]])),
-        "remediation": {"enabled": draw(st.booleans()), "kill_switch_file": "STOP", "state_file": "state.json",
-                        "max_failing_agents": draw(st.integers(0, 100)), "lock_ttl_s": draw(st.integers(10, 86400)),
+        "remediation": {"enabled": draw(st.booleans()), "kill_switch_file": "STOP",
+                        "state_key": "alice-acceptance/state",
+                        "max_unhealthy_agents": draw(st.integers(0, 100)), "lock_ttl_s": draw(st.integers(10, 86400)),
                         "attempts": draw(st.integers(1, 100)), "drain_deadline_s": draw(st.floats(1, 604800))},
     }
 
@@ -205,8 +206,8 @@ MUTATIONS: list[tuple[tuple[str | int, ...], st.SearchStrategy[Any]]] = [
     (("maintenance", 0, "until"), dates), (("maintenance", 0, "node"), names), (("checks",), anything),
     (("checks", 0), paths), (("remediation", "enabled"), anything), (("remediation", "kill_switch_file"), paths),
     (("remediation", "lock_key"), anything), (("remediation", "lock_ttl_s"), numbers),
-    (("remediation", "max_failing_masters"), numbers), (("remediation", "settle_timeout_s"), numbers),
-    (("remediation", "budget_window_h"), numbers), (("remediation", "state_file"), paths),
+    (("remediation", "max_unhealthy_masters"), numbers), (("remediation", "settle_timeout_s"), numbers),
+    (("remediation", "budget_window_h"), numbers), (("remediation", "state_key"), anything),
     (("discovery",), anything), (("unknown",), anything), (("ssh", "knownhosts"), anything),
 ]
 
@@ -351,8 +352,9 @@ NUMBERS: list[tuple[tuple[str, ...], bool, float, bool, float]] = [
     (("apis", "openstack", "timeout_s"), True, 1, False, 3600),
     (("expect", "build_min_free_gib"), False, 0, True, 1e6), (("expect", "puppet_max_age_h"), False, 0, True, 8760),
     (("expect", "remote_write_max_lag_s"), False, 0, True, 86400),
-    (("remediation", "max_failing_masters"), True, 0, False, 1000),
-    (("remediation", "max_failing_agents"), True, 0, False, 100_000),
+    (("remediation", "max_unhealthy_masters"), True, 0, False, 1000),
+    (("remediation", "max_unhealthy_agents"), True, 0, False, 100_000),
+    (("remediation", "max_disruptive_agents"), True, 0, False, 100_000),
     (("remediation", "drain_deadline_s"), False, 0, True, 7 * 86400),
     (("remediation", "settle_timeout_s"), False, 0, True, 3600),
     (("remediation", "lock_ttl_s"), True, 10, False, 86400), (("remediation", "attempts"), True, 1, False, 100),

@@ -41,7 +41,9 @@ Jobs are given in node.json (masters only), key `jobs`, a list of:
     {
       "ID": "ci-mesosci-slc9",          # job ID and name (required; unique across namespaces in the lab)
       "Namespace": "default",           # optional
-      "Type": "service",                # "service" (kept running) or "batch" (runs RunSeconds, then complete)
+      "Type": "service",                # "service" (kept running) or "batch" (runs RunSeconds, then complete);
+                                        # "system" is placed as a service, and a drain stops it last, or never
+                                        # with IgnoreSystemJobs
       "Count": 2,                       # allocations wanted (default 1)
       "Constraints": [                  # Nomad constraints; LTarget ${attr.*}, ${meta.*}, ${node.unique.id},
         {"LTarget": "${attr.kernel.name}", "RTarget": "linux", "Operand": "="},   # ${node.unique.name},
@@ -847,20 +849,27 @@ class Cluster:
                 a["Events"].append(task_event("Terminated", now, "", {"exit_code": "0", "signal": "0"}))
                 self.touch(a)
         # Drains: service allocations migrate now, batch ones at the deadline; then the drain is complete.
+        # System allocations wait for the rest and are stopped last, unless the drain ignores system jobs
+        # (nomad/drainer/draining_node.go IsDone skips them, RemainingAllocs drops them with IgnoreSystemJobs).
         for node_id, drain in list(st["drains"].items()):
             node = st["nodes"].get(node_id)
             if node is None:
                 del st["drains"][node_id]
                 continue
             forced = drain["force_ns"] is not None and now >= drain["force_ns"]
-            left = 0
+            left, system = 0, []
             for a in allocs.values():
                 if a["NodeID"] == node_id and is_active(a):
-                    if a["JobType"] == "service" or forced:
+                    if a["JobType"] == "system":
+                        system.append(a)
+                    elif a["JobType"] == "service" or forced:
                         self.stop_alloc(a, "complete", "alloc is being migrated", migrate=True)
                     else:
                         left += 1
             if not left:
+                if not (node.get("DrainStrategy") or {}).get("IgnoreSystemJobs"):
+                    for a in system:
+                        self.stop_alloc(a, "complete", "alloc is being migrated", migrate=True)
                 idx = self.bump()
                 node.update(Drain=False, DrainStrategy=None, ModifyIndex=idx)
                 if node.get("LastDrain"):
@@ -1616,18 +1625,22 @@ class Server:
             deadline = int(spec.get("Deadline", 0))
             # Deadline > 0: force at now+deadline; 0: no deadline; < 0: force at once (Nomad's DrainSpec rules).
             force_ns = None if deadline == 0 else now + max(deadline, 0)
+            started = node["DrainStrategy"] is None
             node.update(Drain=True, SchedulingEligibility="ineligible", ModifyIndex=idx, DrainStrategy={
                 "Deadline": deadline, "IgnoreSystemJobs": bool(spec.get("IgnoreSystemJobs", False)),
                 "ForceDeadline": rfc3339(now + deadline) if deadline > 0 else ZERO_TIME, "StartedAt": rfc3339(now)})
-            node["LastDrain"] = {"AccessorID": accessor, "Meta": body.get("Meta") or {}, "StartedAt": rfc3339(now),
-                                 "Status": "draining", "UpdatedAt": rfc3339(now)}
+            if started or not node.get("LastDrain"):
+                node["LastDrain"] = {"AccessorID": accessor, "Meta": body.get("Meta") or {},
+                                     "StartedAt": rfc3339(now), "Status": "draining", "UpdatedAt": rfc3339(now)}
+            else:  # a drain updated: nomad/state/state_store.go updateNodeDrainImpl keeps its start
+                self._update_last_drain(node, body, accessor, "draining", now)
             cl.state["drains"][node_id] = {"force_ns": force_ns}
-            cl.node_event(node, "Node drain strategy set", "Drain", idx)
+            cl.node_event(node, "Node drain strategy set" if started else "Node drain strategy updated", "Drain", idx)
         else:
             if node["Drain"]:
                 node.update(Drain=False, DrainStrategy=None)
                 if node.get("LastDrain"):
-                    node["LastDrain"].update(Status="canceled", UpdatedAt=rfc3339(now))
+                    self._update_last_drain(node, body, accessor, "canceled", now)
                 cl.state["drains"].pop(node_id, None)
                 cl.node_event(node, "Node drain disabled", "Drain", idx)
             if body.get("MarkEligible"):
@@ -1635,6 +1648,18 @@ class Server:
                 cl.node_event(node, "Node marked as eligible for scheduling", "Cluster", idx)
             node["ModifyIndex"] = idx
         return self._update_response(idx)
+
+    @staticmethod
+    def _update_last_drain(node: dict[str, Any], body: dict[str, Any], accessor: str, status: str, now: int) -> None:
+        """An update or cancellation of a drain (nomad/state/state_store.go updateNodeDrainImpl): the Meta given,
+        if any, replaces the drain's, and the caller's token accessor is recorded; an eligibility change never
+        touches LastDrain."""
+        last = node["LastDrain"]
+        last.update(Status=status, UpdatedAt=rfc3339(now))
+        if body.get("Meta"):
+            last["Meta"] = body["Meta"]
+        if accessor:
+            last["AccessorID"] = accessor
 
     def _eligibility(self, cl: Cluster, node_id: str, body: dict[str, Any]) -> base.Response:
         wanted = body.get("Eligibility")
