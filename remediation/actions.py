@@ -275,7 +275,14 @@ def reenable_node(node: Node, nomad: Nomad) -> Action:
             return f"{node.name} is already eligible: nothing to do"
         return nomad.reenable(str(n["ID"]), n)
 
-    return Action("reenable_node", node, f"re-enable {node.name} in Nomad", do, state, gates=("node-healthy",))
+    def ours() -> str | None:  # asked before anything starts: a human's drain or ineligibility is theirs
+        n = nomad.node(node.name)
+        if n.get("SchedulingEligibility") == "eligible" and not n.get("DrainStrategy"):
+            return None
+        return None if Nomad.drained_by_us(n) else f"{node.name} was drained or made ineligible by {Nomad.who(n)}"
+
+    return Action("reenable_node", node, f"re-enable {node.name} in Nomad", do, state, gates=("node-healthy",),
+                  confirm=ours)
 
 
 def needs_human(name: str, node: Node, why: str) -> Action:

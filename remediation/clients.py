@@ -48,6 +48,15 @@ def write_config(name: str, inventory: Inventory, masters: Sequence[Node], env: 
     return dataclasses.replace(cfg, token=token, token_var=WRITE_TOKENS[name])
 
 
+def consul_of(inventory_path: str) -> tuple[Inventory, Http]:
+    """The commands' (lock, stop, resume, release) inventory and Consul with the remediation token; raises
+    InventoryError on bad input."""
+    from acceptance.inventory import load_inventory
+
+    inventory = load_inventory(inventory_path)
+    return inventory, Http(write_config("consul", inventory, [n for n in inventory.nodes if n.role == "master"]))
+
+
 class Http:
     """JSON over HTTPS to one API with its write token: fail-over across its addresses, no redirects."""
 
@@ -159,7 +168,7 @@ class Nomad:
             return f"{name} is already eligible in Nomad: nothing to do"
         if not self.drained_by_us(node):
             raise NeedsHuman(f"{name} is {'being drained' if draining else 'ineligible'} in Nomad, set by "
-                             f"{self._who(node)}: not ours to re-enable")
+                             f"{self.who(node)}: not ours to re-enable")
         if draining:
             raise ActionFailed(f"{name} is still draining in Nomad (our drain): not re-enabled, never cancelled; "
                                "the next run looks again")
@@ -190,7 +199,7 @@ class Nomad:
         return bool(marks) and marks[-1] == "Node marked as ineligible for scheduling"
 
     @staticmethod
-    def _who(node: Mapping[str, Any]) -> str:
+    def who(node: Mapping[str, Any]) -> str:
         """What set the node's drain or ineligibility, from LastDrain's Meta and its token's accessor (an
         accessor is no secret)."""
         last = node.get("LastDrain")
@@ -312,7 +321,7 @@ def drain_until_idle(nomad: Nomad, node: Node, deadline_s: float, wait_s: float,
     if draining or n.get("SchedulingEligibility") != "eligible":
         if Nomad._drained_by(n) != mine and not for_human:
             raise NeedsHuman(f"{node.name} is {'being drained' if draining else 'ineligible'} in Nomad, set by "
-                             f"{Nomad._who(n)}: not ours to take over, nothing done")
+                             f"{Nomad.who(n)}: not ours to take over, nothing done")
         progress.say(f"{node.name} already {'draining' if draining else 'drained'} in Nomad by {mine}")
     else:
         nomad.drain(node_id, deadline_s, owner)

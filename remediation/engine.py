@@ -121,7 +121,7 @@ class Engine:
     def remediate(self) -> dict[str, Decision]:
         """Decide and act for every deferred failure; the decision per failure key."""
         try:
-            self.blast = self._blast_radius()
+            self.blast = self._blast_radius() if self.failures else None
             done: dict[tuple[str, str], Decision] = {}
             for f in sorted(self.failures, key=self._order):
                 action = self._action(f)
@@ -265,8 +265,9 @@ class Engine:
             raise Stop("refused", "lock", f"the remediation lock is no longer ours ({why}): nothing disruptive "
                                           "starts")
 
-    def _node_healthy(self, node: str) -> str | None:
-        """None when every check of the node itself ran in this run and passed (or was fixed)."""
+    def _node_healthy(self, node: str, again: bool = False) -> str | None:
+        """None when every check of the node itself ran in this run and passed (or was fixed); ``again``: a check
+        that did not pass (blocked while the node was down, say) is run once more now, after the fixes."""
         items = [i for i in self.run.items.get(node, []) if _on_the_node(i)]
         if not items:
             return f"no check of {node} itself ran in this run"
@@ -280,6 +281,8 @@ class Engine:
                 record = next((r for r in self.run.records if r.test_id == item.nodeid), None)
                 deferred = any(g.item is item for g in self.failures)
                 ok = record is not None and record.outcome in PASSED and not deferred
+                if not ok and again and record is not None and not deferred:
+                    ok = _passes_now(item)
             if not ok:
                 bad.append(info.check_id)
         return f"{node} still fails {', '.join(bad[:5])}" if bad else None
@@ -467,7 +470,7 @@ class Engine:
             if name in maintenance:
                 self.say(f"{name} stays drained: it is in maintenance")
                 continue
-            stop = self._node_healthy(name)
+            stop = self._node_healthy(name, again=True)
             if stop:
                 self.say(f"{name} stays drained: {stop}")
                 continue
@@ -493,6 +496,14 @@ def _on_the_node(item: pytest.Item) -> bool:
     """A check of the node itself (through ssh or ping), not of how the cluster sees it."""
     names = set(inspect.signature(cast(pytest.Function, item).obj).parameters)
     return bool(names & {"host", "ping_result", "ssh_result"})
+
+
+def _passes_now(item: pytest.Item) -> bool:
+    try:
+        recheck(item)
+    except NOT_FIXED:
+        return False
+    return True
 
 
 def recheck(item: pytest.Item) -> None:

@@ -30,8 +30,8 @@ import threading
 import time
 from typing import Any
 
-from acceptance.inventory import InventoryError, load_inventory
-from remediation.clients import Http, write_config
+from acceptance.inventory import InventoryError
+from remediation.clients import Http, consul_of
 from remediation.model import ActionFailed
 from remediation.state import StateUnavailable, kv_entry, kv_json, put
 
@@ -181,12 +181,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inventory", required=True)
     args = p.parse_args(argv)
     try:
-        inventory = load_inventory(args.inventory)
+        inventory, http = consul_of(args.inventory)
     except InventoryError as e:
         print(e, file=sys.stderr)
         return 4
     key = inventory.remediation.lock_key
-    http = Http(write_config("consul", inventory, [n for n in inventory.nodes if n.role == "master"]))
     if args.command == "release":
         try:
             print(release_hold(http, key))

@@ -103,9 +103,9 @@ class RemediationPlugin:
     def finish(self, session: pytest.Session, ended: bool) -> None:
         """Remediate (only after a loop that ran to its end), then log the kept reports as they ended."""
         engine = self.engine
-        if not engine.failures:
+        if not ended and not engine.failures:
             return
-        try:
+        try:  # with no failure too: nodes this suite drained earlier may be given back
             if ended:
                 engine.remediate()
             else:

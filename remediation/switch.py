@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from acceptance.inventory import InventoryError, load_inventory
-from remediation.clients import Http, write_config
+from acceptance.inventory import InventoryError
+from remediation.clients import Http, consul_of
 from remediation.model import ActionFailed
 from remediation.state import ATTEMPTS, StateUnavailable, kv_entry, kv_json, kv_value, put
 
@@ -88,12 +88,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 4
     try:
-        inventory = load_inventory(args.inventory)
+        inventory, http = consul_of(args.inventory)
     except InventoryError as e:
         print(e, file=sys.stderr)
         return 4
     key = inventory.remediation.stop_key
-    http = Http(write_config("consul", inventory, [n for n in inventory.nodes if n.role == "master"]))
     try:
         if args.command == "stop":
             print(f"{key}: {describe_stop(stop(http, key, reason))}; no runner remediates until "

@@ -90,9 +90,14 @@ def test_gate_says_no_for_the_leader_then_prepare_moves_it(tmp_path: Path) -> No
     assert f"gate.consul.leader[{leader}] failed" in done.stdout
     prepared = cli(tmp_path, "gate", f"reboot:{leader}", "--prepare", f"--inventory={inv}",
                    f"--report-dir={tmp_path / 'b'}", "-p", "no:cacheprovider")
-    assert prepared.returncode == 0, prepared.stdout[-3000:]
-    assert f"Consul leadership moved from {leader}" in prepared.stdout
-    assert leaders()["consul"] != leader
+    try:
+        assert prepared.returncode == 0, prepared.stdout[-3000:]
+        assert f"Consul leadership moved from {leader}" in prepared.stdout
+        assert "held for the human" in prepared.stdout
+        assert leaders()["consul"] != leader
+    finally:  # the human is done: the hold on the remediation lock ends
+        released = cli(tmp_path, "release", f"--inventory={inv}")
+    assert released.returncode == 0, released.stdout + released.stderr
 
 
 def test_gate_says_no_while_another_master_is_down(tmp_path: Path) -> None:
@@ -131,6 +136,7 @@ def test_gate_for_an_agent_running_builds(tmp_path: Path) -> None:
         assert prepared.returncode == 0, prepared.stdout[-3000:]
         assert "drained: no allocation runs" in prepared.stdout
     finally:
+        cli(tmp_path, "release", f"--inventory={inv}")
         labapi.nomad("POST", m, f"/v1/node/{node_id}/drain", {"DrainSpec": None, "MarkEligible": True})
         labapi.nomad("POST", m, f"/v1/node/{node_id}/eligibility", {"Eligibility": "eligible"})
 

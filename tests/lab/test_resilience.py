@@ -17,7 +17,7 @@ import pytest
 from . import faults
 from .cluster import env as lab_env
 from .observe import eventually
-from .test_remediation import audit, command, inventory, record
+from .test_remediation import audit, cluster_state, command, inventory, record
 from .topology import REPO, STATE
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
@@ -67,12 +67,11 @@ def faults_healed(tmp: Path) -> bool:
 
 def test_interrupted_in_the_middle_of_a_remediation(tmp_path: Path) -> None:
     inv = inventory(tmp_path, drain_deadline_s=600)  # it waits for the allocations to move
-    state = tmp_path / "remediation-state.json"
     faults.inject("stale-cmdline", "alibuild01")
     try:
         proc = subprocess.Popen(command(tmp_path, inv, "--remediate=all", "--nodes=alibuild01", "checks/agent.py"),
                                 cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert eventually(lambda: state.exists() and "alibuild01" in json.loads(state.read_text())["drained"], 180, 1)
+        assert eventually(lambda: "alibuild01" in cluster_state(inv)["drained"], 180, 1)
         stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
@@ -83,7 +82,7 @@ def test_interrupted_in_the_middle_of_a_remediation(tmp_path: Path) -> None:
         status = subprocess.run([sys.executable, "-m", "remediation.lock", "status", f"--inventory={inv}"], cwd=REPO,
                                 env=lab_env(), capture_output=True, text=True, timeout=60, check=False)
         assert ": free" in status.stdout, "the lock outlived the interrupted run"
-        assert "alibuild01" in json.loads(state.read_text())["drained"]  # remembered for the next run
+        assert "alibuild01" in cluster_state(inv)["drained"]  # remembered for the next run
         subprocess.run(command(tmp_path, inventory(tmp_path, drain_deadline_s=20), "--remediate=all",
                                "--nodes=alibuild01", "checks/agent.py", "checks/cluster_nomad.py", out="next"),
                        cwd=REPO, env=lab_env(), capture_output=True, text=True, timeout=900, check=False)
@@ -93,7 +92,7 @@ def test_interrupted_in_the_middle_of_a_remediation(tmp_path: Path) -> None:
     # next run then finds the argument applied; either way it must not forget the node it left drained
     assert record(json.loads((tmp_path / "next" / "latest" / "summary.json").read_text()), "agent.cmdline.cgroup-v1",
                   "alibuild01")["outcome"] in ("remediated", "passed")
-    assert "alibuild01" not in json.loads(state.read_text())["drained"]
+    assert "alibuild01" not in cluster_state(inv)["drained"]
 
 
 def test_two_runs_at_once_keep_their_reports_apart(tmp_path: Path) -> None:

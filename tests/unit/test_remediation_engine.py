@@ -469,3 +469,76 @@ def test_remediation_runs_in_one_process(pytester, site):
     result = pytester.runpytest(f"--inventory={inventory}", "--remediate=safe", "-n", "2", str(site["checks"]))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--remediate=safe runs in one process*"])
+
+
+# --------------------------------------------------------------------------- 7. never undo a human
+
+
+HOST_CHECK = '''
+
+@check("site.on-the-node", runbook="x", roles=["agent"], needs=())
+def test_on_the_node(host, node):
+    assert not pathlib.Path(FLAGS, "bad-" + node.name).exists(), "bad"
+'''
+
+
+class FakeNomad:
+    """Nomad as re-enabling sees it: ``theirs`` are nodes a human drained again since."""
+
+    reenabled: list[str] = []
+    theirs: set[str] = set()
+
+    def __init__(self, http: Any) -> None:
+        pass
+
+    def node(self, name: str) -> dict[str, Any]:
+        return {"ID": f"id-{name}", "Name": name}
+
+    def reenable(self, node_id: str, node: dict[str, Any]) -> str:
+        from remediation.model import NeedsHuman
+
+        if node["Name"] in self.theirs:
+            raise NeedsHuman(f"{node['Name']} was drained by bob@lxplus")
+        self.reenabled.append(node["Name"])
+        return f"{node['Name']} re-enabled in Nomad"
+
+
+@pytest.fixture
+def nomad(site: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> type[FakeNomad]:
+    monkeypatch.setattr(FakeNomad, "reenabled", [])
+    monkeypatch.setattr(FakeNomad, "theirs", set())
+    monkeypatch.setattr(engine, "Nomad", FakeNomad)
+    (site["checks"] / "flags.py").write_text((site["checks"] / "flags.py").read_text() + HOST_CHECK)
+    for name in ("alibuild01", "alimetal01"):
+        (site["flags"] / name).write_text("fine")
+    mine = {"run_id": "earlier", "user": "ci", "host": "runner", "check": "site.flag", "since": 1.0}
+    site["consul"].kv[STATE] = json.dumps({"drained": {n: mine for n in ("alibuild01", "alibuild02", "alimetal01")}})
+    return FakeNomad
+
+
+def test_only_nodes_whose_own_checks_ran_and_passed_are_re_enabled(pytester, site, nomad):
+    _, _, audit = run(pytester, site, "safe", "--nodes=alibuild01")
+    assert nomad.reenabled == ["alibuild01"]  # alimetal01: no check ran; alibuild02: in maintenance
+    assert set(site["consul"].value_json(STATE)["drained"]) == {"alibuild02", "alimetal01"}
+    assert [(e["node"], e["verdict"]) for e in audit if e["action"] == "reenable_node"] == [("alibuild01", "taken")]
+
+
+def test_a_node_that_still_fails_stays_drained(pytester, site, nomad):
+    (site["flags"] / "bad-alibuild01").write_text("")
+    run(pytester, site, "safe", "--nodes=alibuild01")
+    assert nomad.reenabled == [] and "alibuild01" in site["consul"].value_json(STATE)["drained"]
+
+
+def test_a_humans_drain_since_ours_is_theirs(pytester, site, nomad):
+    nomad.theirs.add("alibuild01")
+    _, _, audit = run(pytester, site, "safe", "--nodes=alibuild01")
+    assert nomad.reenabled == []
+    [line] = [e for e in audit if e["action"] == "reenable_node"]
+    assert line["verdict"] == "refused" and "bob@lxplus" in line["reason"]
+    assert "alibuild01" not in site["consul"].value_json(STATE)["drained"]  # not ours to remember any more
+
+
+def test_the_kill_switch_also_stops_re_enabling(pytester, site, nomad):
+    site["consul"].kv[STOP] = json.dumps({"reason": "hands off"})
+    run(pytester, site, "safe", "--nodes=alibuild01")
+    assert nomad.reenabled == []
