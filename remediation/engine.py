@@ -98,6 +98,7 @@ class Engine:
         self.agents = [n for n in self.run.all_nodes if n.role == "agent"]
         self.consul = Http(write_config("consul", inventory, self.masters))
         self.state = ClusterState(self.consul, self.settings.state_key)
+        self.nomad = Nomad(Http(write_config("nomad", inventory, self.masters)))
         self.lock: ConsulLock | None = None
         self.lock_refusal: str | None = None
         self.blast: str | None = None
@@ -171,16 +172,7 @@ class Engine:
     # --------------------------------------------------------------------------- the guardrails
 
     def _stopped(self) -> str | None:
-        from remediation import switch
-
-        stop = gates.kill_switch(self.run.inventory)
-        if stop:
-            return stop
-        try:
-            entry = switch.stopped(self.consul, self.settings.stop_key)
-        except StateUnavailable as e:
-            return f"cannot read the cluster's kill switch ({e}): act on nothing"
-        return f"the cluster's kill switch is on: {switch.describe_stop(entry)}" if entry else None
+        return gates.kill_switch(self.run.inventory, self.consul)
 
     def _blast_radius(self) -> str | None:
         failing_masters = {r.node for r in self.run.records if r.outcome == "failed" and r.role == "master"}
@@ -321,9 +313,8 @@ class Engine:
         owner = {"run_id": self.run.run_id, "user": self.audit.who["user"], "host": self.audit.who["host"],
                  "check": f.info.check_id}
         self._update(lambda s: s["drained"].setdefault(node.name, {**owner, "since": time.time()}))
-        nomad = Nomad(Http(write_config("nomad", self.run.inventory, self.masters)))
         deadline = self.settings.drain_deadline_s
-        running = drain_until_idle(nomad, node, deadline, self.settings.settle_timeout_s, Progress(say=self.say),
+        running = drain_until_idle(self.nomad, node, deadline, self.settings.settle_timeout_s, Progress(say=self.say),
                                    owner)
         if running:
             raise Stop("refused", "workload", f"{node.name} still runs {len(running)} allocation(s) "
@@ -465,7 +456,6 @@ class Engine:
         except StateUnavailable:
             return
         maintenance = {m.node for m in self.run.inventory.maintenance if not m.expired()}
-        nomad = Nomad(Http(write_config("nomad", self.run.inventory, self.masters)))
         for name in sorted(drained):
             if name in maintenance:
                 self.say(f"{name} stays drained: it is in maintenance")
@@ -476,8 +466,8 @@ class Engine:
                 continue
             verdict, reason, forget = "failed", "", False
             try:
-                n = nomad.node(name)
-                reason, verdict, forget = nomad.reenable(str(n["ID"]), n), "taken", True
+                n = self.nomad.node(name)
+                reason, verdict, forget = self.nomad.reenable(str(n["ID"]), n), "taken", True
             except NeedsHuman as e:  # a human drained it again or made it ineligible: theirs now
                 verdict, reason, forget = "refused", f"not re-enabled: {e}", True
             except Exception as e:

@@ -1,7 +1,7 @@
 """The guardrails that decide whether an action may run (each returns why not, or None):
 
-- the local kill switch (the inventory's ``remediation.enabled: false``, or the kill-switch file exists: by
-  default ``STOP-REMEDIATION`` beside the inventory); the cluster-wide one is remediation/switch.py;
+- the kill switch: the inventory's ``remediation.enabled: false``, the kill-switch file (by default
+  ``STOP-REMEDIATION`` beside the inventory), or the cluster-wide one (remediation/switch.py);
 - the quorum gate for a master (the two others healthy in Nomad, Consul and Vault).
 
 The blast radius is remediation/blast.py; the workload gate (drained, idle) lives in the engine, which drains.
@@ -15,18 +15,26 @@ from pathlib import Path
 from acceptance.clients.config import api_config, master_urls
 from acceptance.clients.raft import server_is
 from acceptance.inventory import Inventory, Node
+from remediation import switch
 from remediation.clients import Http, Raft
 from remediation.model import ActionFailed
+from remediation.state import StateUnavailable
 
 
-def kill_switch(inventory: Inventory) -> str | None:
+def kill_switch(inventory: Inventory, consul: Http) -> str | None:
+    """Why nothing may be remediated now: the inventory, the local file, or the cluster-wide switch (which, when
+    it cannot be read, stops everything too)."""
     settings = inventory.remediation
     if not settings.enabled:
         return f"{inventory.path}: remediation.enabled is false (the kill switch)"
     path = kill_switch_path(inventory)
     if path.exists():
         return f"the kill switch {path} exists: remove it to allow remediation"
-    return None
+    try:
+        entry = switch.stopped(consul, settings.stop_key)
+    except StateUnavailable as e:
+        return f"cannot read the cluster's kill switch ({e}): act on nothing"
+    return f"the cluster's kill switch is on: {switch.describe_stop(entry)}" if entry else None
 
 
 def kill_switch_path(inventory: Inventory) -> Path:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from acceptance.run import Run
-from remediation import gates, switch
+from remediation import gates
 from remediation.audit import AuditLog
 from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off, write_config
 from remediation.lock import ConsulLock
@@ -43,10 +43,7 @@ def _prepare(run: Run, audit: AuditLog, say: Callable[[str], None]) -> tuple[str
     masters = [n for n in run.all_nodes if n.role == "master"]
     progress = Progress(say=say)
     consul = Http(write_config("consul", run.inventory, masters))
-    stop = gates.kill_switch(run.inventory)
-    if not stop:
-        entry = switch.stopped(consul, settings.stop_key)
-        stop = f"the cluster's kill switch is on: {switch.describe_stop(entry)}" if entry else None
+    stop = gates.kill_switch(run.inventory, consul)
     if stop:
         return "refused", stop, "kill-switch"
     lock = ConsulLock(consul, settings.lock_key, settings.lock_ttl_s, run.run_id)
