@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from acceptance import collection, fixtures, hookspecs, terminal, watchdog
-from acceptance.clients.http import requests_made
+from acceptance.clients.transport import requests_made
 from acceptance.configure import build_run, usage
 from acceptance.converge import ConvergeLoop
 from acceptance.inventory import CLUSTER

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acceptance.clients.config import master_urls
-from acceptance.clients.http import excerpt
 from acceptance.clients.raft import is_named, server_is
+from acceptance.clients.transport import excerpt
 from acceptance.inventory import Inventory, Node, RemediationSettings
 from remediation.clients import Http, Raft, write_config
 from remediation.model import ActionFailed

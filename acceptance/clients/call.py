@@ -28,9 +28,9 @@ import tenacity
 
 from acceptance.clients.config import DEFAULT_PORTS, ApiConfig, master_urls
 from acceptance.clients.errors import ApiError, check_status, classify, json_of, protocol_error
-from acceptance.clients.http import Answer, HttpClient
 from acceptance.clients.shapes import ShapeError
 from acceptance.clients.snapshot import ApiSnapshot, PerNode
+from acceptance.clients.transport import Answer, HttpClient
 from acceptance.inventory import Node
 
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from typing import Any
 import requests
 
 from acceptance.clients.config import ApiConfig
-from acceptance.clients.http import Aborted, Answer, TooLarge, excerpt
+from acceptance.clients.transport import Aborted, Answer, TooLarge, excerpt
 from acceptance.redaction import redact
 
 # the kinds that make an API unusable as a whole (its root check api.<name>.reachable fails or errors)
@@ -218,7 +218,7 @@ def check_status(cfg: ApiConfig, answer: Answer, ok: tuple[int, ...] = (200,), r
 
 def json_of(cfg: ApiConfig, answer: Answer) -> Any:
     """The answer's JSON, or a protocol error naming the endpoint and quoting the answer."""
-    from acceptance.clients.http import BodyError
+    from acceptance.clients.transport import BodyError
 
     try:
         return answer.json()

@@ -2,7 +2,7 @@
 rather than reading it: configured like the suite's own reads, on a session that follows no redirect (a 3xx is
 returned as it is, never re-sent with the token to wherever it points) and reads no environment (no proxy, no
 ``.netrc``, no ``REQUESTS_CA_BUNDLE`` behind the configured CA). The snapshots do not use them: their reads go
-through :mod:`acceptance.clients.http`, which also bounds time and size."""
+through :mod:`acceptance.clients.transport`, which also bounds time and size."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import urllib.parse
 from typing import Any
 
 from acceptance.clients.config import ApiConfig
-from acceptance.clients.http import new_session
+from acceptance.clients.transport import new_session
 
 
 def nomad_client(cfg: ApiConfig, url: str | None = None) -> Any:

@@ -18,9 +18,9 @@ from acceptance.clients.call import Caller, refuse_unknown_token
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
 from acceptance.clients.hosts import same_host
-from acceptance.clients.http import Answer
 from acceptance.clients.raft import Autopilot
 from acceptance.clients.snapshot import ApiSnapshot, Part, attempt
+from acceptance.clients.transport import Answer
 
 TITLE = "Nomad"
 

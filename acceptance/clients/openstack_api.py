@@ -17,8 +17,8 @@ from acceptance.clients import shapes
 from acceptance.clients.call import Deadline, parse_answer
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status, classify, one_line, protocol_error
-from acceptance.clients.http import MAX_BODY, Answer, count_request
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
+from acceptance.clients.transport import MAX_BODY, Answer, count_request
 from acceptance.inventory import Expectations, Inventory, Node
 from acceptance.redaction import remember_mapping
 

@@ -15,8 +15,8 @@ from acceptance.clients.call import Caller, Client, master_part
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError, protocol_error, redirect_error
 from acceptance.clients.hosts import same_host
-from acceptance.clients.http import excerpt
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
+from acceptance.clients.transport import excerpt
 from acceptance.inventory import Node
 
 TITLE = "Prometheus"

@@ -16,7 +16,7 @@ from typing import Any
 from acceptance.clients import shapes
 from acceptance.clients.errors import ApiError
 from acceptance.clients.hosts import host_of, same_host
-from acceptance.clients.http import Answer, excerpt
+from acceptance.clients.transport import Answer, excerpt
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from acceptance.clients import consul_api, nomad_api, openstack_api, registry, v
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
 from acceptance.clients.errors import ApiError
-from acceptance.clients.http import Aborted, HttpClient, TooLarge
+from acceptance.clients.transport import Aborted, HttpClient, TooLarge
 from acceptance.inventory import Apis, OpenStackSettings
 from acceptance.redaction import MASK
 

@@ -22,7 +22,7 @@ from acceptance.clients import nomad_api, prometheus_api
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
 from acceptance.clients.errors import ApiError
-from acceptance.clients.http import Answer
+from acceptance.clients.transport import Answer
 from acceptance.inventory import Apis, Endpoint, TlsSettings
 
 from .test_api_support import (

@@ -177,7 +177,7 @@ def test_known_false_passes_are_errors():
     from acceptance.clients.call import parse_answer
     from acceptance.clients.config import ApiConfig
     from acceptance.clients.errors import ApiError
-    from acceptance.clients.http import Answer
+    from acceptance.clients.transport import Answer
 
     cfg = ApiConfig(name="nomad", urls=("http://x:4646",))
 

@@ -16,7 +16,7 @@ from acceptance.clients import consul_api, nomad_api, openstack_api, prometheus_
 from acceptance.clients.call import parse_answer
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
-from acceptance.clients.http import BodyError, excerpt, parse_json
+from acceptance.clients.transport import BodyError, excerpt, parse_json
 from acceptance.redaction import remember
 
 CFG = ApiConfig(name="nomad", urls=("http://x:4646",))
@@ -56,7 +56,7 @@ def _bytes_of(value: Any) -> bytes:
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(name=st.sampled_from(sorted(PARSERS)), value=json_values)
 def test_every_parser_returns_a_value_or_a_protocol_error(name, value):
-    from acceptance.clients.http import Answer
+    from acceptance.clients.transport import Answer
 
     answer = Answer("http://x:4646", "/v1/endpoint", 200, {}, _bytes_of(value))
     try:
