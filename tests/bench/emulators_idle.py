@@ -28,6 +28,7 @@ import requests
 
 from tests.lab.configs import JOBS, SECRET_KEYS, acl_config
 from tests.lab.pki import make_ca_and_certs
+from tests.polling import wait_until
 
 LAB = Path(__file__).resolve().parents[1] / "lab"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
@@ -42,16 +43,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def wait(what: str, ok: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if ok():
-                return time.monotonic() - started
-        except (requests.RequestException, ValueError, KeyError):
-            pass
-        time.sleep(1)
-    raise SystemExit(f"emulators_idle: timed out after {timeout:.0f}s waiting for {what}")
+def wait(what: str, ok: Callable[[], bool], timeout: float) -> None:
+    """wait_until, once a second, ending the benchmark with a one-line message at the deadline."""
+    wait_until(ok, timeout=timeout, interval=1, what=what, ignore=(requests.RequestException, ValueError, KeyError),
+               error=lambda message: SystemExit(f"emulators_idle: {message}"))
 
 
 def main() -> None:

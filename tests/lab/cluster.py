@@ -8,12 +8,12 @@ import hashlib
 import json
 import os
 import socket
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..polling import wait_until
 from . import configs, hosts, images, labapi, statefiles
 from .dockerctl import LabError, docker, ensure_engine, inspect, memory_mib, node_exec
 from .topology import (
@@ -58,12 +58,8 @@ SYSTEMD_ARGS = [
 
 
 def wait_for(what: str, ok: Callable[[], bool], timeout: float, interval: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        time.sleep(interval)
-    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+    """wait_until failing with a LabError, which `python -m tests.lab` prints as one line."""
+    wait_until(ok, timeout=timeout, interval=interval, what=what, error=LabError)
 
 
 def saved_agents() -> int:

@@ -6,9 +6,10 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
+
+from ..polling import wait_until
 
 
 class LabError(RuntimeError):
@@ -48,12 +49,8 @@ def ensure_engine() -> None:
         raise LabError("no Docker engine: install Debian's docker.io (apt-get install docker.io)")
     log = open("/var/log/alicelab-dockerd.log", "ab")  # noqa: SIM115 - handed to the daemon
     subprocess.Popen(["dockerd"], stdout=log, stderr=log, start_new_session=True, env=os.environ.copy())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0:
-            return
-        time.sleep(1)
-    raise LabError("dockerd did not start within 60s; see /var/log/alicelab-dockerd.log")
+    wait_until(lambda: subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0,
+               timeout=60, interval=1, what="dockerd to start (see /var/log/alicelab-dockerd.log)", error=LabError)
 
 
 def _cgroup_memory(cid: str) -> float | None:

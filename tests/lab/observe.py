@@ -4,8 +4,6 @@ and known_hosts, ping, and the real HTTP APIs with the CLIs' variables from .lab
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from typing import Any
 
 import requests
@@ -15,18 +13,9 @@ from . import labapi
 from .cluster import env as lab_env
 from .topology import PROJECT_METAL, PROJECT_VMS, STATE, Topology, stable_id, topology
 
-
-def eventually(ok: Callable[[], bool], timeout: float, interval: float = 1.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if ok():
-                return True
-        except (OSError, ValueError, KeyError, requests.RequestException, subprocess.SubprocessError):
-            pass
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
+# What a look at the lab shrugs off while it polls (tests.polling.wait_until's `ignore`): a node or service
+# restarting, a connection refused or timed out, half an answer.
+LAB_ERRORS = (OSError, ValueError, KeyError, requests.RequestException, subprocess.SubprocessError)
 
 
 def lab() -> Topology:

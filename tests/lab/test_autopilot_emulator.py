@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from tests.lab.emulators.base import FAULT_DIR, LAG_FLAG, Election, Peer
-from tests.lab.test_consul_emulator import wait_for
+from tests.lab.test_consul_emulator import NOT_YET
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.emulator
 
@@ -116,7 +117,7 @@ def _nomad(root: Path) -> Iterator[Servers]:
         try:
             for name in names:
                 _start_with_fault_dir(cl.start, name, cl.fault_dir(name))
-            wait_for("a Nomad leader", leader_of, 15)
+            wait_until(leader_of, timeout=15, what="a Nomad leader", ignore=NOT_YET)
             yield Servers("nomad", names, health_of, leader_of, cl.fault_dir)
         except BaseException:
             print(cl.logs())
@@ -150,7 +151,7 @@ def _consul(root: Path) -> Iterator[Servers]:
     try:
         for name in names:
             _start_with_fault_dir(c.start, name, fault_dir(name))
-        wait_for("a Consul leader", leader_of, 15)
+        wait_until(leader_of, timeout=15, what="a Consul leader", ignore=NOT_YET)
         yield Servers("consul", names, health_of, leader_of, fault_dir)
     finally:
         c.stop_all()
@@ -184,7 +185,7 @@ def test_healthy_servers_stay_healthy(servers: Servers) -> None:
     """A healthy cluster is healthy at every look (no flapping): small LastContact, one term, close indexes;
     the leader's log moves on while nothing happens, as a real leader's does."""
     s = servers
-    body = wait_for(f"three healthy {s.product} servers", lambda: all_healthy(s), 15)
+    body = wait_until(lambda: all_healthy(s), timeout=15, what=f"three healthy {s.product} servers", ignore=NOT_YET)
     check_sound(s, body)
     first = max(v["LastIndex"] for v in body["Servers"])
     for _ in range(12):  # 3 s of looks, some of them between two heartbeats, some during one
@@ -197,8 +198,8 @@ def test_healthy_servers_stay_healthy(servers: Servers) -> None:
 
 def test_lagging_follower_is_unhealthy_until_it_catches_up(servers: Servers) -> None:
     s = servers
-    wait_for(f"three healthy {s.product} servers", lambda: all_healthy(s), 15)
-    leader = wait_for("a leader", s.leader_of)
+    wait_until(lambda: all_healthy(s), timeout=15, what=f"three healthy {s.product} servers", ignore=NOT_YET)
+    leader = wait_until(s.leader_of, timeout=10, what="a leader", ignore=NOT_YET)
     lagger = next(n for n in s.names if n != leader)
     others = [n for n in s.names if n != lagger]
     seen = {"slow": False, "trailing": False}
@@ -223,7 +224,8 @@ def test_lagging_follower_is_unhealthy_until_it_catches_up(servers: Servers) -> 
     s.flag(lagger)
     try:
         # Late answers (LastContact) at the first heartbeat; the log trails by > 250 entries within ~3 s.
-        wait_for(f"{lagger} slow and trailing", lagger_unhealthy, 10, interval=0.25)
+        wait_until(lagger_unhealthy, timeout=10, interval=0.25, what=f"{lagger} slow and trailing",
+                   ignore=NOT_YET)
         for _ in range(12):  # it stays so, and autopilot (reconcile every 2 s) removes nobody
             time.sleep(0.25)
             assert lagger_unhealthy()
@@ -233,7 +235,7 @@ def test_lagging_follower_is_unhealthy_until_it_catches_up(servers: Servers) -> 
             assert status == 429 and not s.by_name(body)[lagger]["Healthy"], (n, body)
     finally:
         s.unflag(lagger)
-    body = wait_for(f"{lagger} healthy again", lambda: all_healthy(s), 6, interval=0.25)
+    body = wait_until(lambda: all_healthy(s), timeout=6, interval=0.25, what=f"{lagger} healthy again", ignore=NOT_YET)
     check_sound(s, body)
     assert s.leader_of() == leader and all(v["Voter"] for v in body["Servers"])
 

@@ -35,6 +35,7 @@ from tests.lab.configs import acl_config
 from tests.lab.emulators import consul as emulator
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import FREE_MAPS, assert_same_shape
+from tests.polling import wait_until
 from tests.reference import API
 
 pytestmark = pytest.mark.emulator
@@ -95,19 +96,12 @@ ENTERPRISE_ONLY = frozenset({"Namespace"})
 CONSUL_FREE_MAPS = FREE_MAPS | {"NodeMeta", "ServiceMeta"}
 
 
+NOT_YET = (requests.RequestException, OSError, ValueError, KeyError, IndexError)  # what a poll here shrugs off
+
+
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0.2) -> Any:
-    """Polls `fn` until it returns something truthy; fails naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (requests.RequestException, OSError, ValueError, KeyError, IndexError) as exc:
-            last = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """wait_until with this module's defaults; an emulator restarting or answering half a body is "not yet"."""
+    return wait_until(fn, timeout=timeout, interval=interval, what=what, ignore=NOT_YET)
 
 
 class Cluster:

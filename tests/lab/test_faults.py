@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from ..polling import wait_until
 from . import faults, labapi
 from .observe import (
+    LAB_ERRORS,
     consul_get,
-    eventually,
     lab,
     nomad_get,
     nomad_node,
@@ -112,7 +113,8 @@ def hard_reboot(node: str) -> None:
         "POST", "ALICE Release Testing", f"/servers/{server['id']}/action", {"reboot": {"type": "HARD"}}
     )
     assert status == 202
-    assert eventually(lambda: nova_server(node)["status"] == "ACTIVE" and ssh_ok(node), 180, 2)
+    wait_until(lambda: nova_server(node)["status"] == "ACTIVE" and ssh_ok(node), timeout=180, interval=2,
+               what=f"{node} ACTIVE and answering ssh", ignore=LAB_ERRORS)
 
 
 CASES = [
@@ -226,15 +228,17 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_fault_is_seen_and_healed(case: Case) -> None:
-    assert eventually(case.healthy, 120, 2), f"the lab is not healthy before {case.id}"
+    wait_until(case.healthy, timeout=120, interval=2, what=f"the lab healthy before {case.id}", ignore=LAB_ERRORS)
     faults.inject(case.fault, case.node)
     try:
         if case.after_inject:
             case.after_inject()
-        assert eventually(case.broken, case.timeout, 2), f"{case.id} was not observable from outside"
+        wait_until(case.broken, timeout=case.timeout, interval=2, what=f"{case.id} observable from outside",
+                   ignore=LAB_ERRORS)
     finally:
         faults.heal(case.fault, case.node)
-    assert eventually(case.healthy, 180, 2), f"{case.id}: the heal did not restore the healthy state"
+    wait_until(case.healthy, timeout=180, interval=2, what=f"{case.id}: the heal to restore the healthy state",
+               ignore=LAB_ERRORS)
 
 
 def test_kill_nomad_leader_elects_a_new_one() -> None:
@@ -243,10 +247,12 @@ def test_kill_nomad_leader_elects_a_new_one() -> None:
     faults.inject("kill-leader:nomad")
     try:
         others = [f"https://{ip}:4646" for ip in ("172.30.0.11", "172.30.0.12", "172.30.0.13") if ip not in old]
-        assert eventually(lambda: nomad_get("/v1/status/leader", others[0]) not in ("", old), 30)
+        wait_until(lambda: nomad_get("/v1/status/leader", others[0]) not in ("", old), timeout=30, interval=1,
+                   what="a new Nomad leader", ignore=LAB_ERRORS)
     finally:
         faults.heal("kill-leader:nomad")
-    assert eventually(lambda: len(nomad_get("/v1/status/peers")) == 3 and bool(nomad_get("/v1/status/leader")), 60)
+    wait_until(lambda: len(nomad_get("/v1/status/peers")) == 3 and bool(nomad_get("/v1/status/leader")),
+               timeout=60, interval=1, what="three Nomad peers and a leader", ignore=LAB_ERRORS)
 
 
 def test_consul_without_quorum_has_no_leader_and_recovers() -> None:
@@ -254,13 +260,16 @@ def test_consul_without_quorum_has_no_leader_and_recovers() -> None:
     faults.inject("kill-leader:consul")
     try:
         survivors = [ip for ip in ("172.30.0.11", "172.30.0.12", "172.30.0.13") if ip not in old]
-        assert eventually(lambda: consul_get("/v1/status/leader", f"https://{survivors[0]}:8500") != "", 30)
+        wait_until(lambda: consul_get("/v1/status/leader", f"https://{survivors[0]}:8500") != "", timeout=30,
+                   interval=1, what="a new Consul leader", ignore=LAB_ERRORS)
         second = next(m.name for m in lab().masters if m.ip == survivors[1])
         faults.inject("stop-unit:consul", second)
-        assert eventually(lambda: consul_get("/v1/status/leader", f"https://{survivors[0]}:8500") == "", 30)
+        wait_until(lambda: consul_get("/v1/status/leader", f"https://{survivors[0]}:8500") == "", timeout=30,
+                   interval=1, what="Consul without a leader (one server of three left)", ignore=LAB_ERRORS)
     finally:
         faults.heal("kill-leader:consul")
-    assert eventually(lambda: consul_get("/v1/status/leader") != "", 60)
+    wait_until(lambda: consul_get("/v1/status/leader") != "", timeout=60, interval=1, what="a Consul leader",
+               ignore=LAB_ERRORS)
 
 
 def test_kill_vault_leader_moves_the_active_node() -> None:
@@ -269,8 +278,10 @@ def test_kill_vault_leader_moves_the_active_node() -> None:
     assert len(active) == 1
     faults.inject("kill-leader:vault")
     try:
-        assert eventually(lambda: [vault_health(ip) for ip in ips if ip != active[0]].count(200) == 1, 60, 2)
+        wait_until(lambda: [vault_health(ip) for ip in ips if ip != active[0]].count(200) == 1, timeout=60,
+                   interval=2, what="another OpenBao active", ignore=LAB_ERRORS)
         assert vault_health(active[0]) == 0
     finally:
         faults.heal("kill-leader:vault")
-    assert eventually(lambda: sorted(vault_health(ip) for ip in ips) == [200, 429, 429], 120, 2)
+    wait_until(lambda: sorted(vault_health(ip) for ip in ips) == [200, 429, 429], timeout=120, interval=2,
+               what="one active OpenBao and two standbys", ignore=LAB_ERRORS)

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from ..polling import wait_until
 from . import faults, labapi
 from .cluster import current
 from .cluster import env as lab_env
-from .observe import eventually, ssh
+from .observe import LAB_ERRORS, ssh
 from .test_remediation import inventory
 from .topology import MONIT_IP, REPO, STATE, stable_id
 
@@ -52,7 +53,8 @@ def test_provisioning_converges_a_rebuilt_agent(tmp_path: Path) -> None:
     status, _ = labapi.nova("POST", node.project, f"/servers/{node.server_id}/action",
                             {"rebuild": {"imageRef": "alma9"}})
     assert status == 202
-    assert eventually(lambda: ssh("alibuild02", "true").returncode == 0, 240, 3), "the rebuilt node never came up"
+    wait_until(lambda: ssh("alibuild02", "true").returncode == 0, timeout=240, interval=3,
+               what="the rebuilt node to come up", ignore=LAB_ERRORS)
     clean = ssh("alibuild02", "test -e /opt/puppetlabs/puppet/public/last_run_summary.yaml; echo summary=$?; "
                               "docker images -q | wc -l; grep -c cgroup_hierarchy /proc/cmdline").stdout.split()
     assert clean == ["summary=1", "0", "0"], f"not clean after the rebuild: {clean}"
@@ -107,7 +109,8 @@ def test_gate_says_no_while_another_master_is_down(tmp_path: Path) -> None:
             _, health = labapi.consul("GET", current().masters[0].ip, "/v1/operator/autopilot/health")
             return any(s["Name"] == "alimesos03" and not s["Healthy"] for s in health["Servers"])
 
-        assert eventually(noticed, 60, 2), "Consul never noticed its server on alimesos03 stopped"
+        wait_until(noticed, timeout=60, interval=2, what="Consul to notice its server on alimesos03 stopped",
+                   ignore=LAB_ERRORS)
         done = cli(tmp_path, "gate", "rebuild:alimesos02", f"--inventory={inventory(tmp_path)}",
                    f"--report-dir={tmp_path / 'out'}", "-p", "no:cacheprovider")
     finally:
@@ -171,5 +174,5 @@ def test_nightly_report_and_its_metrics_reach_monit(tmp_path: Path) -> None:
                                           "acceptance_check_status%7Bcheck%3D%22node.ssh%22%7D")
         return status == 200 and len(body["data"]["result"]) >= 6
 
-    assert eventually(in_monit, 120, 5), "the verdicts never reached the MONIT stand-in"
+    wait_until(in_monit, timeout=120, interval=5, what="the verdicts to reach the MONIT stand-in", ignore=LAB_ERRORS)
     ssh("alimesos01", "rm -f /var/lib/prometheus/node-exporter/alice-acceptance.prom")

@@ -53,6 +53,7 @@ from tests.lab.emulators.nomad import (
 )
 from tests.lab.pki import make_ca_and_certs
 from tests.lab.shapes import assert_same_shape
+from tests.polling import wait_until
 from tests.reference import API
 
 pytestmark = pytest.mark.emulator
@@ -133,17 +134,9 @@ def sample(name: str) -> dict[str, Any]:
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 10.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (requests.RequestException, KeyError, ValueError) as exc:
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    """wait_until with this module's defaults; an emulator restarting or answering half a body is "not yet"."""
+    return wait_until(fn, timeout=timeout, interval=interval, what=what,
+                      ignore=(requests.RequestException, KeyError, ValueError))
 
 
 class FakeConsul:
@@ -561,16 +554,17 @@ def test_new_node_is_initializing_until_its_first_heartbeat(cluster: Cluster) ->
     nid = cl.node_ids[name]
     seen: list[tuple[str, str, float]] = []  # (status in /v1/node/<id>, in /v1/nodes, when)
     cl.start(name)
+
+    def ready() -> bool:
+        """Records the node's status, as /v1/node/<id> and /v1/nodes say, until both say ready."""
+        one = cl.request("GET", "alimesos02", f"/v1/node/{nid}")
+        listed = {n["ID"]: n["Status"] for n in cl.get("alimesos02", "/v1/nodes")}
+        if one.status_code == 200 and nid in listed:
+            seen.append((one.json()["Status"], listed[nid], time.monotonic()))
+        return bool(seen) and seen[-1][:2] == ("ready", "ready")
+
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            one = cl.request("GET", "alimesos02", f"/v1/node/{nid}")
-            listed = {n["ID"]: n["Status"] for n in cl.get("alimesos02", "/v1/nodes")}
-            if one.status_code == 200 and nid in listed:
-                seen.append((one.json()["Status"], listed[nid], time.monotonic()))
-                if seen[-1][:2] == ("ready", "ready"):
-                    break
-            time.sleep(0.05)
+        wait_until(ready, timeout=15, interval=0.05, what=f"{name} ready in /v1/node/<id> and /v1/nodes")
         statuses = [s for s, _, _ in seen]
         assert statuses and statuses[0] == "initializing" and statuses[-1] == "ready", statuses
         assert statuses == sorted(statuses, key=lambda s: s == "ready"), "initializing, then ready, no way back"

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.lab.shapes import FREE_MAPS, assert_same_shape
+from tests.polling import wait_until
 from tests.reference import API
 
 pytestmark = pytest.mark.emulator
@@ -84,15 +85,6 @@ def inspect(name: str) -> dict[str, Any]:
 
 def sample(name: str) -> Any:
     return json.loads((SAMPLES / f"{name}.json").read_text())["body"]
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _cleanup() -> None:
@@ -252,7 +244,7 @@ def emulator(lab: Path) -> Iterator[dict[str, Any]]:
         except OSError:
             return False
 
-    wait_for("the emulator to listen", listening, 10)
+    wait_until(listening, timeout=10, what="the emulator to listen")
     try:
         yield {"proc": proc, "ca": str(ca), "cfg": cfg, "log": lab / "emulator.log"}
     finally:
@@ -318,7 +310,7 @@ def wait_status(conn: Any, name: str, status: str, timeout: float = 30) -> Any:
         s = conn.compute.get_server(SERVER_IDS[name])
         return bool(s.status == status and s.task_state is None)
 
-    wait_for(f"{name} to be {status}", settled, timeout)
+    wait_until(settled, timeout=timeout, what=f"{name} to be {status}")
     return conn.compute.get_server(SERVER_IDS[name])
 
 
@@ -724,7 +716,7 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         except OSError:
             return False
 
-    wait_for("the emulator to listen", listening, 10)
+    wait_until(listening, timeout=10, what="the emulator to listen")
     try:
         yield {
             "keystone": FAKE_KEYSTONE,
@@ -758,7 +750,7 @@ def settle(emu: dict[str, Any], token: str, name: str, status: str = "ACTIVE") -
         server = nova(emu, token, f"/servers/{FAKE_IDS[name]}").json()["server"]
         return bool(server["status"] == status and server["OS-EXT-STS:task_state"] is None)
 
-    wait_for(f"{name} to be {status}", done, 10)
+    wait_until(done, timeout=10, what=f"{name} to be {status}")
 
 
 def listed(emu: dict[str, Any], token: str, path: str = "/servers/detail") -> list[str]:

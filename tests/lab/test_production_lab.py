@@ -4,6 +4,7 @@ Consul that holds its reads, an unknown token; and the gate and --prepare on the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import json
@@ -20,11 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
+from ..polling import wait_until
 from . import faults, labapi, policies
 from .cluster import current
 from .cluster import env as lab_env
 from .configs import node_dir
-from .observe import eventually
+from .observe import LAB_ERRORS
 from .test_moments import cli, leaders
 from .test_remediation import inventory
 from .topology import DOMAIN, REPO, STATE, stable_id
@@ -138,14 +140,17 @@ def test_gate_prepare_moves_every_leadership_off_the_master_that_holds_them(tmp_
     m = topo.masters[0].ip
     target = leaders()["nomad"]
     labapi.consul("POST", m, f"/v1/operator/raft/transfer-leader?id={stable_id('consul', target)}")
-    assert eventually(lambda: leaders()["consul"] == target, 60, 1), f"Consul leadership never reached {target}"
+    wait_until(lambda: leaders()["consul"] == target, timeout=60, interval=1,
+               what=f"Consul leadership to reach {target}", ignore=LAB_ERRORS)
     root = json.loads((STATE / "vault-init.json").read_text())["root_token"]
     for _ in range(8):  # step the active Vault down until the target's OpenBao takes over
         held = leaders().get("vault")
         if held == target:
             break
         labapi.vault("PUT", topo.get(str(held)).ip, "/v1/sys/step-down", token=root)
-        eventually(functools.partial(_moved_off, str(held)), 30, 1)
+        with contextlib.suppress(AssertionError):  # not moved yet: the loop steps it down again
+            wait_until(functools.partial(_moved_off, str(held)), timeout=30, interval=1,
+                       what=f"the active OpenBao to move off {held}", ignore=LAB_ERRORS)
     before = leaders()
     assert before["nomad"] == before["consul"] == target, before
     inv = inventory(tmp_path)
@@ -189,7 +194,7 @@ def test_a_lagging_master_fails_the_server_checks_on_that_master(tmp_path: Path)
                     return False
             return True
 
-        assert eventually(flagged, 60, 1), f"autopilot never judged {lagging} unhealthy"
+        wait_until(flagged, timeout=60, interval=1, what=f"autopilot to judge {lagging} unhealthy", ignore=LAB_ERRORS)
         summary, _ = checks(tmp_path, *CLUSTER_CHECKS)
     finally:
         faults.heal("lag-server", lagging)
@@ -200,7 +205,7 @@ def test_a_lagging_master_fails_the_server_checks_on_that_master(tmp_path: Path)
         assert not any(f"{o} (" in message for o in others), message
     assert outcome(summary, "cluster.nomad.leader")[0] == "passed"
     assert outcome(summary, "cluster.consul.leader")[0] == "passed"
-    assert eventually(lambda: not flagged(), 60, 1), f"{lagging} never caught up"
+    wait_until(lambda: not flagged(), timeout=60, interval=1, what=f"{lagging} to catch up", ignore=LAB_ERRORS)
 
 
 @pytest.mark.parametrize("service", ["nomad", "consul"])
@@ -215,7 +220,7 @@ def test_rate_limited_servers_are_retried_not_failed(tmp_path: Path, service: st
                 burst = list(pool.map(lambda _: call("GET", current().masters[1].ip, path)[0], range(8)))
             return 429 in burst
 
-        assert eventually(refused, 20, 1), f"{service} never answered 429 to a burst"
+        wait_until(refused, timeout=20, interval=1, what=f"{service} to answer 429 to a burst", ignore=LAB_ERRORS)
         summary, took = checks(tmp_path, *CLUSTER_CHECKS)
     finally:
         faults.heal(f"rate-limit:{service}")
@@ -231,13 +236,16 @@ def test_a_leaderless_consul_is_reported_as_without_leader_not_unreachable(tmp_p
     for name in stopped:
         faults.inject("stop-unit:consul", name)
     try:
-        assert eventually(lambda: labapi.consul("GET", topo.masters[2].ip, "/v1/status/leader")[1] == "", 60, 1)
+        wait_until(lambda: labapi.consul("GET", topo.masters[2].ip, "/v1/status/leader")[1] == "", timeout=60,
+                   interval=1, what="Consul without a leader", ignore=LAB_ERRORS)
         summary, took = checks(tmp_path, str(REPO / "checks" / "cluster_apis.py"),
                                str(REPO / "checks" / "cluster_consul.py"))
     finally:
         for name in stopped:
             faults.heal("stop-unit:consul", name)
-        eventually(lambda: bool(labapi.consul("GET", topo.masters[0].ip, "/v1/status/leader")[1]), 90, 2)
+        with contextlib.suppress(AssertionError):  # best effort: the verdict is the outcome below
+            wait_until(lambda: bool(labapi.consul("GET", topo.masters[0].ip, "/v1/status/leader")[1]), timeout=90,
+                       interval=2, what="a Consul leader again", ignore=LAB_ERRORS)
     state, message = outcome(summary, "cluster.consul.leader")
     assert state == "failed" and "no Consul leader" in message, (state, message)
     messages = " ".join(r.get("message") or "" for r in summary["records"] if r["check"].startswith(

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from ..polling import wait_until
 from . import faults, labapi
 from .cluster import current
 from .cluster import env as lab_env
-from .observe import eventually, ssh
+from .observe import LAB_ERRORS, ssh
 from .topology import REPO, STATE, stable_id
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
@@ -102,7 +103,8 @@ def not_passed(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def healthy(tmp: Path, inv: Path) -> None:
-    assert eventually(lambda: not not_passed(run(tmp, inv, out="after")), 180, 5), "the lab did not come back green"
+    wait_until(lambda: not not_passed(run(tmp, inv, out="after")), timeout=180, interval=5,
+               what="the lab to come back green", ignore=LAB_ERRORS)
 
 
 NODE_CHECKS = ["checks/node.py", "checks/master.py", "checks/agent.py"]
@@ -126,8 +128,9 @@ def test_each_action_fixes_its_check(tmp_path: Path, fault: str, node: str, chec
     try:
         if fault == "hang":  # the confirmation asks Nomad too: it must have seen the node go down
             nid = stable_id("nomad-node", node)
-            assert eventually(lambda: labapi.nomad("GET", current().masters[0].ip, f"/v1/node/{nid}")[1]
-                              .get("Status") in ("down", "disconnected"), 60, 1), "Nomad never saw the hung node down"
+            wait_until(lambda: labapi.nomad("GET", current().masters[0].ip, f"/v1/node/{nid}")[1]
+                       .get("Status") in ("down", "disconnected"), timeout=60, interval=1,
+                       what="Nomad to see the hung node down", ignore=LAB_ERRORS)
         summary = run(tmp_path, inv, f"--remediate={mode}", f"--nodes={node}", *NODE_CHECKS)
     finally:
         faults.heal(fault, node)
@@ -159,7 +162,8 @@ def test_backups_after_failures_hold_what_the_master_holds(tmp_path: Path) -> No
         assert any(e["verdict"] == "escalated" for e in audit(tmp_path))
     finally:
         faults.heal("fail-backup", "alimesos02")
-    assert eventually(same_content, 60, 2), "after the registration was renewed the store lacks files"
+    wait_until(same_content, timeout=60, interval=2, what="the store to hold every file after the renewal",
+               ignore=LAB_ERRORS)
     faults.inject("stale-backup", "alimesos02")
     ssh("alimesos02", "echo lab > /build/consul/lab-file-stale-$(date +%s)")
     try:
@@ -358,13 +362,14 @@ def test_killed_run_lock_expires_and_the_drained_node_is_not_forgotten(tmp_path:
         victim = subprocess.Popen(command(tmp_path, inv, "--remediate=all", "--nodes=alibuild02", "checks/agent.py",
                                           out="killed"), cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, text=True,
                                   start_new_session=True)
-        assert eventually(lambda: "alibuild02" in cluster_state(inv)["drained"], 180, 1), \
-            "the run never drained the node"
+        wait_until(lambda: "alibuild02" in cluster_state(inv)["drained"], timeout=180, interval=1,
+                   what="the run to drain the node", ignore=LAB_ERRORS)
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(30)
         killed_at = time.monotonic()
         assert "held by" in _holder(inv)
-        assert eventually(lambda: "free" in _holder(inv), LOCK_TTL_S + 30, 1), "the lock outlived its TTL"
+        wait_until(lambda: "free" in _holder(inv), timeout=LOCK_TTL_S + 30, interval=1,
+                   what="the lock to be free after its TTL", ignore=LAB_ERRORS)
         assert time.monotonic() - killed_at <= LOCK_TTL_S + 15
         summary = run(tmp_path, inventory(tmp_path, drain_deadline_s=20), "--remediate=all", "--nodes=alibuild02",
                       "checks/agent.py", "checks/cluster_nomad.py", out="next")
@@ -461,7 +466,7 @@ def test_sigterm_during_the_checks_means_no_remediation(tmp_path: Path) -> None:
         proc = subprocess.Popen(command(tmp_path, inv, "--remediate=safe", "--nodes=alimetal01", "-k",
                                         "image or slow", "checks/agent.py", f"--checks-dir={site}"),
                                 cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert eventually(marker.exists, 120, 0.5), "the slow check never started"
+        wait_until(marker.exists, timeout=120, interval=0.5, what="the slow check to start", ignore=LAB_ERRORS)
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=120)
         image = ssh("alimetal01", "docker images -q registry.cern.ch/alisw/slc9-builder").stdout.strip()

@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from ..polling import wait_until
 from . import faults
 from .cluster import env as lab_env
-from .observe import eventually
+from .observe import LAB_ERRORS
 from .test_remediation import audit, cluster_state, command, inventory, record
 from .topology import REPO, STATE
 
@@ -56,7 +57,7 @@ def test_a_fault_in_the_middle_of_a_run(tmp_path: Path, fault: str, before: str,
         mine = [r for r in summary["records"] if r["check"] == check]
         assert mine and any(r["outcome"] in outcomes for r in mine), (check, mine)
     assert all(r["message"] for r in summary["records"] if r["outcome"] in ("failed", "error", "blocked"))
-    assert eventually(lambda: faults_healed(tmp_path), 180, 5)
+    wait_until(lambda: faults_healed(tmp_path), timeout=180, interval=5, what="the faults healed", ignore=LAB_ERRORS)
 
 
 def faults_healed(tmp: Path) -> bool:
@@ -71,7 +72,8 @@ def test_interrupted_in_the_middle_of_a_remediation(tmp_path: Path) -> None:
     try:
         proc = subprocess.Popen(command(tmp_path, inv, "--remediate=all", "--nodes=alibuild01", "checks/agent.py"),
                                 cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert eventually(lambda: "alibuild01" in cluster_state(inv)["drained"], 180, 1)
+        wait_until(lambda: "alibuild01" in cluster_state(inv)["drained"], timeout=180, interval=1,
+                   what="the run to drain alibuild01", ignore=LAB_ERRORS)
         stopped = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=120)
@@ -97,7 +99,8 @@ def test_interrupted_in_the_middle_of_a_remediation(tmp_path: Path) -> None:
 
 def test_two_runs_at_once_keep_their_reports_apart(tmp_path: Path) -> None:
     inv = inventory(tmp_path)
-    assert eventually(lambda: faults_healed(tmp_path), 180, 5), "the lab is not green to begin with"
+    wait_until(lambda: faults_healed(tmp_path), timeout=180, interval=5, what="the lab green to begin with",
+               ignore=LAB_ERRORS)
     runs = [subprocess.Popen(command(tmp_path, inv), cwd=REPO, env=lab_env(), stdout=subprocess.PIPE, text=True)
             for _ in range(2)]
     for p in runs:

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from ..polling import wait_until
 from . import labapi
 from .cluster import current
 from .cluster import env as lab_env
-from .observe import eventually
+from .observe import LAB_ERRORS
 from .topology import REPO, STATE
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
@@ -40,7 +41,8 @@ def test_the_installed_wheel_passes_against_the_lab_from_anywhere(tmp_path: Path
     assert installed.returncode == 0, installed.stderr
     # pip's install starves the lab's two cores: autopilot (as upstream: LastContact <= 200 ms) rightly calls the
     # servers unhealthy meanwhile; the run starts once they have caught up, as a nightly run would find them
-    assert eventually(servers_healthy, 120, 2), "the Nomad and Consul servers never caught up after the install"
+    wait_until(servers_healthy, timeout=120, interval=2,
+               what="the Nomad and Consul servers to catch up after the install", ignore=LAB_ERRORS)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {k: v for k, v in lab_env().items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
