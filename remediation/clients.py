@@ -20,23 +20,27 @@ Addresses, CA and client certificates are the checks' (``NOMAD_ADDR``, ``NOMAD_C
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import requests
 
 from acceptance.clients.config import ApiConfig, api_config, master_urls
-from acceptance.clients.errors import ApiError
+from acceptance.clients.errors import ApiError, classify
+from acceptance.clients.libraries import LibClient, client_for
 from acceptance.clients.raft import Autopilot, leading_master, parse_autopilot, server_is
+from acceptance.clients.transport import BodyError, Redirected, TooLarge, excerpt
 from acceptance.inventory import Inventory, Node
 from acceptance.redaction import redact, remember
 from remediation.model import ActionFailed, Progress
 
+T = TypeVar("T")
+
 WRITE_TOKENS = {"nomad": "NOMAD_REMEDIATION_TOKEN", "consul": "CONSUL_REMEDIATION_TOKEN",
                 "vault": "VAULT_REMEDIATION_TOKEN"}
-TOKEN_HEADERS = {"nomad": "X-Nomad-Token", "consul": "X-Consul-Token", "vault": "X-Vault-Token"}
 
 
 def write_config(name: str, inventory: Inventory, masters: Sequence[Node], env: Mapping[str, str] | None = None
@@ -58,41 +62,57 @@ def consul_of(inventory_path: str) -> tuple[Inventory, Http]:
 
 
 class Http:
-    """JSON over HTTPS to one API with its write token: fail-over across its addresses, no redirects."""
+    """One API with its write token through its official library (:mod:`acceptance.clients.libraries`, on the
+    hardened transport): fail-over across its addresses; a redirect or a non-JSON answer is never acted on."""
 
     def __init__(self, cfg: ApiConfig) -> None:
         self.cfg = cfg
-        self.session = requests.Session()
-        self.session.max_redirects = 0
+        self.clients: dict[str, LibClient] = {}
+
+    def client(self, url: str) -> LibClient:
+        if url not in self.clients:
+            self.clients[url] = client_for(self.cfg, url, json_api=True)
+        return self.clients[url]
 
     def call(self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None,
              ok: tuple[int, ...] = (200,)) -> Any:
         if self.cfg.problem:
             raise ActionFailed(self.cfg.problem)
-        headers = {TOKEN_HEADERS[self.cfg.name]: self.cfg.token} if self.cfg.token else {}
         last, answered = "", False
         for url in self.cfg.urls:
             try:
-                r = self.session.request(method, url + path, json=body, params=params, headers=headers,
-                                         verify=self.cfg.verify, cert=self.cfg.client_cert, timeout=self.cfg.timeout,
-                                         allow_redirects=False)
+                status, _, data = self.client(url).request(method, path, params, body)
+            except (Redirected, BodyError, TooLarge) as e:
+                raise ActionFailed(f"{url}: {method} {path}: {e} (not acted on)") from None
             except requests.RequestException as e:
                 if not answered:  # an answer (no leader, 5xx) says more than a server that is down
                     last = f"{url}: no answer ({type(e).__name__})"
                 continue
-            if r.status_code in (401, 403):
-                raise ActionFailed(f"{self.cfg.title} refused {method} {path} ({r.status_code}): set "
+            if status in (401, 403):
+                raise ActionFailed(f"{self.cfg.title} refused {method} {path} ({status}): set "
                                    f"{self.cfg.token_var} to a token with the rights README.md lists")
-            if r.status_code not in ok:
-                last, answered = f"{url}: {method} {path}: HTTP {r.status_code} {redact(r.text[:200])}", True
-                if r.status_code >= 500:
+            if status not in ok:
+                last, answered = f"{url}: {method} {path}: HTTP {status} {excerpt(data, 200)}", True
+                if status >= 500:
                     continue
                 raise ActionFailed(last)
-            try:
-                return r.json() if r.content else None
-            except ValueError:
-                return r.text
+            return json.loads(data) if data.strip() else None  # strict JSON: the transport checked a 2xx
         raise ActionFailed(f"{self.cfg.title}: {last or 'no address answered'}")
+
+    def lib(self, what: str, use: Callable[[Any], T]) -> T:
+        """``use(the library's client)`` on the first address that answers; any refusal is one line."""
+        if self.cfg.problem:
+            raise ActionFailed(self.cfg.problem)
+        last: ApiError | None = None
+        for url in self.cfg.urls:
+            try:
+                return use(self.client(url).lib)
+            except Exception as e:  # classify() makes one line of each library's exceptions, without the token
+                err = classify(self.cfg, url, what, e)
+                if err.kind != "unreachable" and not err.retryable:
+                    raise ActionFailed(str(err)) from None
+                last = err
+        raise ActionFailed(f"{self.cfg.title}: {what}: {last or 'no address answered'}")
 
 
 class Nomad:
@@ -109,17 +129,18 @@ class Nomad:
         self._job_types: dict[tuple[str, str], str] = {}  # (namespace, job) -> type, for allocations without it
 
     def node(self, name: str) -> dict[str, Any]:
-        nodes = self.http.call("GET", "/v1/nodes")
+        nodes = self.http.lib("GET /v1/nodes", lambda n: n.nodes.get_nodes())
         found = [n for n in nodes or [] if isinstance(n, dict) and (n.get("Name") == name or
                                                                   str(n.get("Name", "")).startswith(name + "."))]
         if len(found) != 1:
             raise ActionFailed(f"{name} is not one Nomad node ({len(found)} found)")
-        return dict(self.http.call("GET", f"/v1/node/{found[0]['ID']}"))
+        node_id = str(found[0]["ID"])
+        return dict(self.http.lib(f"GET /v1/node/{node_id}", lambda n: n.node.get_node(node_id)))
 
     def running(self, node_id: str, allowed_jobs: Sequence[str] = ()) -> list[str]:
         """``job/allocation`` of what runs (or starts) on the node, system and sysbatch jobs and ``allowed_jobs``
         left out."""
-        allocs = self.http.call("GET", f"/v1/node/{node_id}/allocations")
+        allocs = self.http.lib(f"GET /v1/node/{node_id}/allocations", lambda n: n.node.get_allocations(node_id))
         if not isinstance(allocs, list):
             raise ActionFailed(f"Nomad: the allocations of node {node_id} are not a list")
         return [f"{a.get('JobID')}/{a.get('Name')}" for a in allocs
@@ -172,7 +193,7 @@ class Nomad:
         if draining:
             raise ActionFailed(f"{name} is still draining in Nomad (our drain): not re-enabled, never cancelled; "
                                "the next run looks again")
-        self.http.call("POST", f"/v1/node/{node_id}/eligibility", {"Eligibility": "eligible"})
+        self.http.lib(f"POST /v1/node/{node_id}/eligibility", lambda n: n.node.eligible_node(node_id, eligible=True))
         return f"{name} re-enabled in Nomad (eligible again; our drain was complete)"
 
     @staticmethod
@@ -269,24 +290,21 @@ class Vault:
         self.cfg = cfg
 
     def step_down_if_active(self, master: Node, progress: Progress) -> str:
-        import hvac
-
         url = master_urls(self.cfg.url, [master], 8200)[0]
-        client = hvac.Client(url=url, token=self.cfg.token, verify=self.cfg.verify, cert=self.cfg.client_cert,
-                             timeout=self.cfg.timeout_s)
-        client.session.max_redirects = 0
+        vault = Http(dataclasses.replace(self.cfg, urls=(url,)))
 
-        def health() -> Any:  # standbyok: a standby answers 200 with its state too (429 is not JSON to hvac)
-            return client.sys.read_health_status(method="GET", standby_ok=True)
+        def health() -> Any:  # standbyok: a standby answers 200 with its state too
+            return vault.lib("GET /v1/sys/health",
+                             lambda c: c.sys.read_health_status(method="GET", standby_ok=True).json())
 
         now = health()
         if not isinstance(now, dict) or now.get("standby", True) or now.get("sealed", True):
             return "Vault is not active there"
         try:
-            client.sys.step_down()
-        except Exception as e:  # hvac raises per status: one line, without the token
-            raise ActionFailed(f"Vault step-down on {master.name} refused: {type(e).__name__}: set "
-                               f"{self.cfg.token_var} to a token with sudo on sys/step-down") from None
+            vault.lib("PUT /v1/sys/step-down", lambda c: c.sys.step_down())
+        except ActionFailed as e:
+            raise ActionFailed(f"Vault step-down on {master.name} refused ({e}): set {self.cfg.token_var} to a "
+                               "token with sudo on sys/step-down") from None
 
         def standby() -> bool:
             h = health()

@@ -14,16 +14,15 @@ Every openstacksdk, keystoneauth or requests error becomes :class:`ActionFailed`
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from acceptance.clients.errors import one_line
+from acceptance.clients.errors import ApiError, one_line
+from acceptance.clients.openstack_cloud import Side, connect, select_cloud, unwrap
 from acceptance.inventory import Inventory, Node
-from acceptance.redaction import remember
 from remediation.model import ActionFailed, Progress, Refused
 
 Kind = Literal["broken", "running", "human", "busy", "unknown"]
@@ -83,7 +82,8 @@ def _api_errors() -> tuple[type[BaseException], ...]:
     import openstack.exceptions
     import requests
 
-    return openstack.exceptions.SDKException, keystoneauth1.exceptions.ClientException, requests.RequestException
+    return (ApiError, openstack.exceptions.SDKException, keystoneauth1.exceptions.ClientException,
+            requests.RequestException)
 
 
 @contextmanager
@@ -100,7 +100,11 @@ def _api(what: str) -> Iterator[None]:
 
 
 def _said(e: BaseException) -> str:
-    """One line: Nova's own words for an HTTP error (its body, not the request's URL), else the exception's."""
+    """One line: Nova's own words for an HTTP error (its body, not the request's URL), else the exception's (the
+    session's own under keystoneauth's wrapping: a refused redirect, the deadline, the body cap)."""
+    e = unwrap(e)
+    if isinstance(e, ApiError):  # already one line, naming the fix
+        return one_line(e, 400)
     status, details = getattr(e, "status_code", None), getattr(e, "details", None)
     text = f"HTTP {status}: {details}" if status and details else str(e)
     name = type(e).__name__
@@ -124,26 +128,10 @@ class OpenStack:
         self._connections: dict[str, Any] = {}
 
     def _from_clouds_yaml(self, node: Node) -> Any:
-        import openstack.config
-        import openstack.connection
-
-        settings = self.inventory.apis.openstack
-        # its own cloud (a member's credentials), as the other APIs have remediation tokens of their own
-        vm_cloud = ((settings.remediation_cloud if settings else None) or os.environ.get("OS_REMEDIATION_CLOUD")
-                    or (settings.cloud if settings else None) or os.environ.get("OS_CLOUD"))
-        metal_cloud = settings and (settings.remediation_cloud_metal or settings.cloud_metal)
-        cloud = vm_cloud
-        extra: dict[str, Any] = {}
-        if node.role == "agent" and node.kind == "metal":
-            if metal_cloud:
-                cloud = metal_cloud
-            else:
-                extra["project_name"] = node.project or "ALICE Release Testing - physical nodes"
-        files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None
-        region = openstack.config.OpenStackConfig(config_files=files).get_one(
-            cloud=cloud, api_timeout=settings.timeout_s if settings else 30, **extra)
-        remember(*(v for k, v in (region.config.get("auth") or {}).items() if "password" in k or "secret" in k))
-        return openstack.connection.Connection(config=region)
+        # the read side's cloud selection (its own remediation cloud, a member's credentials, as the other APIs
+        # have remediation tokens of their own) and its one hardened session
+        side: Side = "metal" if node.role == "agent" and node.kind == "metal" else "vm"
+        return connect(select_cloud(self.inventory, side, remediation=True, project=node.project))
 
     def _connection(self, node: Node) -> Any:
         if node.name not in self._connections:  # one login per node's cloud; openstacksdk renews the token

@@ -28,9 +28,10 @@ import tenacity
 
 from acceptance.clients.config import DEFAULT_PORTS, ApiConfig, master_urls
 from acceptance.clients.errors import ApiError, check_status, classify, json_of, protocol_error
+from acceptance.clients.libraries import LibClient, client_for
 from acceptance.clients.shapes import ShapeError
 from acceptance.clients.snapshot import ApiSnapshot, PerNode
-from acceptance.clients.transport import Answer, HttpClient
+from acceptance.clients.transport import Answer
 from acceptance.inventory import Node
 
 T = TypeVar("T")
@@ -45,10 +46,9 @@ class Client(Protocol):
     def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None) -> Answer: ...
 
 
-def http_client(cfg: ApiConfig, url: str) -> HttpClient:
-    """The API's client on one address: its CA, client certificate and token header."""
-    return HttpClient(url, verify=cfg.verify, cert=cfg.client_cert, headers=cfg.headers,
-                      connect_timeout_s=cfg.timeout[0], api=cfg.name)
+def http_client(cfg: ApiConfig, url: str) -> LibClient:
+    """The API's client on one address: its library on a hardened session (CA, client certificate, token)."""
+    return client_for(cfg, url)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from typing import Any
 import requests
 
 from acceptance.clients.config import ApiConfig
-from acceptance.clients.transport import Aborted, Answer, TooLarge, excerpt
+from acceptance.clients.transport import Aborted, Answer, BodyError, Redirected, TooLarge, excerpt
 from acceptance.redaction import redact
 
 # the kinds that make an API unusable as a whole (its root check api.<name>.reachable fails or errors)
@@ -162,6 +162,16 @@ def classify(cfg: ApiConfig, url: str, path: str, exc: BaseException, timeout_s:
     """One :class:`ApiError` for whatever was raised while calling ``GET url+path``."""
     if isinstance(exc, ApiError):
         return exc
+    exc = _unwrap(cfg, url, path, exc)
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, Redirected):
+        return ApiError("redirect", f"{where(cfg, url)}: {path} answered {exc}, a redirect; not followed (the token "
+                                    "would go with it) — set the API's address to the server itself")
+    if isinstance(exc, BodyError):
+        code = f"HTTP {exc.status} " if exc.status else ""
+        quoted = f": {excerpt(exc.body)}" if exc.body.strip() else ""
+        return ApiError("protocol", f"{where(cfg, url)}: {path}: {code}answer {exc.reason}{quoted}")
     if isinstance(exc, Aborted):
         limit = f" within {timeout_s:g} s" if timeout_s else " in time"
         return ApiError("unreachable", f"{where(cfg, url)} did not finish answering GET {path}{limit}",
@@ -193,6 +203,34 @@ def classify(cfg: ApiConfig, url: str, path: str, exc: BaseException, timeout_s:
     if conn is not None:
         return ApiError("unreachable", f"{where(cfg, url)} does not answer: {_reason(conn)}", retryable=True)
     return ApiError("protocol", f"{where(cfg, url)}: GET {path}: {name}: {one_line(exc, 160)}")
+
+
+# py-consul and hvac raise one exception type per status (hvac keeps no status code)
+_STATUS_OF = {"ACLDisabled": 401, "ACLPermissionDenied": 403, "NotFound": 404, "BadRequest": 400,
+              "InvalidRequest": 400, "Unauthorized": 401, "Forbidden": 403, "InvalidPath": 404,
+              "PreconditionFailed": 412, "RateLimitExceeded": 429, "InternalServerError": 500,
+              "VaultNotInitialized": 501, "BadGateway": 502, "VaultDown": 503}
+
+
+def _unwrap(cfg: ApiConfig, url: str, path: str, exc: BaseException) -> BaseException:
+    """The transport's error inside a library's wrapper, or a library's status error as an :class:`ApiError`:
+    python-nomad wraps both in BaseNomadException (``.nomad_resp``: the response or the error); py-consul and
+    hvac raise one type per status, with the body in the message (quoted through :func:`excerpt` only)."""
+    inner = getattr(exc, "nomad_resp", None)
+    if isinstance(inner, BaseException):
+        return inner
+    if isinstance(inner, requests.Response):
+        return http_error(cfg, url, path, inner.status_code, inner.text)
+    if type(exc).__module__.startswith(("consul", "hvac")):
+        text = str(exc)
+        code = _STATUS_OF.get(type(exc).__name__)
+        match = re.match(r"(\d{3}) ", text)
+        if code is None and match:
+            code = int(match.group(1))
+        if code is not None:
+            return http_error(cfg, url, path, code, text)
+    found = _find(exc, (Aborted, TooLarge, Redirected, BodyError))
+    return found if found is not None else exc
 
 
 def _reason(exc: BaseException) -> str:

@@ -5,7 +5,6 @@ nodes' project, the flavors, and the volume attachments of the VM agents; parsed
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import threading
 import warnings
@@ -13,19 +12,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from acceptance.clients import shapes
+from acceptance.clients import shapes, transport
 from acceptance.clients.call import Deadline, parse_answer
 from acceptance.clients.config import ApiConfig
-from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status, classify, one_line, protocol_error
+from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status
+from acceptance.clients.openstack_cloud import GRACE_S, Cloud, Side, api_error, connect, select_cloud, unwrap
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
-from acceptance.clients.transport import MAX_BODY, Answer, count_request
+from acceptance.clients.transport import Answer
 from acceptance.inventory import Expectations, Inventory, Node
-from acceptance.redaction import remember_mapping
 
 T = TypeVar("T")
-PHYSICAL_PROJECT = "ALICE Release Testing - physical nodes"
-PROJECTS = ("vm", "metal")  # vm: masters and VM agents; metal: bare-metal agents
-INSECURE_VAR = "ALICE_ACCEPTANCE_OPENSTACK_INSECURE"
+PROJECTS: tuple[Side, ...] = ("vm", "metal")  # vm: masters and VM agents; metal: bare-metal agents
 # what the cloud's user needs in each project (Nova's default policies: the project reader role)
 RIGHTS: dict[str, str | None] = {
     "/servers/detail": "the reader (or member) role on the project (os_compute_api:servers:detail)",
@@ -97,85 +94,20 @@ def attached_devices(body: Any) -> list[str]:
             for i, a in enumerate(shapes.items(shapes.obj(body, "the body"), "volumeAttachments", "the body"))]
 
 
-# --------------------------------------------------------------------------- configuration and fetch
+# --------------------------------------------------------------------------- fetch
 
 
-@dataclass(frozen=True)
-class CloudChoice:
-    cloud: str | None
-    project: str | None  # a project_name override of the cloud's (when no cloud_metal is given)
-    source: str  # for messages
-
-
-def clouds(inventory: Inventory, env: Mapping[str, str] | None = None) -> dict[str, CloudChoice]:
-    env = os.environ if env is None else env
-    settings = inventory.apis.openstack
-    cloud = (settings.cloud if settings else None) or env.get("OS_CLOUD")
-    source = "apis.openstack.cloud" if settings and settings.cloud else "OS_CLOUD"
-    out = {"vm": CloudChoice(cloud, None, source)}
-    if settings and settings.cloud_metal:
-        out["metal"] = CloudChoice(settings.cloud_metal, None, "apis.openstack.cloud_metal")
-    else:
-        rule = next((r.project for r in inventory.discovery if r.role == "agent" and r.kind == "metal"), None)
-        node = next((n.project for n in inventory.nodes if n.kind == "metal" and n.project), None)
-        out["metal"] = CloudChoice(cloud, rule or node or PHYSICAL_PROJECT,
-                                   f"{source} with project {rule or node or PHYSICAL_PROJECT!r}")
-    return out
-
-
-def insecure_allowed(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return env.get(INSECURE_VAR, "").strip().lower() in ("1", "true", "yes")
-
-
-def cloud_region(inventory: Inventory, cloud: str | None, project: str | None = None, *,
-                 timeout_s: float | None = None, env: Mapping[str, str] | None = None) -> Any:
-    """The clouds.yaml cloud's settings (openstacksdk's CloudRegion) with bounded calls (timeouts, no
-    retries); its secrets remembered for redaction; ``verify: false`` / ``insecure: true`` refused (an
-    ``ApiError`` of kind config) unless ALICE_ACCEPTANCE_OPENSTACK_INSECURE=1. Discovery may use it too."""
-    import openstack.config
-
-    settings = inventory.apis.openstack
-    files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None
-    timeout = timeout_s if timeout_s is not None else float(settings.timeout_s if settings else 30)
-    extra: dict[str, Any] = {"project_name": project} if project else {}
-    try:
-        region = openstack.config.OpenStackConfig(config_files=files).get_one(
-            cloud=cloud, api_timeout=timeout, connect_retries=0, status_code_retries=0, **extra)
-    except Exception as e:  # openstacksdk raises its own types for a missing cloud or file
-        raise ApiError("config", f"OpenStack: cloud {cloud!r}: {type(e).__name__}: {one_line(e, 160)}; fix: set "
-                                 "OS_CLOUD or apis.openstack.cloud to a cloud of clouds.yaml (OS_CLIENT_CONFIG_FILE "
-                                 "or apis.openstack.clouds_yaml)") from None
-    remember_mapping(region.config)
-    verify, _ = region.get_requests_verify_args()
-    if verify is False and not insecure_allowed(env):
-        raise ApiError("config", f"OpenStack: cloud {cloud!r} in clouds.yaml turns TLS verification off (verify: "
-                                 "false / insecure: true), which would send its password unchecked; fix: give it "
-                                 f"cacert: <the CA file> (or set {INSECURE_VAR}=1 to allow it knowingly)")
-    return region
-
-
-def _connect(inventory: Inventory, choice: CloudChoice, timeout_s: float) -> Any:
-    import openstack.connection
-
-    region = cloud_region(inventory, choice.cloud, choice.project, timeout_s=timeout_s)
-    return openstack.connection.Connection(config=region)
-
-
-def _cfg(choice: CloudChoice) -> ApiConfig:
-    return ApiConfig(name="openstack", urls=(f"cloud {choice.cloud!r}",), ca_source="the cloud's cacert in "
+def _cfg(cloud: Cloud) -> ApiConfig:
+    return ApiConfig(name="openstack", urls=(f"cloud {cloud.name!r}",), ca_source="the cloud's cacert in "
                      "clouds.yaml (OS_CLIENT_CONFIG_FILE)", token_var="the cloud's credentials in clouds.yaml "
-                     f"(OS_CLOUD / {choice.source})")
+                     f"(OS_CLOUD / {cloud.source})")
 
 
 def _answer(conn: Any, cfg: ApiConfig, path: str) -> Answer:
-    count_request("openstack")
+    """``GET path`` on the compute endpoint; the body was capped by the transport while it streamed."""
     response = conn.compute.get(path, raise_exc=False)
-    body = bytes(response.content or b"")
-    if len(body) > MAX_BODY:
-        raise protocol_error(cfg, None, cfg.url, path, f"larger than the suite reads ({len(body)} bytes)")
     answer = Answer(cfg.url, path, int(response.status_code), {k.lower(): v for k, v in response.headers.items()},
-                    body)
+                    bytes(response.content or b""))
     check_status(cfg, answer, right=RIGHTS["os-volume_attachments"] if "volume" in path else RIGHTS.get(path))
     return answer
 
@@ -184,33 +116,46 @@ def _get(conn: Any, cfg: ApiConfig, path: str, parse: Callable[[Any], T]) -> T:
     return parse_answer(cfg, _answer(conn, cfg, path), parse)
 
 
-def _fetch_project(inventory: Inventory, choice: CloudChoice, vm_agents: Sequence[str],
+def list_servers(cloud: Cloud) -> list[Server]:
+    """The project's servers (one ``GET /servers/detail``, flavors by name where Nova gives them), for discovery;
+    call it inside ``transport.deadline``. An :class:`ApiError` for any failure."""
+    cfg = _cfg(cloud)
+    try:
+        return _get(connect(cloud), cfg, "/servers/detail", parse_servers)
+    except Exception as e:  # openstacksdk and keystoneauth raise many types: one line
+        raise api_error(cfg, "/servers/detail", e) from None
+
+
+def _fetch_project(cloud: Cloud, vm_agents: Sequence[str],
                    deadline: Deadline) -> tuple[Project | ApiError, dict[str, list[str] | ApiError]]:
-    with warnings.catch_warnings():  # openstacksdk's deprecation notices are not the operator's business
-        warnings.simplefilter("ignore")
-        cfg = _cfg(choice)
+    cfg = _cfg(cloud)
+    path = "/servers/detail"
+    attachments: dict[str, list[str] | ApiError] = {}
+    try:
+        conn = connect(cloud)
+        listed = _answer(conn, cfg, path)
+        path = "/flavors/detail"
+        flavors = _get(conn, cfg, path, parse_flavors)
         path = "/servers/detail"
-        attachments: dict[str, list[str] | ApiError] = {}
-        try:
-            conn = _connect(inventory, choice, max(1.0, min(deadline.left(), _timeout(inventory))))
-            listed = _answer(conn, cfg, path)
-            path = "/flavors/detail"
-            flavors = _get(conn, cfg, path, parse_flavors)
-            path = "/servers/detail"
-            servers = parse_answer(cfg, listed, lambda b: parse_servers(b, flavors))
-            for s in servers:
-                if s.name in vm_agents:
-                    path = f"/servers/{s.id}/os-volume_attachments"
-                    if deadline.passed():
-                        attachments[s.name] = deadline.error(cfg, path)
-                        continue
-                    try:
-                        attachments[s.name] = _get(conn, cfg, path, attached_devices)
-                    except Exception as e:  # one server's attachments: that check only
-                        attachments[s.name] = classify(cfg, cfg.url, path, e)
-            return Project(servers, f"{choice.source} (cloud {choice.cloud!r})"), attachments
-        except Exception as e:  # openstacksdk and keystoneauth raise many types: one line
-            return classify(cfg, cfg.url, path, e), attachments
+        servers = parse_answer(cfg, listed, lambda b: parse_servers(b, flavors))
+        for s in (s for s in servers if s.name in vm_agents):
+            path = f"/servers/{s.id}/os-volume_attachments"
+            if deadline.passed():
+                attachments[s.name] = deadline.error(cfg, path)
+                continue
+            try:
+                attachments[s.name] = _get(conn, cfg, path, attached_devices)
+            except Exception as e:  # one server's attachments: that check only
+                attachments[s.name] = api_error(cfg, path, e)
+        return Project(servers, cloud.label), attachments
+    except Exception as e:  # openstacksdk and keystoneauth raise many types: one line
+        late = deadline.passed() and isinstance(unwrap(e), transport.Aborted)
+        return _late(cloud, deadline) if late else api_error(cfg, path, e), attachments
+
+
+def _late(cloud: Cloud, deadline: Deadline) -> ApiError:
+    return ApiError("unreachable", f"OpenStack ({cloud.label}) did not answer within the deadline of "
+                                   f"{deadline.seconds:g} s (apis.deadline_s)")
 
 
 def _timeout(inventory: Inventory) -> float:
@@ -219,43 +164,52 @@ def _timeout(inventory: Inventory) -> float:
 
 
 def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None = None) -> OpenStackSnapshot:
-    """Both projects at once, in daemon threads the snapshot stops waiting for at its deadline (keystoneauth
-    cannot be interrupted: a Keystone that never finishes answering costs the deadline, not more)."""
+    """Both projects at once, each within the snapshot's deadline (``transport.deadline``: every request of
+    keystoneauth and openstacksdk ends by then), in daemon threads the snapshot stops waiting for at the deadline
+    all the same (see :func:`openstack_cloud.bounded`)."""
     snap = OpenStackSnapshot()
-    choices = clouds(inventory)
-    if choices["vm"].cloud is None:
-        snap.root = ApiError("config", "OpenStack is not configured; fix: set OS_CLOUD (and OS_CLIENT_CONFIG_FILE) or "
-                                       f"apis.openstack.cloud in {inventory.path}")
-        return snap
     seconds = deadline_s if deadline_s is not None else float(inventory.apis.deadline_s)
     deadline = Deadline(seconds)
+    chosen: dict[str, Cloud | ApiError] = {}
+    with warnings.catch_warnings():  # openstacksdk's deprecation notices are not the operator's business
+        warnings.simplefilter("ignore")
+        for project in PROJECTS:
+            try:
+                chosen[project] = select_cloud(inventory, project, timeout_s=min(seconds, _timeout(inventory)))
+            except ApiError as e:
+                chosen[project] = e
     vm_agents = [n.name for n in nodes if n.role == "agent" and n.kind != "metal"]
     results: dict[str, tuple[Project | ApiError, dict[str, list[str] | ApiError]]] = {}
     threads = []
-    for project in PROJECTS:
-        def run(p: str = project) -> None:
-            results[p] = _fetch_project(inventory, choices[p], vm_agents, deadline)
+    for side, cloud in chosen.items():
+        if isinstance(cloud, ApiError):
+            results[side] = cloud, {}
+            continue
 
-        thread = threading.Thread(target=run, name=f"openstack-{project}", daemon=True)
+        def run(p: str = side, c: Cloud = cloud) -> None:
+            with warnings.catch_warnings(), transport.deadline(max(0.0, deadline.left())):
+                warnings.simplefilter("ignore")
+                results[p] = _fetch_project(c, vm_agents, deadline)
+
+        thread = threading.Thread(target=run, name=f"openstack-{side}", daemon=True)
         thread.start()
         threads.append(thread)
     for thread in threads:
-        thread.join(max(0.0, deadline.left()))
+        thread.join(max(0.0, deadline.left() + GRACE_S))
     attachments: dict[str, list[str] | ApiError] = {}
-    for project in PROJECTS:
-        got = results.get(project)
+    for side, cloud in chosen.items():
+        got = results.get(side)
         if got is None:
-            err = ApiError("unreachable", f"OpenStack ({choices[project].source}, cloud {choices[project].cloud!r}) "
-                                          f"did not answer within the deadline of {seconds:g} s (apis.deadline_s)")
-            snap.set_part(project, err)
-            continue
-        snap.set_part(project, got[0])
+            assert isinstance(cloud, Cloud)  # an error is a result
+            got = _late(cloud, deadline), {}
+        snap.set_part(side, got[0])
         attachments.update(got[1])
     snap.attachments = PerNode("OpenStack", attachments)
-    snap.url = str(choices["vm"].cloud)
-    vm = snap.raw("vm")
-    if isinstance(vm, ApiError) and (vm.kind in ROOT_KINDS or vm.kind == "protocol"):
-        snap.root = vm
+    vm = chosen["vm"]
+    snap.url = str(vm.name) if isinstance(vm, Cloud) else ""
+    err = snap.raw("vm")
+    if isinstance(err, ApiError) and (err.kind in ROOT_KINDS or err.kind in ("protocol", "redirect")):
+        snap.root = err
     return snap
 
 

@@ -1,30 +1,35 @@
-"""One bounded HTTP GET for every cluster API (Nomad, Consul, Vault, Prometheus): the same TLS and token settings
-the official CLIs take, and nothing a server can stretch or redirect.
+"""The one place that builds a requests session for a cluster API (Nomad, Consul, Vault, Prometheus, OpenStack):
+python-nomad, py-consul, hvac and keystoneauth all send through :func:`new_session`, whose adapter holds every
+request to the same bounds, whatever the library asks:
 
-- a total deadline per request (connect, headers and body): a watchdog shuts the connection's socket when the
-  deadline passes, so a server that sends one byte per second cannot hold a call longer than its deadline
-  (``requests``' own timeout is per socket read);
-- a cap on the body (:data:`MAX_BODY`): a larger ``Content-Length`` is refused unread, a longer stream is cut;
-- redirects are never followed (the token would go wherever the server points): a 3xx is an error naming the
-  place it pointed to;
-- no environment settings (``trust_env=False``): no proxy, no ``.netrc`` credentials, no ``REQUESTS_CA_BUNDLE``
-  behind the configured CA;
-- JSON is parsed strictly: ``NaN``/``Infinity`` are refused, and so is anything that is not UTF-8 JSON.
+- a total deadline (connect, headers and body): the larger element of the timeout the library passes (or the
+  float), clamped by :func:`deadline`; a watchdog shuts the request's sockets when it passes, so a server that
+  sends one byte per second cannot stretch a call (``requests``' own timeout is per socket read) -> :class:`Aborted`;
+- a cap on the body: a larger ``Content-Length`` is refused unread, a longer stream is cut -> :class:`TooLarge`;
+  the body is then the response's content, so ``.json()``/``.text`` work;
+- redirects are never followed (the token would go wherever the server points): a 3xx is returned as it is, or,
+  on a ``json_api`` session, raised as :class:`Redirected` naming the place it pointed to;
+- on a ``json_api`` session a 2xx body is strict JSON (no NaN/Infinity, UTF-8, an HTML page named): the libraries
+  parse with ``json.loads``, which would take ``NaN`` as a number -> :class:`BodyError`;
+- no environment settings (``trust_env=False``): no proxy, no ``.netrc``, no ``REQUESTS_CA_BUNDLE``; the session's
+  ``verify``/``cert`` are the configured CA and client certificate;
+- requests are counted per API (:func:`requests_made`).
 
-Every message built from an answer carries a bounded, escaped and redacted excerpt of it (:func:`excerpt`).
+The errors are :class:`requests.RequestException` subclasses, so every library passes them on (or wraps them) as
+it does a connection error; :mod:`acceptance.clients.errors` classifies them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import socket
 import threading
 import time
-import weakref
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -36,6 +41,7 @@ from acceptance.redaction import redact
 
 MAX_BODY = 16 * 1024 * 1024  # bytes; no answer the suite reads comes near it
 EXCERPT = 120  # characters of an answer quoted in a message
+DEFAULT_TIMEOUT = 30.0  # seconds, for a library that passes no timeout
 
 
 def excerpt(data: bytes | str, limit: int = EXCERPT) -> str:
@@ -48,8 +54,37 @@ def excerpt(data: bytes | str, limit: int = EXCERPT) -> str:
     return f"'{escaped}'"
 
 
-class BodyError(Exception):
-    """The answer could not be used as it is (too large, not JSON, a non-finite number)."""
+class BodyError(requests.RequestException):
+    """The answer could not be used as it is (not JSON, a non-finite number, an HTML page)."""
+
+    def __init__(self, reason: str, body: bytes = b"", status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason, self.body, self.status = reason, body, status
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class Aborted(requests.RequestException):
+    """The request's deadline passed (the watchdog shut its connection)."""
+
+    def __init__(self, seconds: float | None = None) -> None:
+        super().__init__(f"no complete answer within {seconds:.3g} s" if seconds else "deadline passed")
+        self.seconds = seconds
+
+
+class TooLarge(requests.RequestException):
+    def __init__(self, size: int | None) -> None:
+        super().__init__(f"answer larger than the suite reads ({size or 'streamed'} bytes)")
+        self.size = size
+
+
+class Redirected(requests.RequestException):
+    """A JSON API answered a 3xx: not followed."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(f"{status} to {excerpt(location, 160)}" if location else f"{status} (no Location)")
+        self.status, self.location = status, location
 
 
 def _no_constants(name: str) -> Any:
@@ -74,6 +109,13 @@ def parse_json(body: bytes) -> Any:
         raise BodyError(f"is not JSON ({e.args[0].split(':')[0] if e.args else 'invalid'})") from None
 
 
+def check_json(body: bytes, content_type: str = "") -> Any:
+    """:func:`parse_json`, naming an HTML page (an SSO login page in front of the API) as such."""
+    if content_type.split(";")[0].strip().lower() == "text/html" or body.lstrip()[:1] == b"<":
+        raise BodyError("is an HTML page, not JSON (a login page in front of the API?)")
+    return parse_json(body)
+
+
 @dataclass(frozen=True)
 class Answer:
     """One HTTP answer: status, headers (lower-case names) and the whole (capped) body."""
@@ -93,93 +135,67 @@ class Answer:
         return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        """The body as JSON; :class:`BodyError` (with the reason) otherwise. An HTML page (an SSO login page
-        in front of the API) is named as such."""
-        if self.content_type == "text/html" or self.body.lstrip()[:1] == b"<":
-            raise BodyError("is an HTML page, not JSON (a login page in front of the API?)")
-        return parse_json(self.body)
+        return check_json(self.body, self.content_type)
 
 
-class Aborted(Exception):
-    """The request's deadline passed (the watchdog shut its connection)."""
+# -- the deadline a caller sets around library calls --------------------------------------------------------------
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("transport_deadline", default=None)
 
 
-class TooLarge(Exception):
-    def __init__(self, size: int | None) -> None:
-        super().__init__(size)
-        self.size = size
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every request sent inside ends within ``seconds`` from now (or an enclosing deadline, if sooner)."""
+    end = time.monotonic() + seconds
+    outer = _deadline.get()
+    token = _deadline.set(end if outer is None else min(outer, end))
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
 
 
-@dataclass
-class _Sockets:
-    """The sockets of one session's connections, so that a watchdog can shut them at a deadline."""
+# -- sockets of the request in flight, per thread, for the watchdog -----------------------------------------------
 
-    live: weakref.WeakSet[socket.socket] = field(default_factory=weakref.WeakSet)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, sock: Any) -> None:
-        if isinstance(sock, socket.socket):
-            with self.lock:
-                self.live.add(sock)
-
-    def shut(self) -> None:
-        with self.lock:
-            socks = list(self.live)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
+class _InFlight(threading.local):
+    socks: list[socket.socket] | None = None
 
 
-def _pool_classes(sockets: _Sockets) -> dict[str, Any]:
-    class Conn(urllib3.connection.HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            sockets.add(self.sock)
-
-    class SecureConn(urllib3.connection.HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            sockets.add(self.sock)
-
-    class Pool(urllib3.HTTPConnectionPool):
-        ConnectionCls = Conn
-
-    class SecurePool(urllib3.HTTPSConnectionPool):
-        ConnectionCls = SecureConn
-
-    return {"http": Pool, "https": SecurePool}
+_in_flight = _InFlight()
 
 
-class _Adapter(requests.adapters.HTTPAdapter):
-    """No retries of its own (the caller decides), one connection per host, sockets tracked."""
-
-    def __init__(self, sockets: _Sockets) -> None:
-        self.sockets = sockets
-        super().__init__(max_retries=0, pool_connections=4, pool_maxsize=1)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _pool_classes(self.sockets)
+def _track(sock: Any) -> None:
+    socks = _in_flight.socks
+    if socks is not None and isinstance(sock, socket.socket):
+        socks.append(sock)
 
 
-class _NoRedirects(requests.Session):
-    """requests would still look at a 3xx (and read its whole body) with ``allow_redirects=False``: here a 3xx is
-    an answer like any other, checked by the caller."""
+class _Conn(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track(self.sock)
 
-    def get_redirect_target(self, resp: requests.Response) -> None:
-        return None
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _track(self.sock)  # a pooled connection, connected by an earlier request
+        super().request(*args, **kwargs)
 
 
-def new_session() -> tuple[requests.Session, _Sockets]:
-    """A requests session that follows no redirect, reads no environment and tracks its sockets."""
-    session = _NoRedirects()
-    session.trust_env = False
-    session.max_redirects = 0
-    sockets = _Sockets()
-    adapter = _Adapter(sockets)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session, sockets
+class _SecureConn(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _track(self.sock)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _track(self.sock)
+        super().request(*args, **kwargs)
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Conn
+
+
+class _SecurePool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _SecureConn
 
 
 _requests: Counter[str] = Counter()
@@ -197,54 +213,72 @@ def requests_made() -> dict[str, int]:
         return dict(_requests)
 
 
-class HttpClient:
-    """GET on one base URL with the API's TLS files and token header. Used by one thread at a time."""
+def _total(timeout: Any) -> float:
+    if isinstance(timeout, tuple):
+        values = [t for t in timeout if t is not None]
+        return float(max(values)) if values else DEFAULT_TIMEOUT
+    return float(timeout) if timeout is not None else DEFAULT_TIMEOUT
 
-    def __init__(self, base_url: str, *, verify: str | bool = True, cert: tuple[str, str] | None = None,
-                 headers: Mapping[str, str] | None = None, connect_timeout_s: float = 3.05,
-                 max_body: int = MAX_BODY, api: str = "") -> None:
-        self.api = api
-        self.url = base_url.rstrip("/")
-        self.verify = verify
-        self.cert = cert
-        self.headers = dict(headers or {})
-        self.connect_timeout_s = connect_timeout_s
-        self.max_body = max_body
-        self.session, self.sockets = new_session()
 
-    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None) -> Answer:
-        """The whole answer within ``timeout_s`` (total); raise :class:`Aborted`, :class:`TooLarge` or what
-        requests raises (connection and TLS errors)."""
-        start = time.monotonic()
-        timeout_s = max(0.05, timeout_s)
+class _Adapter(requests.adapters.HTTPAdapter):
+    """No retries of its own (the caller decides), every request bounded in time and size."""
+
+    def __init__(self, verify: str | bool, cert: tuple[str, str] | None, max_body: int, api: str,
+                 json_api: bool) -> None:
+        self.verify, self.cert = verify, cert  # pinned: a library's own default (python-nomad: verify=False) loses
+        self.max_body, self.api, self.json_api = max_body, api, json_api
+        super().__init__(max_retries=0, pool_connections=4, pool_maxsize=4)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _SecurePool}
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: None | float | tuple[float, float] | tuple[float, None] = None,
+             verify: bool | str = True, cert: None | bytes | str | tuple[bytes | str, bytes | str] = None,
+             proxies: Mapping[str, str] | None = None) -> requests.Response:
+        total = _total(timeout)
+        end = _deadline.get()
+        if end is not None:
+            total = min(total, end - time.monotonic())
+        if total <= 0:
+            raise Aborted(0)
+        count_request(self.api or str(request.url).split("/")[2])
+        socks: list[socket.socket] = []
         aborted = threading.Event()
 
         def abort() -> None:
             aborted.set()
-            self.sockets.shut()
+            for s in list(socks):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
 
-        watchdog = threading.Timer(timeout_s, abort)
+        watchdog = threading.Timer(total, abort)
         watchdog.daemon = True
+        _in_flight.socks = socks
         watchdog.start()
-        count_request(self.api or self.url)
         try:
-            response = self.session.get(
-                self.url + path, params=params, headers=self.headers, verify=self.verify, cert=self.cert,
-                timeout=(min(self.connect_timeout_s, timeout_s), timeout_s), allow_redirects=False, stream=True)
+            response = super().send(request, stream=True, timeout=(total, total), verify=self.verify,
+                                    cert=self.cert, proxies=None)
             try:
                 body = self._read(response)
             finally:
                 response.close()
-        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError):
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
             if aborted.is_set():
-                raise Aborted() from None
-            raise
+                raise Aborted(total) from None
+            if isinstance(e, requests.RequestException):
+                raise
+            raise requests.ConnectionError(e, request=request) from None
         finally:
             watchdog.cancel()
+            _in_flight.socks = None
         if aborted.is_set():
-            raise Aborted()
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        return Answer(self.url, path, response.status_code, headers, body, time.monotonic() - start)
+            raise Aborted(total)
+        response._content = body
+        if self.json_api:
+            self._check(response, body)
+        return response
 
     def _read(self, response: requests.Response) -> bytes:
         declared = response.headers.get("Content-Length", "")
@@ -259,5 +293,34 @@ class HttpClient:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def close(self) -> None:
-        self.session.close()
+    @staticmethod
+    def _check(response: requests.Response, body: bytes) -> None:
+        if 300 <= response.status_code < 400:
+            raise Redirected(response.status_code, response.headers.get("Location", ""))
+        if 200 <= response.status_code < 300 and body.strip():
+            try:
+                check_json(body, response.headers.get("Content-Type", ""))
+            except BodyError as e:
+                raise BodyError(e.reason, body, response.status_code) from None
+
+
+class _NoRedirects(requests.Session):
+    """requests would still look at a 3xx (and read its whole body) with ``allow_redirects=False``."""
+
+    def get_redirect_target(self, resp: requests.Response) -> None:
+        return None
+
+
+def new_session(*, verify: str | bool = True, cert: tuple[str, str] | None = None, max_body: int = MAX_BODY,
+                api: str = "", json_api: bool = False) -> requests.Session:
+    """A session whose every request is bounded (see the module), follows no redirect and reads no environment;
+    ``json_api``: a 3xx raises :class:`Redirected` and a 2xx body must be strict JSON."""
+    session = _NoRedirects()
+    session.trust_env = False
+    session.max_redirects = 0
+    session.verify = verify
+    session.cert = cert
+    adapter = _Adapter(verify, cert, max_body, api, json_api)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

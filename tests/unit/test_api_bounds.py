@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from acceptance.clients import consul_api, nomad_api, openstack_api, registry, vault_api
+from acceptance.clients import consul_api, nomad_api, openstack_api, openstack_cloud, registry, vault_api
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
 from acceptance.clients.errors import ApiError
-from acceptance.clients.transport import Aborted, HttpClient, TooLarge
+from acceptance.clients.libraries import client_for
+from acceptance.clients.transport import Aborted, TooLarge
 from acceptance.inventory import Apis, OpenStackSettings
 from acceptance.redaction import MASK
 
@@ -73,7 +74,7 @@ def test_leaderless_nomad_is_reported_within_the_deadline():
 def test_one_byte_per_second_is_cut_at_the_request_deadline():
     server = FakeServer("127.0.0.1", 0, {"/v1/nodes": Reply(200, b"[" + b" " * 40 + b"]", drip_s=1.0)})
     try:
-        client = HttpClient(f"http://127.0.0.1:{server.port}")
+        client = client_for(ApiConfig(name="nomad", urls=(f"http://127.0.0.1:{server.port}",)))  # python-nomad
         start = time.monotonic()
         with pytest.raises(Aborted):
             client.get("/v1/nodes", 2.0)
@@ -92,7 +93,7 @@ def test_one_byte_per_second_is_cut_at_the_request_deadline():
 def test_a_100_mib_body_is_not_read_whole():
     server = FakeServer("127.0.0.1", 0, {"/api/v1/targets": Reply(200, chunked_mib=100)})
     try:
-        client = HttpClient(f"http://127.0.0.1:{server.port}")
+        client = client_for(ApiConfig(name="prometheus", urls=(f"http://127.0.0.1:{server.port}",)))
         tracemalloc.start()
         with pytest.raises(TooLarge):
             client.get("/api/v1/targets", 20.0)
@@ -182,31 +183,31 @@ def fetch_from_keystone(tmp_path: Path, route: Route, deadline_s: float) -> tupl
 
 @pytest.mark.parametrize("setting", ["verify: false", "insecure: true"])
 def test_clouds_yaml_without_tls_verification_is_refused(tmp_path, monkeypatch, setting):
-    monkeypatch.delenv(openstack_api.INSECURE_VAR, raising=False)
+    monkeypatch.delenv(openstack_cloud.INSECURE_VAR, raising=False)
     inv = openstack_inventory(clouds_yaml(tmp_path, "https://127.0.0.1:9/v3", setting))
     start = time.monotonic()
     snap = openstack_api.fetch(inv, inv.nodes)
     assert time.monotonic() - start < 5
     assert snap.root is not None and snap.root.kind == "config"
     message = str(snap.root)
-    assert "turns TLS verification off" in message and openstack_api.INSECURE_VAR in message
+    assert "turns TLS verification off" in message and openstack_cloud.INSECURE_VAR in message
     assert "\n" not in message and PASSWORD not in message
     results = run_checks({"openstack": snap}, inv, through_fixtures=True)
     assert results["api.openstack.reachable[cluster]"].outcome == "error"
     with pytest.raises(ApiError) as e:  # the same refusal for discovery (acceptance/discovery.py may call it)
-        openstack_api.cloud_region(inv, "test", "ALICE Release Testing - physical nodes")
+        openstack_cloud.select_cloud(inv, "metal")
     assert e.value.kind == "config"
 
 
 def test_the_insecure_opt_in_lets_it_through(tmp_path, monkeypatch):
-    monkeypatch.setenv(openstack_api.INSECURE_VAR, "1")
+    monkeypatch.setenv(openstack_cloud.INSECURE_VAR, "1")
     inv = openstack_inventory(clouds_yaml(tmp_path, "https://127.0.0.1:9/v3", "verify: false"))
-    region = openstack_api.cloud_region(inv, "test")
+    region = openstack_cloud.select_cloud(inv).region
     assert region.get_requests_verify_args()[0] is False
 
 
 def test_keystone_answering_401_and_echoing_the_password_is_bounded(tmp_path, monkeypatch):
-    monkeypatch.delenv(openstack_api.INSECURE_VAR, raising=False)
+    monkeypatch.delenv(openstack_cloud.INSECURE_VAR, raising=False)
 
     def echo(path: str, params: Any, headers: Any) -> Reply:
         return Reply(401, f'{{"error": {{"message": "bad request {headers.get("x-test-body", "")}"}}}}'.encode(),

@@ -1,0 +1,192 @@
+"""The one way the suite reaches OpenStack (the snapshot's reads, discovery and remediation): which clouds.yaml
+cloud (:func:`select_cloud`), and the openstacksdk Connection on a keystoneauth Session that can be neither
+redirected nor stretched (:func:`connect`).
+
+keystoneauth follows redirects itself (30 by default, a POST re-posted with its body): a 307 on
+``POST /v3/auth/tokens`` would send the clouds.yaml password wherever Keystone points, a 302 on a compute call
+the ``X-Auth-Token``. Here keystoneauth follows none (``redirect=False``), the requests session under it is the
+suite's bounded one (:func:`acceptance.clients.transport.new_session`: a total deadline per request, the body
+capped while it streams, no environment, no redirect), and a redirect status is an error naming where it
+pointed, raised before anything is sent there.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import requests
+
+from acceptance.clients import transport
+from acceptance.clients.config import ApiConfig
+from acceptance.clients.errors import ApiError, _find, classify, one_line, where
+from acceptance.inventory import Inventory
+from acceptance.redaction import remember_mapping
+
+PHYSICAL_PROJECT = "ALICE Release Testing - physical nodes"
+INSECURE_VAR = "ALICE_ACCEPTANCE_OPENSTACK_INSECURE"
+# keystoneauth's redirect statuses; 300 is not one: Keystone lists its versions with it, an answer to read
+REDIRECTS = frozenset({301, 302, 303, 305, 307, 308})
+Side = Literal["vm", "metal"]  # vm: masters and VM agents; metal: bare-metal agents
+GRACE_S = 0.5  # past a deadline, for the transport's own error (it names the cause) to arrive first
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """A clouds.yaml cloud, loaded and checked: ``region`` is openstacksdk's CloudRegion."""
+
+    name: str
+    project: str | None  # a project_name override of the cloud's
+    source: str  # the setting that chose it, for messages
+    region: Any
+
+    @property
+    def label(self) -> str:
+        return f"{self.source} (cloud {self.name!r})"
+
+
+def insecure_allowed(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get(INSECURE_VAR, "").strip().lower() in ("1", "true", "yes")
+
+
+def _choose(inventory: Inventory, side: Side, remediation: bool, project: str | None,
+            env: Mapping[str, str]) -> tuple[str | None, str | None, str]:
+    """(cloud, project override, source). Remediation acts with clouds of its own (a member's credentials),
+    else the checks' ones; the physical nodes' project is a cloud of its own, else the VMs' cloud scoped to it."""
+    def setting(key: str) -> tuple[str | None, str]:
+        value = getattr(inventory.apis.openstack, key, None)  # None when there is no apis.openstack
+        return (value if isinstance(value, str) else None), f"apis.openstack.{key}"
+
+    picks = [setting("cloud"), (env.get("OS_CLOUD"), "OS_CLOUD")]
+    if remediation:
+        picks[:0] = [setting("remediation_cloud"), (env.get("OS_REMEDIATION_CLOUD"), "OS_REMEDIATION_CLOUD")]
+    if side == "metal":
+        metal = [setting("remediation_cloud_metal")] if remediation else []
+        metal.append(setting("cloud_metal"))
+        own = next(((c, src) for c, src in metal if c), None)
+        if own:
+            return own[0], None, own[1]
+        project = (project or next((r.project for r in inventory.discovery if r.role == "agent" and r.kind == "metal"),
+                                   None)
+                   or next((n.project for n in inventory.nodes if n.kind == "metal" and n.project), None)
+                   or PHYSICAL_PROJECT)
+    cloud, source = next(((c, src) for c, src in picks if c), (None, "OS_CLOUD"))
+    return cloud, project, f"{source} with project {project!r}" if project else source
+
+
+def select_cloud(inventory: Inventory, side: Side = "vm", *, remediation: bool = False, project: str | None = None,
+                 timeout_s: float | None = None, env: Mapping[str, str] | None = None) -> Cloud:
+    """The clouds.yaml cloud of one side (``project``: a project_name override), its calls bounded (timeouts,
+    no retries), its secrets remembered for redaction. An ``ApiError`` of kind config when none is set, when
+    clouds.yaml does not have it, or when it turns TLS verification off (``verify: false`` / ``insecure:
+    true``: refused unless ALICE_ACCEPTANCE_OPENSTACK_INSECURE=1)."""
+    import openstack.config  # slow to import, and only needed with OpenStack
+
+    env = os.environ if env is None else env
+    name, project, source = _choose(inventory, side, remediation, project, env)
+    if name is None:
+        raise ApiError("config", "OpenStack is not configured; fix: set OS_CLOUD (and OS_CLIENT_CONFIG_FILE) or "
+                                 f"apis.openstack.cloud in {inventory.path}")
+    settings = inventory.apis.openstack
+    files = [str(settings.clouds_yaml)] if settings and settings.clouds_yaml else None
+    timeout = timeout_s if timeout_s is not None else float(settings.timeout_s if settings else 30)
+    extra: dict[str, Any] = {"project_name": project} if project else {}
+    try:
+        region = openstack.config.OpenStackConfig(config_files=files).get_one(
+            cloud=name, api_timeout=timeout, connect_retries=0, status_code_retries=0, **extra)
+    except Exception as e:  # openstacksdk raises its own types for a missing cloud or file
+        raise ApiError("config", f"OpenStack: cloud {name!r}: {type(e).__name__}: {one_line(e, 160)}; fix: set "
+                                 "OS_CLOUD or apis.openstack.cloud to a cloud of clouds.yaml (OS_CLIENT_CONFIG_FILE "
+                                 "or apis.openstack.clouds_yaml)") from None
+    remember_mapping(region.config)
+    verify, _ = region.get_requests_verify_args()
+    if verify is False and not insecure_allowed(env):
+        raise ApiError("config", f"OpenStack: cloud {name!r} in clouds.yaml turns TLS verification off (verify: "
+                                 "false / insecure: true), which would send its password unchecked; fix: give it "
+                                 f"cacert: <the CA file> (or set {INSECURE_VAR}=1 to allow it knowingly)")
+    return Cloud(name, project, source, region)
+
+
+class Redirected(transport.Redirected):
+    """A redirect status, refused before anything was sent where it points; ``what``: the request."""
+
+    def __init__(self, what: str, status: int, location: str) -> None:
+        super().__init__(status, location)
+        self.what = what
+        pointed = f"to {transport.excerpt(location, 160)}" if location else "(no Location)"
+        self.args = (f"{what} answered {status}, a redirect {pointed}; not followed (the credentials would go "
+                     "with it)",)
+
+
+def _refuse_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+    """A response hook: it runs before keystoneauth sees the answer, so nothing can follow it. (The transport's
+    ``json_api`` mode would refuse every 3xx, Keystone's 300 version list too.)"""
+    if response.status_code in REDIRECTS:
+        what = f"{response.request.method} {response.request.path_url}"
+        raise Redirected(what, response.status_code, response.headers.get("Location", ""))
+
+
+def connect(cloud: Cloud) -> Any:
+    """openstacksdk's Connection to the cloud, on a keystoneauth Session over the suite's bounded requests
+    session, with the cloud's CA and client certificate. Call it inside :func:`transport.deadline` to bound a
+    whole sequence of calls (the session's timeout bounds each one)."""
+    import keystoneauth1.session
+    import openstack.connection
+
+    def hardened(*, auth: Any, verify: Any, cert: Any, timeout: Any, **kw: Any) -> keystoneauth1.session.Session:
+        http = transport.new_session(verify=verify, cert=cert, max_body=transport.MAX_BODY, api="openstack")
+        http.hooks["response"].append(_refuse_redirect)
+        return keystoneauth1.session.Session(auth=auth, session=http, verify=verify, cert=cert, timeout=timeout,
+                                             redirect=False, connect_retries=0, **kw)
+
+    cloud.region.set_session_constructor(hardened)  # openstacksdk's CloudRegion builds the session with it
+    return openstack.connection.Connection(config=cloud.region)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The suite's own error under keystoneauth's wrapping (``UnknownConnectionError(message, error)``): a
+    refused redirect, the transport's deadline or body cap; else ``exc``."""
+    return _find(exc, (transport.Redirected, transport.Aborted, transport.TooLarge)) or exc
+
+
+def api_error(cfg: ApiConfig, path: str, exc: BaseException, timeout_s: float | None = None) -> ApiError:
+    """One :class:`ApiError` line for whatever openstacksdk, keystoneauth or requests raised."""
+    inner = unwrap(exc)
+    if isinstance(inner, Redirected):
+        return ApiError("redirect", f"{where(cfg, cfg.url)}: {inner} — set auth_url in clouds.yaml (and Keystone's "
+                                    "catalog) to the servers themselves", status=inner.status)
+    if isinstance(inner, transport.Aborted):  # Keystone's or Nova's answer: keystoneauth does not say which
+        within = f"within {inner.seconds:.2g} s" if inner.seconds else "before the deadline"
+        return ApiError("unreachable", f"{where(cfg, cfg.url)} did not finish answering {within} (apis.deadline_s, "
+                                       "apis.openstack.timeout_s)", retryable=True)
+    return classify(cfg, cfg.url, path, inner, timeout_s)
+
+
+def bounded(seconds: float, label: str, fn: Callable[[], T]) -> T:
+    """``fn()`` inside ``transport.deadline(seconds)``, in a daemon thread the caller stops waiting for at the
+    deadline: keystoneauth can also wait on itself, which no socket deadline ends (a 401 to its version discovery
+    makes it ask for a token while it holds its plugin's lock)."""
+    out: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        with transport.deadline(seconds):
+            try:
+                out.append((True, fn()))
+            except Exception as e:  # handed to the caller's thread
+                out.append((False, e))
+
+    thread = threading.Thread(target=run, name="openstack", daemon=True)
+    thread.start()
+    thread.join(seconds + GRACE_S)
+    if not out:
+        raise ApiError("unreachable", f"OpenStack ({label}) did not answer within the deadline of {seconds:g} s "
+                                      "(apis.deadline_s)")
+    ok, value = out[0]
+    if not ok:
+        raise value
+    return value  # type: ignore[no-any-return]
