@@ -15,13 +15,14 @@ from _pytest.runner import runtestprotocol
 
 from acceptance.run import ITEM_KEY, Run
 from remediation.phase import apply_decision, engine_of, log_reports
+from reports.outcomes import HEALTHY, verdict_of
 
 Say = Callable[[str], None]
 
 
 def _settled(reports: list[pytest.TestReport]) -> bool:
-    outcomes = {str(dict(r.user_properties).get("outcome", "passed")) for r in reports}
-    return outcomes <= {"passed", "waived", "remediated"} and not any(r.failed for r in reports)
+    verdicts = [v for v in map(verdict_of, reports) if v is not None]
+    return all(v.outcome in HEALTHY for v in verdicts) and not any(r.failed for r in reports)
 
 
 def _waiting(items: list[pytest.Item], last: dict[str, list[pytest.TestReport]]) -> dict[str, list[str]]:
@@ -30,8 +31,8 @@ def _waiting(items: list[pytest.Item], last: dict[str, list[pytest.TestReport]])
         info = item.stash[ITEM_KEY]
         reports = last[item.nodeid]
         if not _settled(reports):
-            props = dict(next((r for r in reversed(reports) if r.user_properties), reports[-1]).user_properties)
-            why = f" (blocked by {props['blocked_by']})" if props.get("blocked_by") else ""
+            verdict = next((v for v in map(verdict_of, reversed(reports)) if v is not None), None)
+            why = f" (blocked by {verdict.root})" if verdict is not None and verdict.root else ""
             out[info.node.name].append(f"{info.check_id}{why}")
     return out
 

@@ -117,7 +117,8 @@ def host(request: pytest.FixtureRequest) -> Any:
 
 
 def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
-    """Re-checks read the node again: its answers are forgotten (the host stays the same object)."""
+    """Before a re-check (run through pytest again, remediation/recheck.py): the node's answers, ping and
+    connection are read again when the fixture is next set up (the host stays the same object)."""
     info = item.stash.get(ITEM_KEY, None)
     run = need_run(item.config)
     if info is None or run.nodes is None:
@@ -157,20 +158,6 @@ def _dry_values(run: Run, info: CheckItem, session: NodeSession) -> dict[str, Ca
         "ssh_result": lambda: session.connection or SshResult(True),
         "ping_result": lambda: ProbeResult(True),
     }
-
-
-def check_arguments(run: Run, item: pytest.Item, session: NodeSession) -> dict[str, Any] | None:
-    """The values of a check's arguments when they are all fixtures of this module (None otherwise): for its
-    dry pass, and for its re-check after a remediation when it never ran (blocked at its setup)."""
-    info = item.stash.get(ITEM_KEY, None)
-    function = getattr(item, "obj", None)
-    if info is None or function is None:
-        return None
-    names = list(inspect.signature(function).parameters)
-    values = _dry_values(run, info, session)
-    if not all(n in values for n in names):
-        return None
-    return {n: values[n]() for n in names}
 
 
 def dry_probes(run: Run, session: NodeSession) -> list[Callable[[], object]]:

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from acceptance import collection, fixtures, hookspecs, terminal, watchdog
+from acceptance import collection, fixtures, hookspecs, terminal, verdicts, watchdog
 from acceptance.clients.transport import requests_made
 from acceptance.configure import build_run, usage
 from acceptance.converge import ConvergeLoop
 from acceptance.inventory import CLUSTER
 from acceptance.outcomes import Verdict, classify
-from acceptance.records import Recorder, set_properties, summary_of, verdict_properties
+from acceptance.records import Recorder, summary_of
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
 from acceptance.transport.nodes import Nodes
@@ -28,6 +28,7 @@ from remediation import phase
 from remediation.model import MODES
 from remediation.prepare import prepare
 from reports import write_all
+from reports.pytest_html_hooks import HtmlReport
 from reports.summary import atomic_write, is_healthy
 
 RECORDER = "acceptance-recorder"
@@ -93,6 +94,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {doc}")
     # openstacksdk warns about its own future API changes on every call; they say nothing about the cluster
     config.addinivalue_line("filterwarnings", "ignore::Warning:openstack.*")
+    if not config.pluginmanager.has_plugin("acceptance.verdicts"):  # the xdist controller needs it too
+        config.pluginmanager.register(verdicts, "acceptance.verdicts")
     path = config.getoption("inventory", None)
     if not path:
         return
@@ -104,6 +107,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.add_cleanup(lambda: shutil.rmtree(run.control_dir, ignore_errors=True))
         config.add_cleanup(watchdog.install(config.getoption("run_timeout")))
     config.stash[RUN_KEY] = run
+    config.pluginmanager.register(HtmlReport(config, run.report_dir, run.run_id), HtmlReport.NAME)
     run.api_baseline = requests_made()
     args = collection.collection_args(config, run)
     if args is not None:
@@ -249,15 +253,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report: pytest.TestReport = yield
     if item.stash.get(ITEM_KEY, None) is None:
         return report
-    verdict = classify(call.when, call.excinfo, report)
-    verdict = Verdict(verdict.outcome, redact(verdict.message), verdict.blocked_by)
+    phase = classify(call.when, call.excinfo, report)
+    verdict = verdicts.make(item, Verdict(phase.outcome, redact(phase.message), phase.blocked_by))
     _redact_longrepr(report)
-    if report.when == "teardown" and report.passed:
-        return report  # carries the decisive phase's outcome through item.user_properties
-    props = verdict_properties(verdict)
-    set_properties(report.user_properties, props)
-    if report.when == "call" or not report.passed:
-        set_properties(item.user_properties, props)  # so that JUnit (which reads the teardown report) shows them
+    if verdict is not None:
+        verdicts.settle(item, report, verdict)
     return report
 
 

@@ -1,63 +1,37 @@
 """From pytest reports to the run's records, and from the records to the summary the reports are written from.
 
-Each phase report of a check carries its verdict as ``user_properties`` (outcome, message, blocked_by), so that
-the xdist controller, JUnit and pytest-html all see the same thing; the recorder keeps one record per check and
-node. A check that was collected but has no record at the end (an interrupted run) is recorded ``not_run``.
+Each phase report of a check carries its :class:`~reports.outcomes.CheckVerdict` (acceptance.verdicts), across
+xdist too; the recorder keeps one record per check and node. A check that was collected but has no record at the
+end (an interrupted run) is recorded ``not_run``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from typing import cast
 
 import pytest
 
-from acceptance.outcomes import Verdict
 from acceptance.run import Run
-from reports.summary import NodeTransport, Record, RemediationDetail, Summary, as_outcome
-
-
-def verdict_properties(verdict: Verdict) -> dict[str, str]:
-    return {"outcome": verdict.outcome, "message": verdict.message, "blocked_by": verdict.blocked_by or ""}
-
-
-def set_properties(target: list[tuple[str, object]], changes: dict[str, str]) -> None:
-    """Set ``changes`` in a report's (or item's) user_properties, replacing earlier values (a check that runs
-    again, a remediation that changes its outcome)."""
-    target[:] = [*((k, v) for k, v in target if k not in changes), *changes.items()]
+from reports.outcomes import verdict_of
+from reports.summary import NodeTransport, Record, Summary
 
 
 def record_of(report: pytest.TestReport) -> Record | None:
-    props = dict(report.user_properties)
-    if "check" not in props or "outcome" not in props:
+    verdict = verdict_of(report)
+    if verdict is None:
         return None
-    return Record(
-        check=str(props["check"]), node=str(props["node"]), outcome=as_outcome(str(props["outcome"])),
-        kind=str(props.get("kind") or "") or None,
-        severity=str(props["severity"]), message=str(props.get("message", "")),
-        duration_s=round(report.duration, 3), blocked_by=str(props.get("blocked_by") or "") or None,
-        role=str(props.get("role", "")), runbook=str(props.get("runbook", "")),
-        remediation=str(props.get("remediation") or "") or None, test_id=report.nodeid,
-        first_message=str(props["first_message"]) if props.get("first_message") else None,
-        remediation_detail=_detail(props.get("remediation_detail")),
-    )
-
-
-def _detail(value: object) -> RemediationDetail | None:
-    if not value:
-        return None
-    try:
-        data = json.loads(str(value))
-    except ValueError:
-        return None
-    return cast(RemediationDetail, data) if isinstance(data, dict) else None
+    return Record(check=verdict.check, node=verdict.node, outcome=verdict.outcome, kind=verdict.kind,
+                  severity=verdict.severity, message=verdict.message, duration_s=round(report.duration, 3),
+                  blocked_by=verdict.root, role=verdict.role, runbook=verdict.runbook,
+                  remediation=verdict.remediation, test_id=report.nodeid, first_message=verdict.first_message,
+                  remediation_detail=verdict.remediation_detail)
 
 
 class Recorder:
     """Registered per run: one record per check and node. Under xdist the controller receives every worker's
-    reports (user_properties included) through this hook, so its records are complete."""
+    reports (verdicts included) through this hook, so its records are complete."""
 
     def __init__(self, run: Run) -> None:
         self.run = run

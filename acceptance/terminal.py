@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from acceptance.run import Run
+from reports.outcomes import FAILING, HEALTHY, verdict_of
 from reports.summary import Record
 
 TEST_STATUS = {
@@ -20,15 +21,15 @@ TEST_STATUS = {
 
 
 def teststatus(report: pytest.TestReport) -> Any:
-    # collection reports come through here too, and they carry no user_properties
-    if not getattr(report, "user_properties", None) or (report.when == "teardown" and not report.failed):
-        return None
-    props = dict(report.user_properties)
+    verdict = verdict_of(report)
     if str(report.outcome) == "rerun":  # pytest-rerunfailures' idiom: not a verdict, the re-check comes after
-        if "remediation_step" in props:
+        if verdict is None:  # the remediation's own step carries no verdict
             return "remediation", "+", ("REMEDIATION", {"cyan": True})
         return "rerun", "r", ("FAILED, REMEDIATING", {"yellow": True})
-    outcome = props.get("outcome")
+    # collection reports and tests that are not checks carry no verdict
+    if verdict is None or (report.when == "teardown" and not report.failed):
+        return None
+    outcome = verdict.outcome
     if report.skipped and outcome in ("blocked", "waived"):
         return TEST_STATUS[outcome]
     if report.passed and outcome == "remediated" and report.when == "call":
@@ -51,7 +52,7 @@ def per_node(tr: Any, run: Run) -> None:
         if waiver is not None and records:
             tr.write_line(f"{n.name}: WAIVED {len(records)} checks: {waiver.reason} (until {waiver.until})", cyan=True)
             continue
-        bad = [r for r in records if r.outcome in ("failed", "error", "not_run")]
+        bad = [r for r in records if r.outcome in FAILING or r.outcome == "not_run"]
         blocked = [r for r in records if r.outcome == "blocked"]
         fixed = [r for r in records if r.outcome == "remediated"]
         if not records:
@@ -100,16 +101,16 @@ def html_header(cells: list[str]) -> None:
 
 
 def html_row(report: pytest.TestReport, cells: list[str]) -> None:
-    props = dict(report.user_properties)
-    cells.insert(1, f"<td>{html.escape(str(props.get('node', '')))}</td>")
-    cells.insert(2, f"<td>{html.escape(str(props.get('outcome', '')))}</td>")
+    verdict = verdict_of(report)
+    cells.insert(1, f"<td>{html.escape(verdict.node if verdict else '')}</td>")
+    cells.insert(2, f"<td>{html.escape(verdict.outcome if verdict else '')}</td>")
 
 
 def gate_verdict(tr: Any, run: Run) -> None:
     """GO or NO-GO, with every reason (what did not pass, on which node)."""
     gate = run.gate
     assert gate is not None
-    reasons = [r for r in run.records if r.outcome not in ("passed", "waived", "remediated")]
+    reasons = [r for r in run.records if r.outcome not in HEALTHY]
     tr.section(f"gate: {gate.title}", sep="=")
     if not reasons:
         tr.write_line(f"GO: {gate.title} (every check passed)", green=True, bold=True)

@@ -11,18 +11,18 @@ a serial run remediates: its guardrails count failures across the whole cluster 
 
 from __future__ import annotations
 
-import inspect
-import json
+import copy
 from collections.abc import Callable, Generator
-from typing import Any, cast
 
 import pytest
-from _pytest.runner import CallInfo, runtestprotocol
+from _pytest.runner import runtestprotocol
 
-from acceptance.records import set_properties
+from acceptance import verdicts
 from acceptance.run import ITEM_KEY, Run
-from remediation.engine import ACTION_KEY, ARGS_KEY, Decision, Engine, Failure, detail
+from remediation.decision import Decision, Failure, detail
+from remediation.engine import ACTION_KEY, Engine
 from remediation.model import MODES, Mode
+from reports.outcomes import verdict_of
 
 PLUGIN_NAME = "acceptance-remediation"
 NEEDS_HUMAN = 6  # the exit status when a remediation escalated to a human (documented in the CLI and README)
@@ -70,10 +70,8 @@ class RemediationPlugin:
 
     @pytest.hookimpl(wrapper=True)
     def pytest_pyfunc_call(self, pyfuncitem: pytest.Function) -> Generator[None, object, object]:
-        """The check function's arguments, for a re-check after its remediation."""
+        """The action the check's remediation fixture gave, kept for the remediation phase."""
         if pyfuncitem.stash.get(ITEM_KEY, None) is not None:
-            pyfuncitem.stash[ARGS_KEY] = {n: pyfuncitem.funcargs[n]
-                                          for n in inspect.signature(pyfuncitem.obj).parameters}
             name = pyfuncitem.stash[ITEM_KEY].spec.remediation
             if name and name in pyfuncitem.funcargs:  # pytest forgets funcargs at teardown
                 pyfuncitem.stash[ACTION_KEY] = pyfuncitem.funcargs[name]
@@ -121,29 +119,34 @@ def log_failure(f: Failure, d: Decision | None, mode: str) -> None:
     """The failure's reports, in pytest-rerunfailures' idiom when its remediation ran."""
     item, reports = f.item, f.reports
     call = next(r for r in reports if r.when == "call")
-    first = str(dict(call.user_properties).get("message", ""))
+    was = verdict_of(call)
+    first = was.message if was is not None else f.message
     if d is None or not d.acted:
-        if d is not None:
-            annotate(item, reports, {"message": f"{first} [remediation {d.verdict}: {d.reason}]",
-                                     "remediation_detail": detail(d, mode)})
+        if d is not None and was is not None:
+            verdicts.change(item, reports, was, message=f"{first} [remediation {d.verdict}: {d.reason}]",
+                            remediation_detail=detail(d, mode))
         log_reports(item, reports)
         return
     setup = [r for r in reports if r.when == "setup"]
     teardown = [r for r in reports if r.when == "teardown"]
+    # the re-check's own report (made by pytest's hooks, as any check's); the failing call when none ran
+    final = d.final if d.final is not None else copy.copy(call)
+    final.duration = d.duration_s
     for r in setup:
         item.ihook.pytest_runtest_logreport(report=r)
     call.outcome = "rerun"  # type: ignore[assignment]  # the failing attempt, as pytest-rerunfailures reports it
     item.ihook.pytest_runtest_logreport(report=call)
     item.ihook.pytest_runtest_logreport(report=fix_report(item, d))
-    final = final_report(item, d)
-    if d.fixed:
-        changes = {"outcome": "remediated", "message": f"remediated ({d.action}: {d.reason}); was: {first}",
-                   "first_message": first}
-    else:
-        message = str(dict(final.user_properties).get("message", "")) or first
-        changes = {"message": f"{message} [remediation {d.verdict}: {d.reason}]", "first_message": first}
-    changes["remediation_detail"] = detail(d, mode)
-    annotate(item, [final, *teardown], changes)
+    base = verdict_of(final) or was
+    if base is not None:
+        if d.fixed:
+            verdicts.change(item, [final, *teardown], base, outcome="remediated", first_message=first,
+                            message=f"remediated ({d.action}: {d.reason}); was: {first}",
+                            remediation_detail=detail(d, mode))
+        else:
+            verdicts.change(item, [final, *teardown], base, first_message=first,
+                            message=f"{base.message or first} [remediation {d.verdict}: {d.reason}]",
+                            remediation_detail=detail(d, mode))
     item.ihook.pytest_runtest_logreport(report=final)
     for r in teardown:
         item.ihook.pytest_runtest_logreport(report=r)
@@ -153,15 +156,17 @@ def log_failure(f: Failure, d: Decision | None, mode: str) -> None:
 def apply_decision(item: pytest.Item, reports: list[pytest.TestReport], d: Decision, mode: str) -> None:
     """A provisioning round's reports (not logged yet: only the last round is) as the remediation left them."""
     call = next(r for r in reports if r.when == "call")
-    first = str(dict(call.user_properties).get("message", ""))
+    was = verdict_of(call)
+    if was is None:
+        return
     if d.fixed:
         call.outcome, call.longrepr = "passed", None
-        changes = {"outcome": "remediated", "message": f"remediated ({d.action}: {d.reason}); was: {first}",
-                   "first_message": first}
+        verdicts.change(item, reports, was, outcome="remediated", first_message=was.message,
+                        message=f"remediated ({d.action}: {d.reason}); was: {was.message}",
+                        remediation_detail=detail(d, mode))
     else:
-        changes = {"message": f"{first} [remediation {d.verdict}: {d.reason}]"}
-    changes["remediation_detail"] = detail(d, mode)
-    annotate(item, reports, changes)
+        verdicts.change(item, reports, was, message=f"{was.message} [remediation {d.verdict}: {d.reason}]",
+                        remediation_detail=detail(d, mode))
 
 
 def engine_of(config: pytest.Config) -> Engine | None:
@@ -170,42 +175,13 @@ def engine_of(config: pytest.Config) -> Engine | None:
 
 
 def fix_report(item: pytest.Item, d: Decision) -> pytest.TestReport:
-    """The remediation as its own step: outcome ``rerun`` (not a verdict), what the action did in its text."""
-    report = pytest.TestReport(item.nodeid, item.location, {}, "rerun", f"remediation {d.action}: {d.reason}",  # type: ignore[arg-type]
-                               "call", [("remediation", f"{d.action}: {d.verdict}: {d.reason}")], d.duration_s,
-                               user_properties=[("remediation_step", d.action)])
-    return report
-
-
-def final_report(item: pytest.Item, d: Decision) -> pytest.TestReport:
-    """The re-check as the check's final report, made by pytest's own hook (so the verdict is classified as
-    any check's is)."""
-    def again() -> None:
-        if d.final is not None:
-            raise d.final
-
-    info = CallInfo.from_call(again, when="call")
-    report = cast(pytest.TestReport, item.ihook.pytest_runtest_makereport(item=item, call=info))
-    report.duration = d.duration_s
-    return report
-
-
-def annotate(item: pytest.Item, reports: list[pytest.TestReport], changes: dict[str, str]) -> None:
-    # every phase's report carries the verdict (the teardown report too: JUnit and the records read it)
-    for target in (*(r.user_properties for r in reports if dict(r.user_properties).get("outcome")),
-                   item.user_properties):
-        set_properties(target, changes)
+    """The remediation as its own step: outcome ``rerun`` (not a verdict, so it carries none), what the action did
+    in its text."""
+    return pytest.TestReport(item.nodeid, item.location, {}, "rerun", f"remediation {d.action}: {d.reason}",  # type: ignore[arg-type]
+                             "call", [("remediation", f"{d.action}: {d.verdict}: {d.reason}")], d.duration_s)
 
 
 def log_reports(item: pytest.Item, reports: list[pytest.TestReport]) -> None:
     for report in reports:
         item.ihook.pytest_runtest_logreport(report=report)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
-
-
-def parse_detail(value: Any) -> dict[str, Any] | None:
-    try:
-        data = json.loads(str(value))
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None

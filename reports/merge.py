@@ -12,7 +12,9 @@ CLI::
     python -m reports.merge OUT_DIR SUMMARY.json... [--history-dir DIR] [--runs N]
 
 writes ``OUT_DIR/summary.json``, ``OUT_DIR/report.html`` and ``OUT_DIR/metrics.prom``; with ``--history-dir``
-(a report folder of previous runs) the trend is computed against it.
+(a report folder of previous runs) the trend is computed against it. report.html is the same pytest-html page a
+run writes, rendered from the merged records (there is no pytest session here: :func:`reports.html.render_page`
+replays them through pytest-html's own classes).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from reports.outcomes import RANK
 from reports.summary import (
-    RANK,
     SCHEMA_VERSION,
     SummaryError,
     as_json,

@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from reports.summary import OUTCOMES, RANK, as_json, remediation_counts, totals
+from reports.outcomes import OUTCOMES, RANK
+from reports.summary import as_json, remediation_counts, totals
 
 # acceptance_check_status: the outcome's rank, best (0) to worst (6), the order summary.json uses to merge
 # the reports of one test. Higher is worse, so `max by (node) (acceptance_check_status)` is a node's worst

@@ -18,48 +18,30 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypedDict, get_args
 
+# re-exported (``X as X``): the vocabulary lives in reports.outcomes, older imports name this module
+from reports.outcomes import HEALTHY as HEALTHY
+from reports.outcomes import OUTCOMES as OUTCOMES
+from reports.outcomes import RANK as RANK
+from reports.outcomes import REMEDIATION_VERDICTS as REMEDIATION_VERDICTS
+from reports.outcomes import Outcome as Outcome
+from reports.outcomes import RemediationDetail as RemediationDetail
+from reports.outcomes import RemediationVerdict as RemediationVerdict
+from reports.outcomes import as_outcome as as_outcome
+
 SCHEMA_VERSION = 2
 
-Outcome = Literal["passed", "failed", "blocked", "error", "waived", "remediated", "not_run"]
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
-# From best to worst. When two reports of one test disagree (setup/call/teardown) the worse one stays;
-# the metrics' acceptance_check_status uses the same order as its value (0 passed ... 6 error).
-RANK: dict[str, int] = {"passed": 0, "remediated": 1, "waived": 2, "not_run": 3, "blocked": 4, "failed": 5,
-                        "error": 6}
 _RANK = RANK  # the name schema 1 used
-FAILING: frozenset[str] = frozenset({"failed", "error"})
-HEALTHY: frozenset[str] = frozenset({"passed", "remediated"})
 
 Moment = Literal["check", "nightly", "provision", "gate"]
 MOMENTS: tuple[Moment, ...] = get_args(Moment)
-Verdict = Literal["started", "planned", "taken", "refused", "failed", "escalated"]
-VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
+Verdict = RemediationVerdict  # this module's names before reports.outcomes
+VERDICTS = REMEDIATION_VERDICTS
 Kind = Literal["vm", "metal"]
 ROLE_ORDER: dict[str, int] = {"cluster": 0, "master": 1, "agent": 2}
 
 
 class SummaryError(ValueError):
     """A summary file that cannot be used: unreadable, not JSON, or another schema."""
-
-
-def as_outcome(value: str) -> Outcome:
-    """``value`` as an :data:`Outcome`; ValueError for anything else (an unknown outcome must not vanish)."""
-    for outcome in OUTCOMES:
-        if value == outcome:
-            return outcome
-    raise ValueError(f"unknown outcome {value!r}: expected one of {', '.join(OUTCOMES)}")
-
-
-class RemediationDetail(TypedDict):
-    """What a remediation did for one record (the record's audit-log decision, summarised)."""
-
-    action: str  # e.g. "unit.restart"
-    mode: str  # "dry-run", "safe" or "all" (--remediate)
-    verdict: Verdict
-    guardrail: str | None  # the guardrail that decided (refused/escalated), else null
-    before: Any  # state read before acting (JSON value, usually a short string)
-    after: Any  # state read after acting (re-check), null when not acted
-    duration_s: float
 
 
 class RemediationEntry(TypedDict):
@@ -194,7 +176,7 @@ def is_healthy(summary: Mapping[str, Any]) -> bool:
     or was left unrun. A run that checked nothing is not healthy either."""
     t = summary.get("totals") or {}
     return (not summary.get("interrupted") and summary.get("exit_status") == 0 and sum(t.values()) > 0
-            and all(t.get(o, 0) == 0 for o in ("failed", "error", "blocked", "not_run")))
+            and all(o in HEALTHY for o, n in t.items() if n))
 
 
 def empty_transport() -> Transport:

@@ -5,7 +5,7 @@ same cluster and the same moment (a nightly is compared with nightlies, not with
 check), whole runs only (a shard's summary is skipped: its merged summary stands for the run), started
 before the current run. Unreadable files and other schemas are skipped with a warning.
 
-Outcomes fall in three classes: failing (``failed``, ``error``), healthy (``passed``, ``remediated``) and
+Outcomes fall in three classes: failing (``failed``, ``error``), passing (``passed``, ``remediated``) and
 unknown (``blocked``, ``waived``, ``not_run``, or no record at all).
 """
 
@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from reports.summary import FAILING, HEALTHY, SummaryError, load_summary, natural_key
+from reports.outcomes import FAILING, PASSING
+from reports.summary import SummaryError, load_summary, natural_key
 
 DEFAULT_RUNS = 7  # N: the window, the current run included
 DEFAULT_FLIPS = 3  # K: changes of outcome within the window that make a check flapping
@@ -91,7 +92,7 @@ def outcomes_by_key(summary: Mapping[str, Any]) -> dict[Key, str]:
 def _class(outcome: str | None) -> str | None:
     if outcome in FAILING:
         return "failing"
-    if outcome in HEALTHY:
+    if outcome in PASSING:
         return outcome  # passed and remediated differ: a check remediated every other night flaps
     return None
 
@@ -140,7 +141,7 @@ def compute_trend(current: Mapping[str, Any], history: Sequence[Mapping[str, Any
         before = previous.get(key)
         if outcome in FAILING and before not in FAILING:
             trend["new_failures"].append(_entry(key, outcome=outcome, previous=before))
-        elif outcome in HEALTHY and before in FAILING:
+        elif outcome in PASSING and before in FAILING:
             trend["fixed"].append(_entry(key, outcome=outcome, previous=before))
         elif outcome in FAILING and before in FAILING:
             streak = 1

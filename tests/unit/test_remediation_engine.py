@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from remediation import blast, engine, phase
+from remediation import blast, engine, guardrails, phase
 
 from .conftest import EXAMPLE, FILES
 from .fakeconsul import FakeConsul, consul_inventory, fake_consul_fixture  # noqa: F401 - the fixture
@@ -133,7 +133,7 @@ def site(pytester: pytest.Pytester, fake_consul: FakeConsul, monkeypatch: pytest
         drains.append(node.name)
         return list(site_data["still_running"])
 
-    monkeypatch.setattr(engine, "drain_until_idle", drain)
+    monkeypatch.setattr(guardrails, "drain_until_idle", drain)  # the drain's seam
     site_data = {"checks": checks, "flags": flags, "out": pytester.path / "out", "path": pytester.path,
                  "consul": fake_consul, "unhealthy": unhealthy, "drains": drains, "still_running": []}
     return site_data
@@ -542,3 +542,51 @@ def test_the_kill_switch_also_stops_re_enabling(pytester, site, nomad):
     site["consul"].kv[STOP] = json.dumps({"reason": "hands off"})
     run(pytester, site, "safe", "--nodes=alibuild01")
     assert nomad.reenabled == []
+
+
+# --------------------------------------------------------------------------- re-checks run through pytest
+
+OWN_FIXTURE = '''
+
+@pytest.fixture
+def flag_path(node):
+    """The site's own fixture; each setup is counted, so a test sees whether a re-check set it up again."""
+    with open(pathlib.Path(FLAGS).parent / "setups", "a") as f:
+        f.write(node.name + "\\n")
+    return pathlib.Path(FLAGS, node.name)
+
+
+@pytest.fixture
+def locked_flag(node):
+    def do(progress):
+        pathlib.Path(FLAGS, node.name).write_text("fixed")
+        return "flag created"
+    return Action("locked_flag", node, f"create the flag of {node.name} under the lock", do, gates=("lock",))
+'''
+
+OWN_CHECK = '''
+from acceptance.checkspec import check
+
+
+@check("site.own-fixture", runbook="x", remediation="{fix}", roles=["agent"], needs=())
+def test_own_fixture(flag_path):
+    assert flag_path.exists(), f"no flag at {{flag_path.name}}"
+'''
+
+
+@pytest.mark.parametrize("mode, fix, outcome, verdict", [
+    ("safe", "create_flag", "remediated", "taken"),  # the re-check after the fix
+    ("dry-run", "locked_flag", "failed", "planned"),  # the re-check that confirms the failure (a locked action)
+])
+def test_a_site_checks_own_fixture_is_set_up_again_for_its_re_check(pytester, site, mode, fix, outcome, verdict):
+    (site["checks"] / "flags.py").unlink()
+    with (site["checks"] / "conftest.py").open("a") as f:
+        f.write(OWN_FIXTURE)
+    (site["checks"] / "own.py").write_text(OWN_CHECK.format(fix=fix))
+    result, summary, audit = run(pytester, site, mode, "--nodes=alibuild01")
+    record = rec(summary, "site.own-fixture", "alibuild01")
+    assert record["outcome"] == outcome and record["remediation_detail"]["verdict"] == verdict, record
+    assert verdicts(audit)[-1] == (verdict, "dry-run" if mode == "dry-run" else None)
+    # the check, then its re-check: pytest set the conftest fixture up twice (no value kept from the first run)
+    assert (site["path"] / "setups").read_text().split() == ["alibuild01", "alibuild01"]
+    assert (site["flags"] / "alibuild01").exists() is (mode == "safe")

@@ -1,7 +1,8 @@
 """The report in a real browser: headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by
-selenium through /usr/bin/chromedriver, nothing downloaded. The matrix is visible, a failed cell is red, its
-link targets the entry (``:target``, in the viewport), a hostile node name stays text; screenshots are saved
-under the test's tmp dir.
+selenium through /usr/bin/chromedriver, nothing downloaded. pytest-html's script runs under the page's
+Content-Security-Policy (the results table is rendered, with the suite's columns), the matrix is visible, a
+failed cell is red, its link targets the check's row in the results table (``:target``, in the viewport, with
+its failure detail), a hostile node name stays text; screenshots are saved under the test's tmp dir.
 
 Never skipped: without Chromium the test fails and says which packages to install.
 """
@@ -18,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from reports.html import anchor, write_html
+from reports.html import write_html
+from reports.htmlview import anchor
 
 from .test_report_synthetic import HOSTILE, build_summary
 
@@ -85,16 +87,26 @@ def look_at_the_report(driver: Any, report: Path, tmp_path: Path) -> None:
     driver.get(report.as_uri())
     assert "alice-prod" in driver.title
 
-    # the matrix is on the first screen
+    # pytest-html's script ran under the CSP: the results table has its rows, with the suite's columns
+    head = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "#results-table-head th")]
+    assert head[:5] == ["Result", "Test", "Node", "Outcome", "Severity"] and "Runbook" in head, head
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#results-table tbody.results-table-row")) > 600
+    blocked = driver.find_elements(By.CSS_SELECTOR, "#results-table td.col-outcome .o-blocked")
+    waived = driver.find_elements(By.CSS_SELECTOR, "#results-table td.col-outcome .o-waived")
+    assert len(blocked) == 8 and len(waived) == 14
+
+    # the matrix is on the page as the summary, near the top
     matrix = driver.find_element(By.CSS_SELECTOR, "table.matrix")
     assert matrix.is_displayed() and matrix.size["width"] > 600 and matrix.size["height"] > 600
-    assert in_viewport(driver, matrix)
+    assert driver.execute_script("return arguments[0].getBoundingClientRect().top", matrix) < 1000
+    driver.execute_script("arguments[0].scrollIntoView()", matrix)
     driver.save_screenshot(str(tmp_path / "report-top.png"))
 
     # a failed cell is red, an error cell red too but another red, a passed one green
     target = anchor("agent.cmdline.cgroup-v1", "alibuild03")
     link = driver.find_element(By.CSS_SELECTOR, f'td.c a[href="#{target}"]')
     cell = link.find_element(By.XPATH, "..")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", cell)
     assert "o-failed" in cell.get_attribute("class")
     assert in_viewport(driver, cell)
     r, g, b = rgb(cell.value_of_css_property("background-color"))
@@ -111,17 +123,24 @@ def look_at_the_report(driver: Any, report: Path, tmp_path: Path) -> None:
         "return document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2) === arguments[0];", link)
 
     # the hostile node name is text: no element was made of it, no script ran (an alert would fail the next call)
-    assert driver.execute_script("return document.querySelectorAll('img, script').length") == 0
+    assert driver.execute_script("return document.scripts.length") == 1
+    assert driver.execute_script("return document.querySelectorAll('img[src=x], img[onerror]').length") == 0
     rows = [th.text for th in driver.find_elements(By.CSS_SELECTOR, "th.node")]
     assert any(text.startswith(HOSTILE) for text in rows)
+    nodes = [td.text for td in driver.find_elements(By.CSS_SELECTOR, "#results-table td.col-node")]
+    assert HOSTILE in nodes
 
-    # following the link targets the entry and brings it into view
+    # following the link targets the check's row in the results table and brings it into view
     link.click()
     assert driver.execute_script("return location.hash") == f"#{target}"
     assert driver.execute_script("const t = document.querySelector(':target'); return t && t.id") == target
     entry = driver.find_element(By.ID, target)
     assert in_viewport(driver, entry)
-    assert "agent.cmdline.cgroup-v1" in entry.text and "alibuild03" in entry.text
-    assert "systemd.unified_cgroup_hierarchy=0" in entry.text and "Creating a agent" in entry.text
-    assert rgb(entry.value_of_css_property("background-color")) != (255, 255, 255), "the :target is not highlighted"
+    body = entry.find_element(By.XPATH, "ancestor::tbody")
+    assert "agent.cmdline.cgroup-v1" in body.text and "alibuild03" in body.text
+    assert "systemd.unified_cgroup_hierarchy=0" in body.text and "Creating a agent" in body.text
+    assert "node.reboot-for-cmdline" in body.text
+    row = entry.find_element(By.XPATH, "..")
+    assert rgb(row.find_element(By.CSS_SELECTOR, "td.col-node").value_of_css_property("background-color")) \
+        != (255, 255, 255), "the :target row is not highlighted"
     driver.save_screenshot(str(tmp_path / "report-target.png"))
