@@ -27,7 +27,7 @@ def root_check(api: str) -> str:
 @pytest.hookimpl(trylast=True)
 def pytest_acceptance_make_snapshots(config: pytest.Config, run: Run) -> Snapshots:
     """The real APIs, for every node of the inventory (not only the targets)."""
-    return make_snapshots(run.inventory, run.all_nodes)
+    return make_snapshots(run.scope.inventory, run.scope.all_nodes)
 
 
 @pytest.fixture(scope="session")
@@ -69,14 +69,13 @@ for _spec in APIS:
     globals()[_spec.fixture] = _snapshot_fixture(_spec)
 
 
-def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
-    """A re-check after a remediation reads the API again (the fixture, set up anew, returns the new snapshot)."""
+def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> None:
+    """A re-check after a remediation reads the API again (the fixture, set up anew, returns the new snapshot;
+    its setup raises Blocked, if it must, as a report)."""
     spec = next((s for s in APIS if s.fixture == name), None)
     snaps = item.config.stash.get(SNAPSHOTS_KEY, None)
-    if spec is None or snaps is None:
-        return None
-    snaps.refetch(spec.name)
-    return None  # not the snapshot: the re-check's setup raises Blocked, if it must, as a report
+    if spec is not None and snaps is not None:
+        snaps.refetch(spec.name)
 
 
 def pytest_acceptance_forget_snapshots(config: pytest.Config) -> None:

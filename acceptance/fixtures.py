@@ -1,21 +1,22 @@
 """The fixtures checks use (``host``, ``node``, ``param``, ``inventory``, ``expect``, ``all_nodes``,
-``ping_result``, ``ssh_result``), the blocking of a check whose root check failed, and the same values for the
-dry pass that learns a node's commands before its checks run."""
+``ping_result``, ``ssh_result``) and the blocking of a check whose root check failed.
+
+The same fixtures serve the dry pass that learns a node's commands before its checks run (acceptance.learning
+runs the checks through pytest): the node's session is then in dry mode, and ``host`` records what it is asked
+instead of waiting for the node to be ready."""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from acceptance.checkspec import CheckItem, Need
 from acceptance.inventory import CLUSTER, Expectations, Inventory, Node
-from acceptance.moments import Gate
 from acceptance.outcomes import PING_CHECK, SSH_CHECK, Blocked
 from acceptance.run import ITEM_KEY, Run, need_run
+from acceptance.targeting import Gate
 from acceptance.transport.nodes import Nodes
 from acceptance.transport.ping import ProbeResult
 from acceptance.transport.session import NodeSession
@@ -36,14 +37,17 @@ def nodes_of(run: Run) -> Nodes:
 
 
 def require(run: Run, node: Node, needs: Sequence[Need]) -> NodeSession | None:
-    """Raise :class:`Blocked` when what the check needs of the node is not there (its root check fails)."""
+    """Raise :class:`Blocked` when what the check needs of the node is not there (its root check fails). In the
+    dry pass (the node's session learning), the session as it is: the node is ready only once it is learned."""
     if not needs:
         return None
     nodes = nodes_of(run)
     pinged = nodes.ping(node)
     if not pinged.ok and not pinged.error:
         raise Blocked(PING_CHECK, pinged.message)
-    session = nodes.ready(node)
+    session = nodes.session(node)
+    if not session.learning:
+        session = nodes.ready(node)
     if "ssh" in needs:
         connection = session.connect()
         if not connection.ok:
@@ -116,22 +120,19 @@ def host(request: pytest.FixtureRequest) -> Any:
     return session.host
 
 
-def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
+def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> None:
     """Before a re-check (run through pytest again, remediation/recheck.py): the node's answers, ping and
     connection are read again when the fixture is next set up (the host stays the same object)."""
     info = item.stash.get(ITEM_KEY, None)
     run = need_run(item.config)
     if info is None or run.nodes is None:
-        return None
+        return
     if name == "host":
         run.nodes.session(info.node).invalidate()
-        return run.nodes.session(info.node).host
-    if name == "ping_result":
-        return run.nodes.ping(info.node, fresh=True)
-    if name == "ssh_result":
+    elif name == "ping_result":
+        run.nodes.ping(info.node, fresh=True)
+    elif name == "ssh_result":
         run.nodes.reset(info.node)
-        return run.nodes.session(info.node).connect()
-    return None
 
 
 @pytest.fixture
@@ -142,39 +143,3 @@ def live_host(request: pytest.FixtureRequest) -> Any:
     session = require(need_run(request.config), info.node, info.spec.needs or ("ssh",))
     assert session is not None
     return session.live_host
-
-
-# --------------------------------------------------------------------------- the dry pass's values
-
-
-def _dry_values(run: Run, info: CheckItem, session: NodeSession) -> dict[str, Callable[[], Any]]:
-    return {
-        "host": lambda: session.host,
-        "node": lambda: info.node,
-        "param": lambda: info.param,
-        "inventory": lambda: run.inventory,
-        "expect": lambda: run.inventory.expect,
-        "all_nodes": lambda: [n for n in run.all_nodes if n.role != CLUSTER],
-        "ssh_result": lambda: session.connection or SshResult(True),
-        "ping_result": lambda: ProbeResult(True),
-    }
-
-
-def dry_probes(run: Run, session: NodeSession) -> list[Callable[[], object]]:
-    """The node's checks that use ``host`` and only fixtures the dry pass can give, bound to its session."""
-    probes: list[Callable[[], object]] = []
-    for item in run.items.get(session.node.name, []):
-        info = item.stash.get(ITEM_KEY, None)
-        function = getattr(item, "obj", None)
-        if info is None or function is None:
-            continue
-        names = list(inspect.signature(function).parameters)
-        values = _dry_values(run, info, session)
-        if "host" not in names or not all(n in values for n in names):
-            continue  # a site check with fixtures of its own: its commands run live (and are learned for next time)
-        probes.append(partial(_call, function, {n: values[n] for n in names}))
-    return probes
-
-
-def _call(function: Callable[..., object], values: dict[str, Callable[[], Any]]) -> object:
-    return function(**{name: get() for name, get in values.items()})

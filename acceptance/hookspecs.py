@@ -26,10 +26,12 @@ def pytest_acceptance_make_snapshots(config: pytest.Config, run: Any) -> Any:
     """
 
 
-@pytest.hookspec(firstresult=True)
-def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> Any:
-    """A fresh value of fixture ``name`` for re-checking ``item`` after a remediation (the node's answers
-    read again, an API snapshot fetched again); None keeps ``value``."""
+@pytest.hookspec
+def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> None:
+    """Before ``item`` is checked again after a remediation (remediation/recheck.py, through pytest itself, its
+    fixtures set up anew): clear what fixture ``name`` would answer from this run's caches (the node's answers,
+    ping and connection, an API snapshot), so that its next setup reads again. ``value`` is always None; every
+    implementation is called, and what they return is ignored."""
 
 
 @pytest.hookspec

@@ -1,6 +1,7 @@
 """What a check can end as, and how a pytest report becomes one of those outcomes.
 
-Imported by the checks, the API clients and the plugin alike (it imports none of them):
+Imported by the checks, the API clients and the plugin alike (it imports none of them); the outcomes are
+``reports.outcomes``':
 
 ``passed``      the check ran and found nothing wrong
 ``failed``      the check ran and found the node (or the cluster) wrong: the only outcome a remediation acts on
@@ -14,13 +15,11 @@ Imported by the checks, the API clients and the plugin alike (it imports none of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
-Outcome = Literal["passed", "failed", "blocked", "error", "waived", "remediated", "not_run"]
-OUTCOMES: tuple[Outcome, ...] = ("passed", "failed", "blocked", "error", "waived", "remediated", "not_run")
-HEALTHY: frozenset[str] = frozenset({"passed", "waived", "remediated"})
+from reports.outcomes import Outcome  # the one vocabulary, shared with the reports
 
 PING_CHECK = "node.ping"
 SSH_CHECK = "node.ssh"

@@ -4,6 +4,7 @@ output that is not what the tool writes raises :class:`Malformed` (outcome ``err
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -55,9 +56,14 @@ class PuppetSummary:
         return self.applied and self.failed == 0 and self.failed_to_restart == 0 and self.event_failures == 0
 
 
+# libyaml's loader when PyYAML has it: the pure-Python one made the puppet summary the costliest part of a check
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=64)  # two checks of a node read the same summary
 def parse_puppet_summary(text: str) -> PuppetSummary:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_LOADER)
     except yaml.YAMLError as e:
         raise Malformed(f"not YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):

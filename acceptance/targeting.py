@@ -1,10 +1,13 @@
-"""Which nodes a run checks: the inventory's nodes (static and discovered), filtered by --role and --nodes."""
+"""Which nodes a run checks: the inventory's nodes (static and discovered), filtered by --role and --nodes, or
+the node of a ``--gate``, or a ``--shard`` of them (the options are parsed in alice_acceptance/moments.py)."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from acceptance.inventory import CLUSTER, ROLES, Node
 
@@ -50,3 +53,40 @@ def wants_cluster(roles: Sequence[str] = (), patterns: Sequence[str] = ()) -> bo
     if roles and CLUSTER not in roles:
         return False
     return not patterns or any(fnmatch.fnmatchcase(CLUSTER, p) for p in patterns)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``--gate ACTION:NODE``: may NODE be taken out now (its action, node and the allocations accepted)."""
+
+    action: str
+    node: Node
+    prepare: bool = False
+    allowed_jobs: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return f"{self.action} {self.node.name}"
+
+
+def gate_targets(gate: Gate, nodes: Sequence[Node]) -> list[Node]:
+    """A master's gate also checks the two other masters fully; an agent's only the agent (its gate checks)."""
+    if gate.node.role == "master":
+        return [*(n for n in nodes if n.role == "master" and n.name != gate.node.name), gate.node]
+    return [gate.node]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """``--shard I/N``: a stable slice of the targets, for a nightly run spread over runners."""
+
+    index: int  # 1..count
+    count: int
+
+    def holds(self, node: Node) -> bool:
+        """Stable whatever the other nodes: by a hash of the name (the cluster checks go to shard 1). SHA-256,
+        not CRC-32: the CRC of names that differ in a digit or two share their low bits (all in one shard)."""
+        if node.role == CLUSTER:
+            return self.index == 1
+        digest = hashlib.sha256(node.name.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1

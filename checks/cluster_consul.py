@@ -4,9 +4,9 @@ critical health checks, ``<job>.service.consul`` for the Nomad jobs' services an
 from __future__ import annotations
 
 from acceptance.checkspec import check
-from acceptance.clients import consul_api
 from acceptance.clients.consul_api import ConsulSnapshot
 from acceptance.inventory import CLUSTER, Inventory, Node
+from acceptance.judging import consul as judge_consul
 from checks.cluster_raft import assert_failure_tolerance, assert_leader, assert_servers, masters
 
 RUNBOOK = "Cluster architecture description"
@@ -32,17 +32,17 @@ def test_failure_tolerance(consul_snapshot: ConsulSnapshot, inventory: Inventory
 def test_members(consul_snapshot: ConsulSnapshot, inventory: Inventory, all_nodes: list[Node]) -> None:
     agents = [n.name for n in all_nodes if n.role == "agent"]
     waived = [m.node for m in inventory.maintenance if not m.expired()]
-    problems = consul_api.members_problems(consul_snapshot.members, masters(inventory), agents, waived)
+    problems = judge_consul.members_problems(consul_snapshot.members, masters(inventory), agents, waived)
     assert not problems, "; ".join(problems)
 
 
 @check("cluster.consul.critical-checks", runbook=RUNBOOK, severity="major", roles=[CLUSTER], needs=())
 def test_critical(consul_snapshot: ConsulSnapshot) -> None:
-    problems = consul_api.critical_problems(consul_snapshot.critical)
+    problems = judge_consul.critical_problems(consul_snapshot.critical)
     assert not problems, "; ".join(problems)
 
 
 @check("cluster.consul.dns", runbook=RUNBOOK, severity="critical", roles=[CLUSTER], needs=())
 def test_dns(consul_snapshot: ConsulSnapshot) -> None:
-    problems = consul_api.dns_problems(consul_snapshot.dns)
+    problems = judge_consul.dns_problems(consul_snapshot.dns)
     assert not problems, f"Consul DNS at {consul_snapshot.dns_server}: " + "; ".join(problems)

@@ -4,9 +4,10 @@ the CI jobs, the servers' versions."""
 from __future__ import annotations
 
 from acceptance.checkspec import check
-from acceptance.clients import nomad_api, raft
 from acceptance.clients.nomad_api import NomadSnapshot
 from acceptance.inventory import CLUSTER, Expectations, Inventory, Node
+from acceptance.judging import nomad as judge_nomad
+from acceptance.judging import raft as judge_raft
 from checks.cluster_raft import assert_failure_tolerance, assert_leader, assert_servers
 from remediation.fixtures import reenable_node
 
@@ -32,13 +33,13 @@ def test_failure_tolerance(nomad_snapshot: NomadSnapshot, inventory: Inventory) 
 
 @check("cluster.nomad.versions", runbook=RUNBOOK, severity="minor", roles=[CLUSTER], needs=())
 def test_versions(nomad_snapshot: NomadSnapshot) -> None:
-    problems = raft.version_problems("Nomad", nomad_snapshot.autopilot)
+    problems = judge_raft.version_problems("Nomad", nomad_snapshot.autopilot)
     assert not problems, "; ".join(problems)
 
 
 @check("cluster.nomad.jobs-running", runbook=RUNBOOK, severity="critical", roles=[CLUSTER], needs=())
 def test_jobs_running(nomad_snapshot: NomadSnapshot, expect: Expectations) -> None:
-    problems = nomad_api.jobs_problems(nomad_snapshot.jobs, nomad_snapshot.allocations, expect.ci_jobs,
+    problems = judge_nomad.jobs_problems(nomad_snapshot.jobs, nomad_snapshot.allocations, expect.ci_jobs,
                                        nomad_snapshot.namespace)
     assert not problems, "; ".join(problems)
 
@@ -47,5 +48,5 @@ def test_jobs_running(nomad_snapshot: NomadSnapshot, expect: Expectations) -> No
        roles=["agent"], needs=())
 def test_agent_ready(nomad_snapshot: NomadSnapshot, node: Node, inventory: Inventory) -> None:
     in_maintenance = any(m.node == node.name and not m.expired() for m in inventory.maintenance)
-    problems = nomad_api.node_problems(nomad_snapshot.nodes, node.name, node.address, drain_allowed=in_maintenance)
+    problems = judge_nomad.node_problems(nomad_snapshot.nodes, node.name, node.address, drain_allowed=in_maintenance)
     assert not problems, "; ".join(problems)

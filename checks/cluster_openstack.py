@@ -5,9 +5,9 @@ availability zones, the vdb volume of every VM agent."""
 from __future__ import annotations
 
 from acceptance.checkspec import check
-from acceptance.clients import openstack_api
 from acceptance.clients.openstack_api import OpenStackSnapshot, Project, Server
 from acceptance.inventory import CLUSTER, Expectations, Node
+from acceptance.judging import openstack as judge_openstack
 from acceptance.outcomes import CheckError
 from remediation.fixtures import hard_reboot
 
@@ -16,16 +16,16 @@ RUNBOOK_REBOOT = "Rebooting a Mesos server"
 
 
 def _project(snap: OpenStackSnapshot, node: Node) -> tuple[Project, str]:
-    metal = openstack_api.project_of(node) == "metal"
+    metal = judge_openstack.project_of(node) == "metal"
     project = snap.metal if metal else snap.vm
     return project, f"the {'physical nodes' if metal else 'VM'} project ({project.label})"
 
 
 def _server(snap: OpenStackSnapshot, node: Node) -> Server:
     project, label = _project(snap, node)
-    found = openstack_api.find(project.servers, node.name)
+    found = judge_openstack.find(project.servers, node.name)
     if len(found) != 1:
-        raise AssertionError(openstack_api.active_problem(project.servers, node, label))
+        raise AssertionError(judge_openstack.active_problem(project.servers, node, label))
     return found[0]
 
 
@@ -33,13 +33,13 @@ def _server(snap: OpenStackSnapshot, node: Node) -> Server:
        needs=())
 def test_active(openstack_snapshot: OpenStackSnapshot, node: Node) -> None:
     project, label = _project(openstack_snapshot, node)
-    problem = openstack_api.active_problem(project.servers, node, label)
+    problem = judge_openstack.active_problem(project.servers, node, label)
     assert problem is None, problem
 
 
 @check("node.openstack.flavor", runbook=RUNBOOK, severity="minor", needs=())
 def test_flavor(openstack_snapshot: OpenStackSnapshot, node: Node, expect: Expectations) -> None:
-    problem = openstack_api.flavor_problem(_server(openstack_snapshot, node), node, expect)
+    problem = judge_openstack.flavor_problem(_server(openstack_snapshot, node), node, expect)
     assert problem is None, problem
 
 
@@ -48,7 +48,7 @@ def test_master_azs(openstack_snapshot: OpenStackSnapshot, all_nodes: list[Node]
     masters = [n for n in all_nodes if n.role == "master"]
     if not masters:
         raise CheckError("no master in the inventory")
-    problems = openstack_api.master_az_problems(openstack_snapshot.vm.servers, masters, expect.availability_zones)
+    problems = judge_openstack.master_az_problems(openstack_snapshot.vm.servers, masters, expect.availability_zones)
     assert not problems, "; ".join(problems)
 
 

@@ -3,10 +3,10 @@ failure tolerance, from /v1/status/* and /v1/operator/autopilot/health (see acce
 
 from __future__ import annotations
 
-from acceptance.clients import raft
 from acceptance.clients.consul_api import ConsulSnapshot
 from acceptance.clients.nomad_api import NomadSnapshot
 from acceptance.inventory import Inventory
+from acceptance.judging import raft as judge_raft
 from acceptance.outcomes import CheckError
 
 RaftSnapshot = NomadSnapshot | ConsulSnapshot
@@ -26,20 +26,20 @@ def assert_leader(title: str, snap: RaftSnapshot, inventory: Inventory) -> None:
     if err is not None and err.kind == "no-leader":
         raise AssertionError(f"no {title} leader elected: {err}")
     peers = snap.peers if snap.error_of("peers") is None else []
-    problems = raft.leader_problems(title, snap.leader, peers)
+    problems = judge_raft.leader_problems(title, snap.leader, peers)
     autopilot = snap.autopilot if snap.error_of("autopilot") is None else None
     nodes = [(n.name, n.address) for n in inventory.nodes if n.role == "master"]
-    if not problems and raft.leading_master(snap.leader, autopilot, nodes) is None:
+    if not problems and judge_raft.leading_master(snap.leader, autopilot, nodes) is None:
         problems.append(f"the {title} leader {snap.leader} is none of the inventory's masters "
                         f"({', '.join(name for name, _ in nodes)})")
     assert not problems, "; ".join(problems)
 
 
 def assert_servers(title: str, snap: RaftSnapshot, inventory: Inventory) -> None:
-    problems = raft.server_problems(title, snap.autopilot, masters(inventory))
+    problems = judge_raft.server_problems(title, snap.autopilot, masters(inventory))
     assert not problems, "; ".join(problems)
 
 
 def assert_failure_tolerance(title: str, snap: RaftSnapshot, inventory: Inventory) -> None:
-    tolerance, detail = raft.failure_tolerance(snap.autopilot, masters(inventory))
+    tolerance, detail = judge_raft.failure_tolerance(snap.autopilot, masters(inventory))
     assert tolerance >= 1, f"{title} failure tolerance {max(tolerance, 0)}, expected >= 1 ({detail})"

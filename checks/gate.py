@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from acceptance.checkspec import check
 from acceptance.clients.consul_api import ConsulSnapshot
 from acceptance.clients.nomad_api import NomadSnapshot
-from acceptance.clients.raft import Autopilot, is_named, leading_master
+from acceptance.clients.raft import Autopilot
 from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.inventory import Node
-from acceptance.moments import Gate
+from acceptance.judging.raft import is_named, leading_master
+from acceptance.targeting import Gate
 
 MASTER = "Rebuilding a master"
 AGENT = "Rebuilding an agent"

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from acceptance.clients.config import master_urls
-from acceptance.clients.raft import is_named, server_is
 from acceptance.clients.transport import excerpt
 from acceptance.inventory import Inventory, Node, RemediationSettings
-from remediation.clients import Http, Raft, write_config
+from acceptance.judging.raft import is_named, server_is
+from remediation.clients import Api, Raft, vault_health, write_config
 from remediation.model import ActionFailed
 
 SHOWN = 8  # nodes named in a refusal; the rest are counted
@@ -65,7 +65,7 @@ def _count_agents(u: Unhealthy, inventory: Inventory, masters: Sequence[Node], a
     if not agents:
         return
     try:
-        nodes = Http(write_config("nomad", inventory, masters)).call("GET", "/v1/nodes")
+        nodes = Api(write_config("nomad", inventory, masters)).lib("GET /v1/nodes", lambda n: n.nodes.get_nodes())
     except ActionFailed as e:
         u.unknown.append(_said("Nomad", e))
         return
@@ -102,7 +102,7 @@ def _node_problems(n: dict[str, Any]) -> list[str]:
 def _count_servers(u: Unhealthy, name: str, inventory: Inventory, masters: Sequence[Node]) -> None:
     """As the quorum gate judges a master (gates._servers_healthy), for every master: autopilot's 429 is its
     "some server is unhealthy", with the same body."""
-    raft = Raft(Http(write_config(name, inventory, masters)))
+    raft = Raft(Api(write_config(name, inventory, masters)))
     try:
         autopilot = raft.autopilot()
     except ActionFailed as e:
@@ -137,8 +137,7 @@ def _count_vaults(u: Unhealthy, inventory: Inventory, masters: Sequence[Node]) -
             u.unknown.append(f"Vault on {m.name}: no address to reach it")
             continue
         try:  # 429 standby (standbyok makes it 200), 472/473 secondaries, 501 uninitialised, 503 sealed
-            body = Http(cfg.for_url(urls[0])).call("GET", "/v1/sys/health", params={"standbyok": "true"},
-                                                   ok=(200, 429, 472, 473, 501, 503))
+            body = vault_health(Api(cfg.for_url(urls[0])))
         except ActionFailed as e:
             _add(u.masters, m.name, _said("Vault", e))
             continue

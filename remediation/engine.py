@@ -26,10 +26,11 @@ from typing import Any
 import pytest
 
 from acceptance.outcomes import CheckError
-from acceptance.run import ITEM_KEY, Run
+from acceptance.run import ITEM_KEY
 from remediation import budget
 from remediation.audit import AuditLog
-from remediation.clients import Http, Nomad, write_config
+from remediation.clients import Api, Nomad, write_config
+from remediation.context import RemediationRun
 from remediation.decision import Decision, Failure, Stop, one_line, safe
 from remediation.guardrails import Guardrails
 from remediation.lock import ConsulLock
@@ -44,20 +45,20 @@ REBOOTS = ("hard_reboot", "reboot_node", "reboot_for_cmdline")
 
 @dataclass
 class Engine(Guardrails):
-    run: Run
+    run: RemediationRun
     mode: Mode
     say: Callable[[str], None] = print
     failures: list[Failure] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        inventory = self.run.inventory
+        inventory = self.run.scope.inventory
         self.settings = inventory.remediation
-        self.audit = AuditLog(self.run.report_dir, self.run.run_id, self.mode)
-        self.masters = [n for n in self.run.all_nodes if n.role == "master"]
-        self.agents = [n for n in self.run.all_nodes if n.role == "agent"]
-        self.consul = Http(write_config("consul", inventory, self.masters))
+        self.audit = AuditLog(self.run.info.report_dir, self.run.info.run_id, self.mode)
+        self.masters = [n for n in self.run.scope.all_nodes if n.role == "master"]
+        self.agents = [n for n in self.run.scope.all_nodes if n.role == "agent"]
+        self.consul = Api(write_config("consul", inventory, self.masters))
         self.state = ClusterState(self.consul, self.settings.state_key)
-        self.nomad = Nomad(Http(write_config("nomad", inventory, self.masters)))
+        self.nomad = Nomad(Api(write_config("nomad", inventory, self.masters)))
         self.lock: ConsulLock | None = None
         self.lock_refusal: str | None = None
         self.blast: str | None = None
@@ -187,7 +188,7 @@ class Engine(Guardrails):
             budget.spend(s, f.key, rung, window_b, now)
             if counted:
                 budget.record_disruptive(s, {"node": action.node.name, "role": action.node.role,
-                                             "action": action.name, "run_id": self.run.run_id}, window_d, now)
+                                             "action": action.name, "run_id": self.run.info.run_id}, window_d, now)
 
         self._update(spend)
         if "lock" in action.gates:
@@ -234,7 +235,7 @@ class Engine(Guardrails):
             drained = self.state.read()["drained"]
         except StateUnavailable:
             return
-        maintenance = {m.node for m in self.run.inventory.maintenance if not m.expired()}
+        maintenance = {m.node for m in self.run.scope.inventory.maintenance if not m.expired()}
         for name in sorted(drained):
             if name in maintenance:
                 self.say(f"{name} stays drained: it is in maintenance")

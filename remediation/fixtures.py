@@ -15,10 +15,10 @@ import pytest
 
 from acceptance.fixtures import item_info
 from acceptance.inventory import Expectations, Node
-from acceptance.run import Run, need_run
 from remediation import actions, confirm
-from remediation.clients import Http, Nomad, write_config
+from remediation.clients import Api, Nomad, write_config
 from remediation.cloud import OpenStack
+from remediation.context import RemediationRun, remediation_of
 from remediation.model import Action, Progress
 
 CONFIRM_SOURCES = ("ping", "ssh", "nomad", "openstack")
@@ -28,12 +28,12 @@ CONFIRM_FOR = {"node.ssh": ("ssh", "nomad", "openstack"), "node.openstack.active
 ESCALATION = ("reboot_node", "hard_reboot")  # restart -> reboot -> hard reboot -> a human (agents only)
 
 
-def wait_node(run: Run) -> actions.WaitNode:
+def wait_node(run: RemediationRun) -> actions.WaitNode:
     """After a reboot: the node answers ping and ssh again (a fresh connection)."""
 
     def wait(node: Node, progress: Progress) -> str:
-        assert run.nodes is not None
-        nodes = run.nodes
+        assert run.connections.nodes is not None
+        nodes = run.connections.nodes
 
         def ssh_again() -> bool:
             nodes.reset(node)  # a new master connection each try: the old one died with the node
@@ -46,20 +46,20 @@ def wait_node(run: Run) -> actions.WaitNode:
     return wait
 
 
-def cloud(run: Run) -> OpenStack:
-    return OpenStack(run.inventory)
+def cloud(run: RemediationRun) -> OpenStack:
+    return OpenStack(run.scope.inventory)
 
 
-def confirm_down(run: Run, node: Node, need: tuple[str, ...] = CONFIRM_SOURCES) -> Callable[[], str | None]:
+def confirm_down(run: RemediationRun, node: Node, need: tuple[str, ...] = CONFIRM_SOURCES) -> Callable[[], str | None]:
     """Before a reboot for an unreachable node, as FBAR does: several pings and a fresh ssh from here, Nomad's
     view of the node and OpenStack's state must agree (every source in ``need``) that it is down."""
 
     def ask() -> str | None:
-        if run.nodes is None:
+        if run.connections.nodes is None:
             return "cannot probe the node again (no transport in this process)"
-        masters = [n for n in run.all_nodes if n.role == "master"]
-        nomad = Nomad(Http(write_config("nomad", run.inventory, masters)))
-        evidence = [*confirm.reprobe(node, run.nodes), confirm.nomad_view(node, nomad.node),
+        masters = [n for n in run.scope.all_nodes if n.role == "master"]
+        nomad = Nomad(Api(write_config("nomad", run.scope.inventory, masters)))
+        evidence = [*confirm.reprobe(node, run.connections.nodes), confirm.nomad_view(node, nomad.node),
                     confirm.cloud_view(node, cloud(run))]
         return confirm.confirmed(evidence, need=need)
 
@@ -100,16 +100,16 @@ def reboot_for_cmdline(request: pytest.FixtureRequest, live_host: Any, node: Nod
 
 @pytest.fixture
 def hard_reboot(request: pytest.FixtureRequest, node: Node) -> Action:
-    run = need_run(request.config)
+    run = remediation_of(request.config)
     need = CONFIRM_FOR.get(item_info(request).check_id, CONFIRM_SOURCES)
     return actions.hard_reboot(node, *_reboots(request), confirm=confirm_down(run, node, need))
 
 
 @pytest.fixture
 def reenable_node(request: pytest.FixtureRequest, node: Node) -> Action:
-    run = need_run(request.config)
-    masters = [n for n in run.all_nodes if n.role == "master"]
-    return actions.reenable_node(node, Nomad(Http(write_config("nomad", run.inventory, masters))))
+    run = remediation_of(request.config)
+    masters = [n for n in run.scope.all_nodes if n.role == "master"]
+    return actions.reenable_node(node, Nomad(Api(write_config("nomad", run.scope.inventory, masters))))
 
 
 @pytest.fixture
@@ -119,11 +119,11 @@ def unseal_vault(node: Node) -> Action:
 
 
 def _reboots(request: pytest.FixtureRequest) -> tuple[OpenStack, actions.WaitNode]:
-    run = need_run(request.config)
+    run = remediation_of(request.config)
     return cloud(run), wait_node(run)
 
 
-def escalation_action(rung: str, run: Run, node: Node) -> Action:
+def escalation_action(rung: str, run: RemediationRun, node: Node) -> Action:
     """The engine's rungs above an action whose budget is spent."""
     if rung == "reboot_node":
         return actions.reboot_node(node, cloud(run), wait_node(run))

@@ -13,15 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from acceptance.clients.config import api_config, master_urls
-from acceptance.clients.raft import server_is
 from acceptance.inventory import Inventory, Node
+from acceptance.judging.raft import server_is
 from remediation import switch
-from remediation.clients import Http, Raft
+from remediation.clients import Api, Raft, vault_health
 from remediation.model import ActionFailed
 from remediation.state import StateUnavailable
 
 
-def kill_switch(inventory: Inventory, consul: Http) -> str | None:
+def kill_switch(inventory: Inventory, consul: Api) -> str | None:
     """Why nothing may be remediated now: the inventory, the local file, or the cluster-wide switch (which, when
     it cannot be read, stops everything too)."""
     settings = inventory.remediation
@@ -42,7 +42,7 @@ def kill_switch_path(inventory: Inventory) -> Path:
 
 
 def _servers_healthy(name: str, inventory: Inventory, masters: Sequence[Node], others: Sequence[Node]) -> list[str]:
-    raft = Raft(Http(api_config(name, inventory, masters=list(masters))))
+    raft = Raft(Api(api_config(name, inventory, masters=list(masters))))
     try:  # 429 is autopilot's "some server is unhealthy", read as the clients read it
         autopilot = raft.autopilot()
     except ActionFailed as e:
@@ -61,7 +61,7 @@ def _vault_healthy(inventory: Inventory, masters: Sequence[Node], others: Sequen
     for other in others:
         one = cfg.for_url(master_urls(cfg.url, [other], 8200)[0])
         try:
-            body = Http(one).call("GET", "/v1/sys/health", params={"standbyok": "true"}, ok=(200, 429))
+            body = vault_health(Api(one))
         except ActionFailed as e:
             problems.append(f"vault on {other.name}: {e}")
             continue

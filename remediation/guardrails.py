@@ -10,10 +10,11 @@ from typing import Any
 
 from acceptance.inventory import Node, RemediationSettings
 from acceptance.redaction import redact
-from acceptance.run import ITEM_KEY, Run
+from acceptance.run import ITEM_KEY
 from remediation import blast, budget, gates
 from remediation.audit import AuditLog
-from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off
+from remediation.clients import Api, Nomad, drain_until_idle, move_leadership_off
+from remediation.context import RemediationRun
 from remediation.decision import Decision, Failure, Stop
 from remediation.fixtures import escalation_action
 from remediation.lock import ConsulLock, describe, holder_of
@@ -24,7 +25,7 @@ from reports.outcomes import PASSING
 
 
 class Guardrails:
-    run: Run
+    run: RemediationRun
     mode: Mode
     say: Callable[[str], None]
     failures: list[Failure]
@@ -32,7 +33,7 @@ class Guardrails:
     audit: AuditLog
     masters: list[Node]
     agents: list[Node]
-    consul: Http
+    consul: Api
     state: ClusterState
     nomad: Nomad
     lock: ConsulLock | None
@@ -41,19 +42,19 @@ class Guardrails:
 
     def _fresh(self, f: Failure) -> None:
         """The node's cached answers are forgotten: a re-check reads the node again."""
-        if self.run.nodes is not None and f.info.node.role in ("master", "agent"):
-            self.run.nodes.session(f.info.node).invalidate()
+        if self.run.connections.nodes is not None and f.info.node.role in ("master", "agent"):
+            self.run.connections.nodes.session(f.info.node).invalidate()
 
     def _stopped(self) -> str | None:
-        return gates.kill_switch(self.run.inventory, self.consul)
+        return gates.kill_switch(self.run.scope.inventory, self.consul)
 
     def _blast_radius(self) -> str | None:
-        failing_masters = {r.node for r in self.run.records if r.outcome == "failed" and r.role == "master"}
-        failing_agents = {r.node for r in self.run.records if r.outcome == "failed" and r.role == "agent"}
+        failing_masters = {r.node for r in self.run.results.records if r.outcome == "failed" and r.role == "master"}
+        failing_agents = {r.node for r in self.run.results.records if r.outcome == "failed" and r.role == "agent"}
         for f in self.failures:
             (failing_masters if f.info.node.role == "master" else failing_agents).add(f.info.node.name)
         try:
-            seen = blast.count_unhealthy(self.run.inventory, self.masters, self.agents)
+            seen = blast.count_unhealthy(self.run.scope.inventory, self.masters, self.agents)
         except Exception as e:  # counting must never let an action through
             return f"cannot count the unhealthy nodes ({type(e).__name__}: {redact(str(e))[:200]}): act on nothing"
         return blast.past_limit(seen, self.settings, failing_masters & {m.name for m in self.masters},
@@ -61,9 +62,9 @@ class Guardrails:
 
     def _every_node(self, f: Failure) -> str | None:
         role = f.info.node.role
-        everyone = {n.name for n in self.run.all_nodes if n.role == role}
+        everyone = {n.name for n in self.run.scope.all_nodes if n.role == role}
         failing = {g.info.node.name for g in self.failures if g.info.check_id == f.info.check_id}
-        failing |= {r.node for r in self.run.records if r.check == f.info.check_id and r.outcome == "failed"}
+        failing |= {r.node for r in self.run.results.records if r.check == f.info.check_id and r.outcome == "failed"}
         if len(everyone) > 1 and everyone <= failing:
             return f"every {role} fails {f.info.check_id}: a systemic fault, never all nodes at once; page a human"
         return None
@@ -117,7 +118,7 @@ class Guardrails:
                 raise Stop("refused", "lock", f"the lock is held by {describe(holder)}")
             return
         if self.lock is None and self.lock_refusal is None:
-            lock = ConsulLock(self.consul, self.settings.lock_key, self.settings.lock_ttl_s, self.run.run_id)
+            lock = ConsulLock(self.consul, self.settings.lock_key, self.settings.lock_ttl_s, self.run.info.run_id)
             self.lock_refusal = lock.acquire()
             self.lock = None if self.lock_refusal else lock
         if self.lock_refusal:
@@ -133,7 +134,7 @@ class Guardrails:
     def _node_healthy(self, node: str, again: bool = False) -> str | None:
         """None when every check of the node itself ran in this run and passed (or was fixed); ``again``: a check
         that did not pass (blocked while the node was down, say) is run once more now, after the fixes."""
-        items = [i for i in self.run.items.get(node, []) if on_the_node(i)]
+        items = [i for i in self.run.results.items.get(node, []) if on_the_node(i)]
         if not items:
             return f"no check of {node} itself ran in this run"
         bad = []
@@ -143,7 +144,7 @@ class Guardrails:
             if key in self.decisions:
                 ok = self.decisions[key].fixed
             else:
-                record = next((r for r in self.run.records if r.test_id == item.nodeid), None)
+                record = next((r for r in self.run.results.records if r.test_id == item.nodeid), None)
                 deferred = any(g.item is item for g in self.failures)
                 ok = record is not None and record.outcome in PASSING and not deferred
                 if not ok and again and record is not None and not deferred:
@@ -162,7 +163,7 @@ class Guardrails:
         if "lock" in action.gates:
             self._lock(dry)
         if "quorum" in action.gates:
-            stop = gates.quorum(self.run.inventory, node, self.masters)
+            stop = gates.quorum(self.run.scope.inventory, node, self.masters)
             if stop:
                 raise Stop("refused", "quorum", stop)
         if "node-healthy" in action.gates:
@@ -176,14 +177,14 @@ class Guardrails:
             prepared.append(self._drain(f, node))
         if "leadership" in action.gates:
             self._verify_lock()
-            prepared.append(move_leadership_off(self.run.inventory, node, self.masters, Progress(say=self.say)))
+            prepared.append(move_leadership_off(self.run.scope.inventory, node, self.masters, Progress(say=self.say)))
         return "; ".join(prepared)
 
     def _drain(self, f: Failure, node: Node) -> str:
         """Drained with its owner in the drain's Meta, remembered before draining (a killed run's drain is not
         forgotten); not idle by the settle time: left drained for the next run, never rebooted now."""
         self._verify_lock()
-        owner = {"run_id": self.run.run_id, "user": self.audit.who["user"], "host": self.audit.who["host"],
+        owner = {"run_id": self.run.info.run_id, "user": self.audit.who["user"], "host": self.audit.who["host"],
                  "check": f.info.check_id}
         self._update(lambda s: s["drained"].setdefault(node.name, {**owner, "since": time.time()}))
         deadline = self.settings.drain_deadline_s

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import json
 import os
 import socket
 import sys
@@ -31,7 +32,7 @@ import time
 from typing import Any
 
 from acceptance.inventory import InventoryError
-from remediation.clients import Http, consul_of
+from remediation.clients import Api, consul_of
 from remediation.model import ActionFailed
 from remediation.state import StateUnavailable, kv_entry, kv_json, put
 
@@ -41,7 +42,7 @@ def _utc(t: float) -> str:
 
 
 class ConsulLock:
-    def __init__(self, http: Http, key: str, ttl_s: float, run_id: str) -> None:
+    def __init__(self, http: Api, key: str, ttl_s: float, run_id: str) -> None:
         self.http = http
         self.key = key.strip("/")
         self.ttl_s = min(86400.0, max(20.0, float(ttl_s)))  # the session's TTL (half) within Consul's 10s-24h
@@ -70,12 +71,10 @@ class ConsulLock:
     def _take(self) -> str | None:
         try:
             # no NodeChecks: the lock must not end with the agent that answered (a master being rebooted)
-            created = self.http.call("PUT", "/v1/session/create", {
-                "Name": "alice-acceptance remediation", "TTL": f"{int(self.ttl_s / 2)}s", "Behavior": "delete",
-                "LockDelay": "0s", "NodeChecks": [], "ServiceChecks": []})
-            if not isinstance(created, dict) or not created.get("ID"):
+            created = self.http.lib("PUT /v1/session/create", lambda c: create_session(c, self.ttl_s))
+            if not isinstance(created, str) or not created:
                 raise ActionFailed("Consul's answer to creating a session has no ID")
-            self.session = str(created["ID"])
+            self.session = created
             taken = put(self.http, self.key, self.owner, params={"acquire": self.session})
         except (ActionFailed, StateUnavailable) as e:
             self._destroy()
@@ -114,7 +113,7 @@ class ConsulLock:
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl_s / 6):
             try:
-                self.http.call("PUT", f"/v1/session/renew/{self.session}")
+                self.http.lib("PUT /v1/session/renew", lambda c: c.session.renew(self.session))
             except ActionFailed:
                 self.lost.set()  # the action in progress finishes; nothing disruptive starts after it
                 return
@@ -122,15 +121,26 @@ class ConsulLock:
     def _destroy(self) -> None:
         if self.session:
             with contextlib.suppress(ActionFailed):  # else the TTL ends it
-                self.http.call("PUT", f"/v1/session/destroy/{self.session}")
+                self.http.lib("PUT /v1/session/destroy", lambda c: c.session.destroy(self.session))
         self.session = None
 
     def release(self) -> None:
         self._stop.set()
         if self.session:
-            with contextlib.suppress(ActionFailed):
-                self.http.call("PUT", f"/v1/kv/{self.key}", self.owner, params={"release": self.session})
+            with contextlib.suppress(ActionFailed, StateUnavailable):
+                put(self.http, self.key, self.owner, params={"release": str(self.session)})
         self._destroy()
+
+
+def create_session(consul: Any, ttl_s: float) -> Any:
+    """A session with no health check (the lock must not end with the agent that answered: a master being
+    rebooted). py-consul's ``session.create`` cannot leave out the service checks: its HTTP client's own put."""
+    from consul.callback import CB  # type: ignore[import-untyped]
+
+    body = {"Name": "alice-acceptance remediation", "TTL": f"{int(ttl_s / 2)}s", "Behavior": "delete",
+            "LockDelay": "0s", "NodeChecks": [], "ServiceChecks": []}
+    return consul.http.put(CB.json(is_id=True), "/v1/session/create", data=json.dumps(body),
+                           headers=consul.prepare_headers())
 
 
 def _owner(entry: dict[str, Any], key: str) -> dict[str, Any]:
@@ -141,7 +151,7 @@ def _owner(entry: dict[str, Any], key: str) -> dict[str, Any]:
     return owner if isinstance(owner, dict) else {}
 
 
-def holder_of(http: Http, key: str) -> dict[str, Any] | None:
+def holder_of(http: Api, key: str) -> dict[str, Any] | None:
     """The lock's owner and ``session`` (None: free); StateUnavailable when Consul cannot tell."""
     entry = kv_entry(http, key.strip("/"))
     if entry is None or not entry.get("Session"):
@@ -157,7 +167,7 @@ def describe(holder: dict[str, Any]) -> str:
     return text
 
 
-def release_hold(http: Http, key: str) -> str:
+def release_hold(http: Api, key: str) -> str:
     """``alice-acceptance release``: end a hold (what was released); ActionFailed when the lock is a running
     run's (or it cannot be read or released)."""
     try:
@@ -169,7 +179,7 @@ def release_hold(http: Http, key: str) -> str:
     if not holder.get("hold"):
         raise ActionFailed(f"{key} is held by {describe(holder)}, a remediation run's lock, not a hold: not "
                            "released; if its owner is gone (check its host and pid), use `alice-acceptance lock break`")
-    http.call("PUT", f"/v1/session/destroy/{holder['session']}")
+    http.lib("PUT /v1/session/destroy", lambda c: c.session.destroy(holder["session"]))
     return f"released the hold of {describe(holder)}"
 
 
@@ -204,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{key}: held by {describe(holder)}")
     if args.command == "break":
         try:
-            http.call("PUT", f"/v1/session/destroy/{holder['session']}")
+            http.lib("PUT /v1/session/destroy", lambda c: c.session.destroy(holder["session"]))
         except ActionFailed as e:
             print(f"cannot break it: {e}", file=sys.stderr)
             return 1

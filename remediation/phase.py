@@ -18,7 +18,8 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from acceptance import verdicts
-from acceptance.run import ITEM_KEY, Run
+from acceptance.run import ITEM_KEY
+from remediation.context import REMEDIATION_KEY, RemediationRun
 from remediation.decision import Decision, Failure, detail
 from remediation.engine import ACTION_KEY, Engine
 from remediation.model import MODES, Mode
@@ -46,7 +47,10 @@ def say(config: pytest.Config) -> Callable[[str], None]:
     return write
 
 
-def start(config: pytest.Config, run: Run) -> None:
+def start(config: pytest.Config, run: RemediationRun) -> None:
+    """Keep what remediation reads of the run (its fixtures are set up in every process, whatever the mode);
+    with a mode other than ``off``, register the remediation phase."""
+    config.stash[REMEDIATION_KEY] = run
     mode = mode_of(config)
     if mode == "off":
         return
@@ -54,10 +58,10 @@ def start(config: pytest.Config, run: Run) -> None:
         raise pytest.UsageError(f"--remediate={mode} runs in one process (its guardrails count failures across the "
                                 "cluster): drop -n / --dist")
     config.pluginmanager.register(RemediationPlugin(Engine(run, mode, say=say(config))), PLUGIN_NAME)
-    run.remediate = mode
+    run.mode = mode
 
 
-def exit_status(run: Run, status: int) -> int:
+def exit_status(run: RemediationRun, status: int) -> int:
     """A failed run whose remediation escalated to a human exits ``NEEDS_HUMAN``, not 1."""
     if status == pytest.ExitCode.TESTS_FAILED and any(e.get("verdict") == "escalated" for e in run.audit):
         return NEEDS_HUMAN

@@ -10,19 +10,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from acceptance.run import Run
 from remediation import gates
 from remediation.audit import AuditLog
-from remediation.clients import Http, Nomad, drain_until_idle, move_leadership_off, write_config
+from remediation.clients import Api, Nomad, drain_until_idle, move_leadership_off, write_config
+from remediation.context import RemediationRun
 from remediation.lock import ConsulLock
 from remediation.model import ActionFailed, NeedsHuman, Progress
 from remediation.state import StateUnavailable
 
 
-def prepare(run: Run, say: Callable[[str], None]) -> None:
-    gate = run.gate
+def prepare(run: RemediationRun, say: Callable[[str], None]) -> None:
+    gate = run.scope.gate
     assert gate is not None
-    audit = AuditLog(run.report_dir, run.run_id, "prepare")
+    audit = AuditLog(run.info.report_dir, run.info.run_id, "prepare")
     start = time.monotonic()
     try:
         verdict, reason, guardrail = _prepare(run, audit, say)
@@ -35,31 +35,31 @@ def prepare(run: Run, say: Callable[[str], None]) -> None:
     say(f"prepare {gate.title}: {verdict}: {reason}")
 
 
-def _prepare(run: Run, audit: AuditLog, say: Callable[[str], None]) -> tuple[str, str, str | None]:
+def _prepare(run: RemediationRun, audit: AuditLog, say: Callable[[str], None]) -> tuple[str, str, str | None]:
     """(verdict, reason, the guardrail that refused)."""
-    gate = run.gate
+    gate = run.scope.gate
     assert gate is not None
-    settings = run.inventory.remediation
-    masters = [n for n in run.all_nodes if n.role == "master"]
+    settings = run.scope.inventory.remediation
+    masters = [n for n in run.scope.all_nodes if n.role == "master"]
     progress = Progress(say=say)
-    consul = Http(write_config("consul", run.inventory, masters))
-    stop = gates.kill_switch(run.inventory, consul)
+    consul = Api(write_config("consul", run.scope.inventory, masters))
+    stop = gates.kill_switch(run.scope.inventory, consul)
     if stop:
         return "refused", stop, "kill-switch"
-    lock = ConsulLock(consul, settings.lock_key, settings.lock_ttl_s, run.run_id)
+    lock = ConsulLock(consul, settings.lock_key, settings.lock_ttl_s, run.info.run_id)
     refusal = lock.hold(f"{gate.title}: held for {audit.who['user']}@{audit.who['host']} until "
                         "`alice-acceptance release`")
     if refusal:
         return "refused", refusal, "lock"
     held = f"the remediation lock is held for the human until `alice-acceptance release` (or {settings.lock_ttl_s} s)"
     if gate.node.role == "master":
-        stop = gates.quorum(run.inventory, gate.node, masters)
+        stop = gates.quorum(run.scope.inventory, gate.node, masters)
         if stop:
             lock.release()
             return "refused", stop, "quorum"
-        return "taken", f"{move_leadership_off(run.inventory, gate.node, masters, progress)}; {held}", None
-    nomad = Nomad(Http(write_config("nomad", run.inventory, masters)))
-    owner = {"drained_by": f"{audit.who['user']} (alice-acceptance gate --prepare)", "run_id": run.run_id,
+        return "taken", f"{move_leadership_off(run.scope.inventory, gate.node, masters, progress)}; {held}", None
+    nomad = Nomad(Api(write_config("nomad", run.scope.inventory, masters)))
+    owner = {"drained_by": f"{audit.who['user']} (alice-acceptance gate --prepare)", "run_id": run.info.run_id,
              "host": audit.who["host"], "for": gate.title}
     running = drain_until_idle(nomad, gate.node, settings.drain_deadline_s, settings.drain_deadline_s + 60,
                                progress, owner, gate.allowed_jobs, for_human=True)

@@ -10,15 +10,13 @@ empty budget would forget what earlier runs did.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from remediation.clients import Http
+from remediation.clients import Api
 from remediation.model import ActionFailed
 
 T = TypeVar("T")
@@ -30,31 +28,29 @@ class StateUnavailable(Exception):
     """The cluster-wide state cannot be read or written: which key and why (never a token)."""
 
 
-def kv_entry(http: Http, key: str) -> dict[str, Any] | None:
+def kv_entry(http: Api, key: str) -> dict[str, Any] | None:
     """The KV entry at ``key`` (Key, Value, Session, ModifyIndex, ...); None when the key does not exist.
 
-    Consul answers a missing key with 404 and an empty body and an existing one with a JSON list of one entry;
-    anything else (no answer, a refusal, an HTML page) is StateUnavailable."""
+    py-consul ``kv.get``: None for Consul's 404, else the one entry, its Value decoded; anything else (no answer,
+    a refusal, an HTML page) is StateUnavailable."""
     try:
-        answer = http.call("GET", f"/v1/kv/{key}", ok=(200, 404))
+        entry = http.lib(f"GET /v1/kv/{key}", lambda c: c.kv.get(key)[1])
     except ActionFailed as e:
         raise StateUnavailable(f"{key}: {e}") from None
-    if answer is None:
+    if entry is None:
         return None
-    entry = answer[0] if isinstance(answer, list) and len(answer) == 1 else None
     if not isinstance(entry, dict) or type(entry.get("ModifyIndex")) is not int:
-        raise StateUnavailable(f"{key}: Consul's answer is not a KV entry ({type(answer).__name__})")
+        raise StateUnavailable(f"{key}: Consul's answer is not a KV entry ({type(entry).__name__})")
     return entry
 
 
 def kv_value(entry: dict[str, Any], key: str) -> bytes:
-    value = entry.get("Value")
+    value = entry.get("Value")  # py-consul decoded Consul's base64
     if value is None:
         return b""
-    try:
-        return base64.b64decode(str(value), validate=True)
-    except (binascii.Error, ValueError):
-        raise StateUnavailable(f"{key}: the value is not base64 as Consul sends it") from None
+    if not isinstance(value, bytes):
+        raise StateUnavailable(f"{key}: the value is not base64 as Consul sends it")
+    return value
 
 
 def kv_json(entry: dict[str, Any], key: str) -> Any:
@@ -65,10 +61,11 @@ def kv_json(entry: dict[str, Any], key: str) -> Any:
         raise StateUnavailable(f"{key}: the value is not JSON") from None
 
 
-def put(http: Http, key: str, body: Any, params: dict[str, str] | None = None) -> bool:
-    """Write ``body`` as JSON; Consul's true/false (false: a check-and-set or lock that did not match)."""
+def put(http: Api, key: str, body: Any, params: dict[str, str] | None = None) -> bool:
+    """Write ``body`` as JSON (py-consul ``kv.put``, ``params``: cas, acquire, release); Consul's true/false
+    (false: a check-and-set or lock that did not match)."""
     try:
-        answer = http.call("PUT", f"/v1/kv/{key}", body, params=params)
+        answer = http.lib(f"PUT /v1/kv/{key}", lambda c: c.kv.put(key, json.dumps(body), **(params or {})))
     except ActionFailed as e:
         raise StateUnavailable(f"{key}: {e}") from None
     if not isinstance(answer, bool):
@@ -77,7 +74,7 @@ def put(http: Http, key: str, body: Any, params: dict[str, str] | None = None) -
 
 
 class ClusterState:
-    def __init__(self, http: Http, key: str) -> None:
+    def __init__(self, http: Api, key: str) -> None:
         self.http = http
         self.key = key.strip("/")
 

@@ -15,15 +15,16 @@ import getpass
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from acceptance.inventory import InventoryError
-from remediation.clients import Http, consul_of
+from remediation.clients import Api, consul_of
 from remediation.model import ActionFailed
 from remediation.state import ATTEMPTS, StateUnavailable, kv_entry, kv_json, kv_value, put
 
 
-def stop(http: Http, key: str, reason: str, run_id: str | None = None) -> dict[str, Any]:
+def stop(http: Api, key: str, reason: str, run_id: str | None = None) -> dict[str, Any]:
     """Stop remediation cluster-wide (a stop already there is replaced); what was stored."""
     entry: dict[str, Any] = {"reason": reason, "user": getpass.getuser(), "host": socket.gethostname(),
                              "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -34,14 +35,14 @@ def stop(http: Http, key: str, reason: str, run_id: str | None = None) -> dict[s
     return entry
 
 
-def stopped(http: Http, key: str) -> dict[str, Any] | None:
+def stopped(http: Api, key: str) -> dict[str, Any] | None:
     """The stop in force (None: remediation may run); StateUnavailable when Consul cannot tell."""
     key = key.strip("/")
     entry = kv_entry(http, key)
     return None if entry is None else _parse(entry, key)
 
 
-def resume(http: Http, key: str) -> dict[str, Any] | None:
+def resume(http: Api, key: str) -> dict[str, Any] | None:
     """Lift the stop; what it was (None: there was none). Check-and-set: a stop set meanwhile is not lifted
     unseen, it is read again and lifted as the one returned."""
     key = key.strip("/")
@@ -50,12 +51,16 @@ def resume(http: Http, key: str) -> dict[str, Any] | None:
         if entry is None:
             return None
         try:
-            deleted = http.call("DELETE", f"/v1/kv/{key}", params={"cas": str(entry["ModifyIndex"])})
+            deleted = http.lib(f"DELETE /v1/kv/{key}", _delete(key, int(entry["ModifyIndex"])))
         except ActionFailed as e:
             raise StateUnavailable(f"{key}: {e}") from None
         if deleted is True:
             return _parse(entry, key)
     raise StateUnavailable(f"{key}: changed by someone else during each of {ATTEMPTS} attempts to resume")
+
+
+def _delete(key: str, index: int) -> Callable[[Any], Any]:
+    return lambda c: c.kv.delete(key, cas=index)  # py-consul kv.delete, check-and-set
 
 
 def describe_stop(entry: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """pytest-html in a run of the suite: the plugin that makes its report the run's report.html.
 
-Registered by ``acceptance.plugin`` at configure (``--inventory`` runs), before pytest-html's own configure:
+Registered by ``alice_acceptance.plugin`` at configure (``--inventory`` runs), before pytest-html's own configure:
 
 - pytest-html is switched on, self-contained, its page at ``<report_dir>/<run id>/report.html`` (unless
   ``--html`` names another file), this suite's style sheet appended (pytest-html's ``--css``);

@@ -1,9 +1,9 @@
-"""Which host an address names. Servers report themselves by IP (Nomad's and Consul's ``ip:port`` of their RPC
-advertise address, Vault's ``api_addr``) while the inventory names nodes by host name, so the two are compared
-by what the name resolves to, never as strings. A name is resolved once per process, with a deadline."""
+"""Servers report themselves by IP while the inventory names hosts: the two are compared by what the name
+resolves to (once per process, with a deadline), never as strings."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import socket
@@ -26,10 +26,9 @@ def host_of(address: str) -> str:
 
 
 def _literal(host: str) -> str | None:
-    try:
+    with contextlib.suppress(ValueError):
         return str(ipaddress.ip_address(host))
-    except ValueError:
-        return None
+    return None
 
 
 @functools.cache
@@ -58,6 +57,6 @@ def same_host(a: str, b: str) -> bool:
 
 
 def first_address(host: str) -> str | None:
-    """One IP of ``host`` (sorted, so the same each time), for clients that only take IPs (DNS resolvers)."""
+    """One IP of ``host`` (the same each time), for clients that only take IPs (DNS resolvers)."""
     found = sorted(addresses(host_of(host)))
     return found[0] if found else None

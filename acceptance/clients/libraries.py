@@ -1,20 +1,11 @@
-"""The one client factory: each API's official library (python-nomad, py-consul, hvac; plain requests for the
-rest) on a session from :func:`acceptance.clients.transport.new_session`, so every request, read or write, is
-bounded in time and size, follows no redirect and reads no environment.
-
-:class:`LibClient` is one address of one API. :meth:`LibClient.request` goes through the library's own request
-path (python-nomad ``Requester._request``, py-consul ``HTTPClient.get/put/...``, hvac ``Adapter.request``) and
-gives back the raw answer whatever its status, so the snapshots (:mod:`acceptance.clients.call`) classify every
-status the same way for every API; :meth:`LibClient.get` is that answer as an :class:`Answer` within a timeout.
-Named library methods are used where the caller wants the library's own parsing (``client.lib``).
-"""
+"""The one client factory: each API's library (python-nomad, py-consul, hvac; plain requests for Prometheus) on
+a :func:`~acceptance.clients.transport.new_session` session. A status the caller expects (``ok``: autopilot's
+429) is an answer even where the library raises on it; any other failure is the library's exception."""
 
 from __future__ import annotations
 
-import json
-import time
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import requests
@@ -22,42 +13,50 @@ import requests
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.transport import Answer, deadline, new_session
 
+LibCall = Callable[[Any], Any]  # one named method of the library's client, e.g. ``lambda n: n.nodes.get_nodes()``
+
 
 class LibClient:
-    """One address of one API through its library; ``lib`` is the library's client object."""
-
-    def __init__(self, cfg: ApiConfig, url: str | None = None, *, json_api: bool = False) -> None:
+    def __init__(self, cfg: ApiConfig, url: str | None = None, *, json_api: bool = True) -> None:
         self.cfg = cfg
         self.url = (url or cfg.url).rstrip("/")
         self.session = new_session(verify=cfg.verify, cert=cfg.client_cert, api=cfg.name, json_api=json_api)
+        self.session.hooks["response"].append(self._keep)
+        # the token on every request, whatever the library does with it: py-consul's agent.members() sends none,
+        # and Consul then answers an ACL-filtered (empty) list with 200
+        self.session.headers.update(cfg.headers)
+        self.last: requests.Response | None = None
         self.lib: Any = self._make()
 
+    def _keep(self, response: requests.Response | None, *args: Any, **kwargs: Any) -> None:
+        self.last = response  # what the library was answered, headers included, whatever it made of it
+
     def _make(self) -> Any:
-        return None
+        return self.session
 
-    def _send(self, method: str, path: str, params: Mapping[str, str], body: Any) -> requests.Response | Any:
-        return self.session.request(method, self.url + path, params=dict(params), json=body,
-                                    headers=self.cfg.headers, timeout=self.cfg.timeout, allow_redirects=False)
-
-    def request(self, method: str, path: str, params: Mapping[str, str] | None = None, body: Any = None
-                ) -> tuple[int, dict[str, str], bytes]:
-        """(status, headers with lower-case names, body) of ``method path``, whatever the status."""
-        r = self._send(method.upper(), path, params or {}, body)
-        content = r.content if isinstance(r, requests.Response) else r.body
-        code = r.status_code if isinstance(r, requests.Response) else r.code
-        data = content.encode("utf-8") if isinstance(content, str) else bytes(content or b"")
-        return int(code), {k.lower(): v for k, v in r.headers.items()}, data
-
-    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None) -> Answer:
-        start = time.monotonic()
+    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None, *,
+            call: LibCall | None = None, ok: tuple[int, ...] = (200,)) -> Answer:
+        """``call(lib)`` (without one: ``GET path`` on the session) within ``timeout_s``."""
+        self._keep(None)
+        data: Any = None
         with deadline(max(0.05, timeout_s)):
-            status, headers, body = self.request("GET", path, params)
-        return Answer(self.url, path, status, headers, body, time.monotonic() - start)
-
-    def json(self, method: str, path: str, params: Mapping[str, str] | None = None, body: Any = None) -> Any:
-        """The answer's JSON (None when empty), for a ``json_api`` client whose transport checked it already."""
-        _, _, data = self.request(method, path, params, body)
-        return json.loads(data) if data.strip() else None
+            try:
+                if call is None:
+                    self.session.get(self.url + path, params=dict(params or {}), headers=self.cfg.headers,
+                                     timeout=self.cfg.timeout, allow_redirects=False)
+                else:
+                    data = call(self.lib)
+            except Exception:
+                if self.last is None or self.last.status_code not in ok or self.last.status_code < 300:
+                    raise  # a status the caller expects is an answer, whatever the library made of it
+                data = None
+        r = self.last
+        if r is None:
+            raise requests.ConnectionError(f"{self.cfg.title}: no answer to {path}")
+        if isinstance(data, requests.Response):
+            data = None  # hvac gives back the response of a status it does not decode
+        return Answer(self.url, path, r.status_code, {k.lower(): v for k, v in r.headers.items()},
+                      bytes(r.content or b""), data)
 
     def close(self) -> None:
         self.session.close()
@@ -66,22 +65,22 @@ class LibClient:
 class NomadClient(LibClient):
     def _make(self) -> Any:
         import nomad  # python-nomad
+        from nomad.api.base import Requester  # type: ignore[import-untyped]
 
-        return nomad.Nomad(address=self.url, token=self.cfg.token, timeout=self.cfg.timeout, verify=self.cfg.verify,
-                           cert=self.cfg.client_cert or (), session=self.session)
-
-    def _send(self, method: str, path: str, params: Mapping[str, str], body: Any) -> Any:
-        import nomad.api.exceptions as nx  # type: ignore[import-untyped]
-
-        try:  # the library's own request path: its token header, its namespace and region rules
-            return self.lib.nodes._request(method=method.lower(), endpoint=path.lstrip("/"), params=dict(params),
-                                           json=body, allow_redirects=False, timeout=self.cfg.timeout)
-        except nx.BaseNomadException as e:
-            if isinstance(e.nomad_resp, requests.Response):
-                return e.nomad_resp  # a non-2xx: classified by status like every API's
-            if isinstance(e.nomad_resp, BaseException):
-                raise e.nomad_resp from None
-            raise
+        client = nomad.Nomad(address=self.url, token=self.cfg.token, timeout=self.cfg.timeout,
+                             verify=self.cfg.verify, cert=self.cfg.client_cert or (), session=self.session)
+        # python-nomad takes NOMAD_TOKEN/NOMAD_REGION/NOMAD_NAMESPACE for a value it was not given: a remediation
+        # client without its write token would send the checks' token. Each endpoint keeps its own copy; the
+        # namespace is passed by the calls that need one (jobs, allocations).
+        todo, seen = list(vars(client).values()), set()
+        while todo:  # endpoints hold endpoints (status.leader, status.peers)
+            endpoint = todo.pop()
+            if type(endpoint).__module__.startswith("nomad.api.") and id(endpoint) not in seen:
+                seen.add(id(endpoint))
+                if isinstance(endpoint, Requester):
+                    endpoint.token, endpoint.region, endpoint.namespace = self.cfg.token, None, None
+                todo.extend(vars(endpoint).values())
+        return client
 
 
 class ConsulClient(LibClient):
@@ -96,30 +95,19 @@ class ConsulClient(LibClient):
         client.http.session = self.session
         return client
 
-    def _send(self, method: str, path: str, params: Mapping[str, str], body: Any) -> Any:
-        http, headers, query = self.lib.http, self.lib.prepare_headers(), list(params.items())
-        if method == "GET":
-            return http.get(lambda r: r, path, params=query, headers=headers, raw=True)
-        data = json.dumps(body) if body is not None else ""
-        return getattr(http, method.lower())(lambda r: r, path, params=query, data=data, headers=headers)
-
 
 class VaultClient(LibClient):
     def _make(self) -> Any:
         import hvac
-        import hvac.adapters  # type: ignore[import-untyped]
 
-        return hvac.Client(url=self.url, token=self.cfg.token, cert=self.cfg.client_cert, verify=self.cfg.verify,
-                           timeout=self.cfg.timeout, session=self.session, allow_redirects=False,
-                           adapter=hvac.adapters.RawAdapter)
-
-    def _send(self, method: str, path: str, params: Mapping[str, str], body: Any) -> Any:
-        return self.lib.adapter.request(method, path, params=dict(params), json=body, raise_exception=False)
+        # "" rather than None: hvac would take VAULT_TOKEN or ~/.vault-token for a missing token
+        return hvac.Client(url=self.url, token=self.cfg.token or "", cert=self.cfg.client_cert, verify=self.cfg.verify,
+                           timeout=self.cfg.timeout, session=self.session, allow_redirects=False)
 
 
 CLIENTS: dict[str, type[LibClient]] = {"nomad": NomadClient, "consul": ConsulClient, "vault": VaultClient}
 
 
-def client_for(cfg: ApiConfig, url: str | None = None, *, json_api: bool = False) -> LibClient:
-    """The API's client on one address (its library, else plain requests), on a hardened session."""
-    return CLIENTS.get(cfg.name, LibClient)(cfg, url, json_api=json_api)
+def client_for(cfg: ApiConfig, url: str | None = None, *, json_api: bool | None = None) -> LibClient:
+    """JSON APIs' sessions refuse a 3xx and a non-JSON 2xx body (Prometheus' text probes are not JSON)."""
+    return CLIENTS.get(cfg.name, LibClient)(cfg, url, json_api=cfg.name in CLIENTS if json_api is None else json_api)

@@ -1,14 +1,11 @@
 """OpenStack through openstacksdk (clouds.yaml / OS_CLOUD): the servers of the VM project and of the physical
-nodes' project, the flavors, and the volume attachments of the VM agents; parsed as Nova documents them
-(reference/api/openstack), whatever the microversion."""
+nodes' project, the flavors, and the VM agents' volume attachments, as Nova documents them at any microversion."""
 
 from __future__ import annotations
 
-import fnmatch
-import re
-import threading
+import functools
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -16,10 +13,10 @@ from acceptance.clients import shapes, transport
 from acceptance.clients.call import Deadline, parse_answer
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status
-from acceptance.clients.openstack_cloud import GRACE_S, Cloud, Side, api_error, connect, select_cloud, unwrap
+from acceptance.clients.openstack_cloud import Cloud, Side, api_error, bounded_all, connect, late, select_cloud, unwrap
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
 from acceptance.clients.transport import Answer
-from acceptance.inventory import Expectations, Inventory, Node
+from acceptance.inventory import Inventory, Node
 
 T = TypeVar("T")
 PROJECTS: tuple[Side, ...] = ("vm", "metal")  # vm: masters and VM agents; metal: bare-metal agents
@@ -43,8 +40,6 @@ class Server:
 
 @dataclass(frozen=True)
 class Project:
-    """One project's servers, and which cloud (and clouds.yaml setting) they were listed with."""
-
     servers: list[Server]
     label: str
 
@@ -56,9 +51,6 @@ class OpenStackSnapshot(ApiSnapshot):
     attachments = Part[PerNode[list[str]]]()  # devices attached to each VM agent's server
 
     TOKEN_PARTS = ("vm", "metal")
-
-
-# --------------------------------------------------------------------------- parsers
 
 
 def parse_servers(body: Any, flavors: Mapping[str, str] | None = None) -> list[Server]:
@@ -94,9 +86,6 @@ def attached_devices(body: Any) -> list[str]:
             for i, a in enumerate(shapes.items(shapes.obj(body, "the body"), "volumeAttachments", "the body"))]
 
 
-# --------------------------------------------------------------------------- fetch
-
-
 def _cfg(cloud: Cloud) -> ApiConfig:
     return ApiConfig(name="openstack", urls=(f"cloud {cloud.name!r}",), ca_source="the cloud's cacert in "
                      "clouds.yaml (OS_CLIENT_CONFIG_FILE)", token_var="the cloud's credentials in clouds.yaml "
@@ -104,7 +93,6 @@ def _cfg(cloud: Cloud) -> ApiConfig:
 
 
 def _answer(conn: Any, cfg: ApiConfig, path: str) -> Answer:
-    """``GET path`` on the compute endpoint; the body was capped by the transport while it streamed."""
     response = conn.compute.get(path, raise_exc=False)
     answer = Answer(cfg.url, path, int(response.status_code), {k.lower(): v for k, v in response.headers.items()},
                     bytes(response.content or b""))
@@ -117,8 +105,7 @@ def _get(conn: Any, cfg: ApiConfig, path: str, parse: Callable[[Any], T]) -> T:
 
 
 def list_servers(cloud: Cloud) -> list[Server]:
-    """The project's servers (one ``GET /servers/detail``, flavors by name where Nova gives them), for discovery;
-    call it inside ``transport.deadline``. An :class:`ApiError` for any failure."""
+    """The project's servers (flavors by name where Nova gives them), for discovery; an ApiError for any failure."""
     cfg = _cfg(cloud)
     try:
         return _get(connect(cloud), cfg, "/servers/detail", parse_servers)
@@ -149,59 +136,35 @@ def _fetch_project(cloud: Cloud, vm_agents: Sequence[str],
                 attachments[s.name] = api_error(cfg, path, e)
         return Project(servers, cloud.label), attachments
     except Exception as e:  # openstacksdk and keystoneauth raise many types: one line
-        late = deadline.passed() and isinstance(unwrap(e), transport.Aborted)
-        return _late(cloud, deadline) if late else api_error(cfg, path, e), attachments
-
-
-def _late(cloud: Cloud, deadline: Deadline) -> ApiError:
-    return ApiError("unreachable", f"OpenStack ({cloud.label}) did not answer within the deadline of "
-                                   f"{deadline.seconds:g} s (apis.deadline_s)")
-
-
-def _timeout(inventory: Inventory) -> float:
-    settings = inventory.apis.openstack
-    return float(settings.timeout_s if settings else 30)
+        if deadline.passed() and isinstance(unwrap(e), transport.Aborted):
+            return late(cloud.label, deadline.seconds), attachments
+        return api_error(cfg, path, e), attachments
 
 
 def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None = None) -> OpenStackSnapshot:
-    """Both projects at once, each within the snapshot's deadline (``transport.deadline``: every request of
-    keystoneauth and openstacksdk ends by then), in daemon threads the snapshot stops waiting for at the deadline
-    all the same (see :func:`openstack_cloud.bounded`)."""
+    """Both projects at once, within the snapshot's deadline (see :func:`openstack_cloud.bounded_all`)."""
     snap = OpenStackSnapshot()
     seconds = deadline_s if deadline_s is not None else float(inventory.apis.deadline_s)
     deadline = Deadline(seconds)
+    settings = inventory.apis.openstack
+    timeout_s = min(seconds, float(settings.timeout_s if settings else 30))
     chosen: dict[str, Cloud | ApiError] = {}
     with warnings.catch_warnings():  # openstacksdk's deprecation notices are not the operator's business
         warnings.simplefilter("ignore")
         for project in PROJECTS:
             try:
-                chosen[project] = select_cloud(inventory, project, timeout_s=min(seconds, _timeout(inventory)))
+                chosen[project] = select_cloud(inventory, project, timeout_s=timeout_s)
             except ApiError as e:
                 chosen[project] = e
     vm_agents = [n.name for n in nodes if n.role == "agent" and n.kind != "metal"]
-    results: dict[str, tuple[Project | ApiError, dict[str, list[str] | ApiError]]] = {}
-    threads = []
-    for side, cloud in chosen.items():
-        if isinstance(cloud, ApiError):
-            results[side] = cloud, {}
-            continue
-
-        def run(p: str = side, c: Cloud = cloud) -> None:
-            with warnings.catch_warnings(), transport.deadline(max(0.0, deadline.left())):
-                warnings.simplefilter("ignore")
-                results[p] = _fetch_project(c, vm_agents, deadline)
-
-        thread = threading.Thread(target=run, name=f"openstack-{side}", daemon=True)
-        thread.start()
-        threads.append(thread)
-    for thread in threads:
-        thread.join(max(0.0, deadline.left() + GRACE_S))
+    clouds = {side: c for side, c in chosen.items() if isinstance(c, Cloud)}
+    results = bounded_all(max(0.0, deadline.left()), {
+        side: functools.partial(_fetch_project, c, vm_agents, deadline) for side, c in clouds.items()})
     attachments: dict[str, list[str] | ApiError] = {}
     for side, cloud in chosen.items():
-        got = results.get(side)
-        if got is None:
-            assert isinstance(cloud, Cloud)  # an error is a result
-            got = _late(cloud, deadline), {}
+        got = results.get(side, (late(cloud.label, seconds) if isinstance(cloud, Cloud) else cloud, {}))
+        if isinstance(got, Exception):  # _fetch_project makes one line of every failure
+            got = (api_error(_cfg(clouds[side]), "/servers/detail", got), {})
         snap.set_part(side, got[0])
         attachments.update(got[1])
     snap.attachments = PerNode("OpenStack", attachments)
@@ -211,94 +174,3 @@ def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None 
     if isinstance(err, ApiError) and (err.kind in ROOT_KINDS or err.kind in ("protocol", "redirect")):
         snap.root = err
     return snap
-
-
-# --------------------------------------------------------------------------- pure functions
-
-
-def project_of(node: Node) -> str:
-    return "metal" if node.role == "agent" and node.kind == "metal" else "vm"
-
-
-def find(servers: Iterable[Server], name: str) -> list[Server]:
-    return [s for s in servers if s.name == name or s.name.startswith(name + ".")]
-
-
-def active_problem(servers: Sequence[Server], node: Node, project_label: str) -> str | None:
-    found = find(servers, node.name)
-    if not found:
-        return f"no server {node.name} in {project_label}"
-    if len(found) > 1:
-        return f"{len(found)} servers named {node.name} in {project_label}"
-    if found[0].status != "ACTIVE":
-        return f"server {node.name} is {found[0].status}, expected ACTIVE"
-    return None
-
-
-def expected_flavor(node: Node, expect: Expectations) -> str:
-    """A glob: the node's own ``flavor``, else the ALICE default for its role and kind."""
-    if node.flavor:
-        return node.flavor
-    if node.role == "master":
-        return expect.master_flavor
-    return expect.metal_flavor_pattern if node.kind == "metal" else expect.vm_flavor
-
-
-def flavor_problem(server: Server, node: Node, expect: Expectations) -> str | None:
-    want = expected_flavor(node, expect)
-    if server.flavor is None:
-        return f"cannot tell the flavor of {node.name}"
-    if not fnmatch.fnmatchcase(server.flavor, want):
-        return f"{node.name} has flavor {server.flavor}, expected {want}"
-    return None
-
-
-def master_az_problems(servers: Sequence[Server], masters: Sequence[Node], zones: Sequence[str]) -> list[str]:
-    """The masters in as many distinct availability zones as there are masters; each in an expected zone and,
-    when the inventory says which, in that one."""
-    problems = []
-    seen: dict[str, list[str]] = {}
-    for m in masters:
-        found = find(servers, m.name)
-        if not found:
-            problems.append(f"{m.name}: no such server")
-            continue
-        az = found[0].az or "(none)"
-        seen.setdefault(az, []).append(m.name)
-        if zones and az not in zones:
-            problems.append(f"{m.name} is in {az}, not one of {', '.join(zones)}")
-        elif m.az and az != m.az:
-            problems.append(f"{m.name} is in {az}, the inventory says {m.az}")
-    shared = [f"{', '.join(names)} share {az}" for az, names in sorted(seen.items()) if len(names) > 1]
-    if shared:
-        problems.append(f"masters not in distinct availability zones: {'; '.join(shared)}")
-    return problems
-
-
-def agent_patterns(inventory: Inventory, nodes: Sequence[Node]) -> list[str]:
-    """What a build node's server name looks like: the agent discovery patterns, else the agents' name prefixes
-    (``alibuild01`` -> ``alibuild*``)."""
-    patterns = [r.pattern for r in inventory.discovery if r.role == "agent"]
-    if not patterns:
-        patterns = sorted({re.sub(r"\d+$", "", n.name) + "*" for n in nodes if n.role == "agent"})
-    return patterns
-
-
-def drift_problems(servers: Sequence[Server], nomad_nodes: Iterable[str], inventory_agents: Iterable[str],
-                   patterns: Sequence[str]) -> list[str]:
-    """Every build server in OpenStack is a Nomad node and in the inventory, and the reverse."""
-    def ours(names: Iterable[str]) -> set[str]:
-        short = {n.split(".")[0] for n in names}
-        return {n for n in short if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
-
-    build = ours(s.name for s in servers)
-    nomad = ours(nomad_nodes)
-    inv = ours(inventory_agents)
-    problems = []
-    for what, names in (("in OpenStack but not a Nomad node", build - nomad),
-                        ("in OpenStack but not in the inventory", build - inv),
-                        ("a Nomad node but not in OpenStack", nomad - build),
-                        ("in the inventory but not in OpenStack", inv - build)):
-        if names:
-            problems.append(f"{what}: {', '.join(sorted(names))}")
-    return problems

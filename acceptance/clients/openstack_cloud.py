@@ -1,19 +1,15 @@
-"""The one way the suite reaches OpenStack (the snapshot's reads, discovery and remediation): which clouds.yaml
-cloud (:func:`select_cloud`), and the openstacksdk Connection on a keystoneauth Session that can be neither
-redirected nor stretched (:func:`connect`).
-
-keystoneauth follows redirects itself (30 by default, a POST re-posted with its body): a 307 on
-``POST /v3/auth/tokens`` would send the clouds.yaml password wherever Keystone points, a 302 on a compute call
-the ``X-Auth-Token``. Here keystoneauth follows none (``redirect=False``), the requests session under it is the
-suite's bounded one (:func:`acceptance.clients.transport.new_session`: a total deadline per request, the body
-capped while it streams, no environment, no redirect), and a redirect status is an error naming where it
-pointed, raised before anything is sent there.
-"""
+"""The one way the suite reaches OpenStack (snapshot, discovery, remediation): which clouds.yaml cloud
+(:func:`select_cloud`), and openstacksdk on a keystoneauth Session over the suite's bounded requests session
+(:func:`connect`). keystoneauth follows redirects itself (30, a POST re-posted with its body: a 307 on
+``POST /v3/auth/tokens`` would send the password wherever Keystone points); here it follows none
+(``redirect=False``) and a redirect status is an error raised before anything is sent there."""
 
 from __future__ import annotations
 
 import os
 import threading
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -37,21 +33,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Cloud:
-    """A clouds.yaml cloud, loaded and checked: ``region`` is openstacksdk's CloudRegion."""
-
     name: str
     project: str | None  # a project_name override of the cloud's
     source: str  # the setting that chose it, for messages
-    region: Any
+    region: Any  # openstacksdk's CloudRegion
 
     @property
     def label(self) -> str:
         return f"{self.source} (cloud {self.name!r})"
-
-
-def insecure_allowed(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return env.get(INSECURE_VAR, "").strip().lower() in ("1", "true", "yes")
 
 
 def _choose(inventory: Inventory, side: Side, remediation: bool, project: str | None,
@@ -81,10 +70,9 @@ def _choose(inventory: Inventory, side: Side, remediation: bool, project: str | 
 
 def select_cloud(inventory: Inventory, side: Side = "vm", *, remediation: bool = False, project: str | None = None,
                  timeout_s: float | None = None, env: Mapping[str, str] | None = None) -> Cloud:
-    """The clouds.yaml cloud of one side (``project``: a project_name override), its calls bounded (timeouts,
-    no retries), its secrets remembered for redaction. An ``ApiError`` of kind config when none is set, when
-    clouds.yaml does not have it, or when it turns TLS verification off (``verify: false`` / ``insecure:
-    true``: refused unless ALICE_ACCEPTANCE_OPENSTACK_INSECURE=1)."""
+    """The clouds.yaml cloud of one side, its calls bounded (no retries), its secrets remembered for redaction;
+    a ``config`` ApiError when none is set or found, or when it turns TLS verification off (unless
+    ALICE_ACCEPTANCE_OPENSTACK_INSECURE=1)."""
     import openstack.config  # slow to import, and only needed with OpenStack
 
     env = os.environ if env is None else env
@@ -105,7 +93,7 @@ def select_cloud(inventory: Inventory, side: Side = "vm", *, remediation: bool =
                                  "or apis.openstack.clouds_yaml)") from None
     remember_mapping(region.config)
     verify, _ = region.get_requests_verify_args()
-    if verify is False and not insecure_allowed(env):
+    if verify is False and env.get(INSECURE_VAR, "").strip().lower() not in ("1", "true", "yes"):
         raise ApiError("config", f"OpenStack: cloud {name!r} in clouds.yaml turns TLS verification off (verify: "
                                  "false / insecure: true), which would send its password unchecked; fix: give it "
                                  f"cacert: <the CA file> (or set {INSECURE_VAR}=1 to allow it knowingly)")
@@ -113,8 +101,6 @@ def select_cloud(inventory: Inventory, side: Side = "vm", *, remediation: bool =
 
 
 class Redirected(transport.Redirected):
-    """A redirect status, refused before anything was sent where it points; ``what``: the request."""
-
     def __init__(self, what: str, status: int, location: str) -> None:
         super().__init__(status, location)
         self.what = what
@@ -124,17 +110,14 @@ class Redirected(transport.Redirected):
 
 
 def _refuse_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> None:
-    """A response hook: it runs before keystoneauth sees the answer, so nothing can follow it. (The transport's
-    ``json_api`` mode would refuse every 3xx, Keystone's 300 version list too.)"""
+    """A response hook: it runs before keystoneauth sees the answer (``json_api`` would refuse Keystone's 300)."""
     if response.status_code in REDIRECTS:
         what = f"{response.request.method} {response.request.path_url}"
         raise Redirected(what, response.status_code, response.headers.get("Location", ""))
 
 
 def connect(cloud: Cloud) -> Any:
-    """openstacksdk's Connection to the cloud, on a keystoneauth Session over the suite's bounded requests
-    session, with the cloud's CA and client certificate. Call it inside :func:`transport.deadline` to bound a
-    whole sequence of calls (the session's timeout bounds each one)."""
+    """openstacksdk's Connection on the bounded session; call it inside :func:`transport.deadline`."""
     import keystoneauth1.session
     import openstack.connection
 
@@ -149,13 +132,11 @@ def connect(cloud: Cloud) -> Any:
 
 
 def unwrap(exc: BaseException) -> BaseException:
-    """The suite's own error under keystoneauth's wrapping (``UnknownConnectionError(message, error)``): a
-    refused redirect, the transport's deadline or body cap; else ``exc``."""
+    """The suite's own error under keystoneauth's wrapping (``UnknownConnectionError(message, error)``)."""
     return _find(exc, (transport.Redirected, transport.Aborted, transport.TooLarge)) or exc
 
 
 def api_error(cfg: ApiConfig, path: str, exc: BaseException, timeout_s: float | None = None) -> ApiError:
-    """One :class:`ApiError` line for whatever openstacksdk, keystoneauth or requests raised."""
     inner = unwrap(exc)
     if isinstance(inner, Redirected):
         return ApiError("redirect", f"{where(cfg, cfg.url)}: {inner} — set auth_url in clouds.yaml (and Keystone's "
@@ -167,26 +148,38 @@ def api_error(cfg: ApiConfig, path: str, exc: BaseException, timeout_s: float | 
     return classify(cfg, cfg.url, path, inner, timeout_s)
 
 
-def bounded(seconds: float, label: str, fn: Callable[[], T]) -> T:
-    """``fn()`` inside ``transport.deadline(seconds)``, in a daemon thread the caller stops waiting for at the
+def bounded_all(seconds: float, fns: Mapping[str, Callable[[], T]]) -> dict[str, T | Exception]:
+    """Each ``fn()`` inside ``transport.deadline(seconds)``, in daemon threads the caller stops waiting for at the
     deadline: keystoneauth can also wait on itself, which no socket deadline ends (a 401 to its version discovery
-    makes it ask for a token while it holds its plugin's lock)."""
-    out: list[tuple[bool, Any]] = []
+    makes it ask for a token while it holds its plugin's lock). A fn that did not finish is missing."""
+    out: dict[str, T | Exception] = {}
 
-    def run() -> None:
-        with transport.deadline(seconds):
+    def run(key: str, fn: Callable[[], T]) -> None:
+        with transport.deadline(seconds), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # openstacksdk's deprecation notices are not the operator's business
             try:
-                out.append((True, fn()))
+                out[key] = fn()
             except Exception as e:  # handed to the caller's thread
-                out.append((False, e))
+                out[key] = e
 
-    thread = threading.Thread(target=run, name="openstack", daemon=True)
-    thread.start()
-    thread.join(seconds + GRACE_S)
-    if not out:
-        raise ApiError("unreachable", f"OpenStack ({label}) did not answer within the deadline of {seconds:g} s "
-                                      "(apis.deadline_s)")
-    ok, value = out[0]
-    if not ok:
+    threads = [threading.Thread(target=run, args=item, name=f"openstack-{item[0]}", daemon=True)
+               for item in fns.items()]
+    end = time.monotonic() + seconds + GRACE_S
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    return dict(out)
+
+
+def late(label: str, seconds: float) -> ApiError:
+    return ApiError("unreachable", f"OpenStack ({label}) did not answer within the deadline of {seconds:g} s "
+                                   "(apis.deadline_s)")
+
+
+def bounded(seconds: float, label: str, fn: Callable[[], T]) -> T:
+    """:func:`bounded_all` of one call: its value, else its exception raised, else :func:`late`."""
+    value = bounded_all(seconds, {"call": fn}).get("call", late(label, seconds))
+    if isinstance(value, Exception):
         raise value
-    return value  # type: ignore[no-any-return]
+    return value

@@ -1,25 +1,22 @@
-"""Prometheus' HTTP API: ``/-/healthy`` and ``/-/ready`` on every master (their text is checked, not only the
-status: an SSO page answering 200 is not a healthy Prometheus), the active targets and the remote_write queue
-metrics (as Prometheus 2.42 exposes them) through ``apis.prometheus``; parsed and shape-checked."""
+"""Prometheus: ``/-/healthy`` and ``/-/ready`` on every master (their text too: an SSO page answering 200 is not
+a healthy Prometheus), the active targets and the remote_write queue metrics (as 2.42 exposes them)."""
 
 from __future__ import annotations
 
 import re
-import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from acceptance.clients import shapes
-from acceptance.clients.call import Caller, Client, master_part
+from acceptance.clients.call import Caller, master_part
 from acceptance.clients.config import ApiConfig
-from acceptance.clients.errors import ApiError, protocol_error, redirect_error
-from acceptance.clients.hosts import same_host
+from acceptance.clients.errors import ApiError, check_status, protocol_error
+from acceptance.clients.libraries import LibClient
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode, attempt
 from acceptance.clients.transport import excerpt
 from acceptance.inventory import Node
 
-TITLE = "Prometheus"
 Q_FAILED = "rate(prometheus_remote_storage_samples_failed_total[2m])"
 Q_RETRIED = "rate(prometheus_remote_storage_samples_retried_total[2m])"
 Q_HIGHEST = "prometheus_remote_storage_highest_timestamp_in_seconds"
@@ -32,8 +29,6 @@ _TEXT = {"healthy": re.compile(r"^Prometheus (Server )?is Healthy\.$"),
 
 @dataclass(frozen=True)
 class Probe:
-    """One of /-/healthy, /-/ready: its status and whether the text is Prometheus' own."""
-
     status: int
     text: str  # escaped, bounded excerpt
 
@@ -64,9 +59,6 @@ class PrometheusSnapshot(ApiSnapshot):
     rw_sent = Part[Vector]()
 
 
-# --------------------------------------------------------------------------- parsers
-
-
 def _data(data: Any) -> Mapping[str, Any]:
     body = shapes.obj(data, "the body")
     status = shapes.string(body, "status", "the body")
@@ -76,14 +68,19 @@ def _data(data: Any) -> Mapping[str, Any]:
 
 
 def parse_targets(data: Any) -> list[Target]:
-    out = []
-    for i, t in enumerate(shapes.items(_data(data), "activeTargets", "data")):
-        where = f"activeTargets[{i}]"
-        shapes.numbers(t, where, ("lastScrapeDuration",))
-        out.append(Target(labels=shapes.str_map(shapes.key(t, "labels", where), f"{where}.labels"),
-                          health=shapes.string(t, "health", where, empty=False),
-                          last_error=shapes.string(t, "lastError", where, default="")))
-    return out
+    return shapes.records(_data(data), lambda t, w: Target(
+        labels=shapes.str_map(shapes.key(t, "labels", w), f"{w}.labels"),
+        health=shapes.string(t, "health", w, empty=False), last_error=shapes.string(t, "lastError", w, default="")),
+        "activeTargets", ("lastScrapeDuration",))
+
+
+def _sample(r: Mapping[str, Any], where: str) -> tuple[dict[str, str], float]:
+    value = shapes.arr(shapes.key(r, "value", where), f"{where}.value")
+    if len(value) != 2:
+        raise shapes.ShapeError(f"{where}.value has {len(value)} items, expected [time, value]")
+    shapes.finite(value[0], f"{where}.value[0]")
+    return (shapes.str_map(shapes.key(r, "metric", where), f"{where}.metric"),
+            shapes.finite(value[1], f"{where}.value[1]", numeric_string=True))
 
 
 def parse_vector(data: Any) -> Vector:
@@ -91,32 +88,19 @@ def parse_vector(data: Any) -> Vector:
     kind = shapes.string(body, "resultType", "data")
     if kind != "vector":
         raise shapes.ShapeError(f"data.resultType is {kind!r}, expected 'vector'")
-    out = []
-    for i, r in enumerate(shapes.items(body, "result", "data")):
-        where = f"result[{i}]"
-        value = shapes.arr(shapes.key(r, "value", where), f"{where}.value")
-        if len(value) != 2:
-            raise shapes.ShapeError(f"{where}.value has {len(value)} items, expected [time, value]")
-        shapes.finite(value[0], f"{where}.value[0]")
-        out.append((shapes.str_map(shapes.key(r, "metric", where), f"{where}.metric"),
-                    shapes.finite(value[1], f"{where}.value[1]", numeric_string=True)))
-    return out
+    return shapes.records(body, _sample, "result", ())
 
 
-# --------------------------------------------------------------------------- fetch
-
-
-def _probe(cfg: ApiConfig, client: Client, timeout: Callable[[], float]) -> MasterHealth:
-    """/-/healthy and /-/ready of one Prometheus: a status that is not 200 is a finding (kept), a 200 whose
-    text is not Prometheus' own is not an answer of Prometheus (protocol error)."""
+def _probe(cfg: ApiConfig, client: LibClient, timeout: Callable[[], float]) -> MasterHealth:
+    """A status that is not 200 is a finding (kept); a 200 whose text is not Prometheus' own is an error."""
     probes = {}
     for part in ("healthy", "ready"):
         answer = client.get(f"/-/{part}", timeout())
         if 300 <= answer.status < 400:
-            raise redirect_error(cfg, answer)
+            check_status(cfg, answer)
         text = answer.text().strip()
         if answer.status == 200 and not _TEXT[part].match(text):
-            raise protocol_error(cfg, answer, client.url, f"/-/{part}", "is not Prometheus' own text")
+            raise protocol_error(cfg, answer, "is not Prometheus' own text")
         probes[part] = Probe(answer.status, excerpt(text) if text else "''")
     return MasterHealth(probes["healthy"], probes["ready"])
 
@@ -135,89 +119,3 @@ def fetch(cfg: ApiConfig, masters: Sequence[Node], caller: Caller | None = None)
     snap.url = caller.url
     snap.decide_root()
     return snap
-
-
-# --------------------------------------------------------------------------- pure functions
-
-
-def health_problems(health: MasterHealth) -> list[str]:
-    problems = []
-    for part, probe in (("healthy", health.healthy), ("ready", health.ready)):
-        if probe.status != 200:
-            problems.append(f"/-/{part} answered {probe.status} {probe.text}".strip())
-    return problems
-
-
-def _host(instance: str) -> str:
-    if "://" in instance:
-        return urllib.parse.urlsplit(instance).hostname or instance
-    host = instance.rsplit(":", 1)[0] if instance.count(":") == 1 or instance.endswith("]") else instance
-    return host.strip("[]")
-
-
-def targets_of(targets: Iterable[Target], node: Node) -> list[Target]:
-    """The targets of an inventory node: label ``node`` equal to its name, else the instance's host is its
-    address, its name or its name's FQDN."""
-    out = []
-    for t in targets:
-        if "node" in t.labels:
-            if t.labels["node"] == node.name:
-                out.append(t)
-            continue
-        host = _host(t.labels.get("instance", ""))
-        if host and (host == node.name or host.startswith(node.name + ".")
-                     or same_host(host, node.address or node.name)):
-            out.append(t)
-    return out
-
-
-def _describe(t: Target) -> str:
-    error = t.last_error.strip()
-    return (f"{t.labels.get('job')}/{t.labels.get('instance')} {t.health}"
-            + (f" ({excerpt(error, 80)[1:-1]})" if error else ""))
-
-
-def targets_problems(targets: Sequence[Target], jobs: Sequence[str], nodes: Sequence[Node]) -> list[str]:
-    problems = []
-    for job in jobs:
-        mine = [t for t in targets if t.labels.get("job") == job]
-        if not mine:
-            problems.append(f"no target of job {job!r}")
-        problems += [_describe(t) for t in mine if t.health != "up"]
-    seen = set(problems)
-    for node in nodes:
-        mine = targets_of(targets, node)
-        if not mine:
-            problems.append(f"{node.name}: not scraped (no target with node={node.name} or its address)")
-        for t in mine:
-            text = _describe(t)
-            if t.health != "up" and text not in seen:
-                seen.add(text)
-                problems.append(text)
-    return problems
-
-
-def remote_write_problems(failed: Vector, highest: Vector, sent: Vector, max_lag_s: float,
-                          retried: Vector | None = None) -> list[str]:
-    """Per remote_write queue: no sample failed over 2 m, and the newest sample sent is at most ``max_lag_s``
-    behind the newest sample ingested (Prometheus 2.42: ``highest_timestamp_in_seconds`` has no queue labels)."""
-    if not sent:
-        return ["no remote_write queue reports prometheus_remote_storage_queue_highest_sent_timestamp_seconds "
-                "(remote_write not configured, or Prometheus does not scrape itself)"]
-    newest = max((v for _, v in highest), default=None)
-    failing = {(m.get("remote_name"), m.get("url")): v for m, v in failed}
-    retrying = {(m.get("remote_name"), m.get("url")): v for m, v in retried or []}
-    problems = []
-    for labels, sent_ts in sent:
-        key = (labels.get("remote_name"), labels.get("url"))
-        name = labels.get("url") or labels.get("remote_name") or "?"
-        if failing.get(key, 0) > 0:
-            problems.append(f"{name}: {failing[key]:.2f} samples/s failing")
-        if newest is not None:
-            lag = newest - sent_ts
-            if lag > max_lag_s:
-                retry = f", {retrying[key]:.1f} samples/s retried" if retrying.get(key, 0) > 0 else ""
-                problems.append(f"{name}: {lag:.0f} s behind (limit {max_lag_s:g} s{retry})")
-    if newest is None:
-        problems.append(f"no {Q_HIGHEST} sample: cannot tell the remote_write lag")
-    return problems

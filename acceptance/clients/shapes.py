@@ -1,39 +1,34 @@
 """Shape checks of the answers the suite reads: every key a check relies on is there, of the documented type,
-numbers finite. A violation is a :class:`ShapeError` saying what was expected where (``Servers[1].Voter is
-"yes" (str), expected true or false``); the caller turns it into a ``protocol`` error quoting the endpoint and
-the answer.
-
-Validators take the value and a ``where`` (a JSON-path-like label) and return the value typed.
-"""
+numbers finite. A violation is a :class:`ShapeError` saying what was expected where (``Servers[1].Voter is "yes"
+(str), expected true or false``), which the caller makes a ``protocol`` error quoting the endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from acceptance.inventory import valid_node_name
 
 T = TypeVar("T")
 _HOST = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252}))$")
+INDEXES = ("CreateIndex", "ModifyIndex")
 
 
 class ShapeError(ValueError):
-    """An answer does not have the documented shape."""
+    pass
 
 
 def describe(value: object) -> str:
-    """``"yes" (str)``: a short, escaped rendering of an unexpected value."""
+    """``"yes" (str)``: a short rendering of an unexpected value."""
     text = repr(value)
-    if len(text) > 40:
-        text = text[:37] + "..."
-    return f"{text} ({type(value).__name__})"
+    return f"{text[:37] + '...' if len(text) > 40 else text} ({type(value).__name__})"
 
 
 def _typed(value: object, kind: type[T], where: str, expected: str) -> T:
-    """``value`` when it is a ``kind`` (true and false are not numbers), else ``{where} is ..., expected ...``."""
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):  # true is no number
         raise ShapeError(f"{where} is {describe(value)}, expected {expected}")
     return value
 
@@ -56,6 +51,10 @@ def arr(value: object, where: str) -> list[Any]:
     return _typed(value, list, where, "a list")
 
 
+def text(value: object, where: str) -> str:
+    return _typed(value, str, where, "a string")
+
+
 def key(data: Mapping[str, Any], name: str, where: str) -> Any:
     if name not in data:
         raise ShapeError(f"{where} has no {name!r}")
@@ -64,26 +63,20 @@ def key(data: Mapping[str, Any], name: str, where: str) -> Any:
 
 def string(data: Mapping[str, Any], name: str, where: str, *, default: str | None = None,
            empty: bool = True) -> str:
-    """A string field; ``default`` when absent or null (else required); ``empty=False`` refuses ''."""
+    """``empty=False`` refuses '' (a default is given back as it is)."""
     value = _field(data, name, where, str, "a string", default)
-    if not empty and not value and data.get(name) is not None:  # a default is given back as it is
+    if not empty and not value and data.get(name) is not None:
         raise ShapeError(f"{where}.{name} is empty")
     return value
 
 
 def node_name(data: Mapping[str, Any], key_name: str, where: str) -> str:
-    """A node or server name as the APIs give them (a host name, maybe ``<node>.<region>``), by the inventory's
-    rule for node names. Anything else (control characters, markup, a sentence) is refused rather than carried
-    into a verdict."""
+    """A node name by the inventory's rule (control characters, markup, a sentence are not carried into a verdict)."""
     value = string(data, key_name, where, empty=False)
     problem = valid_node_name(value)
     if problem:
         raise ShapeError(f"{where}.{key_name} is {describe(value)}: {problem}")
     return value
-
-
-def text(value: object, where: str) -> str:
-    return _typed(value, str, where, "a string")
 
 
 def boolean(data: Mapping[str, Any], name: str, where: str, *, default: bool | None = None) -> bool:
@@ -95,49 +88,37 @@ def integer(data: Mapping[str, Any], name: str, where: str, *, default: int | No
 
 
 def finite(value: object, where: str, *, numeric_string: bool = False) -> float:
-    """A finite number (a JSON number; with ``numeric_string``, also a string holding one, as Prometheus
-    sends sample values). NaN and infinities are refused."""
-    if isinstance(value, bool):
-        raise ShapeError(f"{where} is {describe(value)}, expected a number")
-    if isinstance(value, int | float):
+    """A finite JSON number (with ``numeric_string``, also a string holding one: Prometheus' sample values)."""
+    number = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
     elif numeric_string and isinstance(value, str):
-        try:
+        with contextlib.suppress(ValueError):
             number = float(value)
-        except ValueError:
-            raise ShapeError(f"{where} is {describe(value)}, expected a number") from None
-    else:
-        raise ShapeError(f"{where} is {describe(value)}, expected a number")
     if not math.isfinite(number):
-        raise ShapeError(f"{where} is {describe(value)}, not a finite number")
+        raise ShapeError(f"{where} is {describe(value)}, expected a finite number")
     return number
 
 
-def numbers(data: Mapping[str, Any], where: str, names: tuple[str, ...] = ("CreateIndex", "ModifyIndex")) -> None:
-    """The documented numeric fields the suite does not use are numbers too when present (an answer with
-    numbers as strings, or NaN, is not the API's, whatever else it holds)."""
+def numbers(data: Mapping[str, Any], where: str, names: tuple[str, ...] = INDEXES) -> None:
+    """The documented numeric fields the suite does not use are numbers too when present (an answer with numbers
+    as strings, or NaN, is not the API's, whatever else it holds)."""
     for name in names:
-        if name in data and data[name] is not None:
+        if data.get(name) is not None:
             finite(data[name], f"{where}.{name}")
 
 
 def host_port(value: object, where: str) -> str:
     """``host:port`` (IPv4, a name, or ``[IPv6]``), as Nomad and Consul give raft addresses."""
-    if not isinstance(value, str):
-        raise ShapeError(f"{where} is {describe(value)}, expected host:port")
-    host, sep, port = value.rpartition(":")
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not _HOST.match(host):
         raise ShapeError(f"{where} is {describe(value)}, expected host:port")
-    return value
+    return str(value)
 
 
 def str_map(value: object, where: str) -> dict[str, str]:
     """An object of string values (labels, tags)."""
-    data = obj(value, where)
-    out: dict[str, str] = {}
-    for k, v in data.items():
-        out[str(k)] = text(v, f"{where}.{k}")
-    return out
+    return {str(k): text(v, f"{where}.{k}") for k, v in obj(value, where).items()}
 
 
 def items(data: Mapping[str, Any] | list[Any], name: str | None, where: str) -> list[Mapping[str, Any]]:
@@ -145,3 +126,15 @@ def items(data: Mapping[str, Any] | list[Any], name: str | None, where: str) -> 
     value = data if name is None else key(obj(data, where), name, where)
     label = where if name is None else f"{where}.{name}"
     return [obj(v, f"{label}[{i}]") for i, v in enumerate(arr(value, label))]
+
+
+def records(data: Any, make: Callable[[Mapping[str, Any], str], T], name: str | None = None,
+            numeric: tuple[str, ...] = INDEXES) -> list[T]:
+    """``make(item, its label)`` of each object of the list ``data`` (or ``data[name]``), its ``numeric``
+    fields checked."""
+    out = []
+    for i, item in enumerate(items(data, name, "the body")):
+        where = f"{name or ''}[{i}]"
+        numbers(item, where, numeric)
+        out.append(make(item, where))
+    return out

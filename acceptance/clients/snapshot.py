@@ -1,14 +1,7 @@
-"""Typed snapshots: what one API said in one run, part by part, already parsed and shape-checked.
-
-Each API has one small snapshot class (``NomadSnapshot``, ``ConsulSnapshot``, ...) whose fields are declared
-as :class:`Part` descriptors. A part holds either its parsed value or the :class:`ApiError` that explains why it
-is missing; *reading* it (``snap.nodes``) gives the value or raises :class:`CheckError` (outcome ``error``) with
-that one-line reason, so a check can never pass on a part that was not read. ``snap.error_of("nodes")`` gives
-the error without raising. :class:`PerNode` holds one value per master (Vault's and Prometheus' own health):
-``.of(name)`` judges a missing one with :func:`acceptance.outcomes.judge`.
-
-:class:`Snapshots` fetches every API once per process (all in parallel, on first use) and shares them.
-"""
+"""Typed snapshots: what one API said in one run, part by part, parsed and shape-checked. A :class:`Part` holds
+its value or the :class:`ApiError` that explains why it is missing; reading it (``snap.nodes``) gives the value
+or raises :class:`CheckError` (outcome ``error``), so a check can never pass on a part that was not read.
+:class:`Snapshots` fetches every API once per process, all in parallel on first use."""
 
 from __future__ import annotations
 
@@ -28,24 +21,13 @@ _MISSING: Any = object()
 
 
 def attempt(fn: Callable[[], T]) -> T | ApiError:
-    """``fn()``, or the :class:`ApiError` it raised (what a part holds when it could not be read)."""
     try:
         return fn()
     except ApiError as e:
         return e
 
 
-def need(value: T | ApiError) -> T:
-    """The value, or :class:`CheckError` with the reason it is missing."""
-    if isinstance(value, ApiError):
-        raise CheckError(str(value))
-    return value
-
-
 class Part(Generic[T]):
-    """A snapshot field: set it to a value or an :class:`ApiError`; reading it gives the value or raises
-    :class:`CheckError`."""
-
     name: str
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -82,8 +64,7 @@ class PerNode(Generic[T]):
         return value if isinstance(value, ApiError) else None
 
     def of(self, name: str) -> T:
-        """The node's value; no answer from it is ``failed`` (a verdict on the node), any other reason
-        ``error`` (see :func:`acceptance.outcomes.judge`)."""
+        """The node's value; no answer from it is ``failed`` (a verdict on the node), any other reason ``error``."""
         self.accessed.add(name)
         value = self.values.get(name, _MISSING)
         if value is _MISSING:
@@ -103,20 +84,15 @@ class PerNode(Generic[T]):
 
 
 class ApiSnapshot:
-    """What one API said: its parts (see :class:`Part`), the address that answered, and ``root``: set when the
-    API as a whole could not be used (the root check ``api.<name>.reachable`` reports it; its checks are
-    blocked)."""
+    """What one API said: its parts, the address that answered, and ``root``: set when the API as a whole could
+    not be used (the root check ``api.<name>.reachable`` reports it; its checks are blocked)."""
 
     api: ClassVar[str] = ""
 
     def __init__(self, *, url: str = "", root: ApiError | None = None) -> None:
-        self.url = url
-        self.root = root
-        self.duration_s = 0.0
+        self.url, self.root, self.duration_s = url, root, 0.0
         self._parts: dict[str, Any] = {}
         self.accessed: set[str] = set()
-
-    # ------------------------------------------------------------------ parts
 
     @classmethod
     def part_names(cls) -> list[str]:
@@ -140,7 +116,6 @@ class ApiSnapshot:
         return value if isinstance(value, ApiError) else None
 
     def raw(self, name: str) -> Any:
-        """The part as stored (value, ApiError or None), without raising."""
         return self._parts.get(name)
 
     def errors(self) -> dict[str, ApiError]:
@@ -149,13 +124,10 @@ class ApiSnapshot:
     def fetched(self) -> dict[str, Any]:
         return {k: v for k, v in self._parts.items() if not isinstance(v, ApiError)}
 
-    # ------------------------------------------------------------------ root
-
     def decide_root(self, token_parts: tuple[str, ...] = (), probe: str | None = None) -> None:
-        """The API is unusable when one part failed in a way no check can get past (configuration, TLS, no
-        answer at all), when every part failed, when ``probe`` (a part every server of the API answers without
-        a token, e.g. the leader) answered something that is not the API's, or when every part that needs the
-        token was refused it."""
+        """Unusable when a part failed in a way no check gets past (configuration, TLS, no answer), when every
+        part failed, when ``probe`` (answered without a token) answered what is not the API's, or when every
+        part that needs the token was refused it."""
         if self.root is not None:
             return
         first = self.error_of(probe) if probe else None
@@ -164,22 +136,19 @@ class ApiSnapshot:
             return
         errors = self.errors()
         for name, value in self._parts.items():  # a part of one answer per node fails when every node's does
-            if isinstance(value, PerNode) and value.values and all(
-                    isinstance(v, ApiError) for v in value.values.values()):
-                failed = [v for v in value.values.values() if isinstance(v, ApiError)]
+            failed = [v for v in value.values.values() if isinstance(v, ApiError)] if isinstance(value, PerNode) \
+                else []
+            if failed and len(failed) == len(value.values):
                 errors[name] = next((e for e in failed if not e.unreachable), failed[0])
-        for err in errors.values():
-            if err.kind in ("config", "tls", "client-cert", "unreachable"):
-                self.root = err
-                return
+        self.root = next((e for e in errors.values() if e.kind in ("config", "tls", "client-cert", "unreachable")),
+                         None)
         names = [n for n in self.part_names() if n in self._parts]
         leaderless = any(e.kind == "no-leader" for e in errors.values())  # it answers: its checks say so
-        if names and all(n in errors for n in names) and not leaderless:
+        if self.root is None and names and all(n in errors for n in names) and not leaderless:
             self.root = next((errors[n] for n in names if errors[n].kind != "deadline"), errors[names[0]])
-            return
         refused = [errors[n] for n in token_parts if n in errors and errors[n].kind in ("auth", "forbidden")]
         auth = [e for e in refused if e.kind == "auth"]
-        if token_parts and auth and len(refused) == len([n for n in token_parts if n in self._parts]):
+        if self.root is None and auth and len(refused) == len([n for n in token_parts if n in self._parts]):
             self.root = auth[0]
 
     @classmethod
@@ -191,15 +160,12 @@ Fetcher = Callable[[], ApiSnapshot]
 
 
 class Snapshots:
-    """Fetch-once registry: ``get(name)`` blocks until that API's snapshot is there. The first ``get`` starts
-    every registered fetch in parallel, so the run pays for the slowest API, not for their sum; ``wait_s``
-    bounds the wait for one (a fetch that overruns it is reported as the API's root error)."""
+    """Fetch-once registry: the first ``get`` starts every fetch in parallel (the run pays for the slowest API,
+    not their sum); ``wait_s`` bounds the wait for one (an overrun is the API's root error)."""
 
     def __init__(self, fetchers: Mapping[str, Fetcher], kinds: Mapping[str, type[ApiSnapshot]] | None = None,
                  wait_s: float | None = None) -> None:
-        self._fetchers = dict(fetchers)
-        self._kinds = dict(kinds or {})
-        self._wait_s = wait_s
+        self._fetchers, self._kinds, self._wait_s = dict(fetchers), dict(kinds or {}), wait_s
         self._lock = threading.Lock()
         self._futures: dict[str, Future[ApiSnapshot]] = {}
         self._pool: ThreadPoolExecutor | None = None
@@ -210,26 +176,23 @@ class Snapshots:
     def _start(self) -> None:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._fetchers)), thread_name_prefix="snapshot")
-            for name, fetch in self._fetchers.items():
-                self._futures[name] = self._pool.submit(_timed, name, fetch, self._kinds.get(name, ApiSnapshot))
+            for name in self._fetchers:
+                self._futures[name] = self._pool.submit(self._timed, name)
 
     def get(self, name: str) -> ApiSnapshot:
         with self._lock:
-            if name not in self._fetchers:
-                raise KeyError(name)
             self._start()
             future = self._futures[name]
         try:
             return future.result(timeout=self._wait_s)
         except FutureTimeout:
-            kind = self._kinds.get(name, ApiSnapshot)
-            return kind.unusable(ApiError("deadline", f"{name}: the snapshot did not finish within "
-                                                      f"{self._wait_s:g} s (apis.deadline_s)"))
+            return self._kinds.get(name, ApiSnapshot).unusable(ApiError(
+                "deadline", f"{name}: the snapshot did not finish within {self._wait_s:g} s (apis.deadline_s)"))
 
     def refetch(self, name: str) -> ApiSnapshot:
         """``name``'s snapshot fetched again, now (a re-check after a remediation reads the API anew)."""
         future: Future[ApiSnapshot] = Future()
-        future.set_result(_timed(name, self._fetchers[name], self._kinds.get(name, ApiSnapshot)))
+        future.set_result(self._timed(name))
         with self._lock:
             self._start()
             self._futures[name] = future
@@ -239,14 +202,14 @@ class Snapshots:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-
-def _timed(name: str, fetch: Fetcher, kind: type[ApiSnapshot]) -> ApiSnapshot:
-    start = time.monotonic()
-    try:
-        snap = fetch()
-    except ApiError as e:
-        snap = kind.unusable(e)
-    except Exception as e:  # a bug or an unexpected library error: every check of this API reports it
-        snap = kind.unusable(ApiError("protocol", f"{name}: snapshot failed: {type(e).__name__}: {e}"))
-    snap.duration_s = time.monotonic() - start
-    return snap
+    def _timed(self, name: str) -> ApiSnapshot:
+        start = time.monotonic()
+        kind = self._kinds.get(name, ApiSnapshot)
+        try:
+            snap = self._fetchers[name]()
+        except ApiError as e:
+            snap = kind.unusable(e)
+        except Exception as e:  # a bug or an unexpected library error: every check of this API reports it
+            snap = kind.unusable(ApiError("protocol", f"{name}: snapshot failed: {type(e).__name__}: {e}"))
+        snap.duration_s = time.monotonic() - start
+        return snap

@@ -1,24 +1,22 @@
-"""One node's testinfra host, answered from a cache that batches fill, and the dry pass that learns what to
-batch.
+"""One node's testinfra host, answered from a cache that batches fill, and its *dry* mode, in which the checks
+tell what to batch.
 
 The checks use testinfra's own ``host`` (``host.service(...)``, ``host.file(...)``, ``host.run(...)``); its
-backend here is :class:`SessionBackend`, which answers each command from the node's cache. Before the checks
-run, :func:`learn` calls the node's checks against the same host in *dry* mode: a command that is not in the
-cache is not run but recorded (:class:`NeedCommand` stops that check), then every recorded command is fetched
-in ONE round trip, and again until the checks ask for nothing new (testinfra's module detection makes a few
-rounds on the first node; nodes of the same role start from what it learned and need one). The answers are
-real: a check run afterwards reads exactly what testinfra would have got. A command not learned runs live on
-the master connection.
+backend here is :class:`SessionBackend`, which answers each command from the node's cache. While the node's
+commands are learned (:meth:`NodeSession.dry`, driven by acceptance.transport.nodes and acceptance.learning,
+which run the node's checks through pytest), a command that is not in the cache is not run but recorded
+(:class:`NeedCommand` stops that check); the recorded commands are then fetched in ONE round trip, and the
+checks run dry again until they ask for nothing new. The answers are real: a check run afterwards reads exactly
+what testinfra would have got. A command not learned runs live on the master connection.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 import testinfra.host
 from testinfra.backend.base import BaseBackend
 
@@ -109,6 +107,8 @@ class NodeSession:
     def run_live(self, command: str) -> Answer:
         """Run ``command`` now, whatever is cached (an action: the same command twice runs twice)."""
         with self._lock:
+            if self._dry:
+                raise NeedCommand(command)  # never learned, never batched: an action runs only when asked for real
             self.cache.pop(command, None)
             self.missing.pop(command, None)
             answer = self.answer(command)
@@ -121,26 +121,29 @@ class NodeSession:
             self.cache.clear()
             self.missing.clear()
 
+    @property
+    def learning(self) -> bool:
+        """In dry mode: its commands are being learned (the checks running now only record what they ask)."""
+        return self._dry
+
     @contextmanager
     def dry(self) -> Iterator[list[str]]:
+        """Dry mode: a command not cached is recorded (in the list given) and stops the check that asked it."""
         with self._lock:
-            self._dry, self._wanted = True, []
+            self._dry, self._wanted, self._position = True, [], (0, 0)
             try:
                 yield self._wanted
             finally:
                 self._dry = False
 
-    def dry_run(self, probes: Sequence[Callable[[], object]]) -> list[str]:
-        """Run ``probes`` (the node's checks bound to this host) without running anything new on the node;
-        return the commands they asked for, in order. Their verdicts do not matter here."""
-        with self.dry() as wanted:
-            for index, probe in enumerate(probes):
-                self._position = (index, 0)
-                try:
-                    probe()
-                except (Exception, pytest.fail.Exception, pytest.skip.Exception):  # noqa: S112 - only commands matter
-                    continue
-            return sorted(dict.fromkeys(wanted), key=self.position)
+    def probe(self, index: int) -> None:
+        """In dry mode: the commands asked from now on are the ``index``-th check's (their order in a batch)."""
+        self._position = (index, 0)
+
+    def wanted(self, asked: Sequence[str]) -> list[str]:
+        """Those of ``asked`` (in dry mode) neither answered nor known to have no answer, in the checks' order."""
+        return sorted((c for c in dict.fromkeys(asked) if c not in self.cache and c not in self.missing),
+                      key=self.position)
 
     def position(self, command: str) -> tuple[int, int]:
         """Where the checks ask ``command`` (their order, as a plain testinfra run would send them)."""
@@ -149,21 +152,6 @@ class NodeSession:
     def learned(self) -> list[str]:
         """The commands answered, in the order the checks ask them."""
         return sorted(self.cache, key=self.position)
-
-
-def learn(session: NodeSession, probes: Sequence[Callable[[], object]], seed: Sequence[str] = (),
-          max_rounds: int = 8) -> None:
-    """Fill ``session``'s cache with what ``probes`` will ask: ``seed`` first, then dry passes and round trips
-    until nothing new is asked (or the connection fails, or ``max_rounds``)."""
-    pending = list(seed)
-    for _ in range(max_rounds + 1):
-        if pending:
-            session.fetch(pending)
-            if not session.connected:
-                return
-        pending = [c for c in session.dry_run(probes) if c not in session.cache and c not in session.missing]
-        if not pending:
-            return
 
 
 def _host(backend: SessionBackend) -> Any:

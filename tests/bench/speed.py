@@ -62,9 +62,27 @@ def sshd_accepted(names: list[str]) -> dict[str, int]:
         return dict(zip(names, pool.map(count, names), strict=True))
 
 
+# pytest in the measured process itself, so that its own CPU (every thread) and its children's (ssh clients,
+# xdist workers) can be told apart: printed as the last line, `CPU [self, children]`
+CPU_WRAPPER = ("import json, resource, sys, pytest; rc = pytest.main(sys.argv[1:]); "
+               "s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN); "
+               "print('\\nCPU ' + json.dumps([s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime])); sys.exit(rc)")
+# The product as users run it: hypothesis is a dev extra whose pytest plugin imports (and assertion-rewrites)
+# hypothesis at the end of every session, about 1 s of CPU that no installed suite pays.
+AS_INSTALLED = ["-p", "no:hypothesispytest"]
+
+
+def cpu_of(stdout: str) -> tuple[float, float]:
+    """(the pytest process's CPU seconds, its children's) from CPU_WRAPPER's last line."""
+    line = next(x for x in reversed(stdout.splitlines()) if x.startswith("CPU "))
+    own, children = json.loads(line[4:])
+    return float(own), float(children)
+
+
 def suite_argv(cache: Path, report: Path, workers: int, collect_only: bool = False) -> list[str]:
-    return [PY, "-m", "pytest", *NODE_CHECKS, f"--inventory={STATE / 'inventory.yaml'}", f"--report-dir={report}",
-            "-q", "-o", f"cache_dir={cache}", "-n", str(workers), *(["--collect-only"] if collect_only else [])]
+    return [PY, "-c", CPU_WRAPPER, *AS_INSTALLED, *NODE_CHECKS, f"--inventory={STATE / 'inventory.yaml'}",
+            f"--report-dir={report}", "-q", "-o", f"cache_dir={cache}", "-n", str(workers),
+            *(["--collect-only"] if collect_only else [])]
 
 
 def naive_argv(hosts: list[str], workers: int, collect_only: bool = False) -> list[str]:
@@ -97,11 +115,14 @@ def measure(runs: int) -> dict[str, Any]:
     names = [n.name for n in topo.nodes]
     roles = {n.name: n.role for n in topo.nodes}
     env = lab_env()
+    # an installed suite keeps its compiled (and assertion-rewritten) modules; without that every run recompiles
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out: dict[str, Any] = {"agents": len(topo.agents), "nodes": len(names)}
     with tempfile.TemporaryDirectory() as tmp:
         cache, reports = Path(tmp) / "cache", Path(tmp) / "reports"
-        startup = [timed(suite_argv(cache, reports, 0, collect_only=True), env)[0] for _ in range(runs)]
-        out["suite start-up + collection"] = stats(startup)
+        collected = [timed(suite_argv(cache, reports, 0, collect_only=True), env) for _ in range(runs)]
+        out["suite start-up + collection"] = stats([c[0] for c in collected])
+        startup_cpu = statistics.median(cpu_of(c[2])[0] for c in collected)
         before = sshd_accepted(names)
         cold, rss, _ = timed(suite_argv(cache, reports, 0), env)
         after = sshd_accepted(names)
@@ -110,10 +131,11 @@ def measure(runs: int) -> dict[str, Any]:
         out["suite cold: round trips per node (max)"] = max(v["round_trips"]
                                                            for v in summary["transport"]["nodes"].values())
         for workers in (0, 4):
-            walls, peaks, trips, conns, apis = [], [], [], [], []
+            walls, peaks, trips, conns, apis, cpus = [], [], [], [], [], []
             for _ in range(runs):
                 before = sshd_accepted(names)
-                wall, rss, _ = timed(suite_argv(cache, reports, workers), env)
+                wall, rss, stdout = timed(suite_argv(cache, reports, workers), env)
+                cpus.append(cpu_of(stdout))
                 after = sshd_accepted(names)
                 s = json.loads((reports / "latest" / "summary.json").read_text())
                 walls.append(wall)
@@ -121,9 +143,18 @@ def measure(runs: int) -> dict[str, Any]:
                 trips.append(max(v["round_trips"] for v in s["transport"]["nodes"].values()))
                 conns.append(max(after[n] - before[n] for n in names))
                 apis.append(sum(s["transport"]["api_requests"].values()))
+            items = len(s["records"])
+            own = statistics.median(c[0] for c in cpus)
+            children = statistics.median(c[1] for c in cpus)
             out[f"suite -n {workers}"] = {**stats(walls), "ssh connections per node (max)": max(conns),
                                          "round trips per node (max)": max(trips), "rss_mib (max)": max(peaks),
-                                         "API requests (node checks only)": max(apis)}
+                                         "API requests (node checks only)": max(apis), "items": items,
+                                         # the runner's CPU: pytest's own process, then what each item adds to
+                                         # start-up and collection, then its children (ssh clients, workers)
+                                         "runner CPU per item (ms)": round(1000 * own / items, 1),
+                                         "runner CPU per item, start-up apart (ms)":
+                                             round(1000 * max(0.0, own - startup_cpu) / items, 1),
+                                         "children CPU per item (ms)": round(1000 * children / items, 1)}
         seeds = json.loads((cache / "v" / "alice-acceptance" / "commands").read_text())
         floors = [floor(names, seeds, roles) for _ in range(runs)]
         out["floor"] = stats(floors)

@@ -29,9 +29,9 @@ class Dump:
         from acceptance.run import get_run
 
         run = get_run(session.config)
-        assert run is not None and run.nodes is not None
+        assert run is not None and run.connections.nodes is not None
         for name, key in NODES.items():
-            cache = run.nodes.session(next(n for n in run.targets if n.name == name)).cache
+            cache = run.connections.nodes.session(next(n for n in run.scope.targets if n.name == name)).cache
             self.data[key] = {cmd: [a.rc, a.stdout.decode(), a.stderr.decode()] for cmd, a in sorted(cache.items())}
 
 

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
 
 
 def cli(tmp: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acceptance.cli", *args], cwd=tmp, env=lab_env(),
+    return subprocess.run([sys.executable, "-m", "alice_acceptance.cli", *args], cwd=tmp, env=lab_env(),
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

@@ -68,10 +68,10 @@ def run(tmp: Path, inv: Path, *args: str, out: str = "out", timeout: float = 900
 STATE_SCRIPT = """
 import json, sys
 from acceptance.inventory import load_inventory
-from remediation.clients import Http, write_config
+from remediation.clients import Api, write_config
 from remediation.state import ClusterState
 inv = load_inventory(sys.argv[1])
-http = Http(write_config("consul", inv, [n for n in inv.nodes if n.role == "master"]))
+http = Api(write_config("consul", inv, [n for n in inv.nodes if n.role == "master"]))
 print(json.dumps(ClusterState(http, inv.remediation.state_key).read()))
 """
 
@@ -84,7 +84,7 @@ def cluster_state(inv: Path) -> dict[str, Any]:
 
 
 def cli(inv: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "acceptance.cli", *args, f"--inventory={inv}"], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "alice_acceptance.cli", *args, f"--inventory={inv}"], cwd=REPO,
                           env=lab_env(), capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -317,10 +317,10 @@ def _holder(inv: Path) -> str:
 HOLD_LOCK = """
 import sys
 from acceptance.inventory import load_inventory
-from remediation.clients import Http, write_config
+from remediation.clients import Api, write_config
 from remediation.lock import ConsulLock
 inv = load_inventory(sys.argv[1])
-http = Http(write_config("consul", inv, [n for n in inv.nodes if n.role == "master"]))
+http = Api(write_config("consul", inv, [n for n in inv.nodes if n.role == "master"]))
 lock = ConsulLock(http, inv.remediation.lock_key, inv.remediation.lock_ttl_s, "operator-shell")
 print(lock.acquire() or "held", flush=True)
 sys.stdin.read()

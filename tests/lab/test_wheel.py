@@ -54,7 +54,8 @@ def test_the_installed_wheel_passes_against_the_lab_from_anywhere(tmp_path: Path
     assert summary["totals"]["passed"] == len(summary["records"]) > 100
     assert {r["check"] for r in summary["records"]} >= {"node.ssh", "api.consul.reachable", "cluster.consul.dns"}
     # it is the installed package that ran, not the repository's
-    code = "import acceptance, checks; print(acceptance.__file__, checks.__file__)"
+    code = ("import acceptance, alice_acceptance, checks; "
+            "print(acceptance.__file__, alice_acceptance.__file__, checks.__file__)")
     where = subprocess.run([str(python), "-c", code], cwd=elsewhere, env=env, capture_output=True, text=True,
                            timeout=60, check=True).stdout
     assert str(REPO) not in where and str(env_dir) in where

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from acceptance import fixtures
 from acceptance.inventory import Node, SshSettings
 from acceptance.transport.batch import Answer
 from acceptance.transport.nodes import Nodes
@@ -102,8 +101,8 @@ class FakeNodes:
         self.snapshots = snapshots
 
     def pytest_acceptance_make_nodes(self, config: Any, run: Any) -> Nodes:
-        return Nodes(run.inventory, run.control_dir, lambda s: fixtures.dry_probes(run, s),
-                     ping=fake_ping(self.ssh.spec, run.all_nodes), ssh=self.ssh)  # type: ignore[arg-type]
+        return Nodes(run.scope.inventory, run.connections.control_dir,
+                     ping=fake_ping(self.ssh.spec, run.scope.all_nodes), ssh=self.ssh)  # type: ignore[arg-type]
 
     def pytest_acceptance_make_snapshots(self, config: Any, run: Any) -> Any:
         from acceptance.clients.snapshot import Snapshots

@@ -18,7 +18,13 @@ from acceptance.clients.prometheus_api import PrometheusSnapshot
 from acceptance.clients.snapshot import PerNode
 from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.inventory import Expectations, Maintenance, Node
-from acceptance.scheduling import scope_of
+from acceptance.judging import consul as judge_consul
+from acceptance.judging import nomad as judge_nomad
+from acceptance.judging import openstack as judge_openstack
+from acceptance.judging import prometheus as judge_prometheus
+from acceptance.judging import raft as judge_raft
+from acceptance.judging import vault as judge_vault
+from alice_acceptance.scheduling import scope_of
 
 from .test_api_support import MASTERS, apis, inventory, openstack_snapshot, run_checks, sample, unusable_snapshots
 
@@ -44,12 +50,12 @@ def test_autopilot_samples_parse(service):
 
 def test_servers_healthy_and_leader():
     ap = autopilot()
-    assert raft.server_problems("Nomad", ap, MASTERS) == []
-    assert raft.failure_tolerance(ap, MASTERS)[0] == 1
-    assert raft.version_problems("Nomad", ap) == []
-    assert raft.leader_problems("Nomad", raft.parse_leader(sample("nomad/status_leader")),
+    assert judge_raft.server_problems("Nomad", ap, MASTERS) == []
+    assert judge_raft.failure_tolerance(ap, MASTERS)[0] == 1
+    assert judge_raft.version_problems("Nomad", ap) == []
+    assert judge_raft.leader_problems("Nomad", raft.parse_leader(sample("nomad/status_leader")),
                                 raft.parse_peers(sample("nomad/status_peers"))) == []
-    assert raft.leader_problems("Nomad", "", []) == ["no Nomad leader elected"]
+    assert judge_raft.leader_problems("Nomad", "", []) == ["no Nomad leader elected"]
 
 
 @pytest.mark.parametrize("state", ["missing", "left", "failed"])
@@ -59,18 +65,18 @@ def test_a_dead_master_is_named_whatever_state_it_is_in(state):
         ap = autopilot(MASTERS[:2])
     else:
         ap = autopilot(**{MASTERS[2]: {"SerfStatus": state, "Healthy": False}})
-    problems = raft.server_problems("Consul", ap, MASTERS)
+    problems = judge_raft.server_problems("Consul", ap, MASTERS)
     assert len(problems) == 1 and problems[0].startswith(MASTERS[2])
-    tolerance, detail = raft.failure_tolerance(ap, MASTERS)
+    tolerance, detail = judge_raft.failure_tolerance(ap, MASTERS)
     assert tolerance == 0 and "2 of 3 masters healthy voters, quorum 2" in detail and MASTERS[2] in detail
 
 
 def test_servers_not_voters_strangers_and_versions():
     ap = autopilot(**{MASTERS[1]: {"Voter": False}, MASTERS[2]: {"Version": "1.9.8"}})
-    assert raft.server_problems("Nomad", ap, MASTERS) == [f"{MASTERS[1]} ({MASTERS[1]}.global): not a voter"]
-    assert "different versions" in raft.version_problems("Nomad", ap)[0]
+    assert judge_raft.server_problems("Nomad", ap, MASTERS) == [f"{MASTERS[1]} ({MASTERS[1]}.global): not a voter"]
+    assert "different versions" in judge_raft.version_problems("Nomad", ap)[0]
     stranger = autopilot((*MASTERS, "alitest01"))
-    assert raft.server_problems("Nomad", stranger, MASTERS) == [
+    assert judge_raft.server_problems("Nomad", stranger, MASTERS) == [
         "Nomad servers that are not masters of the inventory: alitest01.global"]
 
 
@@ -80,21 +86,21 @@ def members(*extra: tuple[str, str, bool]) -> list[Member]:
 
 def test_consul_members_judged_by_the_inventory():
     agents = ["alibuild01", "alibuild02"]
-    assert consul_api.members_problems(members(("alibuild01", "alive", False)), MASTERS, agents) == []
+    assert judge_consul.members_problems(members(("alibuild01", "alive", False)), MASTERS, agents) == []
     # a master that left (autopilot cleaned it up) or is absent
     left = [m if m.name != MASTERS[0] else Member(MASTERS[0], "", "left", True) for m in members()]
-    assert consul_api.members_problems(left, MASTERS, agents) == [f"master {MASTERS[0]} is left"]
-    assert consul_api.members_problems(members()[1:], MASTERS, agents) == [
+    assert judge_consul.members_problems(left, MASTERS, agents) == [f"master {MASTERS[0]} is left"]
+    assert judge_consul.members_problems(members()[1:], MASTERS, agents) == [
         f"master {MASTERS[0]} is not a Consul member"]
     # a failed agent: a problem, unless it is in the maintenance list
     failed = members(("alibuild02", "failed", False))
-    assert consul_api.members_problems(failed, MASTERS, agents) == ["agent not alive: alibuild02 (failed)"]
-    assert consul_api.members_problems(failed, MASTERS, agents, maintenance=["alibuild02"]) == []
+    assert judge_consul.members_problems(failed, MASTERS, agents) == ["agent not alive: alibuild02 (failed)"]
+    assert judge_consul.members_problems(failed, MASTERS, agents, maintenance=["alibuild02"]) == []
     # a client the inventory does not know: not counted (named when something else is wrong)
     stranger = members(("alijenkins01", "failed", False))
-    assert consul_api.members_problems(stranger, MASTERS, agents) == []
+    assert judge_consul.members_problems(stranger, MASTERS, agents) == []
     both = members(("alijenkins01", "failed", False), ("alibuild01", "leaving", False))
-    assert consul_api.members_problems(both, MASTERS, agents) == [
+    assert judge_consul.members_problems(both, MASTERS, agents) == [
         "agent not alive: alibuild01 (leaving)", "not counted, not in the inventory: alijenkins01 (failed)"]
 
 
@@ -102,15 +108,15 @@ def test_consul_samples_parse():
     parsed = consul_api.parse_members(sample("consul/agent_members"))
     assert parsed == [Member("foobar", "10.1.10.12", "alive", True)]
     checks = consul_api.parse_checks(sample("consul/health_state_critical"))
-    assert consul_api.critical_problems(checks) == []  # the stored sample is the 'passing' one (same shape)
+    assert judge_consul.critical_problems(checks) == []  # the stored sample is the 'passing' one (same shape)
     critical = [consul_api.HealthCheck(c.node, c.name, "critical", c.service) for c in checks]
-    assert consul_api.critical_problems(critical)[0].startswith("2 critical health check(s): foobar: Serf Health")
+    assert judge_consul.critical_problems(critical)[0].startswith("2 critical health check(s): foobar: Serf Health")
     entries = sample("consul/health_service")
     assert consul_api.parse_service_ids(entries) == [entries[0]["Service"]["ID"]]
     assert consul_api.parse_services({"consul": [], "redis": ["primary"]}) == ["consul", "redis"]
     answers = {"redis.service.consul": DnsAnswer("redis.service.consul", ("10.1.10.12",)),
                "vault.service.consul": DnsAnswer("vault.service.consul", (), "NXDOMAIN")}
-    assert consul_api.dns_problems(answers) == ["vault.service.consul: NXDOMAIN"]
+    assert judge_consul.dns_problems(answers) == ["vault.service.consul: NXDOMAIN"]
 
 
 # --------------------------------------------------------------------------- Nomad clients and jobs
@@ -120,15 +126,15 @@ def test_nomad_node_ready_drain_eligibility():
     raw = sample("nomad/nodes_list")
     nodes = nomad_api.parse_nodes(raw)
     name = nodes[0].name
-    assert nomad_api.node_problems(nodes, name, None) == []
-    assert nomad_api.node_problems(nodes, "alibuild09", None) == ["alibuild09 is not a Nomad node (not registered)"]
-    assert nomad_api.node_problems(nodes, "other-name", nodes[0].address) == []  # found by address
+    assert judge_nomad.node_problems(nodes, name, None) == []
+    assert judge_nomad.node_problems(nodes, "alibuild09", None) == ["alibuild09 is not a Nomad node (not registered)"]
+    assert judge_nomad.node_problems(nodes, "other-name", nodes[0].address) == []  # found by address
     raw[0].update(Drain=True, SchedulingEligibility="ineligible")
     nodes = nomad_api.parse_nodes(raw)
-    assert "draining" in nomad_api.node_problems(nodes, name, None)[0]
-    assert nomad_api.node_problems(nodes, name, None, drain_allowed=True) == []
+    assert "draining" in judge_nomad.node_problems(nodes, name, None)[0]
+    assert judge_nomad.node_problems(nodes, name, None, drain_allowed=True) == []
     raw[0].update(Drain=False, Status="down")
-    problems = nomad_api.node_problems(nomad_api.parse_nodes(raw), name, None)
+    problems = judge_nomad.node_problems(nomad_api.parse_nodes(raw), name, None)
     assert any("is down, expected ready" in p for p in problems) and any("ineligible" in p for p in problems)
 
 
@@ -138,13 +144,13 @@ def test_nomad_jobs_running():
     allocs = nomad_api.parse_allocations(raw)
     assert jobs[0].queued == 1 and allocs[0].client_status == "running"
     # some running, one queued: partial, not healthy
-    assert nomad_api.jobs_problems(jobs, allocs, ["example"]) == [
+    assert judge_nomad.jobs_problems(jobs, allocs, ["example"]) == [
         "example: only 1 allocation(s) running, 1 queued (not placed: no eligible node has room)"]
     placed = [dataclasses.replace(j, queued=0) for j in jobs]
-    assert nomad_api.jobs_problems(placed, allocs, ["example"]) == []
-    assert nomad_api.jobs_problems(jobs, allocs, ["repo"], "ci") == ["repo: no such job in namespace 'ci'"]
+    assert judge_nomad.jobs_problems(placed, allocs, ["example"]) == []
+    assert judge_nomad.jobs_problems(jobs, allocs, ["repo"], "ci") == ["repo: no such job in namespace 'ci'"]
     raw[0]["ClientStatus"] = "lost"
-    assert nomad_api.jobs_problems(jobs, nomad_api.parse_allocations(raw), ["example"]) == [
+    assert judge_nomad.jobs_problems(jobs, nomad_api.parse_allocations(raw), ["example"]) == [
         "example: no allocation running (1 wanted, 1 queued)"]
 
 
@@ -159,25 +165,25 @@ def test_vault_health_states(flavour):
 
     active, standby = health("sys_health_200_active"), health("sys_health_429_standby")
     sealed, uninit = health("sys_health_503_sealed"), health("sys_health_501_not_initialized")
-    assert [vault_api.state(h) for h in (active, standby, sealed, uninit)] == [
+    assert [judge_vault.state(h) for h in (active, standby, sealed, uninit)] == [
         "active", "standby", "sealed", "not initialised"]
-    assert vault_api.unsealed_problem(active) is None and vault_api.unsealed_problem(standby) is None
-    assert "sealed" in (vault_api.unsealed_problem(sealed) or "")
-    assert vault_api.initialised_problem(sealed) is None
-    assert vault_api.initialised_problem(uninit) == "Vault is not initialised"
-    assert vault_api.one_active_problems({"m1": "active", "m2": "standby", "m3": "standby"}) == []
-    assert vault_api.one_active_problems({"m1": "sealed", "m2": "standby", "m3": "standby"}) == [
+    assert judge_vault.unsealed_problem(active) is None and judge_vault.unsealed_problem(standby) is None
+    assert "sealed" in (judge_vault.unsealed_problem(sealed) or "")
+    assert judge_vault.initialised_problem(sealed) is None
+    assert judge_vault.initialised_problem(uninit) == "Vault is not initialised"
+    assert judge_vault.one_active_problems({"m1": "active", "m2": "standby", "m3": "standby"}) == []
+    assert judge_vault.one_active_problems({"m1": "sealed", "m2": "standby", "m3": "standby"}) == [
         "0 active Vault nodes, expected exactly 1", "not a standby: m1 (sealed)"]
 
 
 def test_vault_ha_status_and_leader():
     leader = vault_api.parse_leader(sample("openbao/sys_leader_ha_raft"))
     ha = vault_api.parse_ha_status(sample("openbao/sys_ha_status"))
-    assert vault_api.ha_problems({"m1": leader, "m2": leader, "m3": leader}, ha, 3) == []
+    assert judge_vault.ha_problems({"m1": leader, "m2": leader, "m3": leader}, ha, 3) == []
     # OpenBao also answers with lower-case "nodes" and under "data"
     assert len(vault_api.parse_ha_status({"data": {"nodes": sample("openbao/sys_ha_status")["Nodes"]}})) == 3
     disabled = vault_api.parse_leader(sample("openbao/sys_leader_ha_disabled"))
-    problems = vault_api.ha_problems({"m1": leader, "m2": disabled}, ha[:2], 3)
+    problems = judge_vault.ha_problems({"m1": leader, "m2": disabled}, ha[:2], 3)
     assert problems[0] == "HA is not enabled on m2" and "lists 2 nodes, expected 3" in problems[1]
 
 
@@ -187,18 +193,18 @@ def test_vault_ha_status_and_leader():
 def test_prometheus_targets_and_health():
     targets = prometheus_api.parse_targets(sample("prometheus/targets"))
     prom = Node("localhost", "master", address="127.0.0.1")
-    assert prometheus_api.targets_problems(targets, ["prometheus"], [prom]) == []
-    assert prometheus_api.targets_problems(targets, ["nomad"], []) == ["no target of job 'nomad'"]
+    assert judge_prometheus.targets_problems(targets, ["prometheus"], [prom]) == []
+    assert judge_prometheus.targets_problems(targets, ["nomad"], []) == ["no target of job 'nomad'"]
     missing = Node("alibuild01", "agent", address="10.0.0.1")
-    assert "alibuild01: not scraped" in prometheus_api.targets_problems(targets, [], [missing])[0]
+    assert "alibuild01: not scraped" in judge_prometheus.targets_problems(targets, [], [missing])[0]
     down = [prometheus_api.Target(targets[0].labels, "down", "connection refused")]
-    assert prometheus_api.targets_problems(down, ["prometheus"], []) == [
+    assert judge_prometheus.targets_problems(down, ["prometheus"], []) == [
         "prometheus/127.0.0.1:9090 down (connection refused)"]
     labelled = [prometheus_api.Target({"instance": "10.9.9.9:9100", "job": "node", "node": "alibuild01"}, "up", "")]
-    assert prometheus_api.targets_problems(labelled, [], [missing]) == []
+    assert judge_prometheus.targets_problems(labelled, [], [missing]) == []
     ok, unavailable = prometheus_api.Probe(200, "'Prometheus Server is Healthy.'"), prometheus_api.Probe(
         503, "'Service Unavailable'")
-    assert prometheus_api.health_problems(prometheus_api.MasterHealth(ok, unavailable)) == [
+    assert judge_prometheus.health_problems(prometheus_api.MasterHealth(ok, unavailable)) == [
         "/-/ready answered 503 'Service Unavailable'"]
 
 
@@ -210,12 +216,12 @@ def vector(value: float | str, **labels: str) -> prometheus_api.Vector:
 
 def test_prometheus_remote_write():
     q = {"remote_name": "a32556", "url": "http://monit:9090/api/v1/write"}
-    assert prometheus_api.remote_write_problems(vector(0, **q), vector(1000), vector(995, **q), 60) == []
-    lag = prometheus_api.remote_write_problems(vector(0, **q), vector(1000), vector(800, **q), 60, vector(50, **q))
+    assert judge_prometheus.remote_write_problems(vector(0, **q), vector(1000), vector(995, **q), 60) == []
+    lag = judge_prometheus.remote_write_problems(vector(0, **q), vector(1000), vector(800, **q), 60, vector(50, **q))
     assert lag == ["http://monit:9090/api/v1/write: 200 s behind (limit 60 s, 50.0 samples/s retried)"]
-    failing = prometheus_api.remote_write_problems(vector(3.5, **q), vector(1000), vector(999, **q), 60)
+    failing = judge_prometheus.remote_write_problems(vector(3.5, **q), vector(1000), vector(999, **q), 60)
     assert failing == ["http://monit:9090/api/v1/write: 3.50 samples/s failing"]
-    assert "no remote_write queue" in prometheus_api.remote_write_problems([], vector(1000), [], 60)[0]
+    assert "no remote_write queue" in judge_prometheus.remote_write_problems([], vector(1000), [], 60)[0]
     for bad in ("NaN", "+Inf", "-Inf", "x"):
         with pytest.raises(ValueError):
             vector(bad)
@@ -234,11 +240,11 @@ def test_openstack_servers_both_microversions():
     assert old.flavor == new.flavor == "m1.tiny"  # by id (2.1) and by original_name (2.47+)
     assert old.status == "ACTIVE" and old.az == "us-west" and old.addresses[0] == "192.168.1.30"
     node = Node("new-server-test", "agent", kind="vm")
-    assert openstack_api.active_problem([old], node, "the VM project") is None
+    assert judge_openstack.active_problem([old], node, "the VM project") is None
     stopped = openstack_api.Server(**{**old.__dict__, "status": "SHUTOFF"})
-    assert openstack_api.active_problem([stopped], node, "x") == "server new-server-test is SHUTOFF, expected ACTIVE"
-    assert openstack_api.active_problem([], node, "the VM project") == "no server new-server-test in the VM project"
-    assert openstack_api.flavor_problem(old, node, Expectations()) == (
+    assert judge_openstack.active_problem([stopped], node, "x") == "server new-server-test is SHUTOFF, expected ACTIVE"
+    assert judge_openstack.active_problem([], node, "the VM project") == "no server new-server-test in the VM project"
+    assert judge_openstack.flavor_problem(old, node, Expectations()) == (
         "new-server-test has flavor m1.tiny, expected m2.2xlarge")
     assert openstack_api.attached_devices(sample("openstack/nova_os_volume_attachments")) == ["/dev/sdc", "/dev/sdb"]
     assert openstack_api.attached_devices(sample("openstack/nova_os_volume_attachments_v2.89")) == [
@@ -251,13 +257,13 @@ def test_master_azs_and_drift():
     zones = ("cern-geneva-a", "cern-geneva-b", "cern-geneva-c")
     good = [openstack_api.Server(**{**base.__dict__, "name": m.name, "az": z}) for m, z in zip(masters, zones,
                                                                                                  strict=True)]
-    assert openstack_api.master_az_problems(good, masters, zones) == []
+    assert judge_openstack.master_az_problems(good, masters, zones) == []
     wrong = [*good[:2], openstack_api.Server(**{**good[2].__dict__, "az": "cern-geneva-a"})]
-    assert openstack_api.master_az_problems(wrong, masters, zones) == [
+    assert judge_openstack.master_az_problems(wrong, masters, zones) == [
         "masters not in distinct availability zones: alimesos01, alimesos03 share cern-geneva-a"]
     listed = [openstack_api.Server(**{**base.__dict__, "name": n}) for n in
               ["alibuild01", "alibuild02", "alibuild99", "alimesos01", "alijenkins01"]]
-    assert openstack_api.drift_problems(listed, ["alibuild01", "alibuild02", "alibuild03"],
+    assert judge_openstack.drift_problems(listed, ["alibuild01", "alibuild02", "alibuild03"],
                                         ["alibuild01", "alibuild02"], ["alibuild*"]) == [
         "in OpenStack but not a Nomad node: alibuild99", "in OpenStack but not in the inventory: alibuild99",
         "a Nomad node but not in OpenStack: alibuild03"]

@@ -24,6 +24,7 @@ from acceptance.clients.config import ApiConfig, api_config
 from acceptance.clients.errors import ApiError
 from acceptance.clients.transport import Answer
 from acceptance.inventory import Apis, Endpoint, TlsSettings
+from acceptance.judging import raft as judge_raft
 
 from .test_api_support import (
     SECRET,
@@ -55,7 +56,7 @@ class FakeClient:
         self.url = url
         self.reply = reply
 
-    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None) -> Answer:
+    def get(self, path: str, timeout_s: float, params: Mapping[str, str] | None = None, **_: Any) -> Answer:
         result: Answer = self.reply(self.url, path)
         return result
 
@@ -297,9 +298,9 @@ def test_the_leader_is_told_by_identity_not_by_address_text():
     ap = raft.parse_autopilot(json.loads(nomad_routes()["/v1/operator/autopilot/health"].body))  # type: ignore[union-attr]
     masters = [("alimesos01", "localhost"), ("alimesos02", "127.0.0.2"), ("alimesos03", "127.0.0.3")]
     leader = next(s for s in ap.servers if s.leader)
-    assert raft.leading_master("", ap, masters) == leader.name.split(".")[0]
-    assert raft.leading_master("127.0.0.1:4647", None, masters) == "alimesos01"  # localhost resolves to it
-    assert raft.leading_master("10.9.9.9:4647", None, masters[1:]) is None  # nobody: the gate cannot tell
+    assert judge_raft.leading_master("", ap, masters) == leader.name.split(".")[0]
+    assert judge_raft.leading_master("127.0.0.1:4647", None, masters) == "alimesos01"  # localhost resolves to it
+    assert judge_raft.leading_master("10.9.9.9:4647", None, masters[1:]) is None  # nobody: the gate cannot tell
 
 
 def test_no_token_at_all_says_to_set_it(monkeypatch):

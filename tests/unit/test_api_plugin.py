@@ -43,6 +43,12 @@ class FakeNodes:
     def prepare_all(self, nodes: Any) -> None:
         pass
 
+    def started(self, node: Any) -> bool:
+        return True
+
+    def pending(self) -> bool:
+        return False
+
     def learned(self) -> dict[str, list[str]]:
         return {}
 

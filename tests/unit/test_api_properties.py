@@ -17,6 +17,7 @@ from acceptance.clients.call import parse_answer
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
 from acceptance.clients.transport import BodyError, excerpt, parse_json
+from acceptance.judging import raft as judge_raft
 from acceptance.redaction import remember
 
 CFG = ApiConfig(name="nomad", urls=("http://x:4646",))
@@ -116,11 +117,11 @@ def test_autopilot_round_trip_and_tolerance_never_above_autopilot(body_servers, 
     parsed = raft.parse_autopilot({"Healthy": healthy, "FailureTolerance": tolerance, "Servers": body_servers})
     assert [s.name for s in parsed.servers] == [s["Name"] for s in body_servers]
     masters = ["alimesos01", "alimesos02", "alimesos03"]
-    got, detail = raft.failure_tolerance(parsed, masters)
+    got, detail = judge_raft.failure_tolerance(parsed, masters)
     assert got <= tolerance and got <= 1 and "quorum 2" in detail
-    if not raft.server_problems("Nomad", parsed, masters):  # no problem: every master a healthy voter
+    if not judge_raft.server_problems("Nomad", parsed, masters):  # no problem: every master a healthy voter
         for m in masters:
-            assert any(raft.is_named(s.name, m) and s.voter and s.healthy and s.status == "alive"
+            assert any(judge_raft.is_named(s.name, m) and s.voter and s.healthy and s.status == "alive"
                        for s in parsed.servers)
         assert got == min(1, tolerance)
 

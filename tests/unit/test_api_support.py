@@ -104,6 +104,8 @@ class FakeServer:
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
+                if self.path.startswith(("/v1/health/", "/v1/catalog/", "/v1/kv/")):
+                    self.send_header("X-Consul-Index", "7")  # as Consul's blocking endpoints answer
                 if reply.chunked_mib:
                     self.send_header("Transfer-Encoding", "chunked")
                     self.end_headers()

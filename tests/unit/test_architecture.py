@@ -1,6 +1,7 @@
-"""The product's layering, read from its sources (no import is run): no import cycle among its modules,
-``reports`` standing alone (it reads the records' JSON, not the suite's objects), the inventory at the start of
-the data flow (it imports nothing of the rest), and nothing of the product taken from the tests.
+"""The product's layering, read from its sources (no import is run): no import cycle among its modules, its
+packages in one order, each importing only those below it (``reports`` standing alone: it reads the records' JSON,
+not the suite's objects), the inventory at the start of the data flow (it imports nothing of the rest), and
+nothing of the product taken from the tests.
 
 Every import counts: at the top of a module, inside a function, under ``TYPE_CHECKING``. ``from a.b import c``
 is an edge to the module ``a.b.c`` when there is one, else to ``a.b``.
@@ -15,7 +16,11 @@ from pathlib import Path
 
 from .conftest import ROOT
 
-PRODUCT = ("acceptance", "checks", "remediation", "reports")
+PRODUCT = ("acceptance", "alice_acceptance", "checks", "remediation", "reports")
+# the packages bottom to top: each may import those before it, never one after it. The checks name their fixes
+# (``@check(remediation=restart_unit)``, the fixture itself, so that a typo fails at import): they sit above
+# remediation, which never imports a check. The application (the plugin, the CLI, the moments) is on top.
+LAYERS = ("reports", "acceptance", "remediation", "checks", "alice_acceptance")
 
 
 def _module_name(path: Path) -> str:
@@ -130,3 +135,53 @@ def test_the_product_imports_nothing_of_the_tests() -> None:
     found = sorted(f"{m} imports {name}" for m, path in sources.items() for name in _imported(m, path)
                    if _top(name) in ("tests", "conftest"))
     assert not found, "; ".join(found)
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Each package -> the other packages its modules import."""
+    packages: dict[str, set[str]] = {_top(m): set() for m in graph}
+    for module, targets in graph.items():
+        packages[_top(module)] |= {_top(t) for t in targets if _top(t) != _top(module)}
+    return packages
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a package above the importer's (or of one outside LAYERS), as 'a.b imports c.d'."""
+    rank = {package: i for i, package in enumerate(LAYERS)}
+    return sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
+                  if _top(t) != _top(m) and rank.get(_top(t), len(LAYERS)) > rank.get(_top(m), -1))
+
+
+def test_an_upward_import_is_found() -> None:
+    graph = {"acceptance.run": {"reports.summary"}, "remediation.engine": {"acceptance.run", "checks.node"},
+             "reports.write": {"alice_acceptance.plugin"}}
+    assert _upward(graph) == ["remediation.engine imports checks.node", "reports.write imports alice_acceptance.plugin"]
+    assert package_graph(graph) == {"acceptance": {"reports"}, "remediation": {"acceptance", "checks"},
+                                    "reports": {"alice_acceptance"}}
+
+
+def test_the_layers_are_the_product() -> None:
+    assert sorted(LAYERS) == sorted(PRODUCT)
+
+
+def test_packages_import_only_the_packages_below_them() -> None:
+    """reports -> acceptance -> remediation -> checks -> alice_acceptance, bottom to top: not even under
+    TYPE_CHECKING or inside a function does a package import one above it."""
+    found = _upward(import_graph())
+    assert not found, "; ".join(found)
+
+
+def test_no_package_cycle() -> None:
+    cycle = _cycle(package_graph(import_graph()))
+    assert not cycle, "package import cycle: " + " -> ".join(cycle)
+
+
+def test_the_package_edges_are_the_allowed_ones() -> None:
+    """The edges there are (each allowed by LAYERS): a new one is a decision, made here."""
+    assert package_graph(import_graph()) == {
+        "reports": set(),
+        "acceptance": {"reports"},
+        "remediation": {"acceptance", "reports"},
+        "checks": {"acceptance", "remediation"},
+        "alice_acceptance": {"acceptance", "remediation", "reports"},
+    }

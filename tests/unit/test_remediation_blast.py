@@ -13,7 +13,7 @@ import pytest
 
 from acceptance.inventory import Inventory, Maintenance, Node, RemediationSettings
 from remediation.blast import Unhealthy, count_unhealthy, past_limit
-from remediation.clients import Http, Nomad, drain_until_idle, write_config
+from remediation.clients import Api, Nomad, drain_until_idle, write_config
 from remediation.model import ActionFailed, NeedsHuman, Progress
 
 from .test_api_support import MASTERS, FakeApi, Fakes, Reply, apis, fake_cluster, inventory, sample
@@ -50,7 +50,7 @@ def agents_of(inv: Inventory) -> list[Node]:
 
 def nomad_of(fakes: Fakes) -> Nomad:
     inv = inv_of(fakes)
-    return Nomad(Http(write_config("nomad", inv, masters_of(inv))))
+    return Nomad(Api(write_config("nomad", inv, masters_of(inv))))
 
 
 def stub(name: str, **changes: Any) -> dict[str, Any]:

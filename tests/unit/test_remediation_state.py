@@ -4,7 +4,6 @@ health check, is verified before each step, and a hold outlives its process; the
 
 from __future__ import annotations
 
-import base64
 import gc
 import json
 import threading
@@ -14,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from acceptance import cli
 from acceptance.inventory import load_inventory
+from alice_acceptance import cli
 from remediation import lock as lockmod
 from remediation import switch
-from remediation.clients import Http, write_config
+from remediation.clients import Api, write_config
 from remediation.lock import ConsulLock, holder_of, release_hold
 from remediation.model import ActionFailed
 from remediation.state import ClusterState, StateUnavailable
@@ -35,9 +34,9 @@ def inv(fake_consul: FakeConsul, write_inventory: Callable[..., Path]) -> Path:
 
 
 @pytest.fixture
-def http(inv: Path) -> Http:
+def http(inv: Path) -> Api:
     inventory = load_inventory(inv)
-    return Http(write_config("consul", inventory, [n for n in inventory.nodes if n.role == "master"]))
+    return Api(write_config("consul", inventory, [n for n in inventory.nodes if n.role == "master"]))
 
 
 def other_session(fake: FakeConsul) -> str:
@@ -57,19 +56,19 @@ def take(fake: FakeConsul, sid: str, owner: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the state
 
 
-def test_a_missing_state_is_the_defaults(fake_consul: FakeConsul, http: Http) -> None:
+def test_a_missing_state_is_the_defaults(fake_consul: FakeConsul, http: Api) -> None:
     assert ClusterState(http, STATE).read() == EMPTY
     assert fake_consul.requests[-1].headers["x-consul-token"] == fake_consul.token
 
 
-def test_the_state_keeps_what_it_holds_and_fills_in_the_rest(fake_consul: FakeConsul, http: Http) -> None:
+def test_the_state_keeps_what_it_holds_and_fills_in_the_rest(fake_consul: FakeConsul, http: Api) -> None:
     fake_consul.kv[STATE] = json.dumps({"budget": {"a|n": {"restart": [1.0]}}, "mine": 1})
     assert ClusterState(http, STATE).read() == {**EMPTY, "budget": {"a|n": {"restart": [1.0]}}, "mine": 1}
 
 
 @pytest.mark.parametrize("value", [b"[]", b"not json {", b"\xff\xfe", b"", b'"text"', b'{"budget": []}',
                                    b'{"disruptive": {}}', b'{"holds": null}'])
-def test_a_state_that_is_not_the_document_is_unavailable(fake_consul: FakeConsul, http: Http, value: bytes) -> None:
+def test_a_state_that_is_not_the_document_is_unavailable(fake_consul: FakeConsul, http: Api, value: bytes) -> None:
     fake_consul.kv[STATE] = value
     with pytest.raises(StateUnavailable, match=STATE):
         ClusterState(http, STATE).read()
@@ -79,7 +78,7 @@ def test_a_state_that_is_not_the_document_is_unavailable(fake_consul: FakeConsul
 
 
 @pytest.mark.parametrize("broken", ["500", "html"])
-def test_a_consul_that_does_not_answer_is_unavailable(fake_consul: FakeConsul, http: Http, broken: str) -> None:
+def test_a_consul_that_does_not_answer_is_unavailable(fake_consul: FakeConsul, http: Api, broken: str) -> None:
     fake_consul.broken = broken
     with pytest.raises(StateUnavailable, match=STATE):
         ClusterState(http, STATE).read()
@@ -92,20 +91,20 @@ def test_a_refused_token_is_unavailable_and_never_named(fake_consul: FakeConsul,
     wrong = "wrong-token-0123456789"
     monkeypatch.setenv("CONSUL_REMEDIATION_TOKEN", wrong)
     inventory = load_inventory(inv)
-    http = Http(write_config("consul", inventory, list(inventory.nodes[:1])))
+    http = Api(write_config("consul", inventory, list(inventory.nodes[:1])))
     with pytest.raises(StateUnavailable) as e:
         ClusterState(http, STATE).read()
     assert "403" in str(e.value) and "CONSUL_REMEDIATION_TOKEN" in str(e.value)
     assert wrong not in str(e.value) and str(fake_consul.token) not in str(e.value)
 
 
-def test_update_creates_the_key_only_if_absent(fake_consul: FakeConsul, http: Http) -> None:
+def test_update_creates_the_key_only_if_absent(fake_consul: FakeConsul, http: Api) -> None:
     assert ClusterState(http, STATE).update(lambda s: s["drained"].setdefault("alibuild01", {"t": 1})) == {"t": 1}
     assert fake_consul.requests[-1].query == {"cas": "0"}
     assert fake_consul.value_json(STATE) == {**EMPTY, "drained": {"alibuild01": {"t": 1}}}
 
 
-def test_update_re_reads_and_re_applies_after_a_concurrent_write(fake_consul: FakeConsul, http: Http) -> None:
+def test_update_re_reads_and_re_applies_after_a_concurrent_write(fake_consul: FakeConsul, http: Api) -> None:
     fake_consul.kv[STATE] = json.dumps({"drained": {"a": 1}})
     calls: list[dict[str, Any]] = []
 
@@ -123,7 +122,7 @@ def test_update_re_reads_and_re_applies_after_a_concurrent_write(fake_consul: Fa
     assert len(cas) == 2 and cas[0] != cas[1]
 
 
-def test_update_gives_up_after_five_conflicts(fake_consul: FakeConsul, http: Http) -> None:
+def test_update_gives_up_after_five_conflicts(fake_consul: FakeConsul, http: Api) -> None:
     fake_consul.kv[STATE] = b"{}"
     calls = []
 
@@ -140,7 +139,7 @@ def test_update_gives_up_after_five_conflicts(fake_consul: FakeConsul, http: Htt
 # --------------------------------------------------------------------------- the kill switch
 
 
-def test_stop_stopped_resume(fake_consul: FakeConsul, http: Http) -> None:
+def test_stop_stopped_resume(fake_consul: FakeConsul, http: Api) -> None:
     assert switch.stopped(http, STOP) is None
     entry = switch.stop(http, STOP, "INC0123: hands off", run_id="r1")
     assert set(entry) == {"reason", "user", "host", "since", "run_id"}
@@ -153,14 +152,14 @@ def test_stop_stopped_resume(fake_consul: FakeConsul, http: Http) -> None:
     assert switch.resume(http, STOP) is None
 
 
-def test_a_stop_written_by_hand_stops_too(fake_consul: FakeConsul, http: Http) -> None:
+def test_a_stop_written_by_hand_stops_too(fake_consul: FakeConsul, http: Api) -> None:
     fake_consul.kv[STOP] = b"disk swap"
     assert switch.stopped(http, STOP) == {"reason": "disk swap"}
     fake_consul.kv[STOP] = b""
     assert "exists" in str(switch.stopped(http, STOP))
 
 
-def test_a_switch_that_cannot_be_read_is_unavailable(fake_consul: FakeConsul, http: Http) -> None:
+def test_a_switch_that_cannot_be_read_is_unavailable(fake_consul: FakeConsul, http: Api) -> None:
     fake_consul.broken = "500"
     for call in (lambda: switch.stopped(http, STOP), lambda: switch.stop(http, STOP, "x"),
                  lambda: switch.resume(http, STOP)):
@@ -171,7 +170,7 @@ def test_a_switch_that_cannot_be_read_is_unavailable(fake_consul: FakeConsul, ht
 # --------------------------------------------------------------------------- the lock
 
 
-def test_the_lock_session_has_no_health_check(fake_consul: FakeConsul, http: Http) -> None:
+def test_the_lock_session_has_no_health_check(fake_consul: FakeConsul, http: Api) -> None:
     lock = ConsulLock(http, LOCK, 900, "run-1")
     assert lock.acquire() is None
     try:
@@ -187,7 +186,7 @@ def test_the_lock_session_has_no_health_check(fake_consul: FakeConsul, http: Htt
     assert holder_of(http, LOCK) is None and not fake_consul.sessions  # released: the key stays, unheld
 
 
-def test_verify_fails_once_the_session_is_gone(fake_consul: FakeConsul, http: Http) -> None:
+def test_verify_fails_once_the_session_is_gone(fake_consul: FakeConsul, http: Api) -> None:
     lock = ConsulLock(http, LOCK, 900, "run-1")
     assert lock.acquire() is None
     fake_consul.expire(str(lock.session))
@@ -195,7 +194,7 @@ def test_verify_fails_once_the_session_is_gone(fake_consul: FakeConsul, http: Ht
     lock.release()
 
 
-def test_verify_fails_once_someone_else_holds_the_key(fake_consul: FakeConsul, http: Http) -> None:
+def test_verify_fails_once_someone_else_holds_the_key(fake_consul: FakeConsul, http: Api) -> None:
     lock = ConsulLock(http, LOCK, 900, "run-1")
     assert lock.acquire() is None
     fake_consul.expire(str(lock.session))
@@ -207,7 +206,7 @@ def test_verify_fails_once_someone_else_holds_the_key(fake_consul: FakeConsul, h
     assert fake_consul.value_json(LOCK)["run_id"] == "run-2"  # releasing ours never touched theirs
 
 
-def test_verify_refuses_when_consul_cannot_be_read(fake_consul: FakeConsul, http: Http) -> None:
+def test_verify_refuses_when_consul_cannot_be_read(fake_consul: FakeConsul, http: Api) -> None:
     lock = ConsulLock(http, LOCK, 900, "run-1")
     assert lock.acquire() is None
     fake_consul.broken = "html"
@@ -218,7 +217,7 @@ def test_verify_refuses_when_consul_cannot_be_read(fake_consul: FakeConsul, http
     assert lock.verify() == "not held"
 
 
-def test_holder_of_tells_free_from_cannot_tell(fake_consul: FakeConsul, http: Http) -> None:
+def test_holder_of_tells_free_from_cannot_tell(fake_consul: FakeConsul, http: Api) -> None:
     assert holder_of(http, LOCK) is None
     fake_consul.kv[LOCK] = b'{"run_id": "x"}'  # the key without a session: free
     assert holder_of(http, LOCK) is None
@@ -228,7 +227,7 @@ def test_holder_of_tells_free_from_cannot_tell(fake_consul: FakeConsul, http: Ht
     assert "cannot be taken or checked" in str(ConsulLock(http, LOCK, 900, "r").acquire())
 
 
-def test_a_hold_outlives_its_object_and_says_so(fake_consul: FakeConsul, http: Http) -> None:
+def test_a_hold_outlives_its_object_and_says_so(fake_consul: FakeConsul, http: Api) -> None:
     before = {t.name for t in threading.enumerate()}
     lock = ConsulLock(http, LOCK, 3600, "gate-run")
     assert lock.hold("rebuild:alibuild07 for alice@lxplus") is None
@@ -246,7 +245,7 @@ def test_a_hold_outlives_its_object_and_says_so(fake_consul: FakeConsul, http: H
     assert holder_of(http, LOCK) is None and str(sid) not in fake_consul.sessions
 
 
-def test_release_refuses_a_runs_lock(fake_consul: FakeConsul, http: Http) -> None:
+def test_release_refuses_a_runs_lock(fake_consul: FakeConsul, http: Api) -> None:
     lock = ConsulLock(http, LOCK, 900, "nightly")
     assert lock.acquire() is None
     with pytest.raises(ActionFailed, match="not a hold.*lock break"):
@@ -259,7 +258,7 @@ def test_release_refuses_a_runs_lock(fake_consul: FakeConsul, http: Http) -> Non
         release_hold(http, LOCK)
 
 
-def test_lock_status(fake_consul: FakeConsul, inv: Path, http: Http, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lock_status(fake_consul: FakeConsul, inv: Path, http: Api, capsys: pytest.CaptureFixture[str]) -> None:
     assert lockmod.main(["status", f"--inventory={inv}"]) == 0
     assert capsys.readouterr().out.strip() == f"{LOCK}: free"
     lock = ConsulLock(http, LOCK, 900, "nightly")
@@ -312,7 +311,7 @@ def test_cli_stop_needs_a_reason_and_consul(fake_consul: FakeConsul, inv: Path, 
     assert "cannot stop" in err and "cannot resume" in err and str(fake_consul.token) not in err
 
 
-def test_cli_release(fake_consul: FakeConsul, inv: Path, http: Http, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_release(fake_consul: FakeConsul, inv: Path, http: Api, capsys: pytest.CaptureFixture[str]) -> None:
     run = ConsulLock(http, LOCK, 900, "nightly")
     assert run.acquire() is None
     assert cli.main(["release", f"--inventory={inv}"]) == 1
@@ -326,25 +325,38 @@ def test_cli_release(fake_consul: FakeConsul, inv: Path, http: Http, capsys: pyt
 # --------------------------------------------------------------------------- the fake itself
 
 
-def test_the_fake_speaks_consuls_kv_and_sessions(fake_consul: FakeConsul, http: Http) -> None:
-    assert http.call("GET", "/v1/kv/k", ok=(200, 404)) is None
-    assert http.call("PUT", "/v1/kv/k", {"a": 1}, params={"cas": "0"}) is True
-    assert http.call("PUT", "/v1/kv/k", {"a": 2}, params={"cas": "0"}) is False
-    [entry] = http.call("GET", "/v1/kv/k")
-    assert json.loads(base64.b64decode(entry["Value"])) == {"a": 1} and "Session" not in entry
-    assert http.call("PUT", "/v1/kv/k", 3, params={"cas": str(entry["ModifyIndex"])}) is True
-    assert http.call("DELETE", "/v1/kv/k", params={"cas": str(entry["ModifyIndex"])}) is False
-    sid = http.call("PUT", "/v1/session/create", {"TTL": "10s"})["ID"]
+def test_the_fake_speaks_consuls_kv_and_sessions(fake_consul: FakeConsul, http: Api) -> None:
+    """Through py-consul's named methods, as remediation calls them (kv, session, status)."""
+    def create(c: Any, body: dict[str, Any]) -> Any:  # py-consul's session.create writes lower-case keys
+        from consul.callback import CB  # type: ignore[import-untyped]
+
+        return c.http.put(CB.json(is_id=True), "/v1/session/create", data=json.dumps(body), headers=c.prepare_headers())
+
+    def kv(c: Any) -> Any:
+        return c.kv
+
+    assert http.lib("get", lambda c: kv(c).get("k")[1]) is None
+    assert http.lib("put", lambda c: kv(c).put("k", json.dumps({"a": 1}), cas=0)) is True
+    assert http.lib("put", lambda c: kv(c).put("k", json.dumps({"a": 2}), cas=0)) is False
+    entry = http.lib("get", lambda c: kv(c).get("k")[1])
+    assert json.loads(entry["Value"]) == {"a": 1} and "Session" not in entry
+    assert http.lib("put", lambda c: kv(c).put("k", "3", cas=entry["ModifyIndex"])) is True
+    assert http.lib("delete", lambda c: kv(c).delete("k", cas=entry["ModifyIndex"])) is False
+    sid = http.lib("create", lambda c: create(c, {"TTL": "10s"}))
     assert fake_consul.sessions[sid]["NodeChecks"] == ["serfHealth"]  # Consul's default
-    assert http.call("PUT", "/v1/kv/k", 4, params={"acquire": sid}) is True
-    assert http.call("PUT", "/v1/kv/k", 5, params={"acquire": other_session(fake_consul)}) is False
-    assert http.call("GET", f"/v1/session/info/{sid}")[0]["ID"] == sid
-    assert http.call("PUT", f"/v1/session/renew/{sid}")[0]["ID"] == sid
-    assert http.call("PUT", f"/v1/session/destroy/{sid}") is True
+    assert http.lib("put", lambda c: kv(c).put("k", "4", acquire=sid)) is True
+    assert http.lib("put", lambda c: kv(c).put("k", "5", acquire=other_session(fake_consul))) is False
+    assert http.lib("info", lambda c: c.session.info(sid)[1])["ID"] == sid
+    assert http.lib("renew", lambda c: c.session.renew(sid))["ID"] == sid
+    assert http.lib("destroy", lambda c: c.session.destroy(sid)) is True
     assert fake_consul.entry("k") is not None and "Session" not in fake_consul.entry("k")  # type: ignore[operator]
-    assert http.call("GET", f"/v1/session/info/{sid}") == []
+    assert http.lib("info", lambda c: c.session.info(sid)[1]) is None
     with pytest.raises(ActionFailed, match="404"):
-        http.call("PUT", f"/v1/session/renew/{sid}")
+        http.lib("renew", lambda c: c.session.renew(sid))
     with pytest.raises(ActionFailed, match="400"):
-        http.call("PUT", "/v1/session/create", {"TTL": "5s"})
-    assert http.call("GET", "/v1/status/leader") == "127.0.0.1:8300"
+        http.lib("create", lambda c: create(c, {"TTL": "5s"}))
+    from consul.callback import CB
+
+    # the fake wants the token even there (py-consul's status.leader sends none: Consul needs none)
+    assert http.lib("leader", lambda c: c.http.get(CB.json(), "/v1/status/leader",
+                                                   headers=c.prepare_headers())) == "127.0.0.1:8300"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from acceptance.transport import batch
 from acceptance.transport.batch import Answer
 from acceptance.transport.nodes import Nodes
 from acceptance.transport.ping import ProbeResult
-from acceptance.transport.session import NodeSession, learn
+from acceptance.transport.session import NodeSession
 from acceptance.transport.ssh import ControlDirError, Ssh, classify_failure, private_dir
 
 from .fakessh import FakeSsh
@@ -161,7 +162,7 @@ def agents(n: int) -> list[Node]:
     return [Node(name=f"alibuild{i:02}", role="agent", address=f"172.30.1.{i}", kind="vm") for i in range(1, n + 1)]
 
 
-def chain_probe(session: NodeSession) -> list[object]:
+def chain_probe(session: NodeSession) -> list[Callable[[], object]]:
     """A check whose second command depends on the first one's answer (like testinfra's module detection)."""
     def probe() -> object:
         kind = session.host.check_output("uname -s")
@@ -169,14 +170,38 @@ def chain_probe(session: NodeSession) -> list[object]:
     return [probe, lambda: session.host.check_output("hostname")]
 
 
-def test_first_node_learns_the_others_follow_in_one_round_trip(write_inventory):
-    from acceptance.inventory import load_inventory
+def dry_pass(probes_of: Callable[[NodeSession], list[Callable[[], object]]]) -> Callable[[Sequence[NodeSession]], None]:
+    """What acceptance.learning does through pytest, with plain functions: every probe of every session, in order."""
+    def run(sessions: Sequence[NodeSession]) -> None:
+        for session in sessions:
+            for index, probe in enumerate(probes_of(session)):
+                session.probe(index)
+                try:
+                    probe()
+                except Exception:  # noqa: S112 - only the commands matter
+                    continue
+    return run
 
-    inventory = load_inventory(write_inventory())
+
+def hostname(session: NodeSession) -> list[Callable[[], object]]:
+    return [lambda: session.host.check_output("hostname")]
+
+
+def prepared(fake: FakeSsh, node: Node, probes_of: Callable[[NodeSession], list[Callable[[], object]]]) -> NodeSession:
+    nodes = Nodes(None, Path("/nonexistent"), ping=lambda a: ProbeResult(True), ssh=fake)  # type: ignore[arg-type]
+    nodes.prepare_all([node])
+    nodes.learn(dry_pass(probes_of))
+    return nodes.ready(node)
+
+
+def test_first_node_learns_the_others_follow_in_one_round_trip():
     fake = FakeSsh({}, default=lambda c: Answer(0, b"Linux\n" if c == "uname -s" else f"{c}\n".encode(), b""))
-    nodes = Nodes(inventory, Path("/nonexistent"), chain_probe, ping=lambda a: ProbeResult(True), ssh=fake)  # type: ignore[arg-type]
+    nodes = Nodes(None, Path("/nonexistent"), ping=lambda a: ProbeResult(True), ssh=fake)  # type: ignore[arg-type]
     members = agents(5)
     nodes.prepare_all(members)
+    assert nodes.pending()
+    nodes.learn(dry_pass(chain_probe))
+    assert not nodes.pending()
     sessions = [nodes.ready(n) for n in members]
     assert all(s.cache["systemctl show linux"].stdout == b"systemctl show linux\n" for s in sessions)
     rounds = {name: c.round_trips for name, c in fake.counters.items()}
@@ -186,28 +211,42 @@ def test_first_node_learns_the_others_follow_in_one_round_trip(write_inventory):
     for probe in chain_probe(sessions[2]):
         probe()
     assert fake.counters["alibuild03"].round_trips == before["alibuild03"]
-    assert nodes.learned()["agent"][:1] == ["uname -s"]
+    assert nodes.learned()["agent/vm"][:1] == ["uname -s"]
 
 
-def test_a_command_nobody_learned_runs_live_and_a_missing_answer_is_an_error(write_inventory):
-    from acceptance.inventory import load_inventory
+def test_a_warm_run_has_no_dry_pass_and_a_cold_one_without_it_asks_live():
+    fake = FakeSsh({}, default=lambda c: Answer(0, f"{c}\n".encode(), b""))
+    warm = Nodes(None, Path("/nonexistent"), seeds={"agent/vm": ["hostname"]}, ping=lambda a: ProbeResult(True),
+                 ssh=fake)  # type: ignore[arg-type]
+    warm.prepare_all(agents(2))
+    assert not warm.pending()  # nothing to learn: nobody runs the checks twice
+    assert all(warm.ready(n).host.check_output("hostname") == "hostname" for n in agents(2))
+    assert all(c.round_trips == 1 and c.live_commands == 0 for c in fake.counters.values())
+    cold = Nodes(None, Path("/nonexistent"), ping=lambda a: ProbeResult(True), ssh=FakeSsh({}))  # type: ignore[arg-type]
+    cold.prepare_all(agents(2))
+    assert cold.ready(agents(2)[1]).connected  # nobody learns (outside pytest's loop): no wait, no dry pass
+    assert cold.ready(agents(2)[0]).connected and not cold.pending()
 
-    inventory = load_inventory(write_inventory())
+
+def test_a_command_nobody_learned_runs_live_and_a_missing_answer_is_an_error():
     fake = FakeSsh({"alibuild01": {"drop": ["cat /gone"]}}, default=lambda c: Answer(0, b"x\n", b""))
-    session = NodeSession(agents(1)[0], fake)  # type: ignore[arg-type]
-    learn(session, [lambda: session.host.check_output("hostname")])
-    assert fake.counters["alibuild01"].live_commands == 0
+    session = prepared(fake, agents(1)[0], hostname)
+    assert fake.counters["alibuild01"].live_commands == 0 and "hostname" in session.cache
     assert session.host.check_output("uptime") == "x"
     assert fake.counters["alibuild01"].live_commands == 1
     with pytest.raises(CheckError, match="no answer to 'cat /gone'"):
         session.host.run("cat /gone")
-    del inventory
+
+
+def test_an_action_is_never_learned_nor_batched():
+    fake = FakeSsh({}, default=lambda c: Answer(0, b"x\n", b""))
+    prepared(fake, agents(1)[0], lambda s: [lambda: s.live_host.run("systemctl restart nomad")])
+    assert all("systemctl restart nomad" not in commands for _, commands in fake.batches)
 
 
 def test_a_connection_that_fails_makes_every_command_an_error():
     fake = FakeSsh({"alibuild01": {"ssh_error": "Connection timed out"}})
-    session = NodeSession(agents(1)[0], fake)  # type: ignore[arg-type]
-    learn(session, [lambda: session.host.check_output("hostname")])
+    session = prepared(fake, agents(1)[0], hostname)
     assert session.connection is not None and not session.connection.ok
     with pytest.raises(CheckError, match="Connection timed out"):
         session.host.run("hostname")

@@ -18,7 +18,8 @@ from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError, classify
 from acceptance.clients.libraries import client_for
 from acceptance.clients.transport import MAX_BODY, Aborted, TooLarge, deadline, new_session
-from remediation.clients import Http, Nomad
+from remediation.clients import Api, Nomad
+from remediation.lock import create_session
 from remediation.model import ActionFailed
 
 TOKEN = "s.Tr4nsp0rtT0ken-do-not-leak-42"
@@ -101,14 +102,14 @@ def endless(server_ref: list[Server]) -> Callable[[http.server.BaseHTTPRequestHa
 
 
 def cfg_of(name: str, url: str, **kw: Any) -> ApiConfig:
-    return ApiConfig(name=name, urls=(url,), token=TOKEN, token_var=f"{name.upper()}_TOKEN",
-                     token_header=HEADERS[name], **{"timeout_s": 3, "retry_s": 0.1, "deadline_s": 8, **kw})
+    return ApiConfig(name=name, urls=(url,), token_var=f"{name.upper()}_TOKEN", token_header=HEADERS[name],
+                     **{"token": TOKEN, "timeout_s": 3, "retry_s": 0.1, "deadline_s": 8, **kw})
 
 
 # python-nomad, py-consul and hvac named methods, each a write (or a read remediation acts on)
-WRITES: dict[str, Callable[[Http], Any]] = {
+WRITES: dict[str, Callable[[Api], Any]] = {
     "nomad": lambda api: Nomad(api).node("alibuild01"),  # python-nomad nodes.get_nodes()
-    "consul": lambda api: api.call("PUT", "/v1/session/create", {"TTL": "30s"}),  # py-consul HTTPClient.put
+    "consul": lambda api: api.lib("PUT /v1/session/create", lambda c: create_session(c, 60)),  # py-consul http.put
     "vault": lambda api: api.lib("PUT /v1/sys/step-down", lambda c: c.sys.step_down()),  # hvac sys.step_down
 }
 READS = {"nomad": "/v1/status/leader", "consul": "/v1/status/leader", "vault": "/v1/sys/health"}
@@ -126,7 +127,7 @@ def test_a_redirect_reaches_nothing(name: str, status: int, monkeypatch: pytest.
             Caller(cfg).get(READS[name])  # the snapshots' read path
         assert read.value.kind == "redirect" and elsewhere.url in str(read.value)
         with pytest.raises(ActionFailed) as write:
-            WRITES[name](Http(cfg))
+            WRITES[name](Api(cfg))
         assert elsewhere.url in str(write.value) and "redirect" in str(write.value).lower() or str(status) in str(
             write.value)
         assert TOKEN not in str(read.value) + str(write.value)
@@ -192,5 +193,41 @@ def test_a_session_reads_no_environment_and_pins_tls(monkeypatch: pytest.MonkeyP
         assert session.trust_env is False and session.max_redirects == 0
         assert session.verify == "/etc/ssl/certs/ca-certificates.crt"
         assert session.get(server.url + "/v1/x", timeout=2).json() == {}  # no proxy in between
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("name", ["nomad", "consul", "vault"])
+def test_a_client_without_a_token_sends_none_from_the_environment(name: str, monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Any) -> None:
+    # each library falls back to its CLI's variables (and hvac to ~/.vault-token) for a token it was not given:
+    # a remediation client without its write token would then send the checks' read token
+    for var in ("NOMAD_TOKEN", "CONSUL_HTTP_TOKEN", "VAULT_TOKEN"):
+        monkeypatch.setenv(var, TOKEN)
+    monkeypatch.setenv("NOMAD_REGION", "elsewhere")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".vault-token").write_text(TOKEN)
+    server = Server(ok_json)
+    try:
+        client = client_for(cfg_of(name, server.url, token=None))
+        with contextlib.suppress(Exception):  # only what was sent matters
+            client.get(READS[name], 3, call={"nomad": lambda n: n.status.leader.get_leader(),
+                                             "consul": lambda c: c.status.leader(),
+                                             "vault": lambda v: v.sys.read_health_status(method="GET")}[name])
+        assert server.requests, "the client sent nothing"
+        for _, path, headers in server.requests:
+            assert TOKEN not in str(headers) and "elsewhere" not in path
+    finally:
+        server.close()
+
+
+def test_every_library_call_carries_the_token() -> None:
+    # py-consul's agent.members() passes no token of its own; Consul answers it with an ACL-filtered empty list
+    server = Server(ok_json)
+    try:
+        client = client_for(cfg_of("consul", server.url))
+        with contextlib.suppress(Exception):
+            client.get("/v1/agent/members", 3, call=lambda c: c.agent.members())
+        assert [h.get("x-consul-token") for _, _, h in server.requests] == [TOKEN]
     finally:
         server.close()

@@ -8,14 +8,14 @@ end (an interrupted run) is recorded ``not_run``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 import pytest
 
-from acceptance.run import Run
+from acceptance.run import Results, Run
 from reports.outcomes import verdict_of
-from reports.summary import NodeTransport, Record, Summary
+from reports.summary import NodeTransport, Record, RemediationEntry, Summary
 
 
 def record_of(report: pytest.TestReport) -> Record | None:
@@ -33,8 +33,8 @@ class Recorder:
     """Registered per run: one record per check and node. Under xdist the controller receives every worker's
     reports (verdicts included) through this hook, so its records are complete."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    def __init__(self, results: Results) -> None:
+        self.results = results
         self.collected: dict[str, dict[str, str]] = {}  # test id -> the item's static properties
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -44,7 +44,7 @@ class Recorder:
             return  # an attempt before a remediation, or the remediation itself: the re-check is the final word
         record = record_of(report)
         if record is not None:
-            self.run.records.add(record)
+            self.results.records.add(record)
 
     def expect(self, items: Iterable[pytest.Item]) -> None:
         for item in items:
@@ -61,7 +61,7 @@ class Recorder:
                 self.collected.setdefault(test_id, {"check": check, "node": rest[:-1]})
 
     def not_run(self) -> list[Record]:
-        seen = {r.test_id for r in self.run.records}
+        seen = {r.test_id for r in self.results.records}
         return [Record(check=p["check"], node=p["node"], outcome="not_run", severity=p.get("severity", ""),
                        kind=p.get("kind") or None,
                        message="not run: the run ended before this check", role=p.get("role", ""),
@@ -69,20 +69,24 @@ class Recorder:
                 for test_id, p in self.collected.items() if test_id not in seen]
 
 
-def summary_of(run: Run, recorder: Recorder, exitstatus: int) -> Summary:
+def summary_of(run: Run, recorder: Recorder, exitstatus: int, remediations: Sequence[RemediationEntry],
+               api_requests: Mapping[str, int]) -> Summary:
+    """The summary of the run's parts: the core's, remediation's audit and the application's request counts."""
+    info, scope, records = run.info, run.scope, run.results.records
     missing = recorder.not_run()
     for record in missing:
-        run.records.add(record)
+        records.add(record)
     nodes = []
-    for n in run.targets:
-        waiver = run.waivers.get(n.name)
+    for n in scope.targets:
+        waiver = scope.waivers.get(n.name)
         nodes.append({"name": n.name, "role": n.role, "kind": n.kind, "address": n.address, "source": n.source,
                       "maintenance": {"reason": waiver.reason, "until": waiver.until.isoformat()} if waiver else None})
     interrupted = int(exitstatus) == int(pytest.ExitCode.INTERRUPTED) or bool(missing)
-    return Summary(run_id=run.run_id, cluster=run.inventory.cluster, inventory=str(run.inventory.path),
-                   started=run.started.isoformat(), duration_s=time.monotonic() - run.t0,
-                   records=list(run.records), exit_status=int(exitstatus), warnings=run.warnings, nodes=nodes,
-                   moment=run.moment, interrupted=interrupted, remediations=list(run.audit),
-                   shard={"index": run.shard.index, "count": run.shard.count} if run.shard else None,
-                   transport={"nodes": {name: cast(NodeTransport, c) for name, c in run.transport.items()},
-                              "api_requests": dict(run.api_requests)})
+    counters = run.connections.counters
+    return Summary(run_id=info.run_id, cluster=scope.inventory.cluster, inventory=str(scope.inventory.path),
+                   started=info.started.isoformat(), duration_s=time.monotonic() - info.t0,
+                   records=list(records), exit_status=int(exitstatus), warnings=scope.warnings, nodes=nodes,
+                   moment=scope.moment, interrupted=interrupted, remediations=list(remediations),
+                   shard={"index": scope.shard.index, "count": scope.shard.count} if scope.shard else None,
+                   transport={"nodes": {name: cast(NodeTransport, c) for name, c in counters.items()},
+                              "api_requests": dict(api_requests)})

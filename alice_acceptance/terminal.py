@@ -1,15 +1,14 @@
-"""What people read at the end of a run in the terminal (one block per node), and the pytest-html columns."""
+"""What people read at the end of a run in the terminal (one block per node)."""
 
 from __future__ import annotations
 
-import html
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from acceptance.run import Run
+from acceptance.run import Results, Scope
 from reports.outcomes import FAILING, HEALTHY, verdict_of
 from reports.summary import Record
 
@@ -39,16 +38,16 @@ def teststatus(report: pytest.TestReport) -> Any:
     return None
 
 
-def per_node(tr: Any, run: Run) -> None:
+def per_node(tr: Any, scope: Scope, results: Results) -> None:
     by_node: dict[str, list[Record]] = defaultdict(list)
-    for r in run.records:
+    for r in results.records:
         by_node[r.node].append(r)
-    tr.section(f"{run.inventory.cluster}: per node", sep="=")
+    tr.section(f"{scope.inventory.cluster}: per node", sep="=")
     healthy: list[str] = []
     silent: list[str] = []
-    for n in run.targets:
+    for n in scope.targets:
         records = by_node.get(n.name, [])
-        waiver = run.waivers.get(n.name)
+        waiver = scope.waivers.get(n.name)
         if waiver is not None and records:
             tr.write_line(f"{n.name}: WAIVED {len(records)} checks: {waiver.reason} (until {waiver.until})", cyan=True)
             continue
@@ -74,7 +73,7 @@ def per_node(tr: Any, run: Run) -> None:
         tr.write_line(f"all checks passed on {len(healthy)} nodes: {', '.join(healthy)}", green=True)
     if silent:
         tr.write_line(f"no check ran on {len(silent)} nodes: {', '.join(silent)}", yellow=True)
-    for w in run.warnings:
+    for w in scope.warnings:
         tr.write_line(f"WARNING: {w}", yellow=True)
 
 
@@ -95,22 +94,11 @@ def api_line(requests: Mapping[str, int]) -> str | None:
     return "API requests: " + ", ".join(f"{api} {n}" for api, n in sorted(requests.items()))
 
 
-def html_header(cells: list[str]) -> None:
-    cells.insert(1, "<th>Node</th>")
-    cells.insert(2, "<th>Outcome</th>")
-
-
-def html_row(report: pytest.TestReport, cells: list[str]) -> None:
-    verdict = verdict_of(report)
-    cells.insert(1, f"<td>{html.escape(verdict.node if verdict else '')}</td>")
-    cells.insert(2, f"<td>{html.escape(verdict.outcome if verdict else '')}</td>")
-
-
-def gate_verdict(tr: Any, run: Run) -> None:
+def gate_verdict(tr: Any, scope: Scope, results: Results) -> None:
     """GO or NO-GO, with every reason (what did not pass, on which node)."""
-    gate = run.gate
+    gate = scope.gate
     assert gate is not None
-    reasons = [r for r in run.records if r.outcome not in HEALTHY]
+    reasons = [r for r in results.records if r.outcome not in HEALTHY]
     tr.section(f"gate: {gate.title}", sep="=")
     if not reasons:
         tr.write_line(f"GO: {gate.title} (every check passed)", green=True, bold=True)

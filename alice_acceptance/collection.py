@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from acceptance.checkspec import CheckItem, spec_of
-from acceptance.run import ITEM_KEY, Run
+from acceptance.run import ITEM_KEY, Scope
 
 ENTRY_POINT_GROUP = "alice_acceptance.checks"
 NO_INVENTORY_KEY = pytest.StashKey[str]()
@@ -51,33 +51,33 @@ def _argument_dirs(config: pytest.Config) -> list[Path]:
     return out
 
 
-def check_dirs(config: pytest.Config, run: Run | None) -> list[Path]:
+def check_dirs(config: pytest.Config, scope: Scope | None) -> list[Path]:
     """Every check directory of this run, built-in first, without duplicates."""
     found = builtin_dirs() + _argument_dirs(config)
     found += [config.rootpath / p for p in config.getini("acceptance_checks")]
     found += [config.invocation_params.dir / p for p in config.getoption("checks_dir") or []]
-    if run is not None:
-        found += list(getattr(run.inventory, "check_dirs", ()))
+    if scope is not None:
+        found += list(getattr(scope.inventory, "check_dirs", ()))
     return list(dict.fromkeys(p.resolve() for p in found))
 
 
-def cached_dirs(config: pytest.Config, run: Run | None) -> list[Path]:
+def cached_dirs(config: pytest.Config, scope: Scope | None) -> list[Path]:
     """:func:`check_dirs`, computed once per run (it is asked for every file pytest looks at)."""
     if DIRS_KEY not in config.stash:
-        config.stash[DIRS_KEY] = check_dirs(config, run)
+        config.stash[DIRS_KEY] = check_dirs(config, scope)
     return config.stash[DIRS_KEY]
 
 
-def site_dirs(config: pytest.Config, run: Run) -> list[Path]:
+def site_dirs(config: pytest.Config, scope: Scope) -> list[Path]:
     builtin = set(builtin_dirs())
-    return [d for d in check_dirs(config, run) if d not in builtin]
+    return [d for d in check_dirs(config, scope) if d not in builtin]
 
 
-def collection_args(config: pytest.Config, run: Run) -> list[str] | None:
+def collection_args(config: pytest.Config, scope: Scope) -> list[str] | None:
     """The arguments to collect: every check directory when none were given on the command line, else the given
     ones plus the site check directories they do not cover; None to keep pytest's."""
     given = config.args_source == pytest.Config.ArgsSource.ARGS
-    dirs = check_dirs(config, run) if not given else site_dirs(config, run)
+    dirs = check_dirs(config, scope) if not given else site_dirs(config, scope)
     if given:
         covered = [Path(a.split("::")[0]).resolve() for a in config.args]
         dirs = [d for d in dirs if not any(d == c or c in d.parents for c in covered)]
@@ -108,20 +108,20 @@ class CheckModule(pytest.Module):
     """A check module that pytest's own naming rules would not collect: only its ``@check`` functions count."""
 
 
-def make_items(collector: pytest.Collector, name: str, obj: object, run: Run | None) -> list[pytest.Item] | None:
+def make_items(collector: pytest.Collector, name: str, obj: object, scope: Scope | None) -> list[pytest.Item] | None:
     """The items of one ``@check`` function: one per targeted node it applies to (and ``each`` value)."""
     spec = spec_of(obj)
     if spec is None or not inspect.isfunction(obj):
         return [] if isinstance(collector, CheckModule) else None
-    if run is None:
+    if scope is None:
         collector.config.stash[NO_INVENTORY_KEY] = str(collector.path)
         return []
     items: list[pytest.Item] = []
-    gated = run.gate.node.name if run.gate is not None else None
-    for node in run.targets:
+    gated = scope.gate.node.name if scope.gate is not None else None
+    for node in scope.targets:
         if not spec.applies_to(node) or spec.gate != (node.name == gated):
             continue  # gate checks only on the gated node, and nothing else there
-        for param in spec.params(run.inventory, node):
+        for param in spec.params(scope.inventory, node):
             info = CheckItem(spec=spec, check_id=spec.check_id(node, param), node=node, param=param)
             item = pytest.Function.from_parent(collector, name=info.test_id, callobj=obj)
             item.stash[ITEM_KEY] = info

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from _pytest.runner import runtestprotocol
 
-from acceptance.run import ITEM_KEY, Run
+from acceptance.run import ITEM_KEY, Connections, Scope
 from remediation.phase import apply_decision, engine_of, log_reports
 from reports.outcomes import HEALTHY, verdict_of
 
@@ -37,7 +37,8 @@ def _waiting(items: list[pytest.Item], last: dict[str, list[pytest.TestReport]])
     return out
 
 
-def run_until_converged(session: pytest.Session, run: Run, timeout_s: float, interval_s: float, say: Say) -> None:
+def run_until_converged(session: pytest.Session, scope: Scope, connections: Connections, timeout_s: float,
+                        interval_s: float, say: Say) -> None:
     items = [i for i in session.items if i.stash.get(ITEM_KEY, None) is not None]
     engine = engine_of(session.config)
     start = time.monotonic()
@@ -81,27 +82,27 @@ def run_until_converged(session: pytest.Session, run: Run, timeout_s: float, int
                 "still failing")
             break
         time.sleep(interval_s)
-        _refresh(session, run, {item.stash[ITEM_KEY].node.name for item in bad})
+        _refresh(session, scope, connections, {item.stash[ITEM_KEY].node.name for item in bad})
         pending = bad
     for item in items:
         item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
         log_reports(item, last[item.nodeid])
 
 
-def _refresh(session: pytest.Session, run: Run, names: set[str]) -> None:
+def _refresh(session: pytest.Session, scope: Scope, connections: Connections, names: set[str]) -> None:
     """The next round reads the nodes and the APIs again."""
-    if run.nodes is not None:
-        for node in run.targets:
+    if connections.nodes is not None:
+        for node in scope.targets:
             if node.name in names and node.role in ("master", "agent"):
-                run.nodes.reset(node, again=True)
+                connections.nodes.reset(node, again=True)
     session.config.hook.pytest_acceptance_forget_snapshots(config=session.config)
 
 
 class ConvergeLoop:
     """Registered by the plugin with --converge-timeout: this loop instead of pytest's."""
 
-    def __init__(self, run: Run) -> None:
-        self.run = run
+    def __init__(self, scope: Scope, connections: Connections) -> None:
+        self.scope, self.connections = scope, connections
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> bool | None:
@@ -109,6 +110,6 @@ class ConvergeLoop:
             return None
         from remediation.phase import say
 
-        run_until_converged(session, self.run, session.config.getoption("converge_timeout"),
+        run_until_converged(session, self.scope, self.connections, session.config.getoption("converge_timeout"),
                             session.config.getoption("converge_interval"), say(session.config))
         return True

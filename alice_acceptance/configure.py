@@ -12,10 +12,10 @@ import pytest
 
 from acceptance.discovery import DiscoveryError, discover
 from acceptance.inventory import CLUSTER, Inventory, InventoryError, Maintenance, Node, load_inventory
-from acceptance.moments import MomentError, gate_targets, parse_gate, parse_run_id, parse_shard
-from acceptance.run import WORKERINPUT_KEY, Run, new_run_id
-from acceptance.targeting import TargetError, select, split_patterns, wants_cluster
+from acceptance.run import WORKERINPUT_KEY, Connections, Run, RunInfo, Scope, new_run_id
+from acceptance.targeting import Gate, TargetError, gate_targets, select, split_patterns, wants_cluster
 from acceptance.transport.ssh import ControlDirError, private_dir
+from alice_acceptance.moments import MomentError, parse_gate, parse_run_id, parse_shard
 from reports.summary import Moment
 
 CLUSTER_NODE = Node(name=CLUSTER, role="cluster", source=CLUSTER)
@@ -53,9 +53,9 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
     report_dir = _path(config, config.getoption("report_dir") or "reports/out")
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and WORKERINPUT_KEY in workerinput:
-        run = Run.from_workerinput(config, inventory, report_dir, workerinput[WORKERINPUT_KEY])
+        run = Run.from_workerinput(inventory, report_dir, workerinput[WORKERINPUT_KEY])
         try:
-            private_dir(run.control_dir)
+            private_dir(run.connections.control_dir)
         except (OSError, ControlDirError) as e:
             usage(str(e))
         return run
@@ -88,15 +88,14 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
     if shard is not None:
         run_id = f"{run_id}-s{shard.index}of{shard.count}"  # the shards share the prefix their merge keeps
     waivers, warnings = maintenance(inventory, targets, dt.date.today())
-    run = Run(config=config, inventory=inventory, targets=targets, run_id=run_id, started=started,
-              report_dir=report_dir, control_dir=private_dir(), waivers=waivers, warnings=found + warnings,
-              is_worker=False, all_nodes=nodes, gate=gate, shard=shard)
-    run.moment = moment_of(config, run)
-    return run
+    scope = Scope(inventory=inventory, targets=targets, all_nodes=nodes, waivers=waivers, warnings=found + warnings,
+                  moment=moment_of(config, gate), gate=gate, shard=shard)
+    info = RunInfo(run_id=run_id, started=started, report_dir=report_dir, is_worker=False)
+    return Run(info=info, scope=scope, connections=Connections(private_dir()))
 
 
-def moment_of(config: pytest.Config, run: Run) -> Moment:
-    if run.gate is not None:
+def moment_of(config: pytest.Config, gate: Gate | None) -> Moment:
+    if gate is not None:
         return "gate"
     if config.getoption("converge_timeout") is not None:
         return "provision"

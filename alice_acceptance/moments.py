@@ -1,4 +1,5 @@
-"""The three moments' command-line choices, checked once and kept on the run:
+"""The three moments' command-line choices, checked once (the values, :class:`~acceptance.targeting.Gate` and
+:class:`~acceptance.targeting.Shard`, are the core's: the checks and their fixtures read them):
 
 - ``--gate ACTION:NODE`` (rebuild, reboot, delete): may NODE be taken out now? Go (exit 0) or no-go (exit 1)
   with every reason; ``--prepare`` drains / moves leadership first; ``--allow-allocations JOB,...`` names the
@@ -9,12 +10,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from acceptance.inventory import Node
+from acceptance.targeting import Gate, Shard
 
 GATE_ACTIONS = ("rebuild", "reboot", "delete")
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
@@ -22,18 +22,6 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
 
 class MomentError(ValueError):
     """A bad moment option: one line with the option, the problem and the fix."""
-
-
-@dataclass(frozen=True)
-class Gate:
-    action: str
-    node: Node
-    prepare: bool = False
-    allowed_jobs: tuple[str, ...] = ()
-
-    @property
-    def title(self) -> str:
-        return f"{self.action} {self.node.name}"
 
 
 def parse_gate(value: str, nodes: Sequence[Node], prepare: bool, allowed: Sequence[str]) -> Gate:
@@ -45,27 +33,6 @@ def parse_gate(value: str, nodes: Sequence[Node], prepare: bool, allowed: Sequen
     if node is None:
         raise MomentError(f"--gate {value!r}: no node {name!r} in the inventory; fix: name a master or an agent")
     return Gate(action, node, prepare, tuple(allowed))
-
-
-def gate_targets(gate: Gate, nodes: Sequence[Node]) -> list[Node]:
-    """A master's gate also checks the two other masters fully; an agent's only the agent (its gate checks)."""
-    if gate.node.role == "master":
-        return [*(n for n in nodes if n.role == "master" and n.name != gate.node.name), gate.node]
-    return [gate.node]
-
-
-@dataclass(frozen=True)
-class Shard:
-    index: int  # 1..count
-    count: int
-
-    def holds(self, node: Node) -> bool:
-        """Stable whatever the other nodes: by a hash of the name (the cluster checks go to shard 1). SHA-256,
-        not CRC-32: the CRC of names that differ in a digit or two share their low bits (all in one shard)."""
-        if node.role == "cluster":
-            return self.index == 1
-        digest = hashlib.sha256(node.name.encode()).digest()
-        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
 
 
 def parse_shard(value: str) -> Shard:

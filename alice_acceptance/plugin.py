@@ -1,8 +1,11 @@
-"""The pytest plugin: options and hooks only; the machinery lives beside it (configure, collection, fixtures,
-outcomes, records, terminal, transport).
+"""The pytest plugin: options and hooks only; the machinery lives beside it (configure, collection, records,
+terminal) and below it (the core's fixtures, outcomes and transport; remediation).
 
 Inert unless ``--inventory`` is given (collecting checks without it is a usage error). Registered as the
-``acceptance.plugin`` pytest11 entry point, so the installed package brings it wherever pytest runs.
+``alice_acceptance.plugin`` pytest11 entry point, so the installed package brings it wherever pytest runs.
+
+The run's state is kept by its owners: the core's parts (acceptance.run.Run), remediation's
+(remediation.context.RemediationRun, given the core's parts it reads) and this layer's (alice_acceptance.state).
 """
 
 from __future__ import annotations
@@ -13,18 +16,21 @@ from typing import Any
 
 import pytest
 
-from acceptance import collection, fixtures, hookspecs, terminal, verdicts, watchdog
+from acceptance import fixtures, hookspecs, learning, verdicts
 from acceptance.clients.transport import requests_made
-from acceptance.configure import build_run, usage
-from acceptance.converge import ConvergeLoop
 from acceptance.inventory import CLUSTER
 from acceptance.outcomes import Verdict, classify
-from acceptance.records import Recorder, summary_of
 from acceptance.redaction import redact, remember_environment
-from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Run, get_run
+from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Connections, Run, Scope, get_run
 from acceptance.transport.nodes import Nodes
+from alice_acceptance import collection, terminal, watchdog
+from alice_acceptance.configure import build_run, usage
+from alice_acceptance.converge import ConvergeLoop
+from alice_acceptance.records import Recorder, summary_of
+from alice_acceptance.state import APP_KEY, AppState, app_state
 from remediation import fixtures as remediation_fixtures
 from remediation import phase
+from remediation.context import RemediationRun, remediation_of
 from remediation.model import MODES
 from remediation.prepare import prepare
 from reports import write_all
@@ -103,32 +109,33 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.tbstyle = "short"  # an operator wants the reason, not the suite's internals
     remember_environment()
     run = build_run(config, path)
-    if not run.is_worker:  # the run's ssh control sockets go with it, whatever ends the run
-        config.add_cleanup(lambda: shutil.rmtree(run.control_dir, ignore_errors=True))
+    if not run.info.is_worker:  # the run's ssh control sockets go with it, whatever ends the run
+        config.add_cleanup(lambda: shutil.rmtree(run.connections.control_dir, ignore_errors=True))
         config.add_cleanup(watchdog.install(config.getoption("run_timeout")))
     config.stash[RUN_KEY] = run
-    config.pluginmanager.register(HtmlReport(config, run.report_dir, run.run_id), HtmlReport.NAME)
-    run.api_baseline = requests_made()
-    args = collection.collection_args(config, run)
+    config.pluginmanager.register(HtmlReport(config, run.info.report_dir, run.info.run_id), HtmlReport.NAME)
+    config.stash[APP_KEY] = AppState(api_baseline=requests_made())
+    args = collection.collection_args(config, run.scope)
     if args is not None:
         config.args = args
     # the checks' `host` is this suite's (per node, batched); testinfra's own fixture would shadow it
     testinfra_plugin = config.pluginmanager.get_plugin("testinfra")
     if testinfra_plugin is not None:
         config.pluginmanager.unregister(testinfra_plugin)
-    config.pluginmanager.register(Recorder(run), RECORDER)
+    config.pluginmanager.register(Recorder(run.results), RECORDER)
     config.pluginmanager.register(fixtures, "acceptance.fixtures")
+    config.pluginmanager.register(learning.Learning(run), learning.NAME)
     config.pluginmanager.import_plugin("acceptance.apifixtures")
     config.pluginmanager.register(remediation_fixtures, "remediation.fixtures")
-    phase.start(config, run)
+    phase.start(config, RemediationRun(run.info, run.scope, run.connections, run.results))
     if config.getoption("converge_timeout") is not None:
-        config.pluginmanager.register(ConvergeLoop(run), "acceptance-converge")
+        config.pluginmanager.register(ConvergeLoop(run.scope, run.connections), "acceptance-converge")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     run = get_run(session.config)
     if run is not None:  # here, not at configure: pytest's cache (the learned commands) is set up by then
-        run.nodes = session.config.hook.pytest_acceptance_make_nodes(config=session.config, run=run)
+        run.connections.nodes = session.config.hook.pytest_acceptance_make_nodes(config=session.config, run=run)
 
 
 def _cache(config: pytest.Config) -> Any:
@@ -138,8 +145,7 @@ def _cache(config: pytest.Config) -> Any:
 @pytest.hookimpl(trylast=True)
 def pytest_acceptance_make_nodes(config: pytest.Config, run: Run) -> Nodes:
     seeds = _cache(config).get(SEEDS_CACHE_KEY, {}) if _cache(config) is not None else {}
-    return Nodes(run.inventory, run.control_dir, lambda session: fixtures.dry_probes(run, session),
-                 seeds=seeds if isinstance(seeds, dict) else {})
+    return Nodes(run.scope.inventory, run.connections.control_dir, seeds=seeds if isinstance(seeds, dict) else {})
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -155,7 +161,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """With --inventory, the load-balancing modes give each node's checks to one worker (one connection)."""
     if get_run(config) is None or config.getoption("dist") not in ("load", "loadscope", "loadgroup"):
         return None
-    from acceptance.scheduling import NodeScheduling
+    from alice_acceptance.scheduling import NodeScheduling
 
     return NodeScheduling(config, log)
 
@@ -166,24 +172,30 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     from acceptance.inventory import describe_nodes
 
-    lines = [f"inventory: {run.inventory.path} (cluster {run.inventory.cluster}), run {run.run_id}",
-             f"targets: {describe_nodes(run.targets)}"]
-    lines += [f"waived: {m.node}: {m.reason} (until {m.until.isoformat()})" for m in run.waivers.values()
-              if any(n.name == m.node for n in run.targets)]
-    lines += [f"WARNING: {w}" for w in run.warnings]
+    scope = run.scope
+    lines = [f"inventory: {scope.inventory.path} (cluster {scope.inventory.cluster}), run {run.info.run_id}",
+             f"targets: {describe_nodes(scope.targets)}"]
+    lines += [f"waived: {m.node}: {m.reason} (until {m.until.isoformat()})" for m in scope.waivers.values()
+              if any(n.name == m.node for n in scope.targets)]
+    lines += [f"WARNING: {w}" for w in scope.warnings]
     return lines
 
 
 # --------------------------------------------------------------------------- collection
 
 
+def _scope(config: pytest.Config) -> Scope | None:
+    run = get_run(config)
+    return run.scope if run is not None else None
+
+
 def pytest_collect_file(file_path: Any, parent: pytest.Collector) -> pytest.Collector | None:
-    return collection.collect_file(file_path, parent, collection.cached_dirs(parent.config, get_run(parent.config)))
+    return collection.collect_file(file_path, parent, collection.cached_dirs(parent.config, _scope(parent.config)))
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> list[pytest.Item] | None:
-    return collection.make_items(collector, name, obj, get_run(collector.config))
+    return collection.make_items(collector, name, obj, _scope(collector.config))
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -199,7 +211,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     for item in session.items:
         info = item.stash.get(ITEM_KEY, None)
         if info is not None:
-            run.items[info.node.name].append(item)
+            run.results.items[info.node.name].append(item)
     recorder = session.config.pluginmanager.get_plugin(RECORDER)
     if recorder is not None:
         recorder.expect(session.items)
@@ -218,8 +230,9 @@ def pytest_xdist_node_collection_finished(node: Any, ids: list[str]) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Any:
     run = get_run(session.config)
-    if run is not None and run.gate is not None and run.gate.prepare and not session.config.option.collectonly:
-        prepare(run, phase.say(session.config))  # before the checks: they decide on the prepared state
+    gate = run.scope.gate if run is not None else None
+    if gate is not None and gate.prepare and not session.config.option.collectonly:
+        prepare(remediation_of(session.config), phase.say(session.config))  # the checks decide on the prepared state
     _prepare_nodes(session)
     return (yield)
 
@@ -227,12 +240,13 @@ def pytest_runtestloop(session: pytest.Session) -> Any:
 def _prepare_nodes(session: pytest.Session) -> None:
     """In one process (no xdist), open every node's connection and fetch its answers concurrently up front."""
     run = get_run(session.config)
-    if run is None or run.nodes is None or run.is_worker or session.config.option.collectonly:
+    if run is None or run.connections.nodes is None or run.info.is_worker or session.config.option.collectonly:
         return
     if session.config.pluginmanager.hasplugin("dsession"):
         return  # the xdist controller runs no check; each worker prepares its nodes as they come
-    run.nodes.prepare_all(n for n in run.targets
-                          if run.items.get(n.name) and n.role != CLUSTER and n.name not in run.waivers)
+    scope, items = run.scope, run.results.items
+    run.connections.nodes.prepare_all(n for n in scope.targets
+                                      if items.get(n.name) and n.role != CLUSTER and n.name not in scope.waivers)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -241,7 +255,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     info = item.stash.get(ITEM_KEY, None)
     if info is None or run is None:
         return
-    waiver = run.waivers.get(info.node.name)
+    waiver = run.scope.waivers.get(info.node.name)
     if waiver is not None:
         from acceptance.outcomes import Waived
 
@@ -282,30 +296,31 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    run = get_run(session.config)
-    if run is None:
+    run, app = get_run(session.config), app_state(session.config)
+    if run is None or app is None:
         return
-    if run.nodes is not None:
-        _close_nodes(session.config, run, run.nodes)
+    if run.connections.nodes is not None:
+        _close_nodes(session.config, run.connections, run.connections.nodes)
     for api, count in requests_made().items():  # this run's, in a process that may have run others before
-        run.api_requests[api] = count - run.api_baseline.get(api, 0)
+        app.api_requests[api] = count - app.api_baseline.get(api, 0)
     if hasattr(session.config, "workeroutput"):
-        session.config.workeroutput["acceptance_api_requests"] = dict(run.api_requests)
-    if run.is_worker or session.config.option.collectonly:
+        session.config.workeroutput["acceptance_api_requests"] = dict(app.api_requests)
+    if run.info.is_worker or session.config.option.collectonly:
         return
     recorder = session.config.pluginmanager.get_plugin(RECORDER)
     assert isinstance(recorder, Recorder)
-    summary = summary_of(run, recorder, exitstatus)
+    remediation = remediation_of(session.config)
+    summary = summary_of(run, recorder, exitstatus, remediation.audit, app.api_requests)
     if exitstatus == pytest.ExitCode.OK and not is_healthy(summary.to_json()):
         session.exitstatus = summary.exit_status = pytest.ExitCode.TESTS_FAILED  # a gate blocked: no go
-    session.exitstatus = summary.exit_status = phase.exit_status(run, int(session.exitstatus))
-    run.outputs.update(write_all(summary, run.report_dir))
+    session.exitstatus = summary.exit_status = phase.exit_status(remediation, int(session.exitstatus))
+    app.outputs.update(write_all(summary, run.info.report_dir))
     textfile = session.config.getoption("metrics_textfile")
     if textfile:
-        run.outputs["textfile"] = copy_atomically(run.outputs["metrics"], Path(textfile))
+        app.outputs["textfile"] = copy_atomically(app.outputs["metrics"], Path(textfile))
 
 
-def _close_nodes(config: pytest.Config, run: Run, nodes: Nodes) -> None:
+def _close_nodes(config: pytest.Config, connections: Connections, nodes: Nodes) -> None:
     """Keep what this run learned (next run's one round trip), hand the ssh counters to the summary."""
     cache = _cache(config)
     if cache is not None and nodes.learned():
@@ -314,33 +329,33 @@ def _close_nodes(config: pytest.Config, run: Run, nodes: Nodes) -> None:
     counters = nodes.counters()
     if hasattr(config, "workeroutput"):
         config.workeroutput["acceptance_transport"] = counters
-    run.transport.update(counters)
+    connections.counters.update(counters)
     nodes.close()
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    run = get_run(node.config)
-    if run is not None:
+    run, app = get_run(node.config), app_state(node.config)
+    if run is not None and app is not None:
         output = getattr(node, "workeroutput", {})
-        run.transport.update(output.get("acceptance_transport", {}))
+        run.connections.counters.update(output.get("acceptance_transport", {}))
         for api, count in output.get("acceptance_api_requests", {}).items():
-            run.api_requests[api] = run.api_requests.get(api, 0) + count
+            app.api_requests[api] = app.api_requests.get(api, 0) + count
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    run = get_run(config)
-    if run is None or run.is_worker:
+    run, app = get_run(config), app_state(config)
+    if run is None or app is None or run.info.is_worker:
         return
-    terminal.per_node(terminalreporter, run)
-    for line in (terminal.transport_line(run.transport), terminal.api_line(run.api_requests)):
+    terminal.per_node(terminalreporter, run.scope, run.results)
+    for line in (terminal.transport_line(run.connections.counters), terminal.api_line(app.api_requests)):
         if line:
             terminalreporter.write_line(line)
-    if run.gate is not None:
-        terminal.gate_verdict(terminalreporter, run)
+    if run.scope.gate is not None:
+        terminal.gate_verdict(terminalreporter, run.scope, run.results)
     for kind in ("html", "summary", "metrics", "textfile"):
-        if kind in run.outputs:
-            terminalreporter.write_line(f"{kind}: {run.outputs[kind]}")
+        if kind in app.outputs:
+            terminalreporter.write_line(f"{kind}: {app.outputs[kind]}")
 
 
 def copy_atomically(source: Path, target: Path) -> Path:
@@ -352,13 +367,3 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     recorder = config.pluginmanager.get_plugin(RECORDER)
     if recorder is not None:
         config.pluginmanager.unregister(recorder)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_html_results_table_header(cells: list[str]) -> None:
-    terminal.html_header(cells)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_html_results_table_row(report: pytest.TestReport, cells: list[str]) -> None:
-    terminal.html_row(report, cells)

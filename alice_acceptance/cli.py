@@ -135,13 +135,13 @@ class Reporting:
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from acceptance.run import get_run
+        from alice_acceptance.state import app_state
 
         if self.bar is not None:
             self.bar.stop()
-        run = get_run(session.config)
-        if run is not None:
-            self.outputs = dict(run.outputs)
+        app = app_state(session.config)
+        if app is not None:
+            self.outputs = dict(app.outputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
