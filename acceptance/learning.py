@@ -80,11 +80,12 @@ def run_dry(item: pytest.Item, nextitem: pytest.Item | None) -> None:
         item.stash._storage.update(stash)
         item.user_properties[:] = properties
         item._report_sections[:] = sections
-        _forget_fixture_values(item)
+        forget_fixture_values(item)
 
 
-def _forget_fixture_values(item: pytest.Item) -> None:
-    """No function-scope value of the dry pass survives into the real run (remediation/recheck.py's idiom)."""
+def forget_fixture_values(item: pytest.Item) -> None:
+    """pytest-rerunfailures' idiom: no function-scope value of an earlier run of ``item`` (a dry pass, a first
+    attempt) survives into the next one."""
     info = getattr(item, "_fixtureinfo", None)
     for defs in getattr(info, "name2fixturedefs", {}).values():
         for fixturedef in defs:

@@ -1,16 +1,7 @@
-"""What a check can end as, and how a pytest report becomes one of those outcomes.
+"""How a pytest report becomes one of the outcomes (``reports.outcomes``, where the vocabulary is defined and
+explained), and the exceptions a check or a fixture raises to say which.
 
-Imported by the checks, the API clients and the plugin alike (it imports none of them); the outcomes are
-``reports.outcomes``':
-
-``passed``      the check ran and found nothing wrong
-``failed``      the check ran and found the node (or the cluster) wrong: the only outcome a remediation acts on
-``error``       the check could not tell (configuration, a malformed answer, a probe that could not run)
-``blocked``     not run because a root check it needs failed (node.ping, node.ssh, api.<name>.reachable)
-``waived``      not run: the node is in the inventory's maintenance list
-``remediated``  failed, then fixed by its remediation and passed on the re-check
-``not_run``     collected but never run (an interrupted run): counted so that it never reads as healthy
-"""
+Imported by the checks, the API clients and the plugin alike (it imports none of them)."""
 
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ import pytest
 import tenacity
 from _pytest.runner import runtestprotocol
 
+from acceptance.learning import forget_fixture_values
+
 
 class _NotFixed(Exception):  # noqa: N818 - a signal for tenacity, not an error
     def __init__(self, report: pytest.TestReport) -> None:
@@ -24,20 +26,11 @@ class _NotFixed(Exception):  # noqa: N818 - a signal for tenacity, not an error
         self.report = report
 
 
-def _forget_fixture_values(item: pytest.Item) -> None:
-    """pytest-rerunfailures' idiom: no fixture value of an earlier attempt survives into this one."""
-    info = getattr(item, "_fixtureinfo", None)
-    for defs in getattr(info, "name2fixturedefs", {}).values():
-        for fixturedef in defs:
-            if fixturedef.scope == "function" and getattr(fixturedef, "cached_result", None) is not None:
-                fixturedef.cached_result = None
-
-
 def recheck(item: pytest.Item) -> list[pytest.TestReport]:
     """The check again, now: its setup, call and teardown reports (not logged; the verdict is on each)."""
     for name in getattr(item, "fixturenames", ()):
         item.config.hook.pytest_acceptance_refresh(item=item, name=name, value=None)
-    _forget_fixture_values(item)
+    forget_fixture_values(item)
     return runtestprotocol(item, log=False, nextitem=None)
 
 
