@@ -31,9 +31,9 @@ def item_info(request: pytest.FixtureRequest) -> CheckItem:
 
 
 def nodes_of(run: Run) -> Nodes:
-    if run.nodes is None:
+    if run.connections.nodes is None:
         raise RuntimeError("the run's transport is not set up")
-    return run.nodes
+    return run.connections.nodes
 
 
 def require(run: Run, node: Node, needs: Sequence[Need]) -> NodeSession | None:
@@ -57,7 +57,7 @@ def require(run: Run, node: Node, needs: Sequence[Need]) -> NodeSession | None:
 
 @pytest.fixture(scope="session")
 def inventory(request: pytest.FixtureRequest) -> Inventory:
-    return need_run(request.config).inventory
+    return need_run(request.config).scope.inventory
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +68,7 @@ def expect(inventory: Inventory) -> Expectations:
 @pytest.fixture(scope="session")
 def all_nodes(request: pytest.FixtureRequest) -> list[Node]:
     """Every node of the inventory (static and discovered), targeted or not; for the cluster-wide checks."""
-    return [n for n in need_run(request.config).all_nodes if n.role != CLUSTER]
+    return [n for n in need_run(request.config).scope.all_nodes if n.role != CLUSTER]
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def param(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def gate(request: pytest.FixtureRequest) -> Gate:
     """The gate of a --gate run (its action, node and the allocations the operator accepts)."""
-    chosen = need_run(request.config).gate
+    chosen = need_run(request.config).scope.gate
     if chosen is None:
         raise pytest.UsageError(f"{request.node.nodeid}: fixture 'gate' is only for --gate runs")
     return chosen
@@ -125,14 +125,14 @@ def pytest_acceptance_refresh(item: pytest.Item, name: str, value: Any) -> None:
     connection are read again when the fixture is next set up (the host stays the same object)."""
     info = item.stash.get(ITEM_KEY, None)
     run = need_run(item.config)
-    if info is None or run.nodes is None:
+    if info is None or run.connections.nodes is None:
         return
     if name == "host":
-        run.nodes.session(info.node).invalidate()
+        run.connections.nodes.session(info.node).invalidate()
     elif name == "ping_result":
-        run.nodes.ping(info.node, fresh=True)
+        run.connections.nodes.ping(info.node, fresh=True)
     elif name == "ssh_result":
-        run.nodes.reset(info.node)
+        run.connections.nodes.reset(info.node)
 
 
 @pytest.fixture

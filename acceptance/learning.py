@@ -112,7 +112,7 @@ class Learning:
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, Any, Any]:
         """Before a check runs, its node prepared if nobody did (an xdist worker's nodes come with their checks)
         and learned if it must be (a look-up when not)."""
-        nodes = self.run.nodes
+        nodes = self.run.connections.nodes
         info = item.stash.get(ITEM_KEY, None)
         if nodes is not None and info is not None and not nodes.started(info.node) and not is_dry(item):
             node = info.node
@@ -122,7 +122,7 @@ class Learning:
         return (yield)
 
     def _learn(self, session: pytest.Session) -> None:
-        nodes = self.run.nodes
+        nodes = self.run.connections.nodes
         if nodes is not None and nodes.pending():
             nodes.learn(DryPass(session))
 

@@ -78,37 +78,12 @@ class Results:
 
 @dataclass(frozen=True)
 class Run:
-    """The core's parts of one run, each with its owner (above); the properties are what the checks' fixtures
-    read."""
+    """The core's parts of one run, each with its owner (above)."""
 
     info: RunInfo
     scope: Scope
     connections: Connections
     results: Results = field(default_factory=Results)
-
-    @property
-    def inventory(self) -> Inventory:
-        return self.scope.inventory
-
-    @property
-    def all_nodes(self) -> list[Node]:
-        return self.scope.all_nodes
-
-    @property
-    def gate(self) -> Gate | None:
-        return self.scope.gate
-
-    @property
-    def nodes(self) -> Nodes | None:
-        return self.connections.nodes
-
-    @property
-    def control_dir(self) -> Path:
-        return self.connections.control_dir
-
-    @property
-    def items(self) -> dict[str, list[pytest.Item]]:
-        return self.results.items
 
     def to_workerinput(self) -> dict[str, Any]:
         scope = self.scope
