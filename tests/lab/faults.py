@@ -332,6 +332,15 @@ def _ci_allocations(node: Node) -> list[str]:
             if a["JobID"].startswith("ci-") and a["ClientStatus"] == "running" and a["DesiredStatus"] == "run"]
 
 
+def agent_running_ci() -> str:
+    """An agent that runs a CI allocation now: where those run depends on the faults healed before (a rescheduled
+    allocation lands wherever Nomad places it)."""
+    for agent in cluster.current().agents:
+        if agent.kind == "vm" and _ci_allocations(agent):
+            return agent.name
+    raise LabError("no CI allocation runs on any agent; `nomad job status` shows the jobs")
+
+
 def _fail_allocation(node: Node) -> str:
     jobs = _ci_allocations(node)
     if not jobs:

@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_up")]
 
 Key = tuple[str, str]
 C = "cluster"
+_failing: dict[str, str] = {}  # the agent fail-allocation picked, for its heal
 MASTERS = ("alimesos01", "alimesos02", "alimesos03")
 
 
@@ -178,9 +179,9 @@ CASES = [
         lambda: {("cluster.nomad.jobs-running", C)},
     ),
     Case(
-        "fail-allocation[alibuild01]",
-        lambda: faults.inject("fail-allocation", "alibuild01"),
-        lambda: faults.heal("fail-allocation", "alibuild01"),
+        "fail-allocation[an agent running CI]",
+        lambda: faults.inject("fail-allocation", _failing.setdefault("node", faults.agent_running_ci())),
+        lambda: faults.heal("fail-allocation", _failing.pop("node")),
         lambda: {("cluster.nomad.jobs-running", C)},
     ),
     Case(
