@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from acceptance.printable import shown
 from reports.outcomes import Outcome  # the one vocabulary, shared with the reports
 
 PING_CHECK = "node.ping"
@@ -48,8 +49,8 @@ class Verdict:
 
 
 def first_line(text: str, limit: int = 500) -> str:
-    line = next((x.strip() for x in text.splitlines() if x.strip()), "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    """The first line that says something, as shown to people (redacted before it is cut, controls escaped)."""
+    return shown(next((x.strip() for x in text.splitlines() if x.strip()), ""), limit)
 
 
 def classify(when: str, excinfo: Any, report: pytest.TestReport) -> Verdict:

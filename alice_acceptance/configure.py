@@ -12,6 +12,7 @@ import pytest
 
 from acceptance.discovery import DiscoveryError, discover
 from acceptance.inventory import CLUSTER, Inventory, InventoryError, Maintenance, Node, load_inventory
+from acceptance.printable import escape_controls, shown
 from acceptance.run import WORKERINPUT_KEY, Connections, Run, RunInfo, Scope, new_run_id
 from acceptance.targeting import Gate, TargetError, gate_targets, select, split_patterns, wants_cluster
 from acceptance.transport.ssh import ControlDirError, private_dir
@@ -22,7 +23,7 @@ CLUSTER_NODE = Node(name=CLUSTER, role="cluster", source=CLUSTER)
 
 
 def usage(message: str) -> NoReturn:
-    raise pytest.UsageError(message)
+    raise pytest.UsageError(escape_controls(message))  # it may quote an API's words
 
 
 def maintenance(inventory: Inventory, targets: list[Node], today: dt.date) -> tuple[dict[str, Maintenance], list[str]]:
@@ -88,7 +89,8 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
     if shard is not None:
         run_id = f"{run_id}-s{shard.index}of{shard.count}"  # the shards share the prefix their merge keeps
     waivers, warnings = maintenance(inventory, targets, dt.date.today())
-    scope = Scope(inventory=inventory, targets=targets, all_nodes=nodes, waivers=waivers, warnings=found + warnings,
+    shown_warnings = [shown(w, 1000) for w in found + warnings]  # they quote what OpenStack and the inventory said
+    scope = Scope(inventory=inventory, targets=targets, all_nodes=nodes, waivers=waivers, warnings=shown_warnings,
                   moment=moment_of(config, gate), gate=gate, shard=shard)
     info = RunInfo(run_id=run_id, started=started, report_dir=report_dir, is_worker=False)
     return Run(info=info, scope=scope, connections=Connections(private_dir()))

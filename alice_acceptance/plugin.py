@@ -20,6 +20,7 @@ from acceptance import fixtures, hookspecs, learning, verdicts
 from acceptance.clients.transport import requests_made
 from acceptance.inventory import CLUSTER
 from acceptance.outcomes import Verdict, classify
+from acceptance.printable import escape_controls
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Connections, Run, Scope, get_run
 from acceptance.transport.nodes import Nodes
@@ -108,10 +109,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if getattr(config.option, "tbstyle", None) == "auto":
         config.option.tbstyle = "short"  # an operator wants the reason, not the suite's internals
     remember_environment()
+    if not hasattr(config, "workerinput"):  # before discovery: nothing touches the network unwatched
+        config.add_cleanup(watchdog.install(config.getoption("run_timeout")))
     run = build_run(config, path)
     if not run.info.is_worker:  # the run's ssh control sockets go with it, whatever ends the run
         config.add_cleanup(lambda: shutil.rmtree(run.connections.control_dir, ignore_errors=True))
-        config.add_cleanup(watchdog.install(config.getoption("run_timeout")))
     config.stash[RUN_KEY] = run
     config.pluginmanager.register(HtmlReport(config, run.info.report_dir, run.info.run_id), HtmlReport.NAME)
     config.stash[APP_KEY] = AppState(api_baseline=requests_made())
@@ -276,16 +278,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def _redact_longrepr(report: pytest.TestReport) -> None:
-    """No secret in what JUnit, pytest-html and the terminal show (a server may echo a token in an error)."""
+    """No secret and no control character in what JUnit, pytest-html and the terminal show (a server may echo a
+    token in an error; an API's text may carry ANSI escapes)."""
     if report.longrepr is None:
         return
     if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:
         path, line, reason = report.longrepr
-        report.longrepr = (path, line, redact(str(reason)))
+        report.longrepr = (path, line, escape_controls(redact(str(reason))))
         return
     text = report.longreprtext
-    if redact(text) != text:
-        report.longrepr = redact(text)
+    clean = escape_controls(redact(text), lines=True)
+    if clean != text:
+        report.longrepr = clean
 
 
 def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> Any:

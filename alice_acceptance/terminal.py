@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from acceptance.printable import escape_controls
 from acceptance.run import Results, Scope
 from reports.outcomes import FAILING, HEALTHY, verdict_of
 from reports.summary import Record
@@ -38,6 +39,11 @@ def teststatus(report: pytest.TestReport) -> Any:
     return None
 
 
+def say(tr: Any, text: str, **markup: bool) -> None:
+    """One line to the terminal; what it quotes (an API's words, a node's output) cannot colour or add lines."""
+    tr.write_line(escape_controls(text), **markup)
+
+
 def per_node(tr: Any, scope: Scope, results: Results) -> None:
     by_node: dict[str, list[Record]] = defaultdict(list)
     for r in results.records:
@@ -49,7 +55,7 @@ def per_node(tr: Any, scope: Scope, results: Results) -> None:
         records = by_node.get(n.name, [])
         waiver = scope.waivers.get(n.name)
         if waiver is not None and records:
-            tr.write_line(f"{n.name}: WAIVED {len(records)} checks: {waiver.reason} (until {waiver.until})", cyan=True)
+            say(tr, f"{n.name}: WAIVED {len(records)} checks: {waiver.reason} (until {waiver.until})", cyan=True)
             continue
         bad = [r for r in records if r.outcome in FAILING or r.outcome == "not_run"]
         blocked = [r for r in records if r.outcome == "blocked"]
@@ -60,21 +66,21 @@ def per_node(tr: Any, scope: Scope, results: Results) -> None:
         if not bad and not blocked and not fixed:
             healthy.append(n.name)
             continue
-        tr.write_line(f"{n.name} ({n.role}{', ' + n.kind if n.kind else ''}):", bold=True)
+        say(tr, f"{n.name} ({n.role}{', ' + n.kind if n.kind else ''}):", bold=True)
         for r in fixed:
-            tr.write_line(f"    REMEDIATED {r.check}: {r.message}", green=True)
+            say(tr, f"    REMEDIATED {r.check}: {r.message}", green=True)
         for r in bad:
             fix = f" [remediation: {r.remediation}]" if r.remediation and r.outcome == "failed" else ""
-            tr.write_line(f"    {r.outcome.upper():7} {r.check}: {r.message}{fix}", red=True)
+            say(tr, f"    {r.outcome.upper():7} {r.check}: {r.message}{fix}", red=True)
         if blocked:
             roots = sorted({r.blocked_by or "?" for r in blocked})
-            tr.write_line(f"    BLOCKED {len(blocked)} checks by {', '.join(roots)}", yellow=True)
+            say(tr, f"    BLOCKED {len(blocked)} checks by {', '.join(roots)}", yellow=True)
     if healthy:
-        tr.write_line(f"all checks passed on {len(healthy)} nodes: {', '.join(healthy)}", green=True)
+        say(tr, f"all checks passed on {len(healthy)} nodes: {', '.join(healthy)}", green=True)
     if silent:
-        tr.write_line(f"no check ran on {len(silent)} nodes: {', '.join(silent)}", yellow=True)
+        say(tr, f"no check ran on {len(silent)} nodes: {', '.join(silent)}", yellow=True)
     for w in scope.warnings:
-        tr.write_line(f"WARNING: {w}", yellow=True)
+        say(tr, f"WARNING: {w}", yellow=True)
 
 
 def transport_line(counters: Mapping[str, Mapping[str, int]]) -> str | None:
@@ -101,8 +107,8 @@ def gate_verdict(tr: Any, scope: Scope, results: Results) -> None:
     reasons = [r for r in results.records if r.outcome not in HEALTHY]
     tr.section(f"gate: {gate.title}", sep="=")
     if not reasons:
-        tr.write_line(f"GO: {gate.title} (every check passed)", green=True, bold=True)
+        say(tr, f"GO: {gate.title} (every check passed)", green=True, bold=True)
         return
-    tr.write_line(f"NO-GO: {gate.title}: {len(reasons)} reason(s)", red=True, bold=True)
+    say(tr, f"NO-GO: {gate.title}: {len(reasons)} reason(s)", red=True, bold=True)
     for r in reasons:
-        tr.write_line(f"  {r.check}[{r.node}] {r.outcome}: {r.message}", red=True)
+        say(tr, f"  {r.check}[{r.node}] {r.outcome}: {r.message}", red=True)

@@ -21,7 +21,7 @@ from acceptance.clients.raft import Autopilot, parse_autopilot
 from acceptance.clients.transport import deadline
 from acceptance.inventory import Inventory, Node
 from acceptance.judging.raft import leading_master, server_is
-from acceptance.redaction import redact, remember
+from acceptance.redaction import clip, remember
 from remediation.model import ActionFailed, NeedsHuman, Progress
 
 T = TypeVar("T")
@@ -184,7 +184,7 @@ class Nomad:
         if not isinstance(last, dict):
             return "`nomad node eligibility -disable` (no drain recorded)"
         meta: Mapping[str, Any] = last["Meta"] if isinstance(last.get("Meta"), dict) else {}
-        said = [f"{k} {redact(str(meta[k]))[:60]}" for k in ("drained_by", "user", "host", "message") if meta.get(k)]
+        said = [f"{k} {clip(str(meta[k]), 60)}" for k in ("drained_by", "user", "host", "message") if meta.get(k)]
         if last.get("AccessorID"):
             said.append(f"token accessor {last['AccessorID']}")
         drain = f"the last drain ({last.get('Status') or '?'}; {', '.join(said) or 'no Meta'})"

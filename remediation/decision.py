@@ -10,7 +10,7 @@ import pytest
 
 from acceptance.checkspec import CheckItem
 from acceptance.outcomes import CheckError
-from acceptance.redaction import redact
+from acceptance.redaction import clip, redact
 from remediation.model import ActionFailed
 from reports.outcomes import RemediationDetail, RemediationVerdict
 
@@ -58,7 +58,7 @@ def one_line(e: BaseException) -> str:
 
 def safe(read: Callable[[], str]) -> str:
     try:
-        return redact(str(read()))[:300]
+        return clip(str(read()), 300)
     except Exception as e:  # reading the state must not stop the action from being decided
         return f"(cannot read: {type(e).__name__})"
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from acceptance.inventory import Node, RemediationSettings
-from acceptance.redaction import redact
+from acceptance.redaction import clip
 from acceptance.run import ITEM_KEY
 from remediation import blast, budget, gates
 from remediation.audit import AuditLog
@@ -56,7 +56,7 @@ class Guardrails:
         try:
             seen = blast.count_unhealthy(self.run.scope.inventory, self.masters, self.agents)
         except Exception as e:  # counting must never let an action through
-            return f"cannot count the unhealthy nodes ({type(e).__name__}: {redact(str(e))[:200]}): act on nothing"
+            return f"cannot count the unhealthy nodes ({type(e).__name__}: {clip(str(e), 200)}): act on nothing"
         return blast.past_limit(seen, self.settings, failing_masters & {m.name for m in self.masters},
                                 failing_agents & {a.name for a in self.agents})
 

@@ -32,6 +32,7 @@ import time
 from typing import Any
 
 from acceptance.inventory import InventoryError
+from acceptance.printable import show
 from remediation.clients import Api, consul_of
 from remediation.model import ActionFailed
 from remediation.state import StateUnavailable, kv_entry, kv_json, put
@@ -193,32 +194,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inventory, http = consul_of(args.inventory)
     except InventoryError as e:
-        print(e, file=sys.stderr)
+        show(e, file=sys.stderr)
         return 4
     key = inventory.remediation.lock_key
     if args.command == "release":
         try:
-            print(release_hold(http, key))
+            show(release_hold(http, key))
         except ActionFailed as e:
-            print(f"cannot release it: {e}", file=sys.stderr)
+            show(f"cannot release it: {e}", file=sys.stderr)
             return 1
         return 0
     try:
         holder = holder_of(http, key)
     except StateUnavailable as e:
-        print(f"{key}: unknown: {e}")
+        show(f"{key}: unknown: {e}")
         return 1
     if holder is None:
-        print(f"{key}: free")
+        show(f"{key}: free")
         return 0
-    print(f"{key}: held by {describe(holder)}")
+    show(f"{key}: held by {describe(holder)}")
     if args.command == "break":
         try:
             http.lib("PUT /v1/session/destroy", lambda c: c.session.destroy(holder["session"]))
         except ActionFailed as e:
-            print(f"cannot break it: {e}", file=sys.stderr)
+            show(f"cannot break it: {e}", file=sys.stderr)
             return 1
-        print("broken: the session is destroyed, the key released")
+        show("broken: the session is destroyed, the key released")
     return 0
 
 

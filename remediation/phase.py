@@ -18,6 +18,7 @@ import pytest
 from _pytest.runner import runtestprotocol
 
 from acceptance import verdicts
+from acceptance.printable import escape_controls
 from acceptance.run import ITEM_KEY
 from remediation.context import REMEDIATION_KEY, RemediationRun
 from remediation.decision import Decision, Failure, detail
@@ -42,7 +43,7 @@ def say(config: pytest.Config) -> Callable[[str], None]:
         reporter = config.pluginmanager.get_plugin("terminalreporter")  # registered after this plugin's configure
         if reporter is not None:
             reporter.ensure_newline()
-            reporter.write_line(message, cyan=True)
+            reporter.write_line(escape_controls(message), cyan=True)  # it may quote a human's or an API's words
 
     return write
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from acceptance.inventory import InventoryError
+from acceptance.printable import show
 from remediation.clients import Api, consul_of
 from remediation.model import ActionFailed
 from remediation.state import ATTEMPTS, StateUnavailable, kv_entry, kv_json, kv_value, put
@@ -89,24 +90,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     reason = " ".join(args.reason.split())
     if args.command == "stop" and not reason:
-        print("stop: no reason; fix: pass --reason TEXT (who stops it and why, shown to every runner)",
+        show("stop: no reason; fix: pass --reason TEXT (who stops it and why, shown to every runner)",
               file=sys.stderr)
         return 4
     try:
         inventory, http = consul_of(args.inventory)
     except InventoryError as e:
-        print(e, file=sys.stderr)
+        show(e, file=sys.stderr)
         return 4
     key = inventory.remediation.stop_key
     try:
         if args.command == "stop":
-            print(f"{key}: {describe_stop(stop(http, key, reason))}; no runner remediates until "
+            show(f"{key}: {describe_stop(stop(http, key, reason))}; no runner remediates until "
                   "`alice-acceptance resume`")
         else:
             was = resume(http, key)
-            print(f"{key}: resumed (it was {describe_stop(was)})" if was else f"{key}: was not stopped")
+            show(f"{key}: resumed (it was {describe_stop(was)})" if was else f"{key}: was not stopped")
     except StateUnavailable as e:
-        print(f"cannot {args.command}: {e}", file=sys.stderr)
+        show(f"cannot {args.command}: {e}", file=sys.stderr)
         return 1
     return 0
 

@@ -14,7 +14,7 @@ import requests
 
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.transport import Aborted, Answer, BodyError, Redirected, TooLarge, excerpt
-from acceptance.redaction import redact
+from acceptance.redaction import clip, redact
 
 # the kinds that make an API unusable as a whole (its root check api.<name>.reachable fails or errors)
 ROOT_KINDS = ("config", "tls", "client-cert", "unreachable", "auth")
@@ -36,7 +36,7 @@ class ApiError(Exception):
 
 
 def one_line(text: object, limit: int = 200) -> str:
-    line = redact(" ".join(str(text).split()))
+    line = " ".join(clip(str(text), 4 * limit).split())  # redacted before anything is cut
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 

@@ -24,7 +24,7 @@ import requests.adapters
 import urllib3
 import urllib3.connection
 
-from acceptance.redaction import redact
+from acceptance.redaction import clip
 
 MAX_BODY = 16 * 1024 * 1024  # bytes; no answer the suite reads comes near it
 DEFAULT_TIMEOUT = 30.0  # seconds, for a library that passes no timeout
@@ -33,7 +33,7 @@ DEFAULT_TIMEOUT = 30.0  # seconds, for a library that passes no timeout
 def excerpt(data: bytes | str, limit: int = 120) -> str:
     """A one-line, escaped, redacted and bounded quote of an answer: ``'<html><head>...'``."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    text = redact(" ".join(text[: limit * 8].split()))  # redact before cutting: a cut secret would not match
+    text = " ".join(clip(text, limit * 8).split())  # redacted before it is cut: a cut secret would not match
     escaped = text.encode("unicode_escape").decode("ascii").replace("'", "\\'")
     return f"'{escaped[: limit - 3] + '...' if len(escaped) > limit else escaped}'"
 
