@@ -5,6 +5,7 @@ and a usage error (exit status 4)."""
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -67,6 +68,10 @@ def build_run(config: pytest.Config, inventory_path: str) -> Run:
             nodes = discover(inventory, warnings=found)
         except DiscoveryError as e:
             usage(f"{inventory.path}: {e}")
+        except KeyboardInterrupt:  # --run-timeout or a signal: before the session, so no report can say it
+            print("alice-acceptance: interrupted during discovery (--run-timeout, SIGTERM or Ctrl-C); no check ran",
+                  file=sys.stderr)
+            raise
     roles, patterns = split_patterns(config.getoption("role")), split_patterns(config.getoption("nodes"))
     try:
         gate = shard = None

@@ -353,3 +353,34 @@ def test_a_keystone_refusing_its_version_document_cannot_hang_discovery(servers,
     message, elapsed = within(20, lambda: discovery_message(inv))
     assert elapsed < 3 + 3 and "did not answer within the deadline of 3 s" in message, (elapsed, message)
     one_clean_line(message)
+
+
+def test_the_run_timeout_watches_discovery_too(servers, tmp_path):
+    """Discovery runs before the checks: a trickling Keystone under a long apis.deadline_s is still ended by
+    --run-timeout (exit 2, interrupted), the watchdog being installed before anything touches the network."""
+    import os
+    import subprocess
+    import sys
+
+    _, ks, _ = cloud_of(servers, tmp_path, tokens=trickle)
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(textwrap.dedent(f"""\
+        cluster: t
+        nodes:
+          masters: [{{name: alimesos01, address: 127.0.0.1}}]
+        discovery:
+          openstack: [{{project: "{PROJECT}", role: agent, kind: vm, pattern: "alibuild*"}}]
+        apis:
+          openstack: {{cloud: test, clouds_yaml: {tmp_path / 'clouds.yaml'}, timeout_s: 120}}
+          deadline_s: 120
+        """))
+    root = Path(__file__).resolve().parents[2]
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", f"--inventory={inventory}", "--run-timeout=3",
+                           f"--report-dir={tmp_path / 'out'}", "-p", "no:cacheprovider", str(root / "checks")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    took = time.monotonic() - started
+    assert any(s.path == "/v3/auth/tokens" for s in ks.seen)  # discovery was under way
+    assert proc.returncode == 2 and took < 20, (proc.returncode, took, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "interrupted during discovery" in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
