@@ -231,3 +231,30 @@ def test_every_library_call_carries_the_token() -> None:
         assert [h.get("x-consul-token") for _, _, h in server.requests] == [TOKEN]
     finally:
         server.close()
+
+
+def test_lock_status_against_a_one_byte_per_second_consul_ends(write_inventory: Callable[..., Any],
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """``alice-acceptance lock status`` reads with the remediation client: bounded as a whole, not per read."""
+    import re
+
+    from remediation.lock import main as lock_main
+
+    from .conftest import EXAMPLE
+
+    server = Server(dripping)
+    monkeypatch.setenv("CONSUL_REMEDIATION_TOKEN", "remediation-token-0123456789")
+    text = re.sub(r"apis:\n(  .*\n)+", "", EXAMPLE).replace(
+        "nodes:\n", f'apis:\n  consul: {{address: "{server.url}"}}\n  timeout_s: 2\n  retry_s: 1\nnodes:\n', 1)
+    inv = write_inventory(text)
+    try:
+        start = time.monotonic()
+        code = lock_main(["status", f"--inventory={inv}"])
+        took = time.monotonic() - start
+    finally:
+        server.close()
+    out, err = capsys.readouterr()
+    assert server.requests and took < 15, (took, out, err)  # 60 s of body offered, 2 s per request
+    assert code != 0 or "unknown" in out, (code, out, err)
+    assert "remediation-token-0123456789" not in out + err
