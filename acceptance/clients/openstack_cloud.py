@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 
@@ -116,16 +117,50 @@ def _refuse_redirect(response: requests.Response, *args: Any, **kwargs: Any) -> 
         raise Redirected(what, response.status_code, response.headers.get("Location", ""))
 
 
+class OffOrigin(Redirected):
+    """A full URL (a ``next`` link, a version document's link) pointing away from Keystone and its catalog."""
+
+    def __init__(self, what: str, url: str) -> None:
+        super().__init__(what, 0, url)
+        self.args = (f"{what}: a link to {transport.excerpt(url, 160)}, neither Keystone's nor its catalog's; not "
+                     "followed (the token would go with it)",)
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower() + f":{parts.port or ''}"
+
+
+def _pinned(base: Any) -> Any:
+    """keystoneauth's Session, sending a full URL only to Keystone's origin or one of its catalog's: a server
+    that answers with a link elsewhere (Nova's paging ``next``) does not get the token sent there."""
+
+    class Pinned(base):  # type: ignore[misc]
+        def request(self, url: str, method: str, **kw: Any) -> Any:
+            if urlsplit(url).scheme:
+                origins = {_origin(getattr(self.auth, "auth_url", "") or "")}
+                if kw.get("authenticated") is not False or getattr(self.auth, "auth_ref", None) is not None:
+                    catalog = self.auth.get_access(self).service_catalog.catalog or []
+                    origins |= {_origin(str(e.get("url", ""))) for s in catalog for e in s.get("endpoints", [])}
+                if _origin(url) not in origins:
+                    raise OffOrigin(f"{method} {urlsplit(url).path}", url)
+            return super().request(url, method, **kw)
+
+    return Pinned
+
+
 def connect(cloud: Cloud) -> Any:
     """openstacksdk's Connection on the bounded session; call it inside :func:`transport.deadline`."""
     import keystoneauth1.session
     import openstack.connection
 
+    session_class = _pinned(keystoneauth1.session.Session)
+
     def hardened(*, auth: Any, verify: Any, cert: Any, timeout: Any, **kw: Any) -> keystoneauth1.session.Session:
         http = transport.new_session(verify=verify, cert=cert, max_body=transport.MAX_BODY, api="openstack")
         http.hooks["response"].append(_refuse_redirect)
-        return keystoneauth1.session.Session(auth=auth, session=http, verify=verify, cert=cert, timeout=timeout,
-                                             redirect=False, connect_retries=0, **kw)
+        return session_class(auth=auth, session=http, verify=verify, cert=cert, timeout=timeout,  # type: ignore[no-any-return]
+                             redirect=False, connect_retries=0, **kw)
 
     cloud.region.set_session_constructor(hardened)  # openstacksdk's CloudRegion builds the session with it
     return openstack.connection.Connection(config=cloud.region)

@@ -384,3 +384,28 @@ def test_the_run_timeout_watches_discovery_too(servers, tmp_path):
     assert any(s.path == "/v3/auth/tokens" for s in ks.seen)  # discovery was under way
     assert proc.returncode == 2 and took < 20, (proc.returncode, took, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "interrupted during discovery" in proc.stderr and PASSWORD not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_a_link_to_another_origin_gets_no_token(servers, tmp_path, entry):
+    """Nova's paging ``next`` (a full URL) pointing elsewhere: the token is not sent there; the answer is an error
+    naming the link."""
+    elsewhere = servers(lambda h, s: h.reply(200, {"servers": []}))
+
+    def paging(h: Handler, seen: Seen) -> None:
+        if seen.path.startswith("/v2.1/servers/") and "detail" not in seen.path:
+            h.reply(404, {"itemNotFound": {"code": 404, "message": "not found"}})  # find_server by id first
+            return
+        page = {**SERVER, "name": "alibuild08", "id": "9f3b"}  # not the one asked for: the next page is read
+        h.reply(200, {"servers": [page], "servers_links": [
+            {"rel": "next", "href": f"{elsewhere.url}/v2.1/servers/detail?marker=9f3b"}]})
+
+    inv, _, compute = cloud_of(servers, tmp_path, paging)
+    try:
+        message = ENTRIES[entry](inv)
+    except BaseException as e:  # discovery and the snapshot read one page: no error is also right for them
+        message = str(e)
+    assert elsewhere.seen == [], [(s.method, s.path) for s in elsewhere.seen]
+    if entry == "remediation":
+        assert "neither Keystone's nor its catalog's" in message and elsewhere.url in message, message
+        one_clean_line(message)
