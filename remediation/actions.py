@@ -3,15 +3,20 @@ nothing when there is nothing to do (idempotent), bounds every wait, and says wh
 
 The fixtures (remediation/fixtures.py) hand them to the engine; the engine also builds the escalation rungs
 (``reboot_node``, ``hard_reboot``) from here.
+
+Values from the inventory go to the node shell-quoted (testinfra) and after ``--`` where the command takes it
+(systemctl, docker, find); a value the inventory's loader would refuse (an :class:`Expectations` built in a site's
+conftest) is refused before anything runs on the node, since ``dsmc`` and testinfra's ``systemctl show`` take no
+``--``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
-from acceptance.inventory import Expectations, Node
+from acceptance.inventory import Expectations, Node, unit_base, valid_backup_path, valid_image, valid_unit_name
 from acceptance.parsers import image_repository, unit_state
 from remediation.clients import Nomad
 from remediation.cloud import OpenStack
@@ -38,6 +43,10 @@ def restart_unit(node: Node, host: Any, unit: str) -> Action:
     quorum gate for a master's nomad and consul, after a drain for an agent's docker; a master's vault and a
     unit that is not installed go to a human. The chosen action re-reads the state right before acting and
     refuses if the class changed."""
+    problem = valid_unit_name(unit)
+    if problem is not None:
+        return _refused("restart_unit", node, f"unit {problem}: not passed to systemctl")
+    base = unit_base(unit)  # 'vault.service' is vault: its class (never on a master, quorum) is the same
 
     def read() -> Any:
         return unit_state(unit, host.service(unit).systemd_properties)
@@ -56,7 +65,7 @@ def restart_unit(node: Node, host: Any, unit: str) -> Action:
         if current.active:
             return Action("enable_unit", node, f"systemctl enable {unit} on {node.name} (it runs: no restart)",
                           enable, state)
-        if node.role == "master" and unit in NEVER_ON_MASTER:
+        if node.role == "master" and base in NEVER_ON_MASTER:
             return needs_human("restart_unit", node, f"{unit} is {current.active_state} on {node.name}: it would "
                                                      "come back sealed; start and unseal it by hand")
         if current.active_state not in ("inactive", "failed"):
@@ -64,9 +73,9 @@ def restart_unit(node: Node, host: Any, unit: str) -> Action:
                                                      "stopped, left alone")
         gates: tuple[Any, ...] = ()
         disruptive = False
-        if node.role == "master" and unit in QUORUM_UNITS:
+        if node.role == "master" and base in QUORUM_UNITS:
             gates = ("lock", "quorum")
-        elif node.role == "agent" and unit in DRAIN_FIRST_ON_AGENT:
+        elif node.role == "agent" and base in DRAIN_FIRST_ON_AGENT:
             gates, disruptive = ("lock", "workload"), True
         return Action("start_unit", node, f"systemctl start {unit} on {node.name}", start, state,
                       disruptive=disruptive, gates=gates)
@@ -78,7 +87,7 @@ def restart_unit(node: Node, host: Any, unit: str) -> Action:
                                         "not enabled now, the next run decides again")
         if current.enabled:
             return f"{unit} is already enabled: nothing to do"
-        done = host.run("systemctl enable %s", unit)
+        done = host.run("systemctl enable -- %s", unit)
         if done.rc != 0:
             raise ActionFailed(f"systemctl enable {unit}: {_out(done)}")
         return f"systemctl enable {unit} (it was running: not restarted)"
@@ -88,10 +97,10 @@ def restart_unit(node: Node, host: Any, unit: str) -> Action:
         if current.active:
             raise Refused("unit-class", f"{unit} on {node.name} runs again ({current.describe()}): not touched")
         if not current.enabled:
-            done = host.run("systemctl enable %s", unit)
+            done = host.run("systemctl enable -- %s", unit)
             if done.rc != 0:
                 raise ActionFailed(f"systemctl enable {unit}: {_out(done)}")
-        done = host.run("systemctl start %s", unit)
+        done = host.run("systemctl start -- %s", unit)
         if done.rc != 0:
             raise ActionFailed(f"systemctl start {unit} failed: {_out(done)}")
         return f"systemctl start {unit} (it was {current.active_state})"
@@ -104,12 +113,15 @@ def restart_backup(node: Node, host: Any, expect: Expectations) -> Action:
     """The runbook's 'Backup master': restart dsmcad, dsmc incremental of the backed-up path, then check that
     the backup store holds every file the master holds."""
     path = expect.backup_path
+    problem = valid_unit_name(expect.backup_unit) or valid_backup_path(path)
+    if problem is not None:  # dsmc takes no '--': an absolute path is what keeps it a file specification
+        return _refused("restart_backup", node, f"backup_unit or backup_path: {problem}: not passed to the node")
 
     def state() -> str:
         return unit_state(expect.backup_unit, host.service(expect.backup_unit).systemd_properties).describe()
 
     def do(progress: Progress) -> str:
-        restarted = host.run("systemctl restart %s", expect.backup_unit)
+        restarted = host.run("systemctl restart -- %s", expect.backup_unit)
         if restarted.rc != 0:
             raise ActionFailed(f"systemctl restart {expect.backup_unit}: {_out(restarted)}")
         progress.say(f"dsmc incremental {path} on {node.name}")
@@ -132,7 +144,8 @@ def restart_backup(node: Node, host: Any, expect: Expectations) -> Action:
 
 def _not_in_store(host: Any, path: str) -> list[str]:
     """Files (with their size) under ``path`` on the node that ``dsmc query backup`` does not list."""
-    local = host.run("find %s -type f -printf '%%s %%p\\n'", path)
+    # find reads a starting point that begins with '-' as a predicate even after '--': the path is absolute
+    local = host.run("find -- %s -type f -printf '%%s %%p\\n'", path)
     if local.rc != 0:
         raise ActionFailed(f"cannot list {path}: {_out(local)}")
     stored = host.run("dsmc query backup %s -subdir=yes", f"{path.rstrip('/')}/*")
@@ -150,6 +163,9 @@ def _not_in_store(host: Any, path: str) -> list[str]:
 
 
 def pull_image(node: Node, host: Any, image: str, timeout_s: int = 900) -> Action:
+    problem = valid_image(image)
+    if problem is not None:
+        return _refused("pull_builder_image", node, f"builder_image {problem}: not passed to docker")
     repo = image_repository(image)
 
     def present() -> bool:
@@ -159,7 +175,7 @@ def pull_image(node: Node, host: Any, image: str, timeout_s: int = 900) -> Actio
     def do(progress: Progress) -> str:
         if present():
             return f"{repo} is already present: nothing to do"
-        pulled = host.run("timeout %s docker pull -q %s", str(timeout_s), image)
+        pulled = host.run("timeout %s docker pull -q -- %s", str(int(timeout_s)), image)
         if pulled.rc != 0:
             raise ActionFailed(f"docker pull {image} failed: {_out(pulled)}")
         return f"docker pull {image}"
@@ -283,6 +299,16 @@ def reenable_node(node: Node, nomad: Nomad) -> Action:
 
     return Action("reenable_node", node, f"re-enable {node.name} in Nomad", do, state, gates=("node-healthy",),
                   confirm=ours)
+
+
+def _refused(name: str, node: Node, why: str) -> Action:
+    """An action that refuses (guardrail ``node-value``) without running anything on the node: when the engine
+    resolves it (a dry run too, so it is never 'planned') or when it is run directly; its state is not read."""
+
+    def refuse(*_: object) -> NoReturn:
+        raise Refused("node-value", why)
+
+    return Action(name, node, f"refuse: {why}", refuse, resolve=refuse)
 
 
 def needs_human(name: str, node: Node, why: str) -> Action:

@@ -8,8 +8,9 @@ Keys. Relative paths are relative to the inventory file; numbers must be finite 
 
 ``cluster``      the cluster's name (default: the file's name without its extension)
 ``ssh``          ``user`` (root; ``[a-z_][a-z0-9_.-]{0,31}``), ``config``, ``known_hosts``, ``identity`` (existing
-                 files), ``connect_timeout_s`` (10; 1..3600), ``command_timeout_s`` (120; 1..3600),
-                 ``control_persist_s`` (600; 1..86400), ``target`` (``address`` or ``name``: what ssh connects to)
+                 regular files, as every file named here; no '"' in the last two), ``connect_timeout_s`` (10;
+                 1..3600), ``command_timeout_s`` (120; 1..3600), ``control_persist_s`` (600; 1..86400), ``target``
+                 (``address`` or ``name``: what ssh connects to)
 ``apis``         ``tls: {ca, cert, key}`` (existing files); ``nomad``, ``vault``, ``prometheus``: ``{address}``;
                  ``consul: {address, dns}``. An address is an http(s) URL with a host, an optional port (1..65535)
                  and no credentials (they come from the environment); ``dns`` is HOST:PORT.
@@ -25,7 +26,13 @@ Keys. Relative paths are relative to the inventory file; numbers must be finite 
 ``discovery``    ``openstack``: a list of ``{project, role: master|agent, kind, pattern}`` (pattern: a glob)
 ``expect``       what a healthy node looks like (:class:`Expectations`; every key defaults to the ALICE value):
                  ``build_min_free_gib`` (0, 1e6], ``puppet_max_age_h`` and ``backup_max_age_h`` (0, 8760],
-                 ``remote_write_max_lag_s`` (0, 86400]; lists of strings; strings
+                 ``remote_write_max_lag_s`` (0, 86400]; lists of strings; strings. What reaches a node's commands
+                 is checked (:mod:`~acceptance.inventory.rules`): ``master_units``, ``agent_units``,
+                 ``backup_unit`` are systemd unit names (:func:`valid_unit_name`; ``nomad`` is ``nomad.service``);
+                 ``build_mount``, ``puppet_summary``, ``backup_sched_log``, ``backup_path`` absolute paths
+                 (``backup_path`` without dsmc's ``*?[]{}``); ``builder_image`` an image reference;
+                 ``kernel_args`` words without spaces. Lists that define checks (``master_units``, ``agent_units``,
+                 ``kernel_args``, ``ci_jobs``, ``prometheus_jobs``) are not empty; ``availability_zones`` may be.
 ``maintenance``  a list of ``{node, reason, until: YYYY-MM-DD}``: the node's checks are waived through that day
                  (``node: cluster`` waives the cluster-wide checks; a reason may span lines)
 ``checks``       a list of directories of the site's own checks (existing, each once) -> ``Inventory.check_dirs``
@@ -70,7 +77,16 @@ from acceptance.inventory.model import (
 )
 from acceptance.inventory.parse import load_inventory, parse_inventory
 from acceptance.inventory.roles import CLUSTER, KINDS, ROLES, Kind, Role
-from acceptance.inventory.rules import valid_address, valid_node_name
+from acceptance.inventory.rules import (
+    UNIT_TYPES,
+    unit_base,
+    valid_address,
+    valid_backup_path,
+    valid_image,
+    valid_node_name,
+    valid_node_path,
+    valid_unit_name,
+)
 
 __all__ = [
     "CLUSTER",
@@ -80,6 +96,7 @@ __all__ = [
     "MAX_ITEMS",
     "MAX_VALUES",
     "ROLES",
+    "UNIT_TYPES",
     "Apis",
     "DiscoveryRule",
     "Endpoint",
@@ -97,6 +114,11 @@ __all__ = [
     "describe_nodes",
     "load_inventory",
     "parse_inventory",
+    "unit_base",
     "valid_address",
+    "valid_backup_path",
+    "valid_image",
     "valid_node_name",
+    "valid_node_path",
+    "valid_unit_name",
 ]

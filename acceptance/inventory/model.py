@@ -14,19 +14,31 @@ from acceptance.inventory.roles import ROLES, Kind, Role
 from acceptance.inventory.rules import (
     fixing,
     hostport_problem,
+    kernel_arg_problem,
     lock_key_problem,
     maintained_problem,
     num,
     rule,
+    ssh_path_problem,
     url_problem,
     user_problem,
     valid_address,
+    valid_backup_path,
+    valid_image,
     valid_node_name,
+    valid_node_path,
+    valid_unit_name,
 )
 
 _NAME_FIX = "use a host name: letters, digits, '-' and '.', not starting with '-' or '.'"
 _ENDPOINT = rule(keys=("address",))
 _HOURS = num(0, 8760, above=True)  # up to a year
+_SSH_PATH = rule(check=fixing(ssh_path_problem, "rename the file, or name it by a path without '\"'"))
+# values that reach a node's commands (acceptance.inventory.rules); lists of them define checks: never empty
+_UNITS = rule(nonempty=True, check=fixing(valid_unit_name, "write a systemd unit name such as nomad or "
+                                                           "nomad.service (systemd.unit(5))"))
+_UNIT = rule(check=fixing(valid_unit_name, "write a systemd unit name such as dsmcad or dsmcad.service"))
+_NODE_PATH = rule(check=fixing(valid_node_path, "write the absolute path on the node, e.g. /build"))
 
 
 @dataclass(frozen=True)
@@ -55,8 +67,8 @@ class Node:
 class SshSettings:
     user: str = field(default="root", metadata=rule(check=fixing(user_problem, "write a user name such as root")))
     config: Path | None = None
-    known_hosts: Path | None = None
-    identity: Path | None = None
+    known_hosts: Path | None = field(default=None, metadata=_SSH_PATH)
+    identity: Path | None = field(default=None, metadata=_SSH_PATH)
     connect_timeout_s: int = field(default=10, metadata=num(1, 3600))
     command_timeout_s: int = field(default=120, metadata=num(1, 3600))
     control_persist_s: int = field(default=600, metadata=num(1, 86400))
@@ -120,24 +132,29 @@ class DiscoveryRule:
 class Expectations:
     """What a healthy node looks like; ALICE defaults (reference/alice-facts.md), all overridable."""
 
-    builder_image: str = "registry.cern.ch/alisw/slc9-builder"
-    kernel_args: tuple[str, ...] = ("systemd.unified_cgroup_hierarchy=0",)
-    master_units: tuple[str, ...] = ("docker", "nomad", "consul", "vault")
-    agent_units: tuple[str, ...] = ("docker", "nomad")
+    builder_image: str = field(default="registry.cern.ch/alisw/slc9-builder", metadata=rule(check=fixing(
+        valid_image, "write an image such as registry.cern.ch/alisw/slc9-builder or ...:tag")))
+    kernel_args: tuple[str, ...] = field(default=("systemd.unified_cgroup_hierarchy=0",), metadata=rule(
+        nonempty=True, check=fixing(kernel_arg_problem, "write one argument per item")))
+    master_units: tuple[str, ...] = field(default=("docker", "nomad", "consul", "vault"), metadata=_UNITS)
+    agent_units: tuple[str, ...] = field(default=("docker", "nomad"), metadata=_UNITS)
     master_flavor: str = "m2.large"
     vm_flavor: str = "m2.2xlarge"
+    # may be empty: the masters are then checked for distinct zones only
     availability_zones: tuple[str, ...] = ("cern-geneva-a", "cern-geneva-b", "cern-geneva-c")
-    build_mount: str = "/build"
+    build_mount: str = field(default="/build", metadata=_NODE_PATH)
     build_min_free_gib: float = field(default=240, metadata=num(0, 1_000_000, above=True))
-    puppet_summary: str = "/opt/puppetlabs/puppet/public/last_run_summary.yaml"
+    puppet_summary: str = field(default="/opt/puppetlabs/puppet/public/last_run_summary.yaml", metadata=_NODE_PATH)
     puppet_max_age_h: float = field(default=2, metadata=_HOURS)
-    backup_path: str = "/build/consul"
-    backup_sched_log: str = "/var/log/tsm/dsmsched.log"
+    backup_path: str = field(default="/build/consul", metadata=rule(check=fixing(
+        valid_backup_path, "write the absolute path dsmc backs up, e.g. /build/consul")))
+    backup_sched_log: str = field(default="/var/log/tsm/dsmsched.log", metadata=_NODE_PATH)
     backup_max_age_h: float = field(default=26, metadata=_HOURS)
-    backup_unit: str = "dsmcad"
-    ci_jobs: tuple[str, ...] = ("ci-mesosci-slc9", "ci-mesosdaq-slc9", "repo", "publish-alien")
+    backup_unit: str = field(default="dsmcad", metadata=_UNIT)
+    ci_jobs: tuple[str, ...] = field(default=("ci-mesosci-slc9", "ci-mesosdaq-slc9", "repo", "publish-alien"),
+                                     metadata=rule(nonempty=True))
     metal_flavor_pattern: str = "p1.*"  # glob for bare-metal flavors when the node has no 'flavor'
-    prometheus_jobs: tuple[str, ...] = ("nomad", "consul", "vault")
+    prometheus_jobs: tuple[str, ...] = field(default=("nomad", "consul", "vault"), metadata=rule(nonempty=True))
     remote_write_max_lag_s: float = field(default=60, metadata=num(0, 86400, above=True))
 
 

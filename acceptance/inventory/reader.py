@@ -116,6 +116,9 @@ class Reader:
         if typing.get_origin(hint) is tuple:
             if not isinstance(value, list):
                 self.fail(at, f"expected a list, got {describe(value)}", f"write {key} as a list: [a, b]", line)
+            if rule.nonempty and not value:
+                self.fail(at, "an empty list: it would drop the checks it defines",
+                          f"list at least one, or remove {key} to use the default", line)
             item = typing.get_args(hint)[0]
             return tuple(self.value(v, f"{at}[{i}]", line_of(value, i) or line, item, rule)
                          for i, v in enumerate(value))
@@ -175,7 +178,7 @@ class Reader:
             path = Path(text).expanduser()
             if not path.is_absolute():
                 path = (self.base / path).resolve()
-            exists, is_dir = path.exists(), path.is_dir()
+            exists, is_dir, regular = path.exists(), path.is_dir(), path.is_file()
         except (OSError, RuntimeError, ValueError) as e:
             self.fail(at, f"cannot use the path {show(text)} ({type(e).__name__})", "fix the path", line)
         fix = "fix the path (relative paths are relative to the inventory file)"
@@ -186,4 +189,7 @@ class Reader:
             self.fail(at, f"file not found: {tail(path)}", fix, line)
         if rule.exists != "dir" and is_dir:
             self.fail(at, f"{tail(path)} is a directory", "name a file", line)
+        if rule.exists == "file" and not regular:  # /dev/zero, a FIFO: read without end, or never
+            self.fail(at, f"{tail(path)} is not a regular file (a device, a FIFO or a socket)", "name a regular file",
+                      line)
         return path

@@ -1,6 +1,7 @@
 """What a value of the inventory may be: the :class:`Rule` a field of the model carries (bounds, a check, a
-path that must exist...), and the checks of names, addresses, users, URLs and keys. A check gives the
-problem (one line, the value shown short and never a credential), or None."""
+path that must exist...), and the checks of names, addresses, users, URLs, keys and of the values that reach a
+node's commands (units, paths, images). A check gives the problem (one line, the value shown short and never a
+credential), or None."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Rule:
     choices: tuple[str, ...] = ()  # strings: restricts a Literal
     keys: tuple[str, ...] = ()  # nested sections: the keys allowed (default: every field)
     multiline: bool = False  # strings: line breaks and tabs allowed
+    nonempty: bool = False  # lists: at least one item (a list that defines checks: empty would drop them silently)
 
 
 NO_RULE = Rule()
@@ -170,3 +172,91 @@ def hostport_problem(value: str) -> tuple[str, str] | None:
         return f"port {int(port)} is out of range 1..65535", fix
     problem = valid_address(host)
     return None if problem is None else (problem, fix)
+
+
+# --------------------------------------------------------------------------- values that reach a node's commands
+# Quoted for the node's shell (shlex.quote, by testinfra) and after `--` wherever the command takes it; these rules
+# are the guard where it does not (testinfra's `systemctl show UNIT`, `dsmc`, `test -e PATH`).
+
+UNIT_TYPES = ("service", "socket", "device", "mount", "automount", "swap", "target", "path", "timer", "slice", "scope")
+_UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:-_.\\")
+_TSM_SPECIAL = "*?[]{}"  # dsmc's wildcards and filespace braces
+_PC = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"  # an image's path component (distribution/reference)
+_DC = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"  # a registry's domain component
+_IMAGE = re.compile(rf"((?:{_DC}(?:\.{_DC})*(?::[0-9]{{1,5}})?/)?{_PC}(?:/{_PC})*)"
+                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*"
+                    r":[0-9a-fA-F]{32,})?")
+
+
+def unit_base(name: str) -> str:
+    """The unit as systemctl names it without its default suffix: 'nomad.service' -> 'nomad'."""
+    return name[: -len(".service")] if name.endswith(".service") else name
+
+
+def valid_unit_name(name: str) -> str | None:
+    """None when `name` is a systemd unit name (systemd.unit(5)): a prefix of [A-Za-z0-9:_.-\\], an optional
+    '@instance', and a known type suffix, or none (systemctl then adds '.service'); 255 characters at most with
+    the suffix; never starting with '-', which systemctl would read as an option."""
+    if not isinstance(cast(object, name), str) or not name:
+        return f"expected a unit name, got {describe(name)}"
+    if name[0] == "-":
+        return f"{show(name)} starts with '-' (systemctl would read it as an option)"
+    bad = next((c for c in name if c not in _UNIT_CHARS and c != "@"), None)
+    if bad is not None:
+        return f"{show(name)} contains {bad!r}: a unit name has letters, digits and ':', '-', '_', '.', '\\', '@'"
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or suffix not in UNIT_TYPES:
+        stem, suffix = name, "service"  # systemctl adds .service to a name without a unit type
+    prefix, at, instance = stem.partition("@")
+    if not prefix:
+        return f"{show(name)} has no name before " + ("'@'" if at else "its suffix")
+    if at and not instance:
+        return f"{show(name)} is a template: name an instance, e.g. getty@tty1.service"
+    if "@" in instance:
+        return f"{show(name)} has more than one '@'"
+    if len(stem) + 1 + len(suffix) > 255:
+        return f"{show(name)}: {len(stem) + 1 + len(suffix)} characters with its suffix, more than 255"
+    return None
+
+
+def valid_node_path(path: str) -> str | None:
+    """None when `path` can name a file on a node: absolute (a relative path, or one starting with '-', would be
+    read as an option by the commands that take no '--'), 4096 characters at most."""
+    if not isinstance(cast(object, path), str) or not path.startswith("/"):
+        return f"{show(path)} is not an absolute path" + (" (a command would read it as an option)"
+                                                          if str(path).startswith("-") else "")
+    if len(path) > 4096:
+        return f"{len(path)} characters, more than 4096"
+    return None
+
+
+def valid_backup_path(path: str) -> str | None:
+    """A node path dsmc can take as one file specification: no wildcard or filespace brace."""
+    problem = valid_node_path(path)
+    bad = next((c for c in path if c in _TSM_SPECIAL), None) if problem is None else None
+    return problem if bad is None else f"{show(path)} contains {bad!r}, which dsmc reads as a wildcard or brace"
+
+
+def valid_image(image: str) -> str | None:
+    """None when `image` is a container image reference ([registry[:port]/]path[:tag][@digest], lower-case path
+    components, a name of 255 characters at most), which never starts with '-'."""
+    if not isinstance(cast(object, image), str) or not image:
+        return f"expected an image reference, got {describe(image)}"
+    match = _IMAGE.fullmatch(image) if len(image) <= 512 else None
+    if match is None:
+        return (f"{show(image)} is not an image reference [registry/]path[:tag][@digest]"
+                + (" (docker would read it as an option)" if image[0] == "-" else ""))
+    if len(match[1]) > 255:
+        return f"the image's name is {len(match[1])} characters, more than 255"
+    return None
+
+
+def kernel_arg_problem(arg: str) -> str | None:
+    """/proc/cmdline is split on spaces: an argument with a space could never be found there."""
+    bad = next((c for c in arg if c.isspace()), None)
+    return None if bad is None else f"{show(arg)} contains a space: it could never match one word of /proc/cmdline"
+
+
+def ssh_path_problem(path: str) -> str | None:
+    """ssh takes these paths quoted in an option value ('-o UserKnownHostsFile="..."'): no double quote."""
+    return None if '"' not in path else f"{show(path)} contains '\"', which ssh cannot take in an option value"

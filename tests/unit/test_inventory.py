@@ -59,6 +59,13 @@ expect:
     assert [r.kind for r in inv.discovery] == ["vm", "metal"]
 
 
+def test_units_may_carry_their_suffix_or_an_instance(write_inventory):
+    inv = load_inventory(write_inventory(_add("expect: {master_units: [docker.service, nomad, 'getty@tty1'], "
+                                              "backup_unit: dsmcad.service}\n")))
+    assert (inv.expect.master_units, inv.expect.backup_unit) == (("docker.service", "nomad", "getty@tty1"),
+                                                                 "dsmcad.service")
+
+
 BAD = [
     # (id, replace this, with this, expected fragments)
     ("yaml-syntax", "  user: root\n", "  user: root: admin\n", ["inventory.yaml:3:", "YAML error", "fix:"]),
@@ -221,6 +228,35 @@ AUDIT = [
     ("empty-int-tag", _add("expect: {puppet_max_age_h: !!int }\n"), ["inventory.yaml:22:", "cannot read '' as int"]),
     ("escape-in-reason", EXAMPLE.replace('reason: "disk swap INC0123"', 'reason: "disk swap\\e[31m"'),
      ["maintenance[0].reason", "a line break or a control character"]),
+    # values that reach a node's commands (security issue, point 9)
+    ("unit-option", _add("expect: {master_units: ['--host=evil']}\n"),
+     ["inventory.yaml:22:", "expect.master_units[0]", "starts with '-'", "fix: write a systemd unit name"]),
+    ("unit-short-option", _add("expect: {backup_unit: '-H'}\n"), ["expect.backup_unit", "starts with '-'"]),
+    ("unit-shell", _add("expect: {agent_units: [docker, 'nomad;reboot']}\n"),
+     ["expect.agent_units[1]", "contains ';'"]),
+    ("unit-glob", _add("expect: {agent_units: ['docker*']}\n"), ["expect.agent_units[0]", "contains '*'"]),
+    ("unit-template", _add("expect: {master_units: ['getty@.service']}\n"), ["is a template"]),
+    ("units-empty", _add("expect: {master_units: []}\n"),
+     ["inventory.yaml:22:", "expect.master_units", "an empty list", "fix: list at least one"]),
+    ("kernel-args-empty", _add("expect: {kernel_args: []}\n"), ["expect.kernel_args", "an empty list"]),
+    ("ci-jobs-empty", _add("expect: {ci_jobs: []}\n"), ["expect.ci_jobs", "an empty list"]),
+    ("kernel-arg-space", _add("expect: {kernel_args: ['a b']}\n"), ["expect.kernel_args[0]", "contains a space"]),
+    ("backup-path-option", _add("expect: {backup_path: '-subdir=yes'}\n"),
+     ["expect.backup_path", "not an absolute path (a command would read it as an option)", "fix: write the absolute"]),
+    ("backup-path-relative", _add("expect: {backup_path: build/consul}\n"), ["not an absolute path"]),
+    ("backup-path-wildcard", _add("expect: {backup_path: '/build/*'}\n"), ["dsmc reads as a wildcard"]),
+    ("build-mount-relative", _add("expect: {build_mount: build}\n"), ["expect.build_mount", "not an absolute path"]),
+    ("puppet-summary-option", _add("expect: {puppet_summary: '-e'}\n"), ["expect.puppet_summary", "option"]),
+    ("sched-log-relative", _add("expect: {backup_sched_log: dsmsched.log}\n"), ["expect.backup_sched_log"]),
+    ("image-option", _add("expect: {builder_image: '--help'}\n"),
+     ["expect.builder_image", "not an image reference", "docker would read it as an option"]),
+    ("image-shell", _add("expect: {builder_image: 'alisw/x;reboot'}\n"), ["expect.builder_image"]),
+    ("known-hosts-device", EXAMPLE.replace("known_hosts: known_hosts", "known_hosts: /dev/zero"),
+     ["inventory.yaml:5:", "ssh.known_hosts", "/dev/zero is not a regular file", "fix: name a regular file"]),
+    ("identity-device", EXAMPLE.replace("identity: id_ed25519", "identity: /dev/null"),
+     ["ssh.identity", "not a regular file"]),
+    ("known-hosts-quote", EXAMPLE.replace("known_hosts: known_hosts", "known_hosts: 'kh\"x'"),
+     ["ssh.known_hosts", "which ssh cannot take"]),
 ]
 
 

@@ -1,5 +1,6 @@
 """Inventory, property-based: whatever the file holds, load_inventory returns a valid Inventory or raises ONE
-InventoryError line naming the file; nothing else escapes, and no bad name, address or user gets through."""
+InventoryError line naming the file; nothing else escapes, and no bad name, address, user, unit, node path or file
+gets through."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acceptance.inventory import Inventory, InventoryError, load_inventory, valid_address, valid_node_name
+
+from .test_node_values import good_images, good_paths, good_units, images, node_path, node_paths, unit_name, units
 
 FAST = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -105,6 +108,15 @@ def check(path: Path) -> Inventory | None:
         assert text.strip() and all(c.isprintable() or (name == "reason" and c in "\n\t") for c in text), (name, text)
     assert all(isinstance(m.until, dt.date) for m in inv.maintenance)
     assert all(d.is_dir() for d in inv.check_dirs)
+    e = inv.expect
+    assert all(unit_name(u) for u in (*e.master_units, *e.agent_units, e.backup_unit)), e
+    assert all(node_path(p) for p in (e.build_mount, e.puppet_summary, e.backup_path, e.backup_sched_log)), e
+    assert not any(c in e.backup_path for c in "*?[]{}") and not e.builder_image.startswith("-"), e
+    assert all((e.master_units, e.agent_units, e.kernel_args, e.ci_jobs, e.prometheus_jobs)), e
+    tls, openstack = inv.apis.tls, inv.apis.openstack
+    files = (inv.ssh.config, inv.ssh.known_hosts, inv.ssh.identity, *((tls.ca, tls.cert, tls.key) if tls else ()),
+             openstack.clouds_yaml if openstack else None)
+    assert all(f is None or f.is_file() for f in files), files
     return inv
 
 
@@ -180,7 +192,11 @@ def valid_inventories(draw: st.DrawFn) -> dict[str, Any]:
                  "openstack": {"cloud": draw(good_text), "clouds_yaml": "clouds.yaml"},
                  "timeout_s": draw(seconds), "retry_s": draw(seconds), "deadline_s": draw(seconds)},
         "nodes": {"masters": nodes[:split], "agents": agents},
-        "expect": {"build_min_free_gib": draw(st.floats(0.001, 1e6)), "kernel_args": draw(st.lists(good_text))},
+        "expect": {"build_min_free_gib": draw(st.floats(0.001, 1e6)),
+                   "kernel_args": draw(st.lists(good_text.filter(lambda t: " " not in t), min_size=1)),
+                   "master_units": draw(st.lists(good_units, min_size=1, max_size=4)),
+                   "backup_unit": draw(good_units), "backup_path": draw(good_paths),
+                   "builder_image": draw(good_images)},
         "maintenance": [{"node": n["name"], "reason": draw(good_text), "until": draw(st.dates())}
                         for n in draw(st.lists(st.sampled_from(nodes), max_size=2))],
         "checks": draw(st.sampled_from([[], ["site-checks"]])),
@@ -209,6 +225,9 @@ MUTATIONS: list[tuple[tuple[str | int, ...], st.SearchStrategy[Any]]] = [
     (("remediation", "max_unhealthy_masters"), numbers), (("remediation", "settle_timeout_s"), numbers),
     (("remediation", "budget_window_h"), numbers), (("remediation", "state_key"), anything),
     (("discovery",), anything), (("unknown",), anything), (("ssh", "knownhosts"), anything),
+    (("expect", "master_units"), anything), (("expect", "master_units", 0), units), (("expect", "backup_unit"), units),
+    (("expect", "backup_path"), node_paths), (("expect", "build_mount"), node_paths),
+    (("expect", "builder_image"), images), (("ssh", "identity"), paths), (("apis", "tls", "ca"), paths),
 ]
 
 
@@ -408,7 +427,7 @@ def test_a_number_is_accepted_exactly_when_finite_and_within_its_bounds(
 
 
 TEXTS = [("cluster",), ("nodes", "agents", 0, "az"), ("nodes", "masters", 0, "project"), ("apis", "openstack", "cloud"),
-         ("expect", "builder_image"), ("expect", "build_mount"), ("maintenance", 0, "reason")]
+         ("expect", "master_flavor"), ("maintenance", 0, "reason")]  # free text (node values: below)
 
 
 @FASTER
@@ -442,3 +461,4 @@ def test_aliases_of_aliases_load_or_are_refused_fast(site: Path, depth: int, fan
     started = time.perf_counter()
     check(write(site, dump(BASE) + where.format(chain + "]") + "\n"))
     assert time.perf_counter() - started < 1
+

@@ -48,7 +48,8 @@ class FakeHost:
     def run(self, command: str, *args: str) -> Result:
         line = command % args
         self.ran.append(line)
-        verb, unit = line.split()[1:3]
+        verb, dashes, unit = line.split()[1:4]
+        assert dashes == "--", line  # the unit after '--': never where systemctl reads an option
         active, enabled = self.units[unit]
         self.units[unit] = ("active" if verb == "start" else active, "enabled" if verb == "enable" else enabled)
         return Result()
@@ -65,7 +66,7 @@ def test_a_running_but_disabled_unit_is_enabled_never_restarted() -> None:
     action = chosen(MASTER, host, "consul")
     assert action.name == "enable_unit" and not action.gates and not action.disruptive
     action.do(Progress())
-    assert host.ran == ["systemctl enable consul"]
+    assert host.ran == ["systemctl enable -- consul"]
 
 
 def test_a_running_and_enabled_unit_is_left_alone() -> None:
@@ -86,7 +87,7 @@ def test_a_stopped_unit_is_started_under_its_class_gates(node: Node, unit: str, 
     action = chosen(node, host, unit)
     assert (action.name, action.gates, action.disruptive) == ("start_unit", gates, disruptive)
     action.do(Progress())
-    assert host.ran == [f"systemctl start {unit}"]
+    assert host.ran == [f"systemctl start -- {unit}"]
 
 
 def test_a_masters_vault_goes_to_a_human() -> None:
@@ -112,4 +113,32 @@ def test_the_class_is_read_again_right_before_acting() -> None:
     host.units["consul"] = ("inactive", "disabled")  # it stopped meanwhile: enabling is no longer the fix
     with pytest.raises(Refused, match="stopped since the check"):
         enable.do(Progress())
+    assert host.ran == []
+
+
+@pytest.mark.parametrize(("node", "unit", "gates"), [
+    (MASTER, "nomad.service", ("lock", "quorum")), (MASTER, "consul.service", ("lock", "quorum")),
+    (AGENT, "docker.service", ("lock", "workload"))])
+def test_a_unit_named_with_its_suffix_keeps_its_class(node: Node, unit: str, gates: tuple[str, ...]) -> None:
+    """'nomad.service' is nomad: the inventory accepts both spellings, the gates must not depend on which."""
+    action = chosen(node, FakeHost({unit: ("failed", "enabled")}), unit)
+    assert (action.name, action.gates) == ("start_unit", gates)
+
+
+def test_a_masters_vault_named_with_its_suffix_goes_to_a_human() -> None:
+    host = FakeHost({"vault.service": ("inactive", "enabled")})
+    with pytest.raises(NeedsHuman, match="sealed"):
+        chosen(MASTER, host, "vault.service").do(Progress())
+    assert host.ran == []
+
+
+@pytest.mark.parametrize("unit", ["--host=evil", "-H", "a;reboot", "getty@.service", "docker*", ""])
+def test_a_unit_the_inventory_would_refuse_never_reaches_the_node(unit: str) -> None:
+    """An Expectations or a param built in Python (a site's conftest): refused before even 'systemctl show'."""
+    host = FakeHost({unit: ("failed", "enabled")})
+    host.service = lambda name: pytest.fail(f"systemctl show {name!r} ran")  # type: ignore[method-assign]
+    action = restart_unit(MASTER, host, unit)
+    assert action.state() == ""
+    with pytest.raises(Refused, match="not passed to systemctl"):
+        (action.resolve() if action.resolve else action).do(Progress())
     assert host.ran == []
