@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from acceptance.outcomes import CheckError
+from acceptance.redaction import clip
 
 
 class Malformed(CheckError):
@@ -22,7 +23,7 @@ class Malformed(CheckError):
 def _int(data: dict[str, Any], section: str, key: str) -> int:
     value = data[section].get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise Malformed(f"{section}.{key} is {'missing' if value is None else repr(value)[:40]}, "
+        raise Malformed(f"{section}.{key} is {'missing' if value is None else clip(repr(value), 40)}, "
                         "expected a count")
     return value
 
@@ -71,13 +72,13 @@ def parse_puppet_summary(text: str) -> PuppetSummary:
     time_ = data.get("time")
     last_run = time_.get("last_run") if isinstance(time_, dict) else None
     if isinstance(last_run, bool) or not isinstance(last_run, int | float) or not math.isfinite(last_run):
-        raise Malformed(f"time.last_run is {'missing' if last_run is None else repr(last_run)[:40]}, expected epoch "
-                        "seconds")
+        shown = "missing" if last_run is None else clip(repr(last_run), 40)
+        raise Malformed(f"time.last_run is {shown}, expected epoch seconds")
     if "resources" not in data and "events" not in data:
         return PuppetSummary(last_run=float(last_run), applied=False)
     for section in ("resources", "events"):
         if not isinstance(data.get(section), dict):
-            raise Malformed(f"'{section}' is {repr(data.get(section))[:40]}, expected a mapping of counts")
+            raise Malformed(f"'{section}' is {clip(repr(data.get(section)), 40)}, expected a mapping of counts")
     return PuppetSummary(last_run=float(last_run), applied=True, failed=_int(data, "resources", "failed"),
                          failed_to_restart=_int(data, "resources", "failed_to_restart"),
                          event_failures=_int(data, "events", "failure"))
@@ -96,7 +97,7 @@ def parse_df(text: str) -> DiskSpace:
     """``df -B1 --output=avail,size PATH``: a header line, then two numbers."""
     lines = [line.split() for line in text.splitlines() if line.strip()]
     if len(lines) != 2 or len(lines[1]) != 2 or not all(p.isdigit() for p in lines[1]):
-        raise Malformed(f"unexpected df output: {text.strip()[:80]!r}")
+        raise Malformed(f"unexpected df output: {clip(text.strip(), 80)!r}")
     return DiskSpace(avail=int(lines[1][0]), size=int(lines[1][1]))
 
 
@@ -116,7 +117,7 @@ def parse_tsm_time(text: str) -> dt.datetime:
     try:
         return dt.datetime.strptime(" ".join(text.split()), "%m/%d/%Y %H:%M:%S")
     except ValueError:
-        raise Malformed(f"not a TSM date/time: {text[:40]!r}") from None
+        raise Malformed(f"not a TSM date/time: {clip(text, 40)!r}") from None
 
 
 def parse_filespaces(text: str) -> list[Filespace]:
@@ -192,7 +193,7 @@ def node_clock(text: str) -> tuple[float, dt.timedelta]:
     """``date '+%s %z'`` -> (epoch seconds, the node's UTC offset)."""
     m = re.fullmatch(r"\s*(\d+)\s+([+-])(\d{2})(\d{2})\s*", text)
     if not m:
-        raise Malformed(f"unexpected output of date: {text.strip()[:40]!r}")
+        raise Malformed(f"unexpected output of date: {clip(text.strip(), 40)!r}")
     sign = -1 if m.group(2) == "-" else 1
     return float(m.group(1)), sign * dt.timedelta(hours=int(m.group(3)), minutes=int(m.group(4)))
 

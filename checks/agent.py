@@ -8,6 +8,7 @@ from acceptance.checkspec import check
 from acceptance.inventory import Expectations
 from acceptance.outcomes import CheckError
 from acceptance.parsers import image_repository, parse_df
+from acceptance.redaction import clip
 from remediation.fixtures import pull_builder_image, reboot_for_cmdline
 
 RUNBOOK = "Creating a agent"
@@ -27,7 +28,7 @@ def test_builder_image(host: Any, expect: Expectations) -> None:
     repo = image_repository(expect.builder_image)
     listed = host.run("docker images --format %s -- %s", "{{.Repository}}:{{.Tag}}", repo)
     if listed.rc != 0:  # docker does not answer: its unit check says so; this one cannot tell
-        raise CheckError(f"cannot list docker images: {(listed.stderr or listed.stdout).strip()[:200]}")
+        raise CheckError(f"cannot list docker images: {clip((listed.stderr or listed.stdout).strip(), 200)}")
     tags = [line.strip() for line in listed.stdout.splitlines() if line.strip().startswith(repo + ":")]
     assert tags, f"{repo} is not present (docker pull {expect.builder_image})"
 
@@ -46,7 +47,7 @@ def _digits(gib: float) -> int:
 @check("agent.build.free", runbook=RUNBOOK, severity="major", roles=["agent"])
 def test_build_free(host: Any, expect: Expectations) -> None:
     df = host.run("df -B1 --output=avail,size -- %s", expect.build_mount)
-    assert df.rc == 0, f"cannot stat {expect.build_mount}: {df.stderr.strip()[:200]}"
+    assert df.rc == 0, f"cannot stat {expect.build_mount}: {clip(df.stderr.strip(), 200)}"
     space = parse_df(df.stdout)
     free_gib = space.avail / GIB
     assert free_gib >= expect.build_min_free_gib, (

@@ -8,6 +8,7 @@ from typing import Any
 from acceptance.checkspec import check
 from acceptance.inventory import Expectations
 from acceptance.parsers import filespace_for, node_clock, parse_filespaces, parse_sched_log, unit_state
+from acceptance.redaction import clip
 from remediation.fixtures import restart_backup
 
 RUNBOOK_BACKUP = "Backup master"
@@ -24,7 +25,7 @@ def test_dsmcad(host: Any, expect: Expectations) -> None:
        roles=["master"])
 def test_backup_recent(host: Any, expect: Expectations) -> None:
     query = host.run("dsmc query filespace")
-    assert query.rc == 0, f"'dsmc query filespace' failed: {(query.stdout + query.stderr).strip()[:200]}"
+    assert query.rc == 0, f"'dsmc query filespace' failed: {clip((query.stdout + query.stderr).strip(), 200)}"
     filespace = filespace_for(parse_filespaces(query.stdout), expect.backup_path)
     assert filespace is not None, f"no TSM filespace holds {expect.backup_path}"
     assert filespace.last_incr is not None, f"filespace {filespace.name} has never had an incremental backup"
@@ -40,7 +41,7 @@ def test_backup_recent(host: Any, expect: Expectations) -> None:
        roles=["master"])
 def test_backup_success(host: Any, expect: Expectations) -> None:
     log = host.run("tail -n 400 -- %s", expect.backup_sched_log)
-    assert log.rc == 0, f"cannot read {expect.backup_sched_log}: {log.stderr.strip()[:200]}"
+    assert log.rc == 0, f"cannot read {expect.backup_sched_log}: {clip(log.stderr.strip(), 200)}"
     event = parse_sched_log(log.stdout)
     assert event is not None, f"no scheduled event status in {expect.backup_sched_log}"
     assert event.success, f"last scheduled backup failed: {event.line}"
