@@ -37,7 +37,7 @@ case "$job" in
     ;;
   tests)
     rc=0
-    .venv/bin/pytest tests -q || rc=$?
+    .venv/bin/pytest tests -q --durations=25 || rc=$?  # the slowest tests named: where CI time goes
     # the speed benchmark at the lab's size: prints its figures (nothing in it asserts a time)
     .venv/bin/python -m tests.bench.speed --runs 3 || rc=$((rc ? rc : 1))
     exit "$rc"
