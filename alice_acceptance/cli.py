@@ -149,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "merge":
         from reports.merge import main as merge_main
 
-        return merge_main([args.out, *args.summaries])
+        return merge_main([args.out, *args.summaries, *extra])  # merge refuses what it does not know (exit 4)
     if not args.inventory:
         print("alice-acceptance: no inventory; fix: pass --inventory FILE or set ALICE_ACCEPTANCE_INVENTORY",
               file=sys.stderr)

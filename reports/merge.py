@@ -15,6 +15,13 @@ writes ``OUT_DIR/summary.json``, ``OUT_DIR/report.html`` and ``OUT_DIR/metrics.p
 (a report folder of previous runs) the trend is computed against it. report.html is the same pytest-html page a
 run writes, rendered from the merged records (there is no pytest session here: :func:`reports.html.render_page`
 replays them through pytest-html's own classes).
+
+Every input is checked before anything is written (:func:`reports.read.load_summary`: a regular file of at most
+64 MiB, strict JSON, the schema, every field the merge reads with its type, records of a known outcome): a shard a
+crash, a disk or a person spoiled is bad input, exit 4 with one line ``alice-acceptance merge: <file>: <what is
+wrong>; fix: ...``, never a traceback, never a merged report that counts what it could not read as healthy. A bad
+option is exit 4 too (not argparse's 2). Exit 0 once the reports are written (the merged run's own status is in
+them).
 """
 
 from __future__ import annotations
@@ -25,19 +32,15 @@ import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from reports.outcomes import RANK
-from reports.summary import (
-    SCHEMA_VERSION,
-    SummaryError,
-    as_json,
-    load_summary,
-    node_sort_key,
-    record_sort_key,
-)
+from reports.read import check_summary, load_summary
+from reports.summary import SCHEMA_VERSION, SummaryError, as_json, node_sort_key, record_sort_key
 from reports.trend import DEFAULT_RUNS, trend_for
 from reports.write import write_reports
+
+PROG = "alice-acceptance merge"
 
 # best to worst: 5 (no test collected: an empty shard) < 0 < 1 (checks failed) < 2 (interrupted)
 # < 4 (bad input) < 3 (internal error); any other code is worse still
@@ -95,10 +98,12 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One summary (JSON form, schema 2) from the shards' summaries (any order)."""
     if not summaries:
         raise MergeError("no summary to merge")
+    for i, s in enumerate(summaries, start=1):
+        try:  # again here: a caller may hand dicts that never were a file
+            check_summary(s, str(s.get("run_id") if isinstance(s, Mapping) else f"summary {i}"))
+        except SummaryError as exc:
+            raise MergeError(str(exc)) from exc
     shards = [as_json(s) for s in summaries]
-    for s in shards:
-        if s.get("schema") != SCHEMA_VERSION:
-            raise MergeError(f"{s.get('run_id')}: schema {s.get('schema')!r}, expected {SCHEMA_VERSION}")
     cluster = _one([s.get("cluster") for s in shards], "the cluster")
     moment = _one([s.get("moment") for s in shards], "the moment")
     warnings: list[str] = []
@@ -183,25 +188,47 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return as_json(merged)  # totals, blocked_by, healthy
 
 
+class UsageError(Exception):
+    """A command line argparse refused."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse would print the usage and exit 2
+        raise UsageError(message)
+
+
+def _fail(what: str, fix: str) -> int:
+    line = f"{PROG}: {what}; fix: {fix}"
+    print("".join(c if c.isprintable() else repr(c)[1:-1] for c in line), file=sys.stderr)  # one line, always
+    return 4
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reports.merge",
-                                     description="Merge the summaries of the shards of one run and write "
-                                                 "summary.json, report.html and metrics.prom into OUT_DIR.")
+    parser = _Parser(prog=PROG, description="Merge the summaries of the shards of one run and write summary.json, "
+                                            "report.html and metrics.prom into OUT_DIR.")
     parser.add_argument("out_dir", metavar="OUT_DIR", type=Path)
     parser.add_argument("summaries", metavar="SUMMARY", type=Path, nargs="+", help="the shards' summary.json")
     parser.add_argument("--history-dir", type=Path, help="report folder of previous runs, for the trend")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"trend window N (default {DEFAULT_RUNS})")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_intermixed_args(argv)  # options may come between the shards
+        if not 1 <= args.runs <= 1000:
+            raise UsageError(f"--runs {args.runs}: expected 1 to 1000")
+    except UsageError as exc:
+        return _fail(str(exc), f"see {PROG} --help")
     try:
         merged = merge_summaries([load_summary(p) for p in args.summaries])
-    except (SummaryError, MergeError) as exc:
-        print(f"reports.merge: {exc}", file=sys.stderr)
-        return 4
-    if args.history_dir is not None:
-        merged["trend"], skipped = trend_for(merged, args.history_dir, runs=args.runs)
-        for line in skipped:
-            print(f"reports.merge: {line}", file=sys.stderr)
-    paths = write_reports(merged, args.out_dir)
+    except SummaryError as exc:
+        return _fail(str(exc), "give the summary.json each shard's run wrote, unchanged (schema "
+                               f"{SCHEMA_VERSION}); a shard whose summary is lost must be run again")
+    except MergeError as exc:
+        return _fail(str(exc), "give the summaries of the shards of one run: same cluster and moment, each shard once")
+    if args.history_dir is not None:  # a bad previous run is skipped with a warning (logged), never fatal
+        merged["trend"], _ = trend_for(merged, args.history_dir, runs=args.runs)
+    try:
+        paths = write_reports(merged, args.out_dir)
+    except OSError as exc:  # ReportPathError included: a symlink where a folder must be
+        return _fail(f"{args.out_dir}: cannot write the reports ({exc})", "give an OUT_DIR folder you can write")
     for path in paths.values():
         print(path)
     return 0

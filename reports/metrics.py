@@ -1,7 +1,9 @@
 """metrics.prom: the run in Prometheus text format, for node exporter's textfile collector.
 
-Written with prometheus_client (a CollectorRegistry and ``write_to_textfile``, which writes a temporary
-file beside the target and renames it: the collector never reads half a file). Every sample carries the
+Rendered with prometheus_client (a CollectorRegistry and ``generate_latest``) and written by
+:func:`reports.summary.atomic_write` (a temporary file beside the target, then a rename: the collector never reads
+half a file). Not with ``write_to_textfile``: its temporary name (``<path>.<pid>.<thread>``) can be guessed, and it
+opens it following a symlink planted there. Every sample carries the
 labels ``cluster`` and ``moment``, so that the files of a nightly and of a provisioning check can sit in the
 same textfile folder without clashing. Metric names and the status encoding: reports/SCHEMA.md.
 """
@@ -13,10 +15,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from reports.outcomes import OUTCOMES, RANK
-from reports.summary import as_json, remediation_counts, totals
+from reports.summary import as_json, atomic_write, remediation_counts, totals
 
 # acceptance_check_status: the outcome's rank, best (0) to worst (6), the order summary.json uses to merge
 # the reports of one test. Higher is worse, so `max by (node) (acceptance_check_status)` is a node's worst
@@ -89,8 +91,11 @@ def registry_for(summary: Mapping[str, Any]) -> CollectorRegistry:
     return registry
 
 
+def metrics_text(summary: Mapping[str, Any]) -> bytes:
+    """The run's metrics in the text format."""
+    return generate_latest(registry_for(as_json(summary)))
+
+
 def write_metrics(summary: Mapping[str, Any], path: Path) -> Path:
     """Write the run's metrics to ``path`` (it should end in ``.prom``) atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry_for(as_json(summary)))
-    return path
+    return atomic_write(path, metrics_text(summary))

@@ -2,15 +2,21 @@
 
 Schema: reports/SCHEMA.md (``"schema": 2``). The plugin builds :class:`Record` objects and one
 :class:`Summary`; everything else in ``reports`` reads the summary's JSON form (a plain dict), so that a
-summary read back from disk, a merged one and a freshly built one go through the same writers.
+summary read back from disk, a merged one and a freshly built one go through the same writers. A summary someone
+else wrote (a previous run, a shard) is read with :func:`reports.read.load_summary`, which checks it first.
+
+Files are written through :func:`write_at` (a temporary file and a rename, never through a symlink, 0o666 less the
+umask) into folders opened by :func:`open_folder` (which says what a symlink there gets).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import tempfile
+import secrets
+import stat
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -175,6 +181,9 @@ def is_healthy(summary: Mapping[str, Any]) -> bool:
     """Healthy: the run finished (not interrupted), exit status 0, and nothing failed, errored, was blocked
     or was left unrun. A run that checked nothing is not healthy either."""
     t = summary.get("totals") or {}
+    records = summary.get("records")
+    if isinstance(records, list) and sum(t.values()) != len(records):
+        return False  # a record of no known outcome is not counted in the totals: it must not vanish into HEALTHY
     return (not summary.get("interrupted") and summary.get("exit_status") == 0 and sum(t.values()) > 0
             and all(o in HEALTHY for o, n in t.items() if n))
 
@@ -261,43 +270,84 @@ def dumps(summary: Mapping[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
 
 
-def atomic_write(path: Path, data: str | bytes) -> Path:
-    """Write ``path`` through a temporary file in the same folder and os.replace: readers never see half a
-    file. The temporary file starts with a dot and ends in ``.tmp`` (node exporter reads only ``*.prom``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
+class ReportPathError(OSError):
+    """A report folder the writer refuses: a symlink where a real folder must be, or not a folder at all."""
+
+
+Links = Literal["follow", "refuse", "replace"]
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def open_folder(path: Path, links: Links = "follow") -> int:
+    """A descriptor of the folder ``path``, created if missing (0o777 less the umask).
+
+    ``follow``: the folder the operator named (``--report-dir``, merge's OUT_DIR), a symlink there is theirs.
+    Otherwise the last part is opened without following a symlink (the parent is followed, as the operator's):
+    ``replace`` removes a symlink there (the link, never its target) and makes a real folder (``latest``, which the
+    suite rewrites every run); ``refuse`` raises :class:`ReportPathError` (a run's folder: its name is new, a link
+    there was put by someone else, and removing it could lose what it points at)."""
+    if links == "follow":
+        path.mkdir(parents=True, exist_ok=True)
+        return os.open(path, _DIR)
+    parent = open_folder(path.parent)
+    try:
+        for _ in range(3):  # another writer racing us: try again, then give up
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(path.name, dir_fd=parent)
+            try:
+                return os.open(path.name, _DIR | os.O_NOFOLLOW, dir_fd=parent)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:  # ELOOP or ENOTDIR, as the kernel likes: ask what is there
+                if not stat.S_ISLNK(os.lstat(path.name, dir_fd=parent).st_mode):
+                    raise ReportPathError(f"{path}: not a folder ({exc.strerror}); fix: move it away") from exc
+                if links == "refuse":
+                    raise ReportPathError(f"{path} is a symlink: refused, reports are never written through one; "
+                                          "fix: remove the link (its target is kept) and run again") from exc
+                os.unlink(path.name, dir_fd=parent)
+        raise ReportPathError(f"{path}: keeps changing while the reports are written; fix: run again")
+    finally:
+        os.close(parent)
+
+
+def write_at(folder: int, name: str, data: str | bytes) -> None:
+    """Write ``name`` in the open ``folder`` through a new temporary file there and os.replace: readers never see half
+    a file, a symlink at ``name`` is replaced (never written through), and the mode is 0o666 less the umask. The
+    temporary name is random and opened O_EXCL|O_NOFOLLOW (a guessable one could be a planted link), starts with a
+    dot and ends in ``.tmp`` (node exporter reads only ``*.prom``)."""
+    tmp = f".{name}-{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666, dir_fd=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=folder)
         raise
+
+
+def atomic_write(path: Path, data: str | bytes) -> Path:
+    """:func:`write_at` ``path`` (its folder is created if missing, and followed: the caller named it)."""
+    folder = open_folder(path.parent)
+    try:
+        write_at(folder, path.name, data)
+    finally:
+        os.close(folder)
     return path
 
 
-def load_summary(path: Path) -> dict[str, Any]:
-    """Read a summary.json of schema 2; :class:`SummaryError` (one line naming the file) otherwise."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SummaryError(f"{path}: cannot be read as JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise SummaryError(f"{path}: not a summary (a JSON object is expected)")
-    if data.get("schema") != SCHEMA_VERSION:
-        raise SummaryError(f"{path}: schema {data.get('schema')!r}, this version reads schema {SCHEMA_VERSION}")
-    if not isinstance(data.get("records"), list) or not isinstance(data.get("run_id"), str):
-        raise SummaryError(f"{path}: no run_id or records")
-    return data
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_RUN_ID = RUN_ID
 
 
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+def is_run_id(value: Any) -> bool:
+    return isinstance(value, str) and RUN_ID.fullmatch(value) is not None and value != "latest"
 
 
 def run_dir(report_dir: Path, run_id: str) -> Path:
     """``<report_dir>/<run id>``; a run id that is not one plain folder name is refused."""
-    if not _RUN_ID.fullmatch(run_id) or run_id == "latest":
+    if not is_run_id(run_id):
         raise SummaryError(f"run id {run_id!r} cannot name a report folder (letters, digits, '.', '_', '-')")
     return report_dir / run_id
 
@@ -308,7 +358,12 @@ def write_summary(summary: Summary | Mapping[str, Any], report_dir: Path) -> Pat
     Only the JSON; :func:`reports.write_all` writes the HTML report, the metrics and the trend too."""
     data = as_json(summary)
     text = dumps(data)
-    run_path = run_dir(report_dir, str(data["run_id"])) / "summary.json"
-    for path in (run_path, report_dir / "latest" / "summary.json"):
-        atomic_write(path, text)
-    return run_path
+    run = run_dir(report_dir, str(data["run_id"]))
+    folders: tuple[tuple[Path, Links], ...] = ((run, "refuse"), (report_dir / "latest", "replace"))
+    for folder, links in folders:
+        fd = open_folder(folder, links)
+        try:
+            write_at(fd, "summary.json", text)
+        finally:
+            os.close(fd)
+    return run / "summary.json"

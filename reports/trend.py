@@ -3,7 +3,9 @@
 History is read from the report folder (``<report_dir>/<run id>/summary.json``, newest first): runs of the
 same cluster and the same moment (a nightly is compared with nightlies, not with a one-node provision
 check), whole runs only (a shard's summary is skipped: its merged summary stands for the run), started
-before the current run. Unreadable files and other schemas are skipped with a warning.
+before the current run. A file that is not such a summary (unreadable, not JSON, another schema, wrong types, an
+unknown outcome, a symlink) is skipped with ONE warning naming it and what is wrong: a corrupt previous run never
+stops this run's reports.
 
 Outcomes fall in three classes: failing (``failed``, ``error``), passing (``passed``, ``remediated``) and
 unknown (``blocked``, ``waived``, ``not_run``, or no record at all).
@@ -12,14 +14,16 @@ unknown (``blocked``, ``waived``, ``not_run``, or no record at all).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from reports.outcomes import FAILING, PASSING
-from reports.summary import SummaryError, load_summary, natural_key
+from reports.read import load_summary
+from reports.summary import SummaryError, is_run_id, natural_key
 
 DEFAULT_RUNS = 7  # N: the window, the current run included
 DEFAULT_FLIPS = 3  # K: changes of outcome within the window that make a check flapping
@@ -55,22 +59,26 @@ def load_history(report_dir: Path, current: Mapping[str, Any], *, runs: int = DE
         return history
     want = max(runs - 1, 0)
     now = _when(current)
-    folders = sorted((p for p in report_dir.iterdir() if p.is_dir() and p.name != "latest"
-                      and not p.name.startswith(".") and p.name != current.get("run_id")),
-                     key=lambda p: p.name, reverse=True)
+    try:  # run folders only (never latest, a dot file or a symlink: a link's target is not this folder's run)
+        names = sorted((e.name for e in os.scandir(report_dir) if is_run_id(e.name) and e.name != current.get("run_id")
+                        and e.is_dir(follow_symlinks=False)), reverse=True)
+    except OSError as exc:
+        names = []
+        history.skipped.append(f"trend: no history ({report_dir}: {exc.strerror})")
+        log.warning("%s", history.skipped[-1])
     opened = 0
-    for folder in folders:
+    for name in names:
         if len(history.summaries) >= want or opened >= 10 * max(runs, 1):
             break
-        path = folder / "summary.json"
-        if not path.is_file():
-            continue
+        path = report_dir / name / "summary.json"
+        if not os.path.lexists(path):
+            continue  # a run that wrote no summary (killed): nothing to compare with, nothing wrong
         opened += 1
         try:
-            data = load_summary(path)
+            data = load_summary(path, follow=False)
         except SummaryError as exc:
             history.skipped.append(f"trend: skipped {exc}")
-            log.warning("trend: skipped %s", exc)
+            log.warning("%s", history.skipped[-1])  # the one warning; callers print history.skipped, not log it
             continue
         if data.get("cluster") != current.get("cluster") or data.get("moment") != current.get("moment"):
             continue
@@ -80,7 +88,7 @@ def load_history(report_dir: Path, current: Mapping[str, Any], *, runs: int = DE
         if now is not None and (then is None or then >= now):
             continue  # not before the current run (re-rendering an old run must not compare with later ones)
         history.summaries.append(data)
-    history.summaries.sort(key=lambda s: (_when(s) or datetime.min.astimezone(), str(s.get("run_id"))),
+    history.summaries.sort(key=lambda s: (_when(s) or datetime.min.replace(tzinfo=UTC), str(s.get("run_id"))),
                            reverse=True)
     return history
 

@@ -5,6 +5,11 @@
 ``summary.json``, every file written atomically (a temporary file and a rename). ``summary.json`` is written
 last, so that a reader that sees a new summary also finds its page and metrics.
 
+Symlinks (see :func:`reports.summary.open_folder`): ``report_dir`` itself is the operator's and may be one; below it
+nothing is written through one. A ``latest`` that is a symlink is replaced by a real folder (the link goes, its
+target is untouched); a run folder that is a symlink is refused (:class:`ReportPathError`); a symlink at a file's
+path is replaced by the new file. Files are created 0o666 less the umask (folders 0o777 less the umask).
+
 report.html is pytest-html's page. Outside a pytest run (``alice-acceptance merge``, a summary read back) it
 is rendered from the summary (:func:`reports.html.render_page`). In a run, pytest-html renders it after the
 plugin has written the reports (its ``pytest_sessionfinish`` is trylast): :class:`reports.pytest_html_hooks.
@@ -15,6 +20,7 @@ trend included, for its summary section; then :func:`release` writes the page an
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -23,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from reports.html import render_page
-from reports.metrics import write_metrics
-from reports.summary import Summary, as_json, atomic_write, dumps, run_dir
+from reports.metrics import metrics_text
+from reports.summary import Links, ReportPathError, Summary, as_json, dumps, open_folder, run_dir, write_at
 from reports.trend import DEFAULT_FLIPS, DEFAULT_RUNS, trend_for
+
+__all__ = ["FILES", "Held", "ReportPathError", "hold_pages", "release", "write_all", "write_reports"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +46,7 @@ class Held:
 
     summary: dict[str, Any] | None = None
     folders: list[Path] = field(default_factory=list)
+    links: list[Links] = field(default_factory=list)  # each folder's symlink policy, for when it is opened again
 
 
 _HELD: ContextVar[Held | None] = ContextVar("reports_held_pages", default=None)
@@ -62,27 +71,38 @@ def release(held: Held, page: str | None) -> None:
         return
     page = page if page is not None else render_page(held.summary)
     text = dumps(held.summary)
-    for folder in held.folders:
-        atomic_write(folder / FILES["html"], page)
-    for folder in held.folders:
-        atomic_write(folder / FILES["summary"], text)
+    for name, data in ((FILES["html"], page), (FILES["summary"], text)):
+        for folder, links in zip(held.folders, held.links, strict=True):
+            _write_files(folder, links, {name: data})
 
 
-def write_reports(summary: Summary | Mapping[str, Any], out_dir: Path, page: str | None = None) -> dict[str, Path]:
+def _write_files(folder: Path, links: Links, files: Mapping[str, str | bytes]) -> None:
+    """Write ``files`` (name -> content, in that order) into ``folder``, opened once by its symlink policy."""
+    fd = open_folder(folder, links)
+    try:
+        for name, data in files.items():
+            write_at(fd, name, data)
+    finally:
+        os.close(fd)
+
+
+def write_reports(summary: Summary | Mapping[str, Any], out_dir: Path, page: str | None = None, *,
+                  links: Links = "follow") -> dict[str, Path]:
     """Write report.html (``page``, or rendered from the summary), metrics.prom and summary.json of ``summary``
-    (as it is: no trend computed) into ``out_dir``; their paths by kind (``summary``, ``html``, ``metrics``)."""
+    (as it is: no trend computed) into ``out_dir``; their paths by kind (``summary``, ``html``, ``metrics``).
+    ``links``: what a symlink at ``out_dir`` gets (:func:`reports.summary.open_folder`; ``follow`` for a folder the
+    operator named)."""
     data = as_json(summary)
     held = _HELD.get()
-    paths = {"html": out_dir / FILES["html"], "metrics": out_dir / FILES["metrics"],
-             "summary": out_dir / FILES["summary"]}
+    paths = {kind: out_dir / name for kind, name in FILES.items()}
     if held is not None:
-        write_metrics(data, paths["metrics"])
+        _write_files(out_dir, links, {FILES["metrics"]: metrics_text(data)})
         held.summary = data
         held.folders.append(out_dir)
+        held.links.append(links)
         return paths
-    atomic_write(paths["html"], page if page is not None else render_page(data))
-    write_metrics(data, paths["metrics"])
-    atomic_write(paths["summary"], dumps(data))
+    _write_files(out_dir, links, {FILES["html"]: page if page is not None else render_page(data),
+                                  FILES["metrics"]: metrics_text(data), FILES["summary"]: dumps(data)})
     return paths
 
 
@@ -96,10 +116,12 @@ def write_all(summary: Summary | Mapping[str, Any], report_dir: Path, *, history
     data = as_json(summary)
     folder = run_dir(report_dir, str(data["run_id"]))
     if history > 0:
-        data["trend"], skipped = trend_for(data, report_dir, runs=history, flips=flips)
-        for line in skipped:
-            log.warning("%s", line)
+        try:  # skipped files were logged by the trend, once each
+            data["trend"], _ = trend_for(data, report_dir, runs=history, flips=flips)
+        except Exception as exc:  # the run's own reports matter more than its comparison with others
+            log.warning("trend: not computed (%s: %s)", type(exc).__name__, exc)
+            data["trend"] = None
     page = None if _HELD.get() is not None else render_page(data)  # one page for both folders
-    paths = write_reports(data, folder, page)
-    write_reports(data, report_dir / "latest", page)
+    paths = write_reports(data, folder, page, links="refuse")
+    write_reports(data, report_dir / "latest", page, links="replace")
     return {**paths, "latest": report_dir / "latest"}

@@ -154,6 +154,95 @@ def test_cli_says_what_is_wrong_in_one_line(full, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "reports.merge", str(tmp_path / "out"), str(paths[0]),
                            str(tmp_path / "bad.json")], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 4
-    assert proc.stderr.strip().splitlines() == [f"reports.merge: {tmp_path / 'bad.json'}: not a summary "
-                                                "(a JSON object is expected)"]
+    line = one_line(proc.stderr)
+    assert line.startswith(f"alice-acceptance merge: {tmp_path / 'bad.json'}: not a summary (a JSON object is "
+                           "expected, not a list); fix: ")
     assert not (tmp_path / "out").exists()
+
+
+PROG = "alice-acceptance merge: "
+
+
+def one_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PROG) and "; fix: " in lines[0], err
+    return lines[0]
+
+
+def test_an_unknown_outcome_is_bad_input_never_healthy(tmp_path, capsys):
+    """Point 7: a record whose outcome is not one of the vocabulary used to drop out of the totals (HEALTHY)."""
+    clean = build_summary(scenario={}, unreachable=(), waived=(), interrupted=False).to_json()
+    shards = split(clean, 2)
+    assert merge_summaries(shards)["healthy"]
+    shards[1]["records"][0]["outcome"] = "skipped"
+    paths = [write_summary(s, tmp_path / "shards" / str(i)) for i, s in enumerate(shards)]
+    out = tmp_path / "out"
+    assert main([str(out), *map(str, paths)]) == 4
+    line = one_line(capsys.readouterr().err)
+    assert f"{paths[1]}: records[0].outcome: unknown outcome 'skipped'" in line
+    assert not out.exists()
+    with pytest.raises(MergeError, match="unknown outcome 'skipped'"):
+        merge_summaries(shards)
+
+
+def _record(shard: dict, **change) -> None:
+    shard["records"][0].update(change)
+
+
+@pytest.mark.parametrize(("change", "what"), [
+    (lambda s: s.update(records=[1]), "records[0]: int, expected an object"),
+    (lambda s: _record(s, node=7), "records[0].node: int, expected a string"),
+    (lambda s: s.update(duration_s=float("nan")), "NaN"),
+    (lambda s: s.update(records={}), "records: object, expected a list"),
+    (lambda s: s.update(transport={"nodes": {}, "api_requests": {"nomad": "many"}}),
+     "transport.api_requests['nomad']: string, expected a whole number"),
+], ids=["record-not-object", "node-not-string", "nan", "records-not-list", "count-not-number"])
+def test_a_hostile_shard_is_exit_4_with_one_line(full, tmp_path, capsys, change, what):
+    """Point 7: no traceback, no exit 1 (checks failed): exit 4 (bad input) and one line naming the file."""
+    shards = split(full, 2)
+    change(shards[1])
+    good = write_summary(shards[0], tmp_path / "good")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(shards[1]))
+    assert main([str(tmp_path / "out"), str(good), str(bad)]) == 4
+    line = one_line(capsys.readouterr().err)
+    assert line.startswith(f"{PROG}{bad}: ") and what in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_that_cannot_be_summaries_are_exit_4(full, tmp_path, capsys):
+    """Point 7: missing, a folder, too big (the cap is 64 MiB), not UTF-8: exit 4 and one line each."""
+    good = write_shards(full, tmp_path)[0]
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:
+        f.truncate(64 * 1024 * 1024 + 1)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(b'{"cluster": "\xe9"}')
+    for path, what in ((tmp_path / "missing.json", "No such file"), (tmp_path, "a folder"),
+                       (big, "more than the 64 MiB"), (latin, "not UTF-8")):
+        assert main([str(tmp_path / "out"), str(good), str(path)]) == 4, path
+        assert what in one_line(capsys.readouterr().err), path
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv", [["--bogus"], ["--runs", "many"], ["--runs", "0"], []])
+def test_bad_options_are_exit_4_with_one_line(full, tmp_path, capsys, argv):
+    """Point 7: argparse exited 2 on a bad option; the suite's code for bad input is 4, with one line."""
+    paths = [str(p) for p in write_shards(full, tmp_path)] if argv else []
+    assert main([str(tmp_path / "out"), *paths, *argv] if argv else []) == 4
+    one_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_valid_usage_with_history_dir_and_runs(full, tmp_path, capsys):
+    paths = write_shards(full, tmp_path)
+    history = tmp_path / "history"
+    for day in (23, 24, 25):
+        write_summary(build_summary(run_id=f"202611{day}T030000Z-aaaaaa", started=f"2026-11-{day}T03:00:00+00:00")
+                      .to_json(), history)
+    out = tmp_path / "out"
+    assert main([str(out), str(paths[0]), "--runs", "3", str(paths[1]), "--history-dir", str(history)]) == 0
+    merged = json.loads((out / "summary.json").read_text())
+    assert merged["trend"]["runs"] == 3 and merged["trend"]["compared_runs"] == [
+        "20261125T030000Z-aaaaaa", "20261124T030000Z-aaaaaa"]
+    assert capsys.readouterr().err == ""

@@ -139,3 +139,39 @@ def test_history_stops_at_the_window(tmp_path):
     history = load_history(tmp_path, night(16), runs=4)
     assert [h["run_id"] for h in history.summaries] == [night(d)["run_id"] for d in (15, 14, 13)]
     assert load_history(tmp_path / "missing", night(16)).summaries == []
+
+
+# A corrupt previous summary, as bytes: each used to end every later run in a traceback (or to pass unnoticed).
+CORRUPT = {
+    "a record that is not an object": lambda: json.dumps({**night(22), "records": [1]}),
+    "a record without its outcome": lambda: json.dumps(
+        {**night(22), "records": [{"check": "node.ping", "node": "alibuild01"}]}),
+    "a summary that is a list": lambda: "[]",
+    "NaN in a number": lambda: json.dumps({**night(22), "duration_s": float("nan")}),
+    "truncated JSON": lambda: json.dumps(night(22))[:500],
+    "records that are an object": lambda: json.dumps({**night(22), "records": {"a": 1}}),
+    "a node that is a list": lambda: json.dumps(
+        {**night(22), "records": [{**night(22)["records"][0], "node": ["x"]}]}),
+    "an unknown outcome": lambda: json.dumps(
+        {**night(22), "records": [{**night(22)["records"][0], "outcome": "skipped"}]}),
+}
+
+
+def test_a_corrupt_history_entry_is_skipped_with_one_warning(tmp_path, caplog):
+    """Point 5: each corrupt summary is skipped with ONE warning naming the file; the trend compares with the rest."""
+    write_summary(night(21), tmp_path)
+    current = night(23)
+    expected = compute_trend(current, [night(21)])
+    for i, (what, text) in enumerate(CORRUPT.items()):
+        folder = tmp_path / f"20261122T0{i:02d}000Z-bad"
+        folder.mkdir()
+        (folder / "summary.json").write_text(text(), encoding="utf-8")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            trend, skipped = trend_for(current, tmp_path)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and str(folder / "summary.json") in warnings[0], (what, warnings)
+        assert "\n" not in warnings[0] and skipped == warnings, what
+        assert trend == expected, what
+        (folder / "summary.json").unlink()
+        folder.rmdir()

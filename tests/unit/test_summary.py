@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from reports.read import load_summary  # the reader of summaries other runs wrote
 from reports.summary import (
     OUTCOMES,
     SCHEMA_VERSION,
@@ -18,7 +19,6 @@ from reports.summary import (
     atomic_write,
     blocked_by_root,
     is_healthy,
-    load_summary,
     totals,
     write_summary,
 )
