@@ -43,6 +43,19 @@ maintenance:
 FILES = ("ssh_config", "known_hosts", "id_ed25519", "ca.pem", "client.pem", "client-key.pem", "clouds.yaml")
 
 
+def make_site(pytester: pytest.Pytester, checks: dict[str, str]) -> dict[str, Any]:
+    """A site for a pytester run: the example inventory and the files it names, and a directory of the site's own
+    checks (``checks``: file name -> source)."""
+    for name in FILES:
+        pytester.path.joinpath(name).write_text("")
+    inventory = pytester.path / "inventory.yaml"
+    inventory.write_text(textwrap.dedent(EXAMPLE))
+    folder = pytester.mkdir("site-checks")
+    for name, source in checks.items():
+        (folder / name).write_text(source)
+    return {"inventory": inventory, "checks": folder, "out": pytester.path / "out"}
+
+
 @pytest.fixture
 def write_inventory(tmp_path: Path) -> Callable[..., Path]:
     """Write an inventory (default: the lab's example) and the files it names; return its path."""

@@ -13,7 +13,7 @@ import pytest
 
 from acceptance.transport.batch import Answer
 
-from .conftest import EXAMPLE, FILES
+from .conftest import make_site
 from .fakessh import FakeNodes
 
 pytest_plugins = ["pytester"]
@@ -53,14 +53,7 @@ def answers(command: str) -> Answer | None:
 
 @pytest.fixture
 def site(pytester: pytest.Pytester) -> dict[str, Any]:
-    for name in FILES:
-        pytester.path.joinpath(name).write_text("")
-    inventory = pytester.path / "inventory.yaml"
-    inventory.write_text(textwrap.dedent(EXAMPLE))
-    checks = pytester.mkdir("site-checks")
-    (checks / "conftest.py").write_text(CONFTEST)
-    (checks / "banner.py").write_text(CHECKS)
-    return {"inventory": inventory, "checks": checks, "out": pytester.path / "out"}
+    return make_site(pytester, {"conftest.py": CONFTEST, "banner.py": CHECKS})
 
 
 def test_a_site_fixtures_command_is_learned_in_the_dry_pass_and_judged_in_the_real_run(pytester, site):

@@ -32,6 +32,7 @@ from remediation.actions import pull_image, restart_backup, restart_unit
 from remediation.model import Progress, Refused
 
 from .conftest import EXAMPLE
+from .test_remediation_actions import Result
 
 MASTER = Node("alimesos01", "master", address="127.0.0.1")
 AGENT = Node("alibuild01", "agent", address="127.0.1.1", kind="vm")
@@ -49,13 +50,6 @@ def refused(write_inventory: Any, text: str) -> str:
     message = str(e.value)
     assert message.splitlines() == [message] and message.startswith(str(path)) and "; fix: " in message
     return message
-
-
-@dataclass
-class Result:
-    rc: int = 0
-    stdout: str = ""
-    stderr: str = ""
 
 
 @dataclass

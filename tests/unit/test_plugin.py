@@ -18,7 +18,7 @@ import pytest
 
 from acceptance.transport.batch import Answer
 
-from .conftest import EXAMPLE, FILES
+from .conftest import make_site
 from .fakessh import FakeNodes
 
 pytest_plugins = ["pytester"]
@@ -66,13 +66,7 @@ def answers(command: str) -> Answer | None:
 
 @pytest.fixture
 def site(pytester: pytest.Pytester) -> dict[str, Any]:
-    for name in FILES:
-        pytester.path.joinpath(name).write_text("")
-    inventory = pytester.path / "inventory.yaml"
-    inventory.write_text(textwrap.dedent(EXAMPLE))
-    checks = pytester.mkdir("site-checks")
-    (checks / "cvmfs.py").write_text(SITE_CHECKS)
-    return {"inventory": inventory, "checks": checks, "out": pytester.path / "out"}
+    return make_site(pytester, {"cvmfs.py": SITE_CHECKS})
 
 
 def run(pytester: pytest.Pytester, site: dict[str, Any], *args: str, spec: dict[str, Any] | None = None,

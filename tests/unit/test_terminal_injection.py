@@ -5,7 +5,6 @@ real run whose check quotes a hostile node's output)."""
 from __future__ import annotations
 
 import json
-import textwrap
 import unicodedata
 from typing import Any
 
@@ -18,7 +17,7 @@ from acceptance.printable import escape_controls
 from acceptance.transport.batch import Answer
 from alice_acceptance.terminal import say
 
-from .conftest import EXAMPLE, FILES
+from .conftest import make_site
 from .fakessh import FakeNodes
 
 pytest_plugins = ["pytester"]
@@ -65,19 +64,14 @@ def test_a_terminal_line_is_one_line_without_escapes(text: str) -> None:
 
 
 def test_a_hostile_node_output_prints_no_fake_line(pytester: pytest.Pytester) -> None:
-    for name in FILES:
-        pytester.path.joinpath(name).write_text("")
-    inventory = pytester.path / "inventory.yaml"
-    inventory.write_text(textwrap.dedent(EXAMPLE))
-    checks = pytester.mkdir("site-checks")
-    (checks / "motd.py").write_text(SITE_CHECK)
+    site = make_site(pytester, {"motd.py": SITE_CHECK})
 
     def answers(command: str) -> Answer | None:
         return Answer(0, FAKE_GO.encode(), b"") if command == "cat /etc/motd" else None
 
-    out = pytester.path / "out"
-    result = pytester.runpytest(f"--inventory={inventory}", f"--report-dir={out}", "-p", "no:cacheprovider",
-                                str(checks), plugins=[FakeNodes({}, default=answers)])
+    out = site["out"]
+    result = pytester.runpytest(f"--inventory={site['inventory']}", f"--report-dir={out}", "-p", "no:cacheprovider",
+                                str(site["checks"]), plugins=[FakeNodes({}, default=answers)])
     text = result.stdout.str() + result.stderr.str()
     assert result.ret == 1, text
     assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
