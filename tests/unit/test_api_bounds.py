@@ -6,7 +6,6 @@ a real local server and the elapsed time, the bytes read, or the message checked
 from __future__ import annotations
 
 import os
-import textwrap
 import time
 import tracemalloc
 from pathlib import Path
@@ -24,6 +23,7 @@ from acceptance.inventory import Apis, OpenStackSettings
 from acceptance.redaction import MASK
 
 from .test_api_support import (
+    CLOUD_PASSWORD,
     SECRET,
     FakeApi,
     FakeServer,
@@ -31,12 +31,13 @@ from .test_api_support import (
     Route,
     answer_every_name,
     apis,
+    clouds_yaml,
     fake_cluster,
     inventory,
     run_checks,
 )
 
-PASSWORD = "Keyst0ne-Pa55word-42"
+PASSWORD = CLOUD_PASSWORD
 
 
 @pytest.fixture(autouse=True)
@@ -142,25 +143,6 @@ def test_a_server_echoing_the_token_never_puts_it_in_a_message(monkeypatch):
 
 
 # --------------------------------------------------------------------------- OpenStack
-
-
-def clouds_yaml(tmp_path: Path, auth_url: str, extra: str = "") -> Path:
-    path = tmp_path / "clouds.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        clouds:
-          test:
-            auth:
-              auth_url: {auth_url}
-              username: alibuild
-              password: {PASSWORD}
-              project_name: ALICE Release Testing
-              user_domain_name: Default
-              project_domain_name: Default
-            region_name: RegionOne
-            identity_api_version: 3
-        {textwrap.indent(extra, "    ")}
-        """))
-    return path
 
 
 def openstack_inventory(path: Path, deadline_s: float = 45.0) -> Any:

@@ -12,6 +12,7 @@ import dataclasses
 import http.server
 import json
 import socket
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,6 +37,8 @@ MASTER_IPS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 AGENTS = (("alibuild01", "vm", "127.0.1.1"), ("alibuild02", "vm", "127.0.1.2"), ("alimetal01", "metal", "127.0.1.3"))
 CI_JOBS = ("ci-mesosci-slc9", "repo")
 SECRET = "s3cr3t-token-value-0123"
+CLOUD_PASSWORD = "Keyst0ne-Pa55word-42"
+CLOUD_PROJECT = "ALICE Release Testing"
 
 
 def sample(name: str) -> Any:
@@ -459,3 +462,22 @@ def openstack_snapshot() -> Any:
     snap.attachments = PerNode("OpenStack", {name: ["/dev/vda", "/dev/vdb"] for name, kind, _ in AGENTS
                                              if kind == "vm"})
     return snap
+
+
+def clouds_yaml(tmp_path: Path, auth_url: str, extra: str = "") -> Path:
+    """A clouds.yaml with one cloud, ``test``, at ``auth_url`` (``extra``: more lines of the cloud's)."""
+    path = tmp_path / "clouds.yaml"
+    path.write_text(textwrap.dedent(f"""\
+        clouds:
+          test:
+            auth:
+              auth_url: {auth_url}
+              username: alibuild
+              password: {CLOUD_PASSWORD}
+              project_name: {CLOUD_PROJECT}
+              user_domain_name: Default
+              project_domain_name: Default
+            region_name: RegionOne
+            identity_api_version: 3
+        """) + "".join(f"    {line}\n" for line in extra.splitlines()))
+    return path

@@ -25,11 +25,11 @@ from acceptance.inventory import OpenStackSettings
 from remediation.cloud import OpenStack
 from remediation.model import ActionFailed
 
-from .test_api_support import apis, inventory
+from .test_api_support import CLOUD_PASSWORD, CLOUD_PROJECT, apis, clouds_yaml, inventory
 
-PASSWORD = "Keyst0ne-Pa55word-42"
+PASSWORD = CLOUD_PASSWORD
 TOKEN = "gAAAAAB-fake-keystone-token-0123456789"
-PROJECT = "ALICE Release Testing"
+PROJECT = CLOUD_PROJECT
 
 
 @dataclass
@@ -145,24 +145,6 @@ def nova(servers: Route) -> Route:
 SERVER = {"id": "9f3a", "name": "alibuild07", "status": "ACTIVE", "OS-EXT-AZ:availability_zone": "cern-geneva-b",
           "flavor": {"original_name": "m2.2xlarge"},
           "addresses": {"net": [{"addr": "fe80::1", "version": 6}, {"addr": "10.0.1.7", "version": 4}]}}
-
-
-def clouds_yaml(tmp_path: Path, auth_url: str, extra: str = "") -> Path:
-    path = tmp_path / "clouds.yaml"
-    path.write_text(textwrap.dedent(f"""\
-        clouds:
-          test:
-            auth:
-              auth_url: {auth_url}
-              username: alibuild
-              password: {PASSWORD}
-              project_name: {PROJECT}
-              user_domain_name: Default
-              project_domain_name: Default
-            region_name: RegionOne
-            identity_api_version: 3
-        """) + "".join(f"    {line}\n" for line in extra.splitlines()))
-    return path
 
 
 def cloud_of(servers: Callable[..., Server], tmp_path: Path, nova_route: Route | None = None,
