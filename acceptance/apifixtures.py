@@ -1,4 +1,4 @@
-"""Fixtures of the cluster checks, made from the API registry (acceptance.clients.registry.APIS): one snapshot
+"""Fixtures of the cluster checks, made from the API registry (acceptance.apiregistry.APIS): one snapshot
 of each API per process (``snapshots``, session scope) and, per API, ``<name>_snapshot``: the API's typed
 snapshot, or the check reported ``blocked`` by ``api.<name>.reachable`` when the API cannot be used at all.
 
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from acceptance.clients.registry import APIS, BY_NAME, ApiSpec, make_snapshots
-from acceptance.clients.snapshot import ApiSnapshot, Snapshots
+from acceptance.apiregistry import APIS, BY_NAME, ApiSpec, Snapshots, make_snapshots
+from acceptance.clients.snapshot import ApiSnapshot
 from acceptance.outcomes import Blocked, judge
 from acceptance.run import Run, need_run
 

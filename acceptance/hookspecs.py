@@ -19,7 +19,7 @@ def pytest_acceptance_make_nodes(config: pytest.Config, run: Any) -> Any:
 
 @pytest.hookspec(firstresult=True)
 def pytest_acceptance_make_snapshots(config: pytest.Config, run: Any) -> Any:
-    """Return the registry of API snapshots (see acceptance.clients.snapshot.Snapshots) of this process.
+    """Return the registry of API snapshots (see acceptance.apiregistry.Snapshots) of this process.
 
     The plugin's own implementation (the real APIs, from the inventory and the environment) runs last; a
     conftest or plugin may return another one (tests use fakes).

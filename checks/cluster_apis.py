@@ -1,5 +1,5 @@
 """The root checks of the cluster APIs, ``api.<name>.reachable``, one per API of the registry
-(acceptance.clients.registry.APIS): ``failed`` when the API does not answer, ``error`` when the suite cannot use
+(acceptance.apiregistry.APIS): ``failed`` when the API does not answer, ``error`` when the suite cannot use
 it (configuration, TLS, a token refused everywhere). Every check of that API is blocked by it."""
 
 from __future__ import annotations
@@ -7,9 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from acceptance.apifixtures import assert_reachable
+from acceptance.apiregistry import APIS, ApiSpec, Snapshots
 from acceptance.checkspec import check
-from acceptance.clients.registry import APIS, ApiSpec
-from acceptance.clients.snapshot import Snapshots
 from acceptance.inventory import CLUSTER
 
 

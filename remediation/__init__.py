@@ -4,5 +4,6 @@ Checks name the fixture that can fix them (``restart_unit``, ``rerun_puppet``, `
 ``pull_builder_image``, ``restart_backup``, ``hard_reboot``, ...); the fixtures (fixtures.py) build the actions
 (actions.py); the engine (engine.py) decides under the guardrails: kill switches (gates.py, switch.py), blast
 radius (blast.py), the cluster-wide state and budget (state.py, budget.py), confirmation (confirm.py), the lock
-(lock.py), quorum and workload gates; phase.py is where it meets pytest's run loop; audit.py the audit log.
+(lock.py), quorum and workload gates (leadership moved off a master: leadership.py; drains: drains.py); phase.py
+is where it meets pytest's run loop; audit.py the audit log; clients.py the APIs with the remediation tokens.
 """

@@ -18,8 +18,8 @@ from typing import Any, NoReturn
 
 from acceptance.inventory import Expectations, Node, unit_base, valid_backup_path, valid_image, valid_unit_name
 from acceptance.parsers import image_repository, unit_state
-from remediation.clients import Nomad
 from remediation.cloud import OpenStack
+from remediation.drains import Nomad
 from remediation.model import Action, ActionFailed, NeedsHuman, Progress, Refused
 
 WaitNode = Callable[[Node, Progress], str]  # waits for ping and ssh after a reboot; says how long it took

@@ -20,7 +20,8 @@ from acceptance.clients.config import master_urls
 from acceptance.clients.transport import excerpt
 from acceptance.inventory import Inventory, Node, RemediationSettings
 from acceptance.judging.raft import is_named, server_is
-from remediation.clients import Api, Raft, vault_health, write_config
+from remediation.clients import Api, vault_health, write_config
+from remediation.leadership import Raft
 from remediation.model import ActionFailed
 
 SHOWN = 8  # nodes named in a refusal; the rest are counted

@@ -81,7 +81,7 @@ def reprobe(node: Node, nodes: Nodes, spread_s: float = 4.0, *, count: int = PIN
 
 
 def nomad_view(node: Node, read_node: Callable[[str], dict[str, Any]]) -> Evidence:
-    """Nomad's view of the node's agent (``read_node``: the node's JSON, e.g. ``remediation.clients.Nomad.node``)."""
+    """Nomad's view of the node's agent (``read_node``: the node's JSON, e.g. ``remediation.drains.Nomad.node``)."""
     try:
         data = read_node(node.name)
         status = str(data.get("Status", ""))

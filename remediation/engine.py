@@ -29,9 +29,10 @@ from acceptance.outcomes import CheckError
 from acceptance.run import ITEM_KEY
 from remediation import budget
 from remediation.audit import AuditLog
-from remediation.clients import Api, Nomad, write_config
+from remediation.clients import Api, write_config
 from remediation.context import RemediationRun
 from remediation.decision import Decision, Failure, Stop, one_line, safe
+from remediation.drains import Nomad
 from remediation.guardrails import Guardrails
 from remediation.lock import ConsulLock
 from remediation.model import Action, ActionFailed, Interrupted, Mode, NeedsHuman, Progress, Refused

@@ -16,9 +16,10 @@ import pytest
 from acceptance.fixtures import item_info
 from acceptance.inventory import Expectations, Node
 from remediation import actions, confirm
-from remediation.clients import Api, Nomad, write_config
+from remediation.clients import Api, write_config
 from remediation.cloud import OpenStack
 from remediation.context import RemediationRun, remediation_of
+from remediation.drains import Nomad
 from remediation.model import Action, Progress
 
 CONFIRM_SOURCES = ("ping", "ssh", "nomad", "openstack")

@@ -16,7 +16,8 @@ from acceptance.clients.config import api_config, master_urls
 from acceptance.inventory import Inventory, Node
 from acceptance.judging.raft import server_is
 from remediation import switch
-from remediation.clients import Api, Raft, vault_health
+from remediation.clients import Api, vault_health
+from remediation.leadership import Raft
 from remediation.model import ActionFailed
 from remediation.state import StateUnavailable
 

@@ -13,10 +13,12 @@ from acceptance.redaction import clip
 from acceptance.run import ITEM_KEY
 from remediation import blast, budget, gates
 from remediation.audit import AuditLog
-from remediation.clients import Api, Nomad, drain_until_idle, move_leadership_off
+from remediation.clients import Api
 from remediation.context import RemediationRun
 from remediation.decision import Decision, Failure, Stop
+from remediation.drains import Nomad, drain_until_idle
 from remediation.fixtures import escalation_action
+from remediation.leadership import move_leadership_off
 from remediation.lock import ConsulLock, describe, holder_of
 from remediation.model import Action, Mode, Progress
 from remediation.recheck import on_the_node, passes_now, recheck_until

@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 from remediation import gates
 from remediation.audit import AuditLog
-from remediation.clients import Api, Nomad, drain_until_idle, move_leadership_off, write_config
+from remediation.clients import Api, write_config
 from remediation.context import RemediationRun
+from remediation.drains import Nomad, drain_until_idle
+from remediation.leadership import move_leadership_off
 from remediation.lock import ConsulLock
 from remediation.model import ActionFailed, NeedsHuman, Progress
 from remediation.state import StateUnavailable

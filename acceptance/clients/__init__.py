@@ -1,2 +1,2 @@
 """Clients of the cluster APIs (Nomad, Consul, Vault, Prometheus, OpenStack), configured from the inventory and the
-official CLIs' variables, and the once-per-run snapshot of each API that the cluster checks share."""
+official CLIs' variables, and the typed snapshot of each API that the cluster checks share (acceptance.apiregistry)."""

@@ -6,16 +6,17 @@ leader") is thereby reported within the deadline, not after every master was tri
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import tenacity
 
+from acceptance.clients import transport
 from acceptance.clients.config import DEFAULT_PORTS, ApiConfig, master_urls
 from acceptance.clients.errors import ApiError, check_status, classify, protocol_error
 from acceptance.clients.libraries import LibCall, LibClient, client_for
@@ -157,6 +158,30 @@ def parse_answer(cfg: ApiConfig, answer: Answer, parse: Callable[[Any], T]) -> T
 
 
 MasterProbe = Callable[[ApiConfig, LibClient, Callable[[], float]], T]  # (cfg on one master, its client, timeout)
+GRACE_S = 0.5  # past a deadline, for the transport's own error (it names the cause) to arrive first
+
+
+def bounded_all(seconds: float, fns: Mapping[str, Callable[[], T]]) -> dict[str, T | Exception]:
+    """Each ``fn()`` inside ``transport.deadline(seconds)``, in daemon threads the caller stops waiting for at the
+    deadline: a library can also wait on itself, which no socket deadline ends (keystoneauth, after a 401 to its
+    version discovery, asks for a token while it holds its plugin's lock). A fn that did not finish is missing."""
+    out: dict[str, T | Exception] = {}
+
+    def run(key: str, fn: Callable[[], T]) -> None:
+        with transport.deadline(seconds):
+            try:
+                out[key] = fn()
+            except Exception as e:  # handed to the caller's thread
+                out[key] = e
+
+    threads = [threading.Thread(target=run, args=item, name=f"bounded-{item[0]}", daemon=True)
+               for item in fns.items()]
+    end = time.monotonic() + seconds + GRACE_S
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    return dict(out)
 
 
 def _master_url(cfg: ApiConfig, master: Node) -> str | None:
@@ -164,19 +189,10 @@ def _master_url(cfg: ApiConfig, master: Node) -> str | None:
     return urls[0] if urls else None
 
 
-def per_master(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline,
-               probe: MasterProbe[T]) -> dict[str, T | ApiError]:
+def master_part(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline, probe: MasterProbe[T]) -> PerNode[T]:
     """``probe`` on every master at once, one attempt each (a node's own answer, not the cluster's), all
     within ``deadline``; by master name, the value or the error."""
-    out: dict[str, T | ApiError] = {}
-    targets: dict[str, str] = {}
-    for m in masters:
-        url = _master_url(cfg, m)
-        if url is None:
-            out[m.name] = ApiError("config", f"{cfg.title} on {m.name}: its address {m.address!r} in the inventory "
-                                             "is not a host name or IP address; fix: correct it")
-        else:
-            targets[m.name] = url
+    urls = {m.name: _master_url(cfg, m) for m in masters}
 
     def timeout() -> float:
         return min(cfg.timeout_s, deadline.left())
@@ -193,24 +209,16 @@ def per_master(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline,
         finally:
             client.close()
 
-    if not targets:
-        return out
-    pool = ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix=f"{cfg.name}-master")
-    try:
-        futures = {name: pool.submit(one, url) for name, url in targets.items()}
-        for name, future in futures.items():
-            try:
-                out[name] = future.result(timeout=max(0.0, deadline.left()) + 1.0)
-            except FutureTimeout:
-                out[name] = deadline.error(cfg, f"(on {name})")
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    return out
-
-
-def master_part(cfg: ApiConfig, masters: Sequence[Node], deadline: Deadline, probe: MasterProbe[T]) -> PerNode[T]:
-    return PerNode(cfg.title, per_master(cfg, masters, deadline, probe),
-                   {m.name: _master_url(cfg, m) or "?" for m in masters})
+    done = bounded_all(max(0.0, deadline.left()),
+                       {name: functools.partial(one, url) for name, url in urls.items() if url is not None})
+    values: dict[str, T | ApiError] = {}
+    for m in masters:
+        if urls[m.name] is None:
+            values[m.name] = ApiError("config", f"{cfg.title} on {m.name}: its address {m.address!r} in the "
+                                                "inventory is not a host name or IP address; fix: correct it")
+        else:  # one() hands every failure back as an ApiError
+            values[m.name] = cast("T | ApiError", done.get(m.name, deadline.error(cfg, f"(on {m.name})")))
+    return PerNode(cfg.title, values, {name: url or "?" for name, url in urls.items()})
 
 
 def refuse_unknown_token(snap: ApiSnapshot, caller: Caller, parts: Sequence[str],

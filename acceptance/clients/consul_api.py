@@ -12,10 +12,10 @@ from acceptance.clients import raft, shapes
 from acceptance.clients.call import Caller, Deadline, refuse_unknown_token
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError
-from acceptance.clients.hosts import first_address
 from acceptance.clients.raft import Autopilot
 from acceptance.clients.snapshot import ApiSnapshot, Part, attempt
 from acceptance.clients.transport import Answer
+from acceptance.hosts import first_address
 
 # serf member status (consul/agent_members.json): 0 none, 1 alive, 2 leaving, 3 left, 4 failed
 SERF_STATUS = {0: "none", 1: "alive", 2: "leaving", 3: "left", 4: "failed"}

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from acceptance.clients import shapes, transport
-from acceptance.clients.call import Deadline, parse_answer
+from acceptance.clients.call import Deadline, bounded_all, parse_answer
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ROOT_KINDS, ApiError, check_status
-from acceptance.clients.openstack_cloud import Cloud, Side, api_error, bounded_all, connect, late, select_cloud, unwrap
+from acceptance.clients.openstack_cloud import Cloud, Side, api_error, connect, late, quietly, select_cloud, unwrap
 from acceptance.clients.snapshot import ApiSnapshot, Part, PerNode
 from acceptance.clients.transport import Answer
 from acceptance.inventory import Inventory, Node
@@ -142,7 +142,7 @@ def _fetch_project(cloud: Cloud, vm_agents: Sequence[str],
 
 
 def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None = None) -> OpenStackSnapshot:
-    """Both projects at once, within the snapshot's deadline (see :func:`openstack_cloud.bounded_all`)."""
+    """Both projects at once, within the snapshot's deadline (see :func:`call.bounded_all`)."""
     snap = OpenStackSnapshot()
     seconds = deadline_s if deadline_s is not None else float(inventory.apis.deadline_s)
     deadline = Deadline(seconds)
@@ -159,7 +159,7 @@ def fetch(inventory: Inventory, nodes: Sequence[Node], deadline_s: float | None 
     vm_agents = [n.name for n in nodes if n.role == "agent" and n.kind != "metal"]
     clouds = {side: c for side, c in chosen.items() if isinstance(c, Cloud)}
     results = bounded_all(max(0.0, deadline.left()), {
-        side: functools.partial(_fetch_project, c, vm_agents, deadline) for side, c in clouds.items()})
+        side: quietly(functools.partial(_fetch_project, c, vm_agents, deadline)) for side, c in clouds.items()})
     attachments: dict[str, list[str] | ApiError] = {}
     for side, cloud in chosen.items():
         got = results.get(side, (late(cloud.label, seconds) if isinstance(cloud, Cloud) else cloud, {}))

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from urllib.parse import urlsplit
 import requests
 
 from acceptance.clients import transport
+from acceptance.clients.call import bounded_all
 from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError, _find, classify, one_line, where
 from acceptance.inventory import Inventory
@@ -28,7 +27,6 @@ INSECURE_VAR = "ALICE_ACCEPTANCE_OPENSTACK_INSECURE"
 # keystoneauth's redirect statuses; 300 is not one: Keystone lists its versions with it, an answer to read
 REDIRECTS = frozenset({301, 302, 303, 305, 307, 308})
 Side = Literal["vm", "metal"]  # vm: masters and VM agents; metal: bare-metal agents
-GRACE_S = 0.5  # past a deadline, for the transport's own error (it names the cause) to arrive first
 T = TypeVar("T")
 
 
@@ -183,38 +181,23 @@ def api_error(cfg: ApiConfig, path: str, exc: BaseException, timeout_s: float | 
     return classify(cfg, cfg.url, path, inner, timeout_s)
 
 
-def bounded_all(seconds: float, fns: Mapping[str, Callable[[], T]]) -> dict[str, T | Exception]:
-    """Each ``fn()`` inside ``transport.deadline(seconds)``, in daemon threads the caller stops waiting for at the
-    deadline: keystoneauth can also wait on itself, which no socket deadline ends (a 401 to its version discovery
-    makes it ask for a token while it holds its plugin's lock). A fn that did not finish is missing."""
-    out: dict[str, T | Exception] = {}
-
-    def run(key: str, fn: Callable[[], T]) -> None:
-        with transport.deadline(seconds), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # openstacksdk's deprecation notices are not the operator's business
-            try:
-                out[key] = fn()
-            except Exception as e:  # handed to the caller's thread
-                out[key] = e
-
-    threads = [threading.Thread(target=run, args=item, name=f"openstack-{item[0]}", daemon=True)
-               for item in fns.items()]
-    end = time.monotonic() + seconds + GRACE_S
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(max(0.0, end - time.monotonic()))
-    return dict(out)
-
-
 def late(label: str, seconds: float) -> ApiError:
     return ApiError("unreachable", f"OpenStack ({label}) did not answer within the deadline of {seconds:g} s "
                                    "(apis.deadline_s)")
 
 
+def quietly(fn: Callable[[], T]) -> Callable[[], T]:
+    """``fn`` with warnings ignored: openstacksdk's deprecation notices are not the operator's business."""
+    def run() -> T:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn()
+    return run
+
+
 def bounded(seconds: float, label: str, fn: Callable[[], T]) -> T:
-    """:func:`bounded_all` of one call: its value, else its exception raised, else :func:`late`."""
-    value = bounded_all(seconds, {"call": fn}).get("call", late(label, seconds))
+    """:func:`bounded_all` of one call, :func:`quietly`: its value, else its exception raised, else :func:`late`."""
+    value = bounded_all(seconds, {"call": quietly(fn)}).get("call", late(label, seconds))
     if isinstance(value, Exception):
         raise value
     return value

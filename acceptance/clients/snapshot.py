@@ -1,15 +1,11 @@
 """Typed snapshots: what one API said in one run, part by part, parsed and shape-checked. A :class:`Part` holds
 its value or the :class:`ApiError` that explains why it is missing; reading it (``snap.nodes``) gives the value
 or raises :class:`CheckError` (outcome ``error``), so a check can never pass on a part that was not read.
-:class:`Snapshots` fetches every API once per process, all in parallel on first use."""
+(acceptance/apiregistry.py fetches every API's once per process.)"""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, ClassVar, Generic, TypeVar, overload
 
 from acceptance.clients.errors import ApiError
@@ -154,62 +150,3 @@ class ApiSnapshot:
     @classmethod
     def unusable(cls: type[S], err: ApiError) -> S:
         return cls(root=err)
-
-
-Fetcher = Callable[[], ApiSnapshot]
-
-
-class Snapshots:
-    """Fetch-once registry: the first ``get`` starts every fetch in parallel (the run pays for the slowest API,
-    not their sum); ``wait_s`` bounds the wait for one (an overrun is the API's root error)."""
-
-    def __init__(self, fetchers: Mapping[str, Fetcher], kinds: Mapping[str, type[ApiSnapshot]] | None = None,
-                 wait_s: float | None = None) -> None:
-        self._fetchers, self._kinds, self._wait_s = dict(fetchers), dict(kinds or {}), wait_s
-        self._lock = threading.Lock()
-        self._futures: dict[str, Future[ApiSnapshot]] = {}
-        self._pool: ThreadPoolExecutor | None = None
-
-    def names(self) -> list[str]:
-        return list(self._fetchers)
-
-    def _start(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=max(1, len(self._fetchers)), thread_name_prefix="snapshot")
-            for name in self._fetchers:
-                self._futures[name] = self._pool.submit(self._timed, name)
-
-    def get(self, name: str) -> ApiSnapshot:
-        with self._lock:
-            self._start()
-            future = self._futures[name]
-        try:
-            return future.result(timeout=self._wait_s)
-        except FutureTimeout:
-            return self._kinds.get(name, ApiSnapshot).unusable(ApiError(
-                "deadline", f"{name}: the snapshot did not finish within {self._wait_s:g} s (apis.deadline_s)"))
-
-    def refetch(self, name: str) -> ApiSnapshot:
-        """``name``'s snapshot fetched again, now (a re-check after a remediation reads the API anew)."""
-        future: Future[ApiSnapshot] = Future()
-        future.set_result(self._timed(name))
-        with self._lock:
-            self._start()
-            self._futures[name] = future
-        return future.result()
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _timed(self, name: str) -> ApiSnapshot:
-        start = time.monotonic()
-        kind = self._kinds.get(name, ApiSnapshot)
-        try:
-            snap = self._fetchers[name]()
-        except ApiError as e:
-            snap = kind.unusable(e)
-        except Exception as e:  # a bug or an unexpected library error: every check of this API reports it
-            snap = kind.unusable(ApiError("protocol", f"{name}: snapshot failed: {type(e).__name__}: {e}"))
-        snap.duration_s = time.monotonic() - start
-        return snap

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from acceptance.clients.hosts import same_host
 from acceptance.clients.nomad_api import Allocation, Job, NomadNode
+from acceptance.hosts import same_host
 from acceptance.judging.raft import is_named
 
 

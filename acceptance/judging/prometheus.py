@@ -5,9 +5,9 @@ from __future__ import annotations
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
-from acceptance.clients.hosts import same_host
 from acceptance.clients.prometheus_api import Q_HIGHEST, MasterHealth, Target, Vector
 from acceptance.clients.transport import excerpt
+from acceptance.hosts import same_host
 from acceptance.inventory import Node
 
 

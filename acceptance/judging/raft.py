@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from acceptance.clients.hosts import host_of, same_host
 from acceptance.clients.raft import Autopilot, RaftServer
+from acceptance.hosts import host_of, same_host
 
 
 def is_named(name: str, master: str) -> bool:

@@ -105,7 +105,7 @@ class FakeNodes:
                      ping=fake_ping(self.ssh.spec, run.scope.all_nodes), ssh=self.ssh)  # type: ignore[arg-type]
 
     def pytest_acceptance_make_snapshots(self, config: Any, run: Any) -> Any:
-        from acceptance.clients.snapshot import Snapshots
+        from acceptance.apiregistry import Snapshots
 
         snaps = self.snapshots or {}
         return Snapshots({name: (lambda s=snap: s) for name, snap in snaps.items()})

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from acceptance.clients import consul_api, nomad_api, openstack_api, openstack_cloud, registry, vault_api
+from acceptance import apiregistry
+from acceptance.clients import consul_api, nomad_api, openstack_api, openstack_cloud, vault_api
 from acceptance.clients.call import Caller
 from acceptance.clients.config import ApiConfig, api_config
 from acceptance.clients.errors import ApiError
@@ -212,15 +213,15 @@ def test_a_keystone_that_never_answers_costs_the_deadline_not_more(tmp_path):
 
 
 def test_registry_builds_every_api_from_one_list():
-    assert [s.name for s in registry.APIS] == ["nomad", "consul", "vault", "prometheus", "openstack"]
+    assert [s.name for s in apiregistry.APIS] == ["nomad", "consul", "vault", "prometheus", "openstack"]
     from acceptance import apifixtures
     from checks import cluster_apis
 
-    for spec in registry.APIS:
+    for spec in apiregistry.APIS:
         assert hasattr(apifixtures, spec.fixture) and hasattr(cluster_apis, f"test_{spec.name}_reachable")
     with fake_cluster():
-        snaps = registry.make_snapshots(inventory(Apis()), inventory(Apis()).nodes)
-        for spec in registry.APIS:
+        snaps = apiregistry.make_snapshots(inventory(Apis()), inventory(Apis()).nodes)
+        for spec in apiregistry.APIS:
             snap = snaps.get(spec.name)
             assert isinstance(snap, spec.snapshot) and snap.root is not None and snap.root.kind == "config"
         snaps.close()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from acceptance.clients.snapshot import Snapshots
+from acceptance.apiregistry import Snapshots
 from acceptance.transport.ping import ProbeResult
 
 from .test_api_support import unusable_snapshots

@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from acceptance.clients import consul_api, registry
+from acceptance import apiregistry
+from acceptance.apiregistry import Cluster
+from acceptance.clients import consul_api
 from acceptance.clients.consul_api import ConsulSnapshot, DnsAnswer
 from acceptance.clients.errors import ApiError
 from acceptance.clients.nomad_api import NomadSnapshot
 from acceptance.clients.prometheus_api import PrometheusSnapshot
-from acceptance.clients.registry import Cluster
 from acceptance.clients.vault_api import VaultSnapshot
 from acceptance.inventory import Apis, Endpoint, Expectations, Inventory, Maintenance, Node, SshSettings
 from tests.reference import API
@@ -337,7 +338,7 @@ def snapshots_of(fakes: Fakes, **kw: Any) -> tuple[dict[str, Any], Inventory]:
     inv = inventory(apis(nomad=fakes.nomad.url(), consul=fakes.consul.url(), vault=fakes.vault.url(),
                          prometheus=fakes.prometheus.url(), **kw))
     c = cluster(inv)
-    snaps: dict[str, Any] = {spec.name: spec.fetch(c) for spec in registry.APIS if spec.name != "openstack"}
+    snaps: dict[str, Any] = {spec.name: spec.fetch(c) for spec in apiregistry.APIS if spec.name != "openstack"}
     snaps["openstack"] = openstack_snapshot()
     return snaps, inv
 
@@ -398,8 +399,9 @@ def run_checks(snaps: Mapping[str, Any], inv: Inventory, *, through_fixtures: bo
     import inspect
 
     from acceptance.apifixtures import usable
+    from acceptance.apiregistry import Snapshots
     from acceptance.checkspec import spec_of
-    from acceptance.clients.snapshot import PerNode, Snapshots
+    from acceptance.clients.snapshot import PerNode
     from acceptance.outcomes import Blocked, CheckError, first_line
 
     registry = Snapshots({name: (lambda s=s: s) for name, s in snaps.items()})

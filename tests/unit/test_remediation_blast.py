@@ -13,7 +13,8 @@ import pytest
 
 from acceptance.inventory import Inventory, Maintenance, Node, RemediationSettings
 from remediation.blast import Unhealthy, count_unhealthy, past_limit
-from remediation.clients import Api, Nomad, drain_until_idle, write_config
+from remediation.clients import Api, write_config
+from remediation.drains import Nomad, drain_until_idle
 from remediation.model import ActionFailed, NeedsHuman, Progress
 
 from .test_api_support import MASTERS, FakeApi, Fakes, Reply, apis, fake_cluster, inventory, sample

@@ -18,7 +18,8 @@ from acceptance.clients.config import ApiConfig
 from acceptance.clients.errors import ApiError, classify
 from acceptance.clients.libraries import client_for
 from acceptance.clients.transport import MAX_BODY, Aborted, TooLarge, deadline, new_session
-from remediation.clients import Api, Nomad
+from remediation.clients import Api
+from remediation.drains import Nomad
 from remediation.lock import create_session
 from remediation.model import ActionFailed
 
