@@ -2,94 +2,106 @@
 
 It builds the pytest command line of each moment, runs the installed package (from any directory), shows a
 progress bar while a provisioning run waits, and ends with where the report is. Anything it does not know is
-passed to pytest (``-k``, ``-x``, ``--nodes``, ...).
+passed to pytest (``-k``, ``-x``, ``--nodes``, ...). Its exit status is the table of ``--help`` whatever goes wrong:
+a usage error (argparse's too) is 4 and one line with the fix, a bug 3, Ctrl-C 2. The help texts: help.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
-EXIT = """exit status:
-  0  healthy / go / converged     1  something failed / no-go / did not converge
-  2  interrupted                  3  internal error
-  4  bad input (inventory, options), one line saying what to fix
-  5  no check selected              6  a remediation needs a human (it escalated)"""
+from acceptance.printable import escape_controls
+from alice_acceptance.help import BY_NAME, COMMANDS, DESCRIPTION, DISTRIBUTION, EXIT, PROG, Formatter, wrap
 
-DESCRIPTION = """The ALICE build cluster's acceptance suite: the runbook's checks on every node, for three moments.
 
-  check      every check (or a selection) on every node, now
-  nightly    the nightly health report: every check on every node, side by side; HTML (a node x check
-             matrix), JUnit, JSON and Prometheus metrics, and what changed since the last night
-  provision  after ai-bs / ai-rebuild-vm: wait, check by check, until the node converges (a rebuild can take
-             an hour); with --remediate=safe|all it fixes what it may on the way (puppet, image, reboot)
-  gate       before a rebuild, reboot or deletion: go or no-go, with every reason; --prepare drains the agent
-             or moves the leadership off the master first
-  merge      one report from the shards of a nightly run (--shard I/N on several runners)
-  lock       show or break the cluster-wide remediation lock
-  stop       stop remediation cluster-wide (every runner, every machine) until resume: stop --reason TEXT
-  resume     lift that stop
-  release    end the hold that gate --prepare keeps on the remediation lock while a human works
+class Parser(argparse.ArgumentParser):
+    """argparse with this suite's usage errors: exit 4 (argparse's 2 means "interrupted" here) and one line
+    ``alice-acceptance <cmd>: <problem>; fix: <what to do>``."""
 
-Every command needs the inventory: --inventory FILE or ALICE_ACCEPTANCE_INVENTORY. Credentials come from the
-variables the official CLIs read (NOMAD_TOKEN, CONSUL_HTTP_TOKEN, VAULT_TOKEN, OS_CLOUD, ...): README.md;
-lock, stop, resume and release write with CONSUL_REMEDIATION_TOKEN."""
+    def __init__(self, *args: Any, example: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.example = example  # a command line that works: the fix for a missing argument
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("the following arguments are required") and self.example:
+            fix = f"e.g. {self.example}"
+        else:  # argparse's message names the choices or the expected type
+            fix = f"see {self.prog} --help"
+        self.exit(4, usage_line(self.prog, message, fix) + "\n")
+
+
+def usage_line(prog: str, problem: str, fix: str) -> str:
+    return escape_controls(f"{prog}: {' '.join(problem.split())}; fix: {fix}")  # one line, whatever it quotes
+
+
+def _refuse(prog: str, problem: str, fix: str) -> int:
+    print(usage_line(prog, problem, fix), file=sys.stderr)
+    return 4
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _inventory(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inventory", metavar="FILE", default=os.environ.get("ALICE_ACCEPTANCE_INVENTORY"),
+                   help="the cluster's inventory (default: $ALICE_ACCEPTANCE_INVENTORY)")
 
 
 def _common(p: argparse.ArgumentParser, remediate: str | None = "off") -> None:
-    p.add_argument("--inventory", default=os.environ.get("ALICE_ACCEPTANCE_INVENTORY"),
-                   help="the cluster's inventory (default: $ALICE_ACCEPTANCE_INVENTORY)")
+    _inventory(p)
     p.add_argument("--report-dir", default="reports/out", help="where the reports go (default: reports/out)")
     if remediate is not None:
         p.add_argument("--remediate", choices=("off", "dry-run", "safe", "all"), default=remediate,
                        help=f"fix failed checks under the guardrails (default: {remediate})")
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="alice-acceptance", description=DESCRIPTION, epilog=EXIT,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    check = sub.add_parser("check", help="every check on every node, now", epilog=EXIT,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    _common(check)
-    nightly = sub.add_parser("nightly", help="the nightly health report", epilog=EXIT,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> Parser:
+    top = Parser(prog=PROG, description=DESCRIPTION, epilog=EXIT, example=BY_NAME["check"].first_example(),
+                 formatter_class=Formatter)
+    top.add_argument("-V", "--version", action="version", version=f"{PROG} {_version()}",
+                     help=f"print {PROG} VERSION and exit")
+    sub = top.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND",
+                             parser_class=Parser)
+    # merge's arguments are reports/merge.py's: it reads them itself (options between the shards), this only helps
+    cmd = {c.name: sub.add_parser(c.name, help=c.summary, description=wrap(c.description), epilog=c.epilog(),
+                                  usage=c.usage, example=c.first_example(), formatter_class=Formatter)
+           for c in COMMANDS}
+    _common(cmd["check"])
+    nightly = cmd["nightly"]
     _common(nightly)
     nightly.add_argument("--shard", metavar="I/N", help="only the I-th of N stable slices of the nodes")
     nightly.add_argument("--run-id", help="the run's id (the shards of one night share it)")
     nightly.add_argument("--metrics-textfile", metavar="PATH",
                          help="also write the metrics there, for node exporter's textfile collector")
-    provision = sub.add_parser("provision", help="wait until freshly provisioned nodes converge", epilog=EXIT,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    provision = cmd["provision"]
     _common(provision)
     provision.add_argument("nodes", nargs="+", metavar="NODE", help="the node(s) just provisioned (globs allowed)")
     provision.add_argument("--timeout", type=float, default=3600, help="give up after this many seconds (3600)")
     provision.add_argument("--interval", type=float, default=15, help="seconds between rounds (15)")
-    gate = sub.add_parser("gate", help="go / no-go before a rebuild, reboot or deletion", epilog=EXIT,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    gate = cmd["gate"]
     _common(gate, remediate=None)
     gate.add_argument("gate", metavar="ACTION:NODE", help="rebuild:alimesos02, reboot:alibuild07, delete:alibuild12")
     gate.add_argument("--prepare", action="store_true", help="drain / move the leadership first, then decide")
     gate.add_argument("--allow-allocations", metavar="JOBS", help="jobs whose allocations may still run there")
-    merge = sub.add_parser("merge", help="one report from the shards of a nightly run")
-    merge.add_argument("out", help="the merged run's folder")
-    merge.add_argument("summaries", nargs="+", help="the shards' summary.json")
-    lock = sub.add_parser("lock", help="show or break the remediation lock")
-    lock.add_argument("action", choices=("status", "break"))
-    lock.add_argument("--inventory", default=os.environ.get("ALICE_ACCEPTANCE_INVENTORY"))
-    stop = sub.add_parser("stop", help="stop remediation cluster-wide until resume")
-    stop.add_argument("--reason", default="", help="why, shown to every runner that refuses (required)")
-    resume = sub.add_parser("resume", help="lift the cluster-wide stop")
-    release = sub.add_parser("release", help="end the hold of gate --prepare on the remediation lock")
-    for p in (stop, resume, release):
-        p.add_argument("--inventory", default=os.environ.get("ALICE_ACCEPTANCE_INVENTORY"))
+    cmd["lock"].add_argument("action", choices=("status", "break"), help="status: who holds it; break: free it")
+    cmd["stop"].add_argument("--reason", required=True,
+                             help="who stops it and why, shown to every runner that refuses (required)")
+    for name in ("lock", "stop", "resume", "release"):
+        _inventory(cmd[name])
     return top
 
 
@@ -98,7 +110,9 @@ def pytest_args(args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
     if getattr(args, "remediate", None):
         out.append(f"--remediate={args.remediate}")
     if args.command == "nightly":
-        out += ["--moment=nightly", f"--junitxml={Path(args.report_dir) / 'latest' / 'junit.xml'}"]
+        out.append("--moment=nightly")
+        if not args.shard:  # a shard writes its own folder only; the merge writes the night's JUnit
+            out.append(f"--junitxml={Path(args.report_dir) / 'latest' / 'junit.xml'}")
         out += [f"--shard={args.shard}"] if args.shard else []
         out += [f"--run-id={args.run_id}"] if args.run_id else []
         out += [f"--metrics-textfile={args.metrics_textfile}"] if args.metrics_textfile else []
@@ -145,31 +159,51 @@ class Reporting:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args, extra = parser().parse_known_args(argv)
-    if args.command == "merge":
-        from reports.merge import main as merge_main
-
-        return merge_main([args.out, *args.summaries, *extra])  # merge refuses what it does not know (exit 4)
-    if not args.inventory:
-        print("alice-acceptance: no inventory; fix: pass --inventory FILE or set ALICE_ACCEPTANCE_INVENTORY",
+    """The exit status of the table in ``--help`` (alice_acceptance/help.py EXIT), never an argparse 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, extra = parser().parse_known_args(argv)
+    except SystemExit as e:  # --help, --version (0); a usage error (4, its line printed): a status like any other
+        return e.code if isinstance(e.code, int) else 4
+    try:
+        if args.command == "merge":  # its arguments as given, in their order: merge parses them
+            before, after = argv[:argv.index("merge")], argv[argv.index("merge") + 1:]
+            return _refuse(PROG, f"unknown {' '.join(before)}", f"see {PROG} --help") if before else _merge(after)
+        return _run(args, extra)
+    except KeyboardInterrupt:  # Ctrl-C or the watchdog outside a pytest session (pytest itself says 2)
+        return 2
+    except Exception:  # a bug: its traceback for the report, and 3, never 1 ("checks failed")
+        traceback.print_exc()
+        print(f"{PROG} {args.command}: internal error (the traceback above); fix: report it with that traceback",
               file=sys.stderr)
-        return 4
-    if args.command == "lock":
+        return 3
+
+
+def _merge(argv: list[str]) -> int:
+    from alice_acceptance import notify
+    from reports.merge import main as merge_main
+
+    return merge_main(argv, notify=notify.after_merge)  # its usage errors are 4 and one line too
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    prog = f"{PROG} {args.command}"
+    pytest_run = args.command in ("check", "nightly", "provision", "gate")
+    if extra and not pytest_run:  # nothing here goes to pytest: an unknown option is a typo, not to be ignored
+        return _refuse(prog, f"unknown {' '.join(extra)}", f"see {prog} --help")
+    if args.command == "stop" and not args.reason.split():
+        return _refuse(prog, "--reason is blank", "say who stops it and why, e.g. --reason 'INC0123: hands off'")
+    if not args.inventory:
+        return _refuse(prog, "no inventory", "pass --inventory FILE or set ALICE_ACCEPTANCE_INVENTORY")
+    if not pytest_run:
         from remediation.lock import main as lock_main
-
-        return lock_main([args.action, f"--inventory={args.inventory}"])
-    if args.command in ("stop", "resume", "release"):
-        if extra:  # nothing here goes to pytest: an unknown option is a typo, not something to ignore
-            print(f"alice-acceptance {args.command}: unknown {' '.join(extra)}; fix: see alice-acceptance "
-                  f"{args.command} --help", file=sys.stderr)
-            return 4
-        if args.command == "release":
-            from remediation.lock import main as lock_main
-
-            return lock_main(["release", f"--inventory={args.inventory}"])
         from remediation.switch import main as switch_main
 
-        return switch_main([args.command, f"--reason={getattr(args, 'reason', '')}", f"--inventory={args.inventory}"])
+        if args.command in ("lock", "release"):
+            action = args.action if args.command == "lock" else "release"
+            return lock_main([action, f"--inventory={args.inventory}"])
+        reason = [f"--reason={args.reason}"] if args.command == "stop" else []
+        return switch_main([args.command, *reason, f"--inventory={args.inventory}"])
     reporting = Reporting()
     start = time.monotonic()
     code = int(pytest.main(pytest_args(args, extra), plugins=[reporting]))

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 
 from acceptance.inventory import Node
 from acceptance.targeting import Gate, Shard
+from reports.summary import is_run_id
 
 GATE_ACTIONS = ("rebuild", "reboot", "delete")
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 
 
 class MomentError(ValueError):
@@ -43,7 +44,7 @@ def parse_shard(value: str) -> Shard:
 
 
 def parse_run_id(value: str) -> str:
-    if not _RUN_ID.fullmatch(value):
-        raise MomentError(f"--run-id {value[:40]!r}: use letters, digits and ._:- (at most 80); fix: e.g. "
+    if not _RUN_ID.fullmatch(value) or not is_run_id(value):  # the report folder's rules: no ':', not latest*
+        raise MomentError(f"--run-id {value[:40]!r}: use letters, digits and ._- (at most 80), not latest; fix: e.g. "
                           "--run-id nightly-20261201")
     return value

@@ -29,10 +29,10 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 from acceptance.inventory import InventoryError
-from acceptance.printable import show
+from acceptance.printable import escape_controls, show
 from remediation.clients import Api, consul_of
 from remediation.model import ActionFailed
 from remediation.state import StateUnavailable, kv_entry, kv_json, put
@@ -184,12 +184,20 @@ def release_hold(http: Api, key: str) -> str:
     return f"released the hold of {describe(holder)}"
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse with the suite's usage errors (remediation.lock's and remediation.switch's): exit 4, argparse's 2
+    meaning "interrupted" here, and one line ``<prog>: <problem>; fix: <what to do>``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(4, escape_controls(f"{self.prog}: {' '.join(message.split())}; fix: see {self.prog} --help") + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m remediation.lock",
-                                description="Show, break or release the cluster-wide remediation lock (a Consul "
-                                            "session).")
+    """0: done (status: free or held), 1: Consul cannot be read or written, 4: bad input."""
+    p = UsageParser(prog="python -m remediation.lock",
+                    description="Show, break or release the cluster-wide remediation lock (a Consul session).")
     p.add_argument("command", choices=("status", "break", "release"))
-    p.add_argument("--inventory", required=True)
+    p.add_argument("--inventory", metavar="FILE", required=True, help="the cluster's inventory")
     args = p.parse_args(argv)
     try:
         inventory, http = consul_of(args.inventory)

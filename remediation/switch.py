@@ -10,7 +10,6 @@ alice-acceptance/stop "disk swap"`` works too): a switch meant to stop must not 
 
 from __future__ import annotations
 
-import argparse
 import getpass
 import socket
 import sys
@@ -21,6 +20,7 @@ from typing import Any
 from acceptance.inventory import InventoryError
 from acceptance.printable import show
 from remediation.clients import Api, consul_of
+from remediation.lock import UsageParser
 from remediation.model import ActionFailed
 from remediation.state import ATTEMPTS, StateUnavailable, kv_entry, kv_json, kv_value, put
 
@@ -82,16 +82,16 @@ def _parse(entry: dict[str, Any], key: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """0: done, 1: Consul cannot be read or written, 4: bad input."""
-    p = argparse.ArgumentParser(prog="python -m remediation.switch",
-                                description="Stop or resume remediation cluster-wide (a key in Consul KV).")
+    p = UsageParser(prog="python -m remediation.switch",
+                    description="Stop or resume remediation cluster-wide (a key in Consul KV).")
     p.add_argument("command", choices=("stop", "resume"))
     p.add_argument("--reason", default="", help="why (stop: required), shown to every runner that refuses")
-    p.add_argument("--inventory", required=True)
+    p.add_argument("--inventory", metavar="FILE", required=True, help="the cluster's inventory")
     args = p.parse_args(argv)
     reason = " ".join(args.reason.split())
     if args.command == "stop" and not reason:
-        show("stop: no reason; fix: pass --reason TEXT (who stops it and why, shown to every runner)",
-              file=sys.stderr)
+        show(f"{p.prog}: stop: no reason; fix: pass --reason TEXT (who stops it and why, shown to every runner)",
+             file=sys.stderr)
         return 4
     try:
         inventory, http = consul_of(args.inventory)
