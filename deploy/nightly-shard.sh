@@ -5,7 +5,7 @@
 set -eu
 : "${SHARDS:?}" "${NOMAD_ALLOC_INDEX:?}" "${NOMAD_JOB_ID:?}" "${INVENTORY:?}" "${REPORT_DIR:?}"
 index=$((NOMAD_ALLOC_INDEX + 1))
-run_id=$(printf '%s' "$NOMAD_JOB_ID" | tr -c 'A-Za-z0-9_.:-' '-' | cut -c1-60)
+run_id=$(printf '%s' "$NOMAD_JOB_ID" | tr -c 'A-Za-z0-9_.-' '-' | cut -c1-60)
 status=0
 alice-acceptance nightly --inventory "$INVENTORY" --report-dir "$REPORT_DIR/shards" --shard "$index/$SHARDS" \
   --run-id "$run_id" -q || status=$?
@@ -18,6 +18,6 @@ if [ "$index" -eq 1 ]; then
   done
   # a missing shard is not hidden: the merged report says the run is incomplete and which shard is missing
   find "$REPORT_DIR/shards" -path "*/$run_id-s*of$SHARDS/summary.json" -print0 |
-    xargs -0 alice-acceptance merge "$REPORT_DIR/$run_id" || status=1
+    xargs -0 alice-acceptance merge --report-dir "$REPORT_DIR" --keep "${KEEP_NIGHTS:-30}" || status=1
 fi
 exit "$status"

@@ -1,4 +1,5 @@
-"""Report writers: summary.json, report.html, metrics.prom, the trend, and the merge of shards.
+"""Report writers: summary.json, report.html, metrics.prom, junit.xml, the trend, the merge of shards, and the
+report folder's history (index.html, retention).
 
 The plugin hands a :class:`reports.summary.Summary` (or its JSON form) to :func:`write_all` at the end of a
 run; output goes to ``reports/out/`` (git-ignored). Format: reports/SCHEMA.md. This package never imports

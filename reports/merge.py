@@ -7,14 +7,26 @@ longest shard's (they run side by side), exit status the worst, ``shard`` null. 
 shards (a cluster-wide check run by each) is kept once, its worst outcome. A missing shard is not hidden:
 the merged run is marked interrupted, with a warning naming the shard.
 
-CLI::
+CLI, two forms::
 
+    python -m reports.merge --report-dir DIR SUMMARY.json... [--runs N] [--keep N]
     python -m reports.merge OUT_DIR SUMMARY.json... [--history-dir DIR] [--runs N]
 
-writes ``OUT_DIR/summary.json``, ``OUT_DIR/report.html`` and ``OUT_DIR/metrics.prom``; with ``--history-dir``
-(a report folder of previous runs) the trend is computed against it. report.html is the same pytest-html page a
-run writes, rendered from the merged records (there is no pytest session here: :func:`reports.html.render_page`
-replays them through pytest-html's own classes).
+``--report-dir DIR`` (the form for a night: ``alice-acceptance merge --report-dir DIR ...``) writes the merged night
+into a report folder exactly as a run does (:func:`reports.write.write_all`): ``DIR/<run id>/`` and the run's
+``latest`` folder (``DIR/latest/`` for a nightly) get summary.json, report.html, metrics.prom and junit.xml, the
+trend is computed against the previous runs in DIR (window ``--runs``), and, for a nightly, the run folders of the
+last ``--keep`` nights (default 30) are kept and ``DIR/index.html`` rewritten (:mod:`reports.history`). The shards
+may be in DIR themselves (their summaries are skipped by the trend and the index) or anywhere else.
+
+``OUT_DIR`` (the first positional, without ``--report-dir``; the form of earlier versions) writes the same four
+files into OUT_DIR only; no ``latest``, no index, no retention, and a trend only with ``--history-dir`` (a report
+folder of previous runs). ``--keep`` needs ``--report-dir``; ``--history-dir`` goes with OUT_DIR only (with
+``--report-dir`` the history is DIR).
+
+report.html is the same pytest-html page a run writes, rendered from the merged records (there is no pytest session
+here: :func:`reports.html.render_page` replays them through pytest-html's own classes); junit.xml is generated from
+the merged records as pytest writes a run's (:mod:`reports.junit`).
 
 Every input is checked before anything is written (:func:`reports.read.load_summary`: a regular file of at most
 64 MiB, strict JSON, the schema, every field the merge reads with its type, records of a known outcome): a shard a
@@ -29,16 +41,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
+from reports.history import DEFAULT_KEEP
 from reports.outcomes import RANK
 from reports.read import check_summary, load_summary
 from reports.summary import SCHEMA_VERSION, SummaryError, as_json, node_sort_key, record_sort_key
 from reports.trend import DEFAULT_RUNS, trend_for
-from reports.write import write_reports
+from reports.write import write_all, write_reports
 
 PROG = "alice-acceptance merge"
 
@@ -92,6 +105,14 @@ def _one(values: Sequence[Any], what: str) -> Any:
     if len(distinct) > 1:
         raise MergeError(f"the shards disagree on {what}: {', '.join(distinct)}")
     return values[0]
+
+
+def _lone(summary: Mapping[str, Any]) -> str:
+    """The run id of a merge of one summary: a lone shard's without its ``-s<i>of<n>`` (the merged run must not
+    take the shard's folder), else its own."""
+    run_id, shard = str(summary["run_id"]), summary.get("shard")
+    suffix = f"-s{shard['index']}of{shard['count']}" if shard else ""
+    return run_id[: -len(suffix)] if suffix and run_id.endswith(suffix) and len(run_id) > len(suffix) else run_id
 
 
 def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -162,7 +183,7 @@ def merge_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     merged: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
-        "run_id": common_run_id([str(s.get("run_id")) for s in shards]) if len(shards) > 1 else shards[0]["run_id"],
+        "run_id": common_run_id([str(s.get("run_id")) for s in shards]) if len(shards) > 1 else _lone(shards[0]),
         "cluster": cluster,
         "inventory": shards[0].get("inventory"),
         "moment": moment,
@@ -203,17 +224,40 @@ def _fail(what: str, fix: str) -> int:
     return 4
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog=PROG, description="Merge the summaries of the shards of one run and write summary.json, "
-                                            "report.html and metrics.prom into OUT_DIR.")
-    parser.add_argument("out_dir", metavar="OUT_DIR", type=Path)
-    parser.add_argument("summaries", metavar="SUMMARY", type=Path, nargs="+", help="the shards' summary.json")
-    parser.add_argument("--history-dir", type=Path, help="report folder of previous runs, for the trend")
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog=PROG, description="Merge the summaries of the shards of one run and write its reports: "
+                                            "into a report folder as a run does (--report-dir), or into OUT_DIR.")
+    parser.add_argument("paths", metavar="[OUT_DIR] SUMMARY", type=Path, nargs="+",
+                        help="OUT_DIR (without --report-dir), then the shards' summary.json")
+    parser.add_argument("--report-dir", type=Path, help="report folder to write the merged run into, as a run does")
+    parser.add_argument("--history-dir", type=Path, help="with OUT_DIR: report folder of previous runs, for the trend")
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help=f"trend window N (default {DEFAULT_RUNS})")
+    parser.add_argument("--keep", type=int, help=f"with --report-dir: nights kept (default {DEFAULT_KEEP})")
+    args = parser.parse_intermixed_args(argv)  # options may come between the shards
+    if not 1 <= args.runs <= 1000:
+        raise UsageError(f"--runs {args.runs}: expected 1 to 1000")
+    if args.report_dir is None:
+        if len(args.paths) < 2:
+            raise UsageError("expected OUT_DIR and at least one SUMMARY (or --report-dir DIR and the summaries)")
+        if args.keep is not None:
+            raise UsageError("--keep needs --report-dir (OUT_DIR holds one run, not nights)")
+        args.out_dir, args.summaries = args.paths[0], args.paths[1:]
+    else:
+        if args.history_dir is not None:
+            raise UsageError("--history-dir goes with OUT_DIR; with --report-dir the history is that folder")
+        if args.keep is None:
+            args.keep = DEFAULT_KEEP
+        if not 1 <= args.keep <= 100000:
+            raise UsageError(f"--keep {args.keep}: expected 1 to 100000")
+        args.out_dir, args.summaries = None, args.paths
+    return args
+
+
+def main(argv: Sequence[str] | None = None, *, notify: Callable[[Path], object] | None = None) -> int:
+    """``notify``: called with the written summary (the CLI passes the night's message sender; reports imports
+    nothing of the suite)."""
     try:
-        args = parser.parse_intermixed_args(argv)  # options may come between the shards
-        if not 1 <= args.runs <= 1000:
-            raise UsageError(f"--runs {args.runs}: expected 1 to 1000")
+        args = _parse(argv)
     except UsageError as exc:
         return _fail(str(exc), f"see {PROG} --help")
     try:
@@ -223,14 +267,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                                f"{SCHEMA_VERSION}); a shard whose summary is lost must be run again")
     except MergeError as exc:
         return _fail(str(exc), "give the summaries of the shards of one run: same cluster and moment, each shard once")
-    if args.history_dir is not None:  # a bad previous run is skipped with a warning (logged), never fatal
-        merged["trend"], _ = trend_for(merged, args.history_dir, runs=args.runs)
+    target = args.report_dir if args.report_dir is not None else args.out_dir
     try:
-        paths = write_reports(merged, args.out_dir)
-    except OSError as exc:  # ReportPathError included: a symlink where a folder must be
-        return _fail(f"{args.out_dir}: cannot write the reports ({exc})", "give an OUT_DIR folder you can write")
+        if args.report_dir is not None:  # a bad previous run is skipped with a warning (logged), never fatal
+            paths = write_all(merged, args.report_dir, history=args.runs, keep=args.keep, junit=True)
+        else:
+            if args.history_dir is not None:
+                merged["trend"], _ = trend_for(merged, args.history_dir, runs=args.runs)
+            paths = write_reports(merged, args.out_dir, junit=True)
+    except (OSError, SummaryError) as exc:  # ReportPathError included: a symlink where a folder must be
+        return _fail(f"{target}: cannot write the reports ({exc})", "give a report folder you can write")
     for path in paths.values():
         print(path)
+    if notify is not None:
+        notify(paths["summary"])
     return 0
 
 

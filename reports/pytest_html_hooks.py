@@ -10,8 +10,9 @@ Registered by ``alice_acceptance.plugin`` at configure (``--inventory`` runs), b
 - at the end, pytest-html renders after the plugin has written the reports (its sessionfinish is trylast): this
   plugin's sessionfinish wrapper holds the run's page and summary back (:func:`reports.write.hold_pages`), so
   that the summary section shows the summary just computed, trend included; once pytest-html has written its
-  page, the page (with its Content-Security-Policy) goes to the run's folder and ``latest/``, and summary.json
-  after it, each atomically. Should pytest-html render nothing, the page is rendered from the summary.
+  page, the page (with its Content-Security-Policy) goes to the run's folder and its ``latest`` folder (none for a
+  shard: :func:`reports.write.latest_name`), and summary.json after it, each atomically. Should pytest-html render
+  nothing, the page is rendered from the summary.
 
 On an xdist worker, and with ``--collect-only``, it does nothing.
 """

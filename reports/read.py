@@ -110,7 +110,7 @@ _SCALARS: dict[str, tuple[str, tuple[type, ...], Callable[[Any], bool]]] = {
     "seconds": ("a number of seconds >= 0", (int, float), lambda v: 0 <= v <= 1e12),  # NaN fails every comparison
     "status": ("an exit status 0-255", (int,), lambda v: 0 <= v <= 255),
     "bool": ("true or false", (bool,), lambda v: True),
-    "run_id": ("a folder name (letters, digits, '.', '_', '-'; not 'latest')", (str,), is_run_id),
+    "run_id": ("a folder name (letters, digits, '.', '_', '-'; not 'latest' nor 'latest-*')", (str,), is_run_id),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"outcome": OUTCOMES, "verdict": VERDICTS, "moment": MOMENTS}
 # field -> kind; "!": required, "?": may be null, list[...] / map[...] of a kind (map keys are ids)

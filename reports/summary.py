@@ -342,13 +342,16 @@ _RUN_ID = RUN_ID
 
 
 def is_run_id(value: Any) -> bool:
-    return isinstance(value, str) and RUN_ID.fullmatch(value) is not None and value != "latest"
+    """A run's folder name: never ``latest`` nor ``latest-<moment>`` (the copies of the last runs, not runs)."""
+    return (isinstance(value, str) and RUN_ID.fullmatch(value) is not None and value != "latest"
+            and not value.startswith("latest-"))
 
 
 def run_dir(report_dir: Path, run_id: str) -> Path:
     """``<report_dir>/<run id>``; a run id that is not one plain folder name is refused."""
     if not is_run_id(run_id):
-        raise SummaryError(f"run id {run_id!r} cannot name a report folder (letters, digits, '.', '_', '-')")
+        raise SummaryError(f"run id {run_id!r} cannot name a report folder (letters, digits, '.', '_', '-'; "
+                           "not latest nor latest-*)")
     return report_dir / run_id
 
 

@@ -129,7 +129,7 @@ def write_shards(full: dict, tmp_path: Path, count: int = 2) -> list[Path]:
     return [write_summary(s, tmp_path / "shards" / str(i)) for i, s in enumerate(split(full, count))]
 
 
-def test_cli_writes_the_three_reports(full, tmp_path, capsys):
+def test_cli_writes_the_reports_into_out_dir(full, tmp_path, capsys):
     paths = write_shards(full, tmp_path)
     history = tmp_path / "history"
     before = build_summary(run_id="20261125T030000Z-aaaaaa", started="2026-11-25T03:00:00+00:00",
@@ -137,7 +137,7 @@ def test_cli_writes_the_three_reports(full, tmp_path, capsys):
     write_summary(before, history)
     out = tmp_path / "out"
     assert main([str(out), *map(str, paths), "--history-dir", str(history)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.prom", "report.html", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["junit.xml", "metrics.prom", "report.html", "summary.json"]
     merged = json.loads((out / "summary.json").read_text())
     assert merged["run_id"] == full["run_id"] and merged["records"] == full["records"]
     assert merged["trend"]["previous_run"] == "20261125T030000Z-aaaaaa"

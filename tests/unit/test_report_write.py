@@ -17,10 +17,10 @@ def test_write_all_writes_the_run_folder_and_latest(tmp_path):
     paths = write_all(build_summary(), tmp_path)
     run = tmp_path / "20261126T030000Z-3f9a1c"
     assert paths == {"summary": run / "summary.json", "html": run / "report.html", "metrics": run / "metrics.prom",
-                     "latest": tmp_path / "latest"}
+                     "latest": tmp_path / "latest", "index": tmp_path / "index.html"}
     for name in ("summary.json", "report.html", "metrics.prom"):
         assert (run / name).read_bytes() == (tmp_path / "latest" / name).read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261126T030000Z-3f9a1c", "latest"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["20261126T030000Z-3f9a1c", "index.html", "latest"]
     assert sorted(p.name for p in run.iterdir()) == ["metrics.prom", "report.html", "summary.json"]
     data = json.loads(paths["summary"].read_text())
     assert data["trend"]["previous_run"] is None

@@ -126,7 +126,7 @@ def test_load_summary_refuses_other_schemas_and_garbage(tmp_path):
         load_summary(bad)
 
 
-@pytest.mark.parametrize("run_id", ["../etc", "latest", "", "a/b", ".hidden"])
+@pytest.mark.parametrize("run_id", ["../etc", "latest", "latest-check", "", "a/b", ".hidden"])
 def test_a_run_id_that_is_no_folder_name_is_refused(tmp_path, run_id):
     with pytest.raises(SummaryError, match="cannot name a report folder"):
         write_summary(summary([], run_id=run_id), tmp_path)
