@@ -24,7 +24,7 @@ from acceptance.printable import escape_controls
 from acceptance.redaction import redact, remember_environment
 from acceptance.run import ITEM_KEY, RUN_KEY, WORKERINPUT_KEY, Connections, Run, Scope, get_run
 from acceptance.transport.nodes import Nodes
-from alice_acceptance import collection, terminal, watchdog
+from alice_acceptance import collection, notify, terminal, watchdog
 from alice_acceptance.configure import build_run, usage
 from alice_acceptance.converge import ConvergeLoop
 from alice_acceptance.records import Recorder, summary_of
@@ -322,6 +322,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     textfile = session.config.getoption("metrics_textfile")
     if textfile:
         app.outputs["textfile"] = copy_atomically(app.outputs["metrics"], Path(textfile))
+    # last: the message links to the reports; it is bounded in time and never changes the exit status
+    notify.after_run(session.config, run.scope.inventory.notify.mattermost, app.outputs)
 
 
 def _close_nodes(config: pytest.Config, connections: Connections, nodes: Nodes) -> None:
@@ -357,7 +359,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
             terminalreporter.write_line(line)
     if run.scope.gate is not None:
         terminal.gate_verdict(terminalreporter, run.scope, run.results)
-    for kind in ("html", "summary", "metrics", "textfile"):
+    for kind in ("html", "summary", "metrics", "textfile", "index"):
         if kind in app.outputs:
             terminalreporter.write_line(f"{kind}: {app.outputs[kind]}")
 

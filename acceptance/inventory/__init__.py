@@ -45,6 +45,13 @@ Keys. Relative paths are relative to the inventory file; numbers must be finite 
                  ``state_key``, ``stop_key`` (Consul KV keys under ``alice-acceptance/``), ``lock_ttl_s`` (900;
                  10..86400), ``attempts`` (3; 1..100: the retry budget per check, node and rung),
                  ``budget_window_h`` (24; (0, 8760])
+``notify``       -> ``Inventory.notify`` (:class:`NotifySettings`): ``mattermost`` (absent: no message), an incoming
+                 webhook told what a nightly run changed: ``url_env`` (the environment variable holding the webhook's
+                 URL, a secret: ``ALICE_ACCEPTANCE_MATTERMOST_URL``; upper-case letters, digits and '_'), ``channel``
+                 (a channel's name as in its URL, or ``@user``; default: the webhook's), ``username``
+                 (``alice-acceptance``), ``icon_url``, ``report_url`` (an http(s) URL as an API's, ``{run_id}``
+                 standing for the run's id), ``timeout_s`` (5; (0, 30]: the whole sending, its retry included),
+                 ``ca`` (an existing CA bundle file; default: certifi's); ``mattermost: {}`` takes every default
 
 Bounds of the input, so that any file is refused in well under a second: 1 MiB, 32 levels of nesting, 10,000
 items in one list or mapping, 50,000 values once YAML aliases are expanded (an "alias bomb" is refused).
@@ -68,7 +75,9 @@ from acceptance.inventory.model import (
     Expectations,
     Inventory,
     Maintenance,
+    MattermostSettings,
     Node,
+    NotifySettings,
     OpenStackSettings,
     RemediationSettings,
     SshSettings,
@@ -105,7 +114,9 @@ __all__ = [
     "InventoryError",
     "Kind",
     "Maintenance",
+    "MattermostSettings",
     "Node",
+    "NotifySettings",
     "OpenStackSettings",
     "RemediationSettings",
     "Role",

@@ -12,13 +12,17 @@ from typing import Any, Literal
 
 from acceptance.inventory.roles import ROLES, Kind, Role
 from acceptance.inventory.rules import (
+    channel_problem,
+    env_name_problem,
     fixing,
     hostport_problem,
     kernel_arg_problem,
     lock_key_problem,
     maintained_problem,
     num,
+    report_url_problem,
     rule,
+    sender_problem,
     ssh_path_problem,
     url_problem,
     user_problem,
@@ -199,6 +203,33 @@ class RemediationSettings:
     budget_window_h: float = field(default=24, metadata=_HOURS)
 
 
+MATTERMOST_URL_ENV = "ALICE_ACCEPTANCE_MATTERMOST_URL"
+
+
+@dataclass(frozen=True)
+class MattermostSettings:
+    """A Mattermost incoming webhook (``notify.mattermost``). Its URL embeds the webhook's key, a secret: it comes
+    from the environment variable ``url_env``, never from this file."""
+
+    url_env: str = field(default=MATTERMOST_URL_ENV, metadata=rule(check=env_name_problem))
+    # the webhook's own channel when absent (Mattermost may lock a webhook to its channel)
+    channel: str | None = field(default=None, metadata=rule(check=fixing(
+        channel_problem, "write the channel's name as in its URL (e.g. alice-build-infra), or @user")))
+    username: str = field(default="alice-acceptance", metadata=rule(check=fixing(
+        sender_problem, "write a name such as alice-acceptance")))
+    icon_url: str | None = field(default=None, metadata=rule(check=url_problem))
+    report_url: str | None = field(default=None, metadata=rule(check=report_url_problem))  # each item links there
+    timeout_s: float = field(default=5, metadata=num(0, 30, above=True))  # the whole sending, its one retry included
+    ca: Path | None = None  # the CA bundle the server's certificate is verified with (default: certifi's)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    """Who hears of what a nightly run changed (section ``notify``); nothing is sent when it is absent."""
+
+    mattermost: MattermostSettings | None = None
+
+
 @dataclass(frozen=True)
 class Inventory:
     path: Path
@@ -211,6 +242,7 @@ class Inventory:
     maintenance: tuple[Maintenance, ...] = ()
     check_dirs: tuple[Path, ...] = ()  # directories of the site's own checks
     remediation: RemediationSettings = field(default_factory=RemediationSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     def node(self, name: str) -> Node | None:
         return next((n for n in self.nodes if n.name == name), None)

@@ -17,13 +17,14 @@ from acceptance.inventory.model import (
     Inventory,
     Maintenance,
     Node,
+    NotifySettings,
     RemediationSettings,
     SshSettings,
 )
 from acceptance.inventory.reader import Reader
 from acceptance.inventory.rules import NO_RULE, Rule
 
-_TOP = ("cluster", "ssh", "apis", "nodes", "discovery", "expect", "maintenance", "checks", "remediation")
+_TOP = ("cluster", "ssh", "apis", "nodes", "discovery", "expect", "maintenance", "checks", "remediation", "notify")
 _NODE_KEYS = ("name", "address", "kind", "az", "flavor", "project")
 
 _Kinded = TypeVar("_Kinded", Node, DiscoveryRule)
@@ -105,4 +106,5 @@ def parse_inventory(raw: Any, path: Path) -> Inventory:
         path=r.path, cluster=cluster, ssh=r.optional(SshSettings, m, "ssh"), apis=apis, nodes=nodes,
         discovery=discovery, expect=r.optional(Expectations, m, "expect"), maintenance=maintenance,
         check_dirs=_check_dirs(r, m), remediation=r.optional(RemediationSettings, m, "remediation"),
+        notify=r.optional(NotifySettings, m, "notify"),
     )

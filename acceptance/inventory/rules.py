@@ -174,6 +174,43 @@ def hostport_problem(value: str) -> tuple[str, str] | None:
     return None if problem is None else (problem, fix)
 
 
+# --------------------------------------------------------------------------- notifications
+
+_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]{0,127}")
+_CHANNEL = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}|@[a-z0-9._-]{1,64}")
+_SENDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def env_name_problem(name: str) -> tuple[str, str] | None:
+    """The name of the variable holding a secret URL. The value is never shown: it may be the secret itself,
+    pasted where its variable's name belongs (a webhook's key is a valid lower-case word; names are upper-case)."""
+    if _ENV_NAME.fullmatch(name):
+        return None
+    fix = "name the environment variable that holds the URL, e.g. ALICE_ACCEPTANCE_MATTERMOST_URL"
+    if "/" in name or ":" in name:
+        return "a URL where the name of an environment variable belongs", f"the URL is a secret: {fix}"
+    return "not an environment variable name (upper-case letters, digits and '_', not starting with a digit)", fix
+
+
+def channel_problem(channel: str) -> str | None:
+    if _CHANNEL.fullmatch(channel):
+        return None
+    return f"{show(channel)} is not a Mattermost channel name ([a-z0-9_-], 64 at most) or @user"
+
+
+def sender_problem(name: str) -> str | None:
+    if _SENDER.fullmatch(name):
+        return None
+    return f"{show(name)} is not a user name: letters, digits, '.', '_' and '-', 64 at most"
+
+
+def report_url_problem(url: str) -> tuple[str, str] | None:
+    """A report's address, as an API's (:func:`url_problem`), where ``{run_id}`` stands for the run's id."""
+    found = url_problem(url.replace("{run_id}", "run-id"))
+    fix = "write it as https://host/path/report.html ({run_id} is replaced by the run's id)"
+    return None if found is None else (found[0], fix)
+
+
 # --------------------------------------------------------------------------- values that reach a node's commands
 # Quoted for the node's shell (shlex.quote, by testinfra) and after `--` wherever the command takes it; these rules
 # are the guard where it does not (testinfra's `systemctl show UNIT`, `dsmc`, `test -e PATH`).

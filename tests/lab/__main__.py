@@ -1,4 +1,4 @@
-"""`python -m tests.lab up|down|status|faults|fault NAME NODE|heal NAME NODE` (see README.md)."""
+"""`python -m tests.lab up|down|status|faults|fault NAME NODE|heal NAME NODE|notifications` (see README.md)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,11 @@ from .dockerctl import LabError
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["notifications"]:  # its own options: notifications.py also runs alone, in the lab's container
+        from . import notifications  # noqa: PLC0415
+
+        return notifications.main(argv[1:])
     p = argparse.ArgumentParser(prog="python -m tests.lab", description="The ALICE lab cluster on this machine.")
     sub = p.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="create or start the lab (idempotent); writes .lab/")
@@ -19,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="remove the lab's containers, volumes and network")
     sub.add_parser("status", help="containers, leaders, Vault seal state and memory")
     sub.add_parser("faults", help="list the faults")
+    sub.add_parser("notifications", help="print what the stand-in Mattermost received (`notifications serve`: run it)")
     for verb in ("fault", "heal"):
         f = sub.add_parser(verb, help=f"{verb} NAME NODE")
         f.add_argument("name")
