@@ -115,7 +115,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if not run.info.is_worker:  # the run's ssh control sockets go with it, whatever ends the run
         config.add_cleanup(lambda: shutil.rmtree(run.connections.control_dir, ignore_errors=True))
     config.stash[RUN_KEY] = run
-    config.pluginmanager.register(HtmlReport(config, run.info.report_dir, run.info.run_id), HtmlReport.NAME)
+    if config.pluginmanager.hasplugin("html"):  # its hooks are pytest-html's: unknown to pluggy under -p no:html
+        config.pluginmanager.register(HtmlReport(config, run.info.report_dir, run.info.run_id), HtmlReport.NAME)
     config.stash[APP_KEY] = AppState(api_baseline=requests_made())
     args = collection.collection_args(config, run.scope)
     if args is not None:

@@ -237,3 +237,11 @@ def test_sigterm_ends_the_run_like_ctrl_c_with_its_reports(pytester, site, monke
     summary = json.loads((site["out"] / "latest" / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["totals"]["not_run"] >= 1
     assert not list(Path(tempfile.gettempdir()).glob(f"alice-acc-*/{'alimesos01'}"))
+
+
+def test_without_pytest_html_the_run_still_writes_its_reports(pytester, site):
+    """``-p no:html``: the report hooks are pytest-html's, so they are not registered; the page is rendered from
+    the summary instead."""
+    result, summary = run(pytester, site, "-p", "no:html")
+    assert result.ret == 1, result.stdout.str()[-2000:]
+    assert summary["records"] and (site["out"] / "latest" / "report.html").is_file()
