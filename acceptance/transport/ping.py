@@ -43,8 +43,9 @@ def _no_answer(address: str, deadline: int, output: str) -> str:
     stats = _STATS.search(output)
     sent = f"{_echoes(int(stats.group(1)))} sent" if stats else "no statistics"
     icmp = _ICMP_ERROR.findall(output)
-    why = f"; {icmp[-1][1]} from {icmp[-1][0]}" if icmp else ""  # the network's own answer says more
-    return f"ping {address}: no answer within {deadline}s ({sent}{why})"
+    if icmp:  # the network answered that the node cannot be reached: not a silence that lasted the deadline
+        return f"ping {address}: unreachable, {icmp[-1][1]} from {icmp[-1][0]} ({sent})"
+    return f"ping {address}: no answer within {deadline}s ({sent})"
 
 
 def ping(address: str, deadline_s: float = DEADLINE_S) -> ProbeResult:

@@ -77,8 +77,8 @@ def test_the_networks_icmp_error_is_said(tmp_path, monkeypatch):
     fake_ping(tmp_path, monkeypatch, out, rc=1)
     result = pinging.ping("172.30.1.1")
     assert not result.ok and not result.error
-    assert result.message == ("ping 172.30.1.1: no answer within 3s (1 echo sent; Destination Host Unreachable "
-                              "from gw.cern.ch (172.30.1.254))")
+    assert result.message == ("ping 172.30.1.1: unreachable, Destination Host Unreachable from gw.cern.ch "
+                              "(172.30.1.254) (1 echo sent)")
 
 
 def test_deadline_is_whole_seconds_and_other_exits_are_errors(tmp_path, monkeypatch):
